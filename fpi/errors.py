@@ -1,0 +1,33 @@
+"""One error family; each class carries the exit code the CLI turns it into."""
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_ERROR = 2
+
+
+class FpiError(Exception):
+    """Base of every error fpi expects and reports without a traceback."""
+
+    exit_code = EXIT_ERROR
+
+
+class TraceError(FpiError):
+    """Input traces that break the trace format, with every problem found."""
+
+    def __init__(self, problems: list[str], *, summary: str | None = None):
+        self.problems = problems
+        shown = problems[:20]
+        more = len(problems) - len(shown)
+        lines = [summary] if summary else []
+        lines += shown
+        if more:
+            lines.append(f"... and {more} more problems")
+        super().__init__("\n".join(lines))
+
+
+class ModelError(FpiError):
+    """A model directory that is missing, malformed or does not fit this fpi."""
+
+
+class UsageError(FpiError):
+    """Arguments that do not fit together."""

@@ -1,0 +1,397 @@
+"""Read trace logs into one typed polars frame, and say exactly what was wrong
+with every line that could not be read.
+
+Clean files take a polars-only path: lines are decoded by polars and checked
+with vectorised expressions. Only lines that fail there are parsed again in
+Python, to name the field and the reason."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from fpi.errors import TraceError
+from fpi.output import atomic_write_bytes
+from fpi.schema import (
+    EVENT_STAGES,
+    TURN_EVENT_FIELDS,
+    TURN_FIELD_NAMES,
+    TURN_FIELDS,
+    TURN_SCHEMA,
+    clean_turn_expr,
+    turn_dtype,
+    validate_turn,
+)
+
+OnError = Literal["fail", "skip"]
+
+# polars reads `true` as 1.0 and `5` as "5"; lines where a typed key meets such a
+# value are checked in Python first, so that the coercion never goes unseen.
+_NUMERIC_KEYS = "score|confidence|turn_index|latency_ms"
+_STRING_KEYS = ("turn_id|session_id|timestamp|locale|type|text|domain|intent|name|value|slot"
+                "|resolved_id|resolved_value|action|response|status|explicit|label")
+_SUSPECT = (rf'"(?:{_NUMERIC_KEYS})"\s*:\s*(?:true|false|")'
+            rf'|"(?:{_STRING_KEYS})"\s*:\s*(?:-?[0-9]|true|false)'
+            r'|"has_screen"\s*:\s*[-0-9"]|"(?:detected|verified|barge_in)"\s*:\s*[-0-9"]')
+_SMALLEST_CHUNK = 32
+
+
+@dataclass(frozen=True)
+class RejectedRecord:
+    """One input record that was not accepted, with every reason found."""
+
+    source: str
+    line: int
+    problems: tuple[tuple[str, str], ...]
+    raw: str | bytes
+
+    def messages(self) -> list[str]:
+        return [f"{self.source}:{self.line}: {path + ': ' if path else ''}{what}" for path, what in self.problems]
+
+    def to_json(self) -> dict:
+        record: dict = {"source": self.source, "line": self.line,
+                        "errors": [{"field": p, "message": m} for p, m in self.problems]}
+        if isinstance(self.raw, bytes):
+            record["raw_base64"] = base64.b64encode(self.raw).decode("ascii")
+        else:
+            record["raw"] = self.raw
+        return record
+
+
+@dataclass
+class LoadResult:
+    """Accepted turns (in input order) and the records that were not accepted."""
+
+    turns: pl.DataFrame
+    rejected: list[RejectedRecord] = field(default_factory=list)
+    read: int = 0
+    source: str = ""
+    form: str = "turn"
+
+    @property
+    def accepted(self) -> int:
+        return self.read - len(self.rejected)
+
+    def summary(self) -> str:
+        unit = "event lines" if self.form == "stage" else "turns"
+        text = f"{self.source}: read {self.read}, accepted {self.accepted}, quarantined {len(self.rejected)} {unit}"
+        if self.form == "stage":
+            text += f" ({self.turns.height} turns)"
+        return text
+
+    def problems(self) -> list[str]:
+        return [m for r in self.rejected for m in r.messages()]
+
+
+def read_traces(source: str | Path | bytes, *, name: str | None = None) -> LoadResult:
+    """Read traces (JSONL, gzipped JSONL, Parquet; `-` is stdin) without raising on bad records."""
+    data, label = _read_source(source, name)
+    if data[:4] == b"PAR1":
+        return _read_parquet(data, label)
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise TraceError([f"{label}: not a readable gzip file ({exc})"]) from exc
+    return _read_jsonl(data, label)
+
+
+def load_traces(source: str | Path | bytes, *, on_error: OnError = "fail",
+                quarantine: str | Path | None = None, name: str | None = None) -> pl.DataFrame:
+    """Typed turns of a trace file. `on_error="fail"` raises TraceError naming every bad
+    line; `"skip"` keeps the valid turns and writes the bad lines to `quarantine`."""
+    result = read_traces(source, name=name)
+    if result.rejected and on_error == "fail":
+        raise TraceError(result.problems(), summary=f"{result.source}: {len(result.rejected)} bad records; nothing was written")
+    if result.rejected and quarantine is not None:
+        write_quarantine(result.rejected, quarantine)
+    return result.turns
+
+
+def write_quarantine(rejected: list[RejectedRecord], path: str | Path) -> None:
+    """Each rejected record, unchanged, with its reasons: one JSON object a line."""
+    body = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rejected)
+    atomic_write_bytes(path, body.encode("utf-8"))
+
+
+# ------------------------------------------------------------------ sources
+
+def _read_source(source: str | Path | bytes, name: str | None) -> tuple[bytes, str]:
+    if isinstance(source, bytes):
+        return source, name or "<bytes>"
+    if str(source) == "-":
+        return sys.stdin.buffer.read(), name or "<stdin>"
+    path = Path(source)
+    try:
+        return path.read_bytes(), name or str(source)
+    except FileNotFoundError as exc:
+        raise TraceError([f"{source}: no such file"]) from exc
+    except IsADirectoryError as exc:
+        raise TraceError([f"{source}: is a directory, expected a trace file"]) from exc
+    except OSError as exc:
+        raise TraceError([f"{source}: cannot be read ({exc.strerror})"]) from exc
+
+
+def _split_lines(data: bytes, label: str) -> tuple[pl.DataFrame, list[RejectedRecord]]:
+    """Frame of (line number, text) for non-blank lines; lines that are not UTF-8 are rejected."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    rejected: list[RejectedRecord] = []
+    try:
+        lines = pl.read_lines(data, name="raw") if data else pl.DataFrame({"raw": []}, schema={"raw": pl.String})
+    except pl.exceptions.ComputeError:
+        texts = []
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            try:
+                texts.append(raw.decode("utf-8").removesuffix("\r"))
+            except UnicodeDecodeError as exc:
+                rejected.append(RejectedRecord(label, number, (("", f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"),), raw))
+                texts.append("")
+        lines = pl.DataFrame({"raw": texts}, schema={"raw": pl.String})
+    lines = lines.with_row_index("line", offset=1).filter(pl.col("raw").str.strip_chars() != "")
+    return lines, rejected
+
+
+def _read_jsonl(data: bytes, label: str) -> LoadResult:
+    lines, rejected = _split_lines(data, label)
+    read = lines.height + len(rejected)
+    if read == 0:
+        raise TraceError([f"{label}: empty file: expected one JSON object per line (trace format v1)"])
+    if _is_stage_form(lines["raw"][0]):
+        turns, stage_rejected, turn_lines = _join_stage_events(lines, label)
+        result = _decode_turns(turns, label, turn_lines)
+        result.rejected = sorted(rejected + stage_rejected + result.rejected, key=lambda r: r.line)
+        result.read, result.form = read, "stage"
+        return result
+    result = _decode_turns(lines.with_columns(json=pl.col("raw")), label, None)
+    result.rejected = sorted(rejected + result.rejected, key=lambda r: r.line)
+    result.read = read
+    return result
+
+
+def _is_stage_form(first_line: str) -> bool:
+    try:
+        obj = json.loads(first_line)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and "stage" in obj and "data" in obj and not any(s in obj for s in ("asr", "nlu", "result"))
+
+
+# ------------------------------------------------------------------ decoding
+
+def _strict_json(text: str) -> object:
+    def reject_constant(name: str) -> float:
+        raise ValueError(f"{name} is not valid JSON")
+    return json.loads(text, parse_constant=reject_constant)
+
+
+def _json_problem(text: str) -> str | None:
+    try:
+        _strict_json(text)
+    except ValueError as exc:
+        return f"malformed JSON: {exc}"
+    return None
+
+
+def _decode_chunks(lines: pl.DataFrame, dtype: pl.DataType) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
+    """Decode in polars; a chunk that fails is halved until the failing lines are isolated."""
+    try:
+        decoded = lines.with_columns(turn=pl.col("json").str.json_decode(dtype))
+        return [decoded], []
+    except pl.exceptions.PolarsError:
+        if lines.height <= _SMALLEST_CHUNK:
+            return [], [lines]
+    half = lines.height // 2
+    good_a, bad_a = _decode_chunks(lines.slice(0, half), dtype)
+    good_b, bad_b = _decode_chunks(lines.slice(half), dtype)
+    return good_a + good_b, bad_a + bad_b
+
+
+def _decode_turns(lines: pl.DataFrame, label: str, stage_lines: dict[str, dict[str, int]] | None) -> LoadResult:
+    """`lines` has line, raw (kept as is) and json (the text to decode)."""
+    dtype = turn_dtype(decode=True)
+    suspect = pl.col("json").str.contains(_SUSPECT)
+    good, bad = _decode_chunks(lines.filter(~suspect), dtype)
+    rejected: list[RejectedRecord] = []
+    recheck = pl.concat([lines.filter(suspect), *bad]) if bad else lines.filter(suspect)
+
+    rescued = []
+    for number, raw, text in recheck.select("line", "raw", "json").iter_rows():
+        problems = _problems_of_text(text)
+        if problems:
+            rejected.append(_rejection(label, number, raw, problems, text, stage_lines))
+        else:
+            rescued.append((number, raw, text))
+    if rescued:
+        frame = pl.DataFrame(rescued, schema={"line": pl.UInt32, "raw": pl.String, "json": pl.String}, orient="row")
+        more_good, still_bad = _decode_chunks(frame, dtype)
+        good += more_good
+        for chunk in still_bad:
+            for number, raw in chunk.select("line", "raw").iter_rows():
+                rejected.append(RejectedRecord(label, number, (("", "could not be read as trace format v1"),), raw))
+
+    schema = {"line": pl.UInt32, "raw": pl.String, "json": pl.String, "turn": dtype}
+    decoded = pl.concat([g.cast({"line": pl.UInt32}) for g in good]) if good else pl.DataFrame(schema=schema)
+    turns = decoded.sort("line").select("line", "raw", pl.col("turn").struct.unnest())
+    result = _validate_rows(turns, label, from_text=stage_lines is None, stage_lines=stage_lines)
+    result.rejected += rejected
+    result.read = lines.height
+    return result
+
+
+def _validate_rows(turns: pl.DataFrame, label: str, *, from_text: bool,
+                   stage_lines: dict[str, dict[str, int]] | None = None) -> LoadResult:
+    """Check decoded rows with vectorised expressions; explain the failures one by one."""
+    clean = clean_turn_expr()
+    rejected: list[RejectedRecord] = []
+    for row in turns.filter(~clean).iter_rows(named=True):
+        problems = _problems_of_text(row["raw"]) if from_text else []
+        if not problems:
+            problems = validate_turn({k: row[k] for k in TURN_FIELD_NAMES}) or [("", "failed validation")]
+        rejected.append(_rejection(label, row["line"], row["raw"], problems, None, stage_lines, turn_id=row["turn_id"]))
+    turns, duplicates = _drop_duplicates(turns.filter(clean), label)
+    rejected += duplicates
+    extra = [c for c in turns.columns if c not in TURN_FIELD_NAMES and c not in ("line", "raw")]
+    turns = turns.select(*[pl.col(f.name).cast(TURN_SCHEMA[f.name]) for f in TURN_FIELDS], "line", "raw", *extra)
+    return LoadResult(turns=turns, rejected=rejected, read=turns.height + len(rejected), source=label)
+
+
+def _problems_of_text(text: str) -> list[tuple[str, str]]:
+    try:
+        obj = _strict_json(text)
+    except ValueError as exc:
+        return [("", f"malformed JSON: {exc}")]
+    return validate_turn(obj)
+
+
+def _rejection(label: str, number: int, raw: str, problems: list[tuple[str, str]], text: str | None,
+               stage_lines: dict[str, dict[str, int]] | None, turn_id: str | None = None) -> RejectedRecord:
+    """Name the event line that holds the field when the turn was joined from per-stage events."""
+    if stage_lines is not None:
+        if turn_id is None and text is not None:
+            try:
+                turn_id = _strict_json(text).get("turn_id")
+            except (ValueError, AttributeError):
+                turn_id = None
+        events = stage_lines.get(turn_id or "", {})
+        stage = problems[0][0].split(".")[0].split("[")[0]
+        number = events.get(stage, events.get("turn", number))
+    return RejectedRecord(label, number, tuple(problems), raw)
+
+
+def _drop_duplicates(turns: pl.DataFrame, label: str) -> tuple[pl.DataFrame, list[RejectedRecord]]:
+    first_turn_line = pl.col("line").first().over("turn_id")
+    first_index_line = pl.col("line").first().over("session_id", "turn_index")
+    flagged = turns.with_columns(first_turn=first_turn_line, first_index=first_index_line)
+    duplicate = (pl.col("first_turn") != pl.col("line")) | (pl.col("first_index") != pl.col("line"))
+    rejected = []
+    for number, raw, turn_id, session_id, index, first_turn, first_index in flagged.filter(duplicate).select(
+            "line", "raw", "turn_id", "session_id", "turn_index", "first_turn", "first_index").iter_rows():
+        if first_turn != number:
+            problem = ("turn_id", f"duplicate turn_id {turn_id!r}: expected a unique id, first used on line {first_turn}")
+        else:
+            problem = ("turn_index", f"duplicate turn_index {int(index)} in session {session_id!r}: "
+                                     f"expected one turn per index, first used on line {first_index}")
+        rejected.append(RejectedRecord(label, number, (problem,), raw))
+    return flagged.filter(~duplicate).drop("first_turn", "first_index"), rejected
+
+
+# ---------------------------------------------------------- per-stage form
+
+_ENVELOPE_PROBLEMS = {
+    "turn_id": lambda v: None if isinstance(v, str) else "expected a string",
+    "session_id": lambda v: None if isinstance(v, str) else "expected a string",
+    "turn_index": lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else "expected an integer >= 0",
+    "stage": lambda v: None if v in EVENT_STAGES else "expected one of " + ", ".join(EVENT_STAGES),
+    "data": lambda v: None if v is None or isinstance(v, dict) else "expected an object or null",
+}
+
+
+def _join_stage_events(lines: pl.DataFrame, label: str) -> tuple[pl.DataFrame, list[RejectedRecord], dict[str, dict[str, int]]]:
+    """Join per-stage event lines into turn-form JSON, one row per turn, keyed by the first event's line."""
+    turns: dict[str, dict] = {}
+    stage_lines: dict[str, dict[str, int]] = {}
+    raws: dict[str, list[tuple[int, str]]] = {}
+    rejected: list[RejectedRecord] = []
+    poisoned: dict[str, int] = {}
+    for number, raw in lines.select("line", "raw").iter_rows():
+        try:
+            event = _strict_json(raw)
+        except ValueError as exc:
+            rejected.append(RejectedRecord(label, number, (("", f"malformed JSON: {exc}"),), raw))
+            continue
+        if not isinstance(event, dict):
+            rejected.append(RejectedRecord(label, number, (("", "expected a JSON object for the stage event"),), raw))
+            continue
+        problems = [(key, f"required field is missing ({check(None)})") if key not in event and key != "data"
+                    else (key, problem) for key, check in _ENVELOPE_PROBLEMS.items()
+                    if (problem := check(event.get(key))) and (key in event or key != "data")]
+        turn_id = event.get("turn_id") if isinstance(event.get("turn_id"), str) else None
+        if not problems and turn_id in turns:
+            turn, stage = turns[turn_id], event["stage"]
+            if (turn["session_id"], turn["turn_index"]) != (event["session_id"], event["turn_index"]):
+                problems.append(("session_id", f"expected session {turn['session_id']!r} turn_index {turn['turn_index']} "
+                                               f"as on line {stage_lines[turn_id]['first']}, got {event['session_id']!r} {event['turn_index']}"))
+            elif stage in stage_lines[turn_id]:
+                problems.append(("stage", f"duplicate {stage!r} event for turn {turn_id!r}, first on line {stage_lines[turn_id][stage]}"))
+        if problems:
+            rejected.append(RejectedRecord(label, number, tuple(problems), raw))
+            if turn_id is not None:
+                poisoned.setdefault(turn_id, number)
+            continue
+        turn = turns.setdefault(turn_id, {"turn_id": turn_id, "session_id": event["session_id"], "turn_index": event["turn_index"]})
+        lines_of_turn = stage_lines.setdefault(turn_id, {"first": number})
+        lines_of_turn[event["stage"]] = number
+        raws.setdefault(turn_id, []).append((number, raw))
+        if event["stage"] == "turn":
+            turn.update({k: v for k, v in (event["data"] or {}).items() if k not in ("turn_id", "session_id", "turn_index")})
+        else:
+            turn[event["stage"]] = event["data"]
+    rows = []
+    for turn_id, turn in turns.items():
+        if turn_id in poisoned:
+            for number, raw in raws[turn_id]:
+                rejected.append(RejectedRecord(label, number, (("", f"turn {turn_id!r} has a rejected event on line {poisoned[turn_id]}"),), raw))
+            continue
+        rows.append((stage_lines[turn_id]["first"], "\n".join(r for _, r in raws[turn_id]), json.dumps(turn)))
+    frame = pl.DataFrame(rows, schema={"line": pl.UInt32, "raw": pl.String, "json": pl.String}, orient="row")
+    return frame, rejected, stage_lines
+
+
+# ------------------------------------------------------------------ parquet
+
+def _read_parquet(data: bytes, label: str) -> LoadResult:
+    try:
+        table = pl.read_parquet(io.BytesIO(data))
+    except pl.exceptions.PolarsError as exc:
+        raise TraceError([f"{label}: not a readable Parquet file ({exc})"]) from exc
+    if table.height == 0:
+        raise TraceError([f"{label}: empty file: expected at least one turn"])
+    decode = turn_dtype(decode=True)
+    columns = []
+    for f in TURN_FIELDS:
+        target = decode.to_schema()[f.name]
+        if f.name not in table.columns:
+            columns.append(pl.lit(None, dtype=target).alias(f.name))
+            continue
+        try:
+            table.select(pl.col(f.name).cast(target, strict=True))
+        except pl.exceptions.PolarsError as exc:
+            raise TraceError([f"{label}: column {f.name}: expected {target}, got {table.schema[f.name]} ({type(exc).__name__})"]) from exc
+        columns.append(pl.col(f.name).cast(target))
+    extra = [c for c in table.columns if c not in TURN_FIELD_NAMES]
+    turns = table.select(columns, *extra).with_row_index("line", offset=1).cast({"line": pl.UInt32})
+    turns = turns.with_columns(raw=pl.struct(pl.all().exclude("line")).struct.json_encode())
+    return _validate_rows(turns, label, from_text=False)
+
+
+__all__ = ["LoadResult", "RejectedRecord", "load_traces", "read_traces", "write_quarantine"]
