@@ -1,0 +1,16 @@
+"""fpi: name the failure point of every turn of a voice or conversational assistant."""
+
+from fpi.classify import classify
+from fpi.errors import FpiError, ModelError, TraceError, UsageError
+from fpi.evaluate import evaluate
+from fpi.features import FEATURE_NAMES, build_features
+from fpi.load import LoadResult, load_traces, read_traces
+from fpi.model import FailurePointModel
+from fpi.schema import LABELS, STAGES
+from fpi.simulate import simulate, write_traces
+
+__all__ = [
+    "FEATURE_NAMES", "LABELS", "STAGES", "FailurePointModel", "FpiError", "LoadResult", "ModelError",
+    "TraceError", "UsageError", "build_features", "classify", "evaluate", "load_traces", "read_traces",
+    "simulate", "write_traces",
+]

@@ -3,6 +3,7 @@
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_ERROR = 2
+EXIT_PARTIAL = 3  # output written, but some input records were quarantined
 
 
 class FpiError(Exception):

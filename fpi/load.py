@@ -241,8 +241,11 @@ def _decode_turns(lines: pl.DataFrame, label: str, stage_lines: dict[str, dict[s
 
     schema = {"line": pl.UInt32, "raw": pl.String, "json": pl.String, "turn": dtype}
     decoded = pl.concat([g.cast({"line": pl.UInt32}) for g in good]) if good else pl.DataFrame(schema=schema)
-    turns = decoded.sort("line").select("line", "raw", pl.col("turn").struct.unnest())
+    turns = decoded.sort("line").select("line", "raw", "json", pl.col("turn").struct.unnest())
+    turns = turns.rename({"json": "joined"}) if stage_lines is not None else turns.drop("json")
     result = _validate_rows(turns, label, from_text=stage_lines is None, stage_lines=stage_lines)
+    if stage_lines is not None:  # accepted turns keep the joined turn, so extra fields stay reachable
+        result.turns = result.turns.with_columns(raw=pl.col("joined")).drop("joined")
     result.rejected += rejected
     result.read = lines.height
     return result

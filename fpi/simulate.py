@@ -412,7 +412,7 @@ def _stage_columns(rng: np.random.Generator, bank: Bank, t: dict[str, np.ndarray
     intent = np.where(answer, np.where(t["answer_fixed"], n_intents, n_intents + 1), bank.intent_code[heard])
     domain = np.where(answer, bank.domains.len() - 1, bank.domain_code[heard])
     second = np.where(wrong_intent, bank.intent_code[u], bank.intent_code[t["decoy"]])
-    second = np.where(second == intent, bank.intent_code[bank.by_intent[t["decoy"]]], second)
+    second = np.where(second == intent, bank.intent_code[rng.integers(bank.size, size=n)], second)
     second_domain = np.where(wrong_intent, bank.domain_code[u], bank.domain_code[t["decoy"]])
     slot_error = t["nlu_wrong"] & (t["nlu_error_kind"] == 3)
     nlu_confidence = np.select([answer, fw, wrong_intent, slot_error],
@@ -571,9 +571,27 @@ def simulate(n_turns: int, *, seed: int = 0, error_rates: dict[str, float] | Non
     return frame.sort("epoch_ms", "turn_id").drop("epoch_ms")
 
 
-def write_traces(frame: pl.DataFrame, path: str | Path) -> None:
-    """Write turns as trace-format JSON Lines (or Parquet for a .parquet path), atomically."""
+def stage_events(frame: pl.DataFrame) -> pl.Series:
+    """The turns as per-stage event lines (`{turn_id, session_id, turn_index, stage, data}`), in turn order."""
+    c = pl.col
+    turn_fields = [n for n in frame.columns if n not in (*STAGES, "feedback", "turn_id", "session_id", "turn_index")]
+    parts = []
+    for order, stage in enumerate((*STAGES, "feedback", "turn")):
+        data = pl.struct(turn_fields) if stage == "turn" else c(stage)
+        part = frame.with_row_index("_row").filter(data.is_not_null() if stage != "turn" else pl.lit(True)).select(
+            "_row", _order=pl.lit(order),
+            line=pl.struct("turn_id", "session_id", "turn_index", stage=pl.lit(stage)).struct.json_encode().str.strip_suffix("}")
+            + ',"data":' + data.struct.json_encode() + "}")
+        parts.append(part)
+    return pl.concat(parts).sort("_row", "_order")["line"]
+
+
+def write_traces(frame: pl.DataFrame, path: str | Path, *, form: str = "turn") -> None:
+    """Write turns as JSON Lines (one per turn, or per stage event with form="stage"), or Parquet, atomically."""
     if str(path).endswith(".parquet"):
         atomic_write(path, lambda tmp: frame.write_parquet(tmp))
+    elif form == "stage":
+        lines = stage_events(frame)
+        atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines.to_list()) + "\n", encoding="utf-8"))
     else:
         atomic_write(path, lambda tmp: frame.write_ndjson(tmp))

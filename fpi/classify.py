@@ -1,0 +1,37 @@
+"""Turns in, one verdict per turn out: the failure point, the model's view and its confidence."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from fpi.features import build_features
+from fpi.model import FailurePointModel
+from fpi.schema import LABELS
+
+PROBABILITY_DIGITS = 6
+
+
+def classify(turns: pl.DataFrame, model: FailurePointModel | None = None, *,
+             features: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One record per input turn, in input order: ids, `failure_point`, `model_failure_point`,
+    `confidence`, `probabilities` (one field per label) and the gold `label` when present."""
+    model = model if model is not None else FailurePointModel.load()
+    features = features if features is not None else build_features(turns)
+    probabilities = np.round(model.predict_proba(features), PROBABILITY_DIGITS)
+    predicted = pl.Series("model_failure_point", np.asarray(model.classes_)[probabilities.argmax(axis=1)], dtype=pl.String)
+    by_label = pl.DataFrame(probabilities, schema=list(model.classes_), orient="row").select(LABELS)
+    records = turns.select("turn_id", "session_id", "turn_index").with_columns(
+        failure_point=predicted, model_failure_point=predicted,
+        confidence=pl.Series(probabilities.max(axis=1)),
+        probabilities=by_label.to_struct(),
+    )
+    if "label" in turns.columns and turns["label"].null_count() < turns.height:
+        records = records.with_columns(turns["label"])
+    return records
+
+
+def failure_point_counts(records: pl.DataFrame) -> dict[str, int]:
+    """Turns per final failure point, every label listed."""
+    counts = dict(records["failure_point"].value_counts().iter_rows())
+    return {label: int(counts.get(label, 0)) for label in LABELS}

@@ -1,0 +1,261 @@
+"""`fpi` on the command line: parse arguments, call the library, format the result."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fpi.classify import classify as classify_turns
+from fpi.classify import failure_point_counts
+from fpi.errors import EXIT_OK, EXIT_PARTIAL, FpiError, TraceError, UsageError
+from fpi.evaluate import evaluate, human_relative
+from fpi.features import build_features
+from fpi.load import LoadResult, read_traces, write_quarantine
+from fpi.model import FailurePointModel
+from fpi.output import write_records
+from fpi.progress import stderr_console, steps
+from fpi.schema import LABELS, STAGES
+from fpi.simulate import simulate as simulate_turns
+from fpi.simulate import write_traces
+
+app = typer.Typer(help="Failure-point isolation for voice and conversational assistants.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False)
+
+
+class OnError(str, Enum):
+    fail = "fail"
+    skip = "skip"
+
+
+class TableFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class TraceForm(str, Enum):
+    turn = "turn"
+    stage = "stage"
+
+
+TracesArg = Annotated[str, typer.Argument(help="Trace file: .jsonl, .jsonl.gz or .parquet; - for stdin.")]
+ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="Model directory (default: the model shipped with fpi).")]
+OnErrorOpt = Annotated[OnError, typer.Option("--on-error", help="fail: stop at bad records (exit 2, nothing written); "
+                                             "skip: go on with the valid turns and quarantine the bad records (exit 3).")]
+QuarantineOpt = Annotated[Path | None, typer.Option("--quarantine", help="Where --on-error skip writes bad records "
+                                                    "(default: <traces>.quarantine.jsonl).")]
+
+
+def _run(work: Callable[[], int | None]) -> None:
+    """Run a command body; expected errors become a message on stderr and their exit code."""
+    try:
+        code = work()
+    except FpiError as exc:
+        stderr_console().print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    raise typer.Exit(code or EXIT_OK)
+
+
+def _load(traces: str, on_error: OnError, quarantine: Path | None) -> LoadResult:
+    """Read traces under the --on-error policy; report what was rejected and where it went."""
+    result = read_traces(traces)
+    console = stderr_console()
+    if result.rejected and on_error is OnError.fail:
+        raise TraceError(result.problems(), summary=f"{result.source}: {len(result.rejected)} bad records; nothing was written "
+                                                    "(use --on-error skip to go on with the valid turns)")
+    if result.rejected:
+        where = quarantine or Path(("stdin" if traces == "-" else traces) + ".quarantine.jsonl")
+        write_quarantine(result.rejected, where)
+        for message in result.problems()[:10]:
+            console.print(message, markup=False, highlight=False, soft_wrap=True)
+        console.print(f"quarantined records written to {where}", markup=False, highlight=False)
+    console.print(result.summary(), markup=False, highlight=False)
+    return result
+
+
+def _exit_for(result: LoadResult) -> int:
+    return EXIT_PARTIAL if result.rejected else EXIT_OK
+
+
+@app.command()
+def simulate(
+    n: Annotated[int, typer.Option("-n", "--turns", min=1, help="Number of turns.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same traces.")] = 0,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output file (.jsonl or .parquet).")] = Path("traces.jsonl"),
+    annotator_noise: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Also write `human_label`: one annotator "
+                                                          "with this error rate, mistakes concentrated on hard turns.")] = None,
+    error_rate: Annotated[list[str] | None, typer.Option(help="Base error rate of a stage, STAGE=P (repeatable), "
+                                                         "e.g. --error-rate asr=0.2.")] = None,
+    form: Annotated[TraceForm, typer.Option(help="turn: one line per turn; stage: one line per stage event.")] = TraceForm.turn,
+) -> None:
+    """Write labeled traces from a causal simulation of an assistant and its users."""
+    def work() -> None:
+        rates = {}
+        for item in error_rate or []:
+            stage, _, value = item.partition("=")
+            if stage not in STAGES:
+                raise UsageError(f"--error-rate {item}: unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+            try:
+                rates[stage] = float(value)
+            except ValueError:
+                raise UsageError(f"--error-rate {item}: expected STAGE=P with P a number in [0, 1]") from None
+            if not 0 <= rates[stage] <= 1:
+                raise UsageError(f"--error-rate {item}: expected P in [0, 1]")
+        with steps(2, "simulating") as bar:
+            frame = simulate_turns(n, seed=seed, error_rates=rates, annotator_noise=annotator_noise)
+            bar.advance("writing")
+            write_traces(frame, output, form=form.value)
+            bar.advance()
+        counts = dict(frame["label"].value_counts().iter_rows())
+        mix = ", ".join(f"{label} {counts.get(label, 0)}" for label in LABELS)
+        stderr_console().print(f"wrote {n} turns to {output} ({mix})", markup=False, highlight=False)
+    _run(work)
+
+
+@app.command()
+def validate(traces: TracesArg, on_error: OnErrorOpt = OnError.fail, quarantine: QuarantineOpt = None) -> None:
+    """Check traces against trace format v1 and report every bad record with file, line and field."""
+    _run(lambda: _exit_for(_load(traces, on_error, quarantine)))
+
+
+@app.command("classify")
+def classify_command(
+    traces: TracesArg,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Records file (.jsonl, .csv, .parquet); default stdout as JSON Lines.")] = None,
+    model: ModelOpt = None,
+    on_error: OnErrorOpt = OnError.fail,
+    quarantine: QuarantineOpt = None,
+) -> None:
+    """Name each turn's failure point (wake, asr, nlu, er, result) or `correct`."""
+    def work() -> int:
+        with steps(4, "loading model") as bar:
+            fitted = FailurePointModel.load(model)
+            bar.advance("reading traces")
+            result = _load(traces, on_error, quarantine)
+            bar.advance("features")
+            features = build_features(result.turns)
+            bar.advance("classifying")
+            records = classify_turns(result.turns, fitted, features=features)
+            bar.advance()
+        write_records(records, output)
+        _print_counts(failure_point_counts(records), records.height)
+        return _exit_for(result)
+    _run(work)
+
+
+def _print_counts(counts: dict[str, int], total: int) -> None:
+    table = Table(title=f"failure points of {total} turns", title_justify="left")
+    table.add_column("failure point")
+    table.add_column("turns", justify="right")
+    table.add_column("share", justify="right")
+    for label, count in counts.items():
+        table.add_row(label, str(count), f"{100 * count / total:.1f}%" if total else "-")
+    stderr_console().print(table)
+
+
+@app.command()
+def train(
+    traces: Annotated[str, typer.Argument(help="Labeled traces (every turn with a `label`).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Model directory to write.")],
+    seed: Annotated[int, typer.Option(help="Seed for the validation split and LightGBM.")] = 0,
+    valid_fraction: Annotated[float, typer.Option(min=0.01, max=0.9, help="Share of sessions held out for early stopping.")] = 0.15,
+    on_error: OnErrorOpt = OnError.fail,
+    quarantine: QuarantineOpt = None,
+) -> None:
+    """Train a failure-point model on your labeled traces."""
+    def work() -> int:
+        result = _load(traces, on_error, quarantine)
+        estimator = FailurePointModel(seed=seed, valid_fraction=valid_fraction)
+        with steps(estimator.n_estimators, "training") as bar:
+            estimator.fit(result.turns, on_iteration=lambda i, total: bar.update(i, total))
+        estimator.save(output)
+        metrics = estimator.validation_metrics_
+        stderr_console().print(f"validation ({estimator.training_rows_['valid']} turns, {estimator.best_iteration_} rounds): "
+                               f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}", markup=False)
+        _print_metrics(stderr_console(), metrics)
+        stderr_console().print(f"model written to {output}", markup=False, highlight=False)
+        return _exit_for(result)
+    _run(work)
+
+
+def _print_metrics(console: Console, metrics: dict, human: dict | None = None) -> None:
+    table = Table(title=f"{metrics['turns']} turns: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}",
+                  title_justify="left")
+    for column in ("label", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    if human:
+        table.add_column("annotator F1", justify="right")
+    for label, row in metrics["per_label"].items():
+        cells = [label, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"])]
+        if human:
+            cells.append(f"{human['per_label'][label]['f1']:.4f}")
+        table.add_row(*cells)
+    console.print(table)
+    confusion = Table(title="confusion (rows gold, columns predicted)", title_justify="left")
+    confusion.add_column("gold \\ predicted")
+    for label in metrics["confusion"]["labels"]:
+        confusion.add_column(label, justify="right")
+    for label, row in zip(metrics["confusion"]["labels"], metrics["confusion"]["matrix"], strict=True):
+        confusion.add_row(label, *map(str, row))
+    console.print(confusion)
+
+
+@app.command("eval")
+def eval_command(
+    traces: Annotated[str, typer.Argument(help="Labeled traces (every turn with a `label`).")],
+    model: ModelOpt = None,
+    output_format: Annotated[TableFormat, typer.Option("--format", help="table (terminal) or json (stdout).")] = TableFormat.table,
+    human: Annotated[str | None, typer.Option(help="Field with one annotator's labels (e.g. human_label): score the "
+                                              "annotator too and report the model as % of human macro-F1.")] = None,
+    on_error: OnErrorOpt = OnError.fail,
+    quarantine: QuarantineOpt = None,
+) -> None:
+    """Score the model against gold labels: accuracy, macro-F1, per-label P/R/F1, confusion."""
+    def work() -> int:
+        fitted = FailurePointModel.load(model)
+        result = _load(traces, on_error, quarantine)
+        turns = result.turns
+        missing = turns["label"].null_count()
+        if missing:
+            raise UsageError(f"{result.source}: {missing} of {turns.height} turns have no `label`; eval needs gold labels on every turn")
+        records = classify_turns(turns, fitted)
+        gold = turns["label"].to_list()
+        metrics = evaluate(gold, records["failure_point"].to_list())
+        report: dict = {"source": result.source, "model": metrics}
+        human_metrics = None
+        if human:
+            human_labels = turns.select(pl.col("raw").str.json_path_match(f"$.{human}")).to_series()
+            bad = human_labels.is_null() | ~human_labels.is_in(list(LABELS))
+            if bad.any():
+                first = turns.filter(bad)["line"][0]
+                raise UsageError(f"{result.source}:{first}: {human}: expected one of {', '.join(LABELS)} on every turn "
+                                 f"({int(bad.sum())} turns lack it)")
+            human_metrics = evaluate(gold, human_labels.to_list())
+            report["human"] = human_metrics
+            report["model_pct_of_human_macro_f1"] = human_relative(metrics, human_metrics)
+        if output_format is TableFormat.json:
+            sys.stdout.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        else:
+            _print_metrics(Console(), metrics, human_metrics)
+            if human_metrics:
+                Console().print(f"annotator macro-F1 {human_metrics['macro_f1']:.4f}; model = "
+                                      f"{report['model_pct_of_human_macro_f1']:.1f}% of human performance")
+        return _exit_for(result)
+    _run(work)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
+
