@@ -117,6 +117,11 @@ def load_traces(source: str | Path | bytes, *, on_error: OnError = "fail",
     return result.turns
 
 
+def empty_turns() -> pl.DataFrame:
+    """A frame with no turns and the loader's schema."""
+    return pl.DataFrame(schema={**TURN_SCHEMA, "line": pl.UInt32, "raw": pl.String})
+
+
 def write_quarantine(rejected: list[RejectedRecord], path: str | Path) -> None:
     """Each rejected record, unchanged, with its reasons: one JSON object a line."""
     body = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rejected)
@@ -166,6 +171,8 @@ def _read_jsonl(data: bytes, label: str) -> LoadResult:
     read = lines.height + len(rejected)
     if read == 0:
         raise TraceError([f"{label}: empty file: expected one JSON object per line (trace format v1)"])
+    if lines.height == 0:
+        return LoadResult(turns=empty_turns(), rejected=rejected, read=read, source=label)
     if _is_stage_form(lines["raw"][0]):
         turns, stage_rejected, turn_lines = _join_stage_events(lines, label)
         result = _decode_turns(turns, label, turn_lines)

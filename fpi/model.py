@@ -49,7 +49,7 @@ def session_split(sessions: pl.Series, valid_fraction: float, seed: int) -> np.n
     rng = np.random.default_rng(seed)
     n_valid = int(round(len(unique) * valid_fraction))
     valid_sessions = unique[rng.permutation(len(unique))[:n_valid]]
-    return sessions.is_in(pl.Series(valid_sessions, dtype=sessions.dtype)).to_numpy()
+    return np.isin(sessions.to_numpy(), valid_sessions)
 
 
 class FailurePointModel:
@@ -158,7 +158,8 @@ class FailurePointModel:
         return self._proba_matrix(self.matrix(turns_or_features))
 
     def predict(self, turns_or_features: pl.DataFrame) -> list[str]:
-        return np.asarray(self.classes_)[self.predict_proba(turns_or_features).argmax(axis=1)].tolist()
+        probabilities = self.predict_proba(turns_or_features)
+        return np.asarray(self.classes_)[probabilities.argmax(axis=1)].tolist()
 
     # ------------------------------------------------------------ persistence
 

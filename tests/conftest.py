@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from fpi import FailurePointModel, simulate
+from fpi.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+
+
+def run_cli(*args: str, input: bytes | str | None = None):
+    """Invoke the CLI; a crash (anything but SystemExit) fails the test instead of passing as exit 1."""
+    result = CliRunner().invoke(app, [str(a) for a in args], input=input, catch_exceptions=True)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def turn(**fields) -> dict:
+    """A minimal valid turn; keyword arguments replace fields."""
+    base = {"turn_id": "t1", "session_id": "s1", "turn_index": 0}
+    base.update(fields)
+    return base
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_training_set() -> pl.DataFrame:
+    return simulate(6000, seed=11)
+
+
+@pytest.fixture(scope="session")
+def small_model(small_training_set) -> FailurePointModel:
+    return FailurePointModel(n_estimators=40, learning_rate=0.2, early_stopping_rounds=10, seed=3).fit(small_training_set)
+
+
+@pytest.fixture(scope="session")
+def fixture_traces() -> Path:
+    return FIXTURES / "traces.jsonl"

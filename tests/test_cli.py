@@ -1,0 +1,101 @@
+import json
+
+import polars as pl
+
+from fpi import FailurePointModel, classify, load_traces
+from conftest import run_cli, turn, write_jsonl
+
+
+def test_classify_fixture_with_no_flags_gives_one_record_per_turn(fixture_traces):
+    result = run_cli("classify", fixture_traces)
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    turns = load_traces(fixture_traces)
+    assert [r["turn_id"] for r in records] == turns["turn_id"].to_list()
+    first = records[0]
+    assert set(first) == {"turn_id", "session_id", "turn_index", "failure_point", "model_failure_point",
+                          "confidence", "probabilities", "label"}
+    assert abs(sum(first["probabilities"].values()) - 1) < 1e-4
+    assert first["confidence"] == max(first["probabilities"].values())
+    assert "failure points of 2000 turns" in result.stderr
+
+
+def test_classify_is_byte_for_byte_deterministic(fixture_traces, tmp_path):
+    for name in ("a.jsonl", "b.jsonl"):
+        assert run_cli("classify", fixture_traces, "-o", tmp_path / name).exit_code == 0
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+
+
+def test_classify_writes_csv_and_parquet(fixture_traces, tmp_path):
+    assert run_cli("classify", fixture_traces, "-o", tmp_path / "r.csv").exit_code == 0
+    assert run_cli("classify", fixture_traces, "-o", tmp_path / "r.parquet").exit_code == 0
+    csv = pl.read_csv(tmp_path / "r.csv")
+    parquet = pl.read_parquet(tmp_path / "r.parquet")
+    assert csv.height == parquet.height == 2000
+    assert "p_asr" in csv.columns and (csv["failure_point"] == parquet["failure_point"]).all()
+    assert run_cli("classify", fixture_traces, "-o", tmp_path / "r.xlsx").exit_code == 2
+
+
+def test_bad_input_fails_with_exit_2_and_writes_nothing(tmp_path):
+    path = write_jsonl(tmp_path / "t.jsonl", [turn(), turn(turn_id="t2", turn_index=1, asr={"text": 3})])
+    out = tmp_path / "out.jsonl"
+    result = run_cli("classify", path, "-o", out)
+    assert result.exit_code == 2
+    assert "t.jsonl:2: asr.text: expected a string, got a number 3" in result.stderr
+    assert not out.exists()
+
+
+def test_skip_keeps_every_turn_accounted_for(tmp_path):
+    rows = [turn(turn_id=f"t{i}", turn_index=i) for i in range(5)] + [turn(turn_id="bad", turn_index=9, label="?")]
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    result = run_cli("classify", path, "-o", out, "--on-error", "skip")
+    assert result.exit_code == 3
+    quarantined = (tmp_path / "t.jsonl.quarantine.jsonl").read_text().splitlines()
+    assert len(out.read_text().splitlines()) + len(quarantined) == len(rows)
+
+
+def test_missing_model_directory_is_exit_2(fixture_traces, tmp_path):
+    result = run_cli("classify", fixture_traces, "--model", tmp_path)
+    assert result.exit_code == 2 and "not a model directory" in result.stderr
+
+
+def test_train_then_eval_with_the_trained_model(tmp_path):
+    data = tmp_path / "train.jsonl"
+    assert run_cli("simulate", "-n", "4000", "--seed", "3", "-o", data).exit_code == 0
+    result = run_cli("train", data, "-o", tmp_path / "model", "--seed", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "validation (" in result.stderr and (tmp_path / "model" / "booster.txt").exists()
+    result = run_cli("eval", data, "--model", tmp_path / "model", "--format", "json")
+    report = json.loads(result.stdout)
+    assert result.exit_code == 0 and report["model"]["turns"] == 4000 and 0.3 < report["model"]["macro_f1"] <= 1
+
+
+def test_eval_against_the_annotator(tmp_path):
+    data = tmp_path / "held_out.jsonl"
+    assert run_cli("simulate", "-n", "3000", "--seed", "77", "--annotator-noise", "0.1", "-o", data).exit_code == 0
+    report = json.loads(run_cli("eval", data, "--human", "human_label", "--format", "json").stdout)
+    expected = round(100 * report["model"]["macro_f1"] / report["human"]["macro_f1"], 2)
+    assert report["model_pct_of_human_macro_f1"] == expected
+    table = run_cli("eval", data, "--human", "human_label")
+    assert table.exit_code == 0 and "% of human performance" in table.stdout
+    assert run_cli("eval", data, "--human", "no_such_field").exit_code == 2
+
+
+def test_eval_without_labels_is_a_usage_error(tmp_path):
+    path = write_jsonl(tmp_path / "t.jsonl", [turn()])
+    result = run_cli("eval", path)
+    assert result.exit_code == 2 and "have no `label`" in result.stderr
+
+
+def test_library_and_cli_agree(fixture_traces, tmp_path):
+    out = tmp_path / "r.jsonl"
+    run_cli("classify", fixture_traces, "-o", out)
+    records = classify(load_traces(fixture_traces), FailurePointModel.load())
+    assert pl.read_ndjson(out)["failure_point"].to_list() == records["failure_point"].to_list()
+
+
+def test_simulate_rejects_bad_error_rates(tmp_path):
+    result = run_cli("simulate", "-n", "10", "--error-rate", "tts=0.1", "-o", tmp_path / "x.jsonl")
+    assert result.exit_code == 2 and "unknown stage 'tts'" in result.stderr
+    assert not (tmp_path / "x.jsonl").exists()

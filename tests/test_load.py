@@ -1,0 +1,233 @@
+import gzip
+from datetime import datetime
+import json
+import math
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from fpi import TraceError, load_traces, read_traces, simulate
+from fpi.schema import TURN_FIELD_NAMES, TURN_FIELDS, Field, validate_turn
+from fpi.simulate import stage_events
+from conftest import FIXTURES, run_cli, turn, write_jsonl
+
+BAD_CASES = sorted(p.name.removesuffix(".jsonl") for p in (FIXTURES / "bad").glob("*.jsonl"))
+
+
+@pytest.mark.parametrize("name", BAD_CASES)
+def test_bad_fixture_gives_its_messages_and_exit_code(name, monkeypatch):
+    monkeypatch.chdir(FIXTURES.parent)
+    expected = json.loads((FIXTURES / "bad" / f"{name}.expected.json").read_text())
+    result = run_cli("validate", f"fixtures/bad/{name}.jsonl")
+    assert result.exit_code == expected["exit_code"] == 2
+    for message in expected["messages"]:
+        assert message in result.stderr
+    assert expected["messages"], "every bad fixture names at least one problem"
+
+
+@pytest.mark.parametrize("name", [n for n in BAD_CASES if n not in ("empty", "blank_lines_only")])
+def test_skip_policy_keeps_valid_turns_and_quarantines_the_rest(name, tmp_path):
+    source = FIXTURES / "bad" / f"{name}.jsonl"
+    quarantine = tmp_path / "q.jsonl"
+    result = run_cli("validate", source, "--on-error", "skip", "--quarantine", quarantine)
+    assert result.exit_code == 3
+    loaded = read_traces(source)
+    records = [json.loads(line) for line in quarantine.read_text().splitlines()]
+    assert len(records) == len(loaded.rejected) >= 1
+    assert loaded.read == loaded.accepted + len(loaded.rejected)
+    assert f"read {loaded.read}, accepted {loaded.accepted}, quarantined {len(loaded.rejected)}" in result.stderr
+    raw_lines = source.read_bytes().split(b"\n")
+    for record in records:
+        kept = record["raw"].encode() if "raw" in record else __import__("base64").b64decode(record["raw_base64"])
+        assert kept in raw_lines or b"\n" in kept  # unchanged (per-stage turns keep all their event lines)
+        assert record["errors"] and record["source"].endswith(f"{name}.jsonl")
+
+
+def test_fail_policy_raises_with_every_problem():
+    with pytest.raises(TraceError) as info:
+        load_traces(FIXTURES / "bad" / "out_of_range.jsonl")
+    assert "out_of_range.jsonl:2: nlu.confidence: expected a number in [0, 1], got 1.7" in str(info.value)
+
+
+def test_missing_file_and_directory_are_clear_errors(tmp_path):
+    with pytest.raises(TraceError, match="no such file"):
+        read_traces(tmp_path / "nope.jsonl")
+    with pytest.raises(TraceError, match="is a directory"):
+        read_traces(tmp_path)
+
+
+def test_extra_fields_are_kept_untouched(tmp_path):
+    row = turn(asr={"text": "hi", "confidence": 0.5, "vendor": {"x": [1, 2]}}, human_label="asr", custom=1)
+    path = write_jsonl(tmp_path / "t.jsonl", [row])
+    turns = load_traces(path)
+    assert json.loads(turns["raw"][0]) == row
+    assert turns["asr"][0] == {"text": "hi", "confidence": 0.5, "nbest": None}
+
+
+def test_blank_lines_and_crlf_keep_line_numbers(tmp_path):
+    path = tmp_path / "t.jsonl"
+    good = json.dumps(turn())
+    bad = json.dumps(turn(turn_id="t2", turn_index=1, label="nope"))
+    path.write_bytes(f"\r\n{good}\r\n\r\n{bad}\r\n".encode())
+    result = read_traces(path)
+    assert [r.line for r in result.rejected] == [4]
+    assert result.turns["line"].to_list() == [2]
+
+
+def test_gzip_parquet_and_stdin_read_the_same_turns(tmp_path):
+    frame = simulate(300, seed=5)
+    jsonl = tmp_path / "t.jsonl"
+    frame.write_ndjson(jsonl)
+    gz = tmp_path / "t.jsonl.gz"
+    gz.write_bytes(gzip.compress(jsonl.read_bytes()))
+    parquet = tmp_path / "t.parquet"
+    frame.write_parquet(parquet)
+    expected = load_traces(jsonl).select(TURN_FIELD_NAMES)
+    assert load_traces(gz).select(TURN_FIELD_NAMES).equals(expected)
+    assert load_traces(parquet).select(TURN_FIELD_NAMES).equals(expected)
+    result = run_cli("validate", "-", input=jsonl.read_bytes())
+    assert result.exit_code == 0 and "read 300, accepted 300, quarantined 0" in result.stderr
+
+
+def test_parquet_out_of_range_and_nan_are_rejected(tmp_path):
+    frame = simulate(20, seed=6).with_row_index("i").with_columns(
+        asr=pl.when(pl.col("i") == 3).then(pl.struct(text=pl.lit("x"), confidence=pl.lit(float("nan")),
+                                                      nbest=pl.col("asr").struct.field("nbest"))).otherwise(pl.col("asr"))).drop("i")
+    path = tmp_path / "t.parquet"
+    frame.write_parquet(path)
+    result = read_traces(path)
+    assert [(r.line, r.problems[0][0]) for r in result.rejected] == [(4, "asr.confidence")]
+    assert result.turns.height == 19
+
+
+def test_stage_form_joins_to_the_same_turns(tmp_path):
+    frame = simulate(400, seed=8)
+    turn_path, stage_path = tmp_path / "turns.jsonl", tmp_path / "stages.jsonl"
+    frame.write_ndjson(turn_path)
+    stage_path.write_text("\n".join(stage_events(frame).to_list()) + "\n")
+    by_turn = load_traces(turn_path).select(TURN_FIELD_NAMES)
+    by_stage = read_traces(stage_path)
+    assert by_stage.form == "stage" and not by_stage.rejected
+    assert by_stage.turns.select(TURN_FIELD_NAMES).equals(by_turn)
+
+
+def test_stage_form_conflicting_events_are_rejected_with_their_lines(tmp_path):
+    events = [
+        {"turn_id": "t1", "session_id": "s1", "turn_index": 0, "stage": "asr", "data": {"text": "a"}},
+        {"turn_id": "t1", "session_id": "s1", "turn_index": 0, "stage": "asr", "data": {"text": "b"}},
+        {"turn_id": "t2", "session_id": "s1", "turn_index": 1, "stage": "asr", "data": {"text": "c"}},
+        {"turn_id": "t2", "session_id": "s9", "turn_index": 1, "stage": "nlu", "data": {"intent": "x"}},
+    ]
+    result = read_traces(write_jsonl(tmp_path / "e.jsonl", events))
+    messages = result.problems()
+    assert any(":2: stage: duplicate 'asr' event for turn 't1', first on line 1" in m for m in messages)
+    assert any(":4: session_id: expected session 's1'" in m for m in messages)
+    assert result.turns.height == 0 and result.read == len(result.rejected) + result.accepted
+
+
+# ---------------------------------------------------------------- properties
+
+_text = st.text(max_size=12)
+_score = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
+
+
+def _value(field: Field):
+    if field.enum:
+        return st.sampled_from(field.enum)
+    if field.name == "timestamp":
+        return st.datetimes(datetime(1970, 1, 1), datetime(2100, 1, 1)).map(lambda d: d.strftime("%Y-%m-%dT%H:%M:%S") + "Z")
+    if field.kind == "string":
+        return _text
+    if field.kind == "integer":
+        return st.integers(min_value=0, max_value=10**6)
+    if field.kind == "number":
+        return _score if field.maximum == 1.0 else st.floats(min_value=0, max_value=1e7, allow_nan=False)
+    if field.kind == "boolean":
+        return st.booleans()
+    members = _object(field.fields)
+    return st.lists(members, max_size=3) if field.kind == "array" else members
+
+
+def _object(fields):
+    required = {f.name: _value(f) for f in fields if f.required}
+    optional = {f.name: st.one_of(st.none(), _value(f)) for f in fields if not f.required}
+    return st.fixed_dictionaries(required, optional=optional)
+
+
+def _normalise(field_list, obj):
+    """What the loader returns for `obj`: absent fields as null, integers as ints."""
+    out = {}
+    for f in field_list:
+        value = obj.get(f.name)
+        if value is not None and f.kind == "object":
+            value = _normalise(f.fields, value)
+        elif value is not None and f.kind == "array":
+            value = [_normalise(f.fields, v) for v in value]
+        out[f.name] = value
+    return out
+
+
+turns_strategy = st.lists(_object(TURN_FIELDS), min_size=1, max_size=6)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(turns_strategy)
+def test_round_trip_of_any_valid_turns(tmp_path_factory, turns):
+    for i, t in enumerate(turns):
+        t["turn_id"], t["session_id"], t["turn_index"] = f"t{i}", "s", i
+    path = tmp_path_factory.mktemp("rt") / "t.jsonl"
+    write_jsonl(path, turns)
+    loaded = load_traces(path).select(TURN_FIELD_NAMES).to_dicts()
+    assert loaded == [_normalise(TURN_FIELDS, t) for t in turns]
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=False, allow_infinity=False) | _text,
+                     lambda children: st.lists(children, max_size=3) | st.dictionaries(_text, children, max_size=3), max_leaves=6)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(_object(TURN_FIELDS), st.sampled_from([f.name for f in TURN_FIELDS] + ["asr.confidence", "nlu.slots", "er.entities", "wake.verified"]), _json)
+@example({"turn_id": "a", "session_id": "s", "turn_index": 0}, "turn_index", True)
+@example({"turn_id": "a", "session_id": "s", "turn_index": 0}, "turn_id", 5)
+@example({"turn_id": "a", "session_id": "s", "turn_index": 0, "asr": {"text": "x"}}, "asr.confidence", True)
+def test_fast_path_accepts_exactly_what_the_validator_accepts(turn_obj, path, value):
+    target = turn_obj
+    *parents, leaf = path.split(".")
+    for p in parents:
+        if not isinstance(target.get(p), dict):
+            target[p] = {"text": "x"} if p == "asr" else {"intent": "x"} if p == "nlu" else {"entities": []} if p == "er" else {"detected": True}
+        target = target[p]
+    target[leaf] = value
+    line = json.dumps(turn_obj).encode()
+    result = read_traces(line, name="p.jsonl")
+    valid = validate_turn(json.loads(line)) == []
+    assert (result.turns.height == 1) == valid
+    assert result.read == 1 == result.accepted + len(result.rejected)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.binary(max_size=300))
+@example(b"\xff\xfe")
+@example(b'{"turn_id": "a", "session_id": "s", "turn_index": 1e400}')
+@example(b"\x1f\x8b garbage")
+@example(b"PAR1 not parquet")
+def test_any_bytes_give_turns_or_a_clear_error(data):
+    try:
+        result = read_traces(data, name="fuzz.jsonl")
+    except TraceError as exc:
+        assert str(exc).startswith("fuzz.jsonl")
+        return
+    assert result.read == result.accepted + len(result.rejected)
+    assert result.turns.height == result.accepted
+    for message in result.problems():
+        assert message.startswith("fuzz.jsonl:")
+
+
+def test_floats_survive_the_round_trip_exactly(tmp_path):
+    values = [0.1, 1 / 3, 5e-324, 0.9999999999999999, 1.0, 0.0]
+    rows = [turn(turn_id=f"t{i}", turn_index=i, asr={"text": "x", "confidence": v}) for i, v in enumerate(values)]
+    loaded = load_traces(write_jsonl(tmp_path / "f.jsonl", rows))
+    got = loaded["asr"].struct.field("confidence").to_list()
+    assert all(math.isclose(a, b, rel_tol=0, abs_tol=0) for a, b in zip(got, values))

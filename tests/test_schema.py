@@ -1,0 +1,44 @@
+import json
+
+import jsonschema
+import polars as pl
+
+from fpi.schema import LABELS, TURN_FIELDS, TURN_SCHEMA, trace_json_schema, validate_turn
+from conftest import ROOT
+
+
+def test_shipped_json_schema_is_the_generated_one():
+    shipped = json.loads((ROOT / "fpi" / "schemas" / "trace-v1.schema.json").read_text())
+    assert shipped == trace_json_schema()
+
+
+def test_json_schema_agrees_with_validator_on_fixture_and_bad_turns():
+    validator = jsonschema.Draft202012Validator(trace_json_schema())
+    lines = (ROOT / "fixtures" / "traces.jsonl").read_text().splitlines()[:200]
+    for line in lines:
+        obj = json.loads(line)
+        assert validate_turn(obj) == []
+        assert validator.is_valid(obj)
+    bad = json.loads(lines[0])
+    bad["asr"]["confidence"] = 2
+    assert validate_turn(bad) == [("asr.confidence", "expected a number in [0, 1], got 2")]
+    assert not validator.is_valid(bad)
+
+
+def test_validator_names_nested_paths_with_indices():
+    obj = {"turn_id": "a", "session_id": "s", "turn_index": 0,
+           "er": {"entities": [{"slot": "x", "status": "resolved"}, {"slot": "y", "status": "maybe"}]}}
+    assert validate_turn(obj) == [("er.entities[1].status", "expected one of resolved, ambiguous, unresolved, got a string 'maybe'")]
+
+
+def test_validator_reports_missing_required_and_wrong_root():
+    assert validate_turn([]) == [("", "expected a JSON object for the turn, got an array")]
+    problems = dict(validate_turn({"turn_index": True}))
+    assert set(problems) == {"turn_id", "session_id", "turn_index"}
+    assert problems["turn_index"] == "expected an integer >= 0, got a boolean true"
+
+
+def test_frame_schema_covers_every_field():
+    assert list(TURN_SCHEMA) == [f.name for f in TURN_FIELDS]
+    assert TURN_SCHEMA["turn_index"] == pl.Int64
+    assert LABELS == ("wake", "asr", "nlu", "er", "result", "correct")
