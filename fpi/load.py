@@ -14,10 +14,13 @@ import json
 import re
 import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.json as pa_json
 
 from fpi.errors import TraceError
 from fpi.output import atomic_write_bytes
@@ -34,14 +37,6 @@ from fpi.schema import (
 
 OnError = Literal["fail", "skip"]
 
-# polars reads `true` as 1.0 and `5` as "5"; lines where a typed key meets such a
-# value are checked in Python first, so that the coercion never goes unseen.
-_NUMERIC_KEYS = "score|confidence|turn_index|latency_ms"
-_STRING_KEYS = ("turn_id|session_id|timestamp|locale|type|text|domain|intent|name|value|slot"
-                "|resolved_id|resolved_value|action|response|status|explicit|label")
-_SUSPECT = (rf'"(?:{_NUMERIC_KEYS})"\s*:\s*(?:true|false|")'
-            rf'|"(?:{_STRING_KEYS})"\s*:\s*(?:-?[0-9]|true|false)'
-            r'|"has_screen"\s*:\s*[-0-9"]|"(?:detected|verified|barge_in)"\s*:\s*[-0-9"]')
 _SMALLEST_CHUNK = 32
 
 
@@ -146,8 +141,9 @@ def _read_source(source: str | Path | bytes, name: str | None) -> tuple[bytes, s
         raise TraceError([f"{source}: cannot be read ({exc.strerror})"]) from exc
 
 
-def _split_lines(data: bytes, label: str) -> tuple[pl.DataFrame, list[RejectedRecord]]:
-    """Frame of (line number, text) for non-blank lines; lines that are not UTF-8 are rejected."""
+def _split_lines(data: bytes, label: str) -> tuple[pl.DataFrame, list[RejectedRecord], bytes | None]:
+    """Frame of (line number, text) for non-blank lines; lines that are not UTF-8 are rejected.
+    Also `data` itself when it holds exactly those lines, so it can be decoded in place."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     rejected: list[RejectedRecord] = []
@@ -162,12 +158,15 @@ def _split_lines(data: bytes, label: str) -> tuple[pl.DataFrame, list[RejectedRe
                 rejected.append(RejectedRecord(label, number, (("", f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"),), raw))
                 texts.append("")
         lines = pl.DataFrame({"raw": texts}, schema={"raw": pl.String})
+    every_line = lines.height
     lines = lines.with_row_index("line", offset=1).filter(pl.col("raw").str.strip_chars() != "")
-    return lines, rejected
+    intact = not rejected and lines.height == every_line
+    return lines, rejected, data if intact else None
 
 
 def _read_jsonl(data: bytes, label: str) -> LoadResult:
-    lines, rejected = _split_lines(data, label)
+    lines, rejected, intact = _split_lines(data, label)
+    del data
     read = lines.height + len(rejected)
     if read == 0:
         raise TraceError([f"{label}: empty file: expected one JSON object per line (trace format v1)"])
@@ -179,7 +178,7 @@ def _read_jsonl(data: bytes, label: str) -> LoadResult:
         result.rejected = sorted(rejected + stage_rejected + result.rejected, key=lambda r: r.line)
         result.read, result.form = read, "stage"
         return result
-    result = _decode_turns(lines.with_columns(json=pl.col("raw")), label, None)
+    result = _decode_turns(lines.with_columns(json=pl.col("raw")), label, None, intact)
     result.rejected = sorted(rejected + result.rejected, key=lambda r: r.line)
     result.read = read
     return result
@@ -209,46 +208,69 @@ def _json_problem(text: str) -> str | None:
     return None
 
 
-def _decode_chunks(lines: pl.DataFrame, dtype: pl.DataType) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
-    """Decode in polars; a chunk that fails is halved until the failing lines are isolated."""
+def _arrow_type(dtype: pl.DataType) -> pa.DataType:
+    if isinstance(dtype, pl.Struct):
+        return pa.struct([pa.field(f.name, _arrow_type(f.dtype)) for f in dtype.fields])
+    if isinstance(dtype, pl.List):
+        return pa.list_(_arrow_type(dtype.inner))
+    return {pl.String: pa.string(), pl.Float64: pa.float64(), pl.Boolean: pa.bool_(), pl.Int64: pa.int64()}[dtype.base_type()]
+
+
+@lru_cache(maxsize=1)
+def _arrow_schema() -> pa.Schema:
+    return pa.schema([pa.field(f.name, _arrow_type(f.dtype)) for f in turn_dtype(decode=True).fields])
+
+
+def _arrow_decode(text: bytes | memoryview, rows: int, longest_line: int) -> pl.DataFrame:
+    """Decode JSON Lines with Arrow's reader: strict types (no `true` read as 1.0), fast and lean.
+    Raises when anything in `text` does not fit the schema or the row count is off."""
+    table = pa_json.read_json(
+        pa.BufferReader(text),
+        read_options=pa_json.ReadOptions(block_size=max(1 << 24, 2 * longest_line + 2)),
+        parse_options=pa_json.ParseOptions(explicit_schema=_arrow_schema(), unexpected_field_behavior="ignore"))
+    if table.num_rows != rows:
+        raise ValueError(f"expected {rows} rows, decoded {table.num_rows}")
+    return pl.from_arrow(table)
+
+
+def _decode_chunks(lines: pl.DataFrame, longest_line: int, text: bytes | memoryview | None = None
+                   ) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
+    """Decode a chunk of lines; a chunk that fails is halved until the failing lines are isolated."""
     try:
-        decoded = lines.with_columns(turn=pl.col("json").str.json_decode(dtype))
-        return [decoded], []
-    except pl.exceptions.PolarsError:
-        if lines.height <= _SMALLEST_CHUNK:
+        body = text if text is not None else "\n".join(lines["json"].to_list()).encode("utf-8")
+        return [pl.concat([lines, _arrow_decode(body, lines.height, longest_line)], how="horizontal")], []
+    except (pa.ArrowException, ValueError):
+        if lines.height == 1:
             return [], [lines]
+    if lines.height <= _SMALLEST_CHUNK:
+        singles = [_decode_chunks(lines.slice(i, 1), longest_line) for i in range(lines.height)]
+        return [g for good, _ in singles for g in good], [b for _, bad in singles for b in bad]
     half = lines.height // 2
-    good_a, bad_a = _decode_chunks(lines.slice(0, half), dtype)
-    good_b, bad_b = _decode_chunks(lines.slice(half), dtype)
+    good_a, bad_a = _decode_chunks(lines.slice(0, half), longest_line)
+    good_b, bad_b = _decode_chunks(lines.slice(half), longest_line)
     return good_a + good_b, bad_a + bad_b
 
 
-def _decode_turns(lines: pl.DataFrame, label: str, stage_lines: dict[str, dict[str, int]] | None) -> LoadResult:
-    """`lines` has line, raw (kept as is) and json (the text to decode)."""
-    dtype = turn_dtype(decode=True)
-    suspect = pl.col("json").str.contains(_SUSPECT)
-    good, bad = _decode_chunks(lines.filter(~suspect), dtype)
+def _decode_turns(lines: pl.DataFrame, label: str, stage_lines: dict[str, dict[str, int]] | None,
+                  text: bytes | memoryview | None = None) -> LoadResult:
+    """`lines` has line, raw (kept as is) and json (the text to decode); `text`, when given, is
+    exactly those json lines as one buffer, so a clean file is decoded without a copy."""
+    # Only lines that look like one object go to Arrow (a bare `null` line crashes its reader).
+    stripped = pl.col("json").str.strip_chars()
+    looks_like_object = stripped.str.starts_with("{") & stripped.str.ends_with("}")
+    objects = lines.filter(looks_like_object)
+    others = lines.filter(~looks_like_object)
+    longest = int(lines["json"].str.len_bytes().max() or 0)
+    good, bad = _decode_chunks(objects, longest, text if others.height == 0 else None)
     rejected: list[RejectedRecord] = []
-    recheck = pl.concat([lines.filter(suspect), *bad]) if bad else lines.filter(suspect)
+    for chunk in [others, *bad]:
+        for number, raw, json_text in chunk.select("line", "raw", "json").iter_rows():
+            problems = _problems_of_text(json_text) or [("", "could not be read as trace format v1")]
+            rejected.append(_rejection(label, number, raw, problems, json_text, stage_lines))
 
-    rescued = []
-    for number, raw, text in recheck.select("line", "raw", "json").iter_rows():
-        problems = _problems_of_text(text)
-        if problems:
-            rejected.append(_rejection(label, number, raw, problems, text, stage_lines))
-        else:
-            rescued.append((number, raw, text))
-    if rescued:
-        frame = pl.DataFrame(rescued, schema={"line": pl.UInt32, "raw": pl.String, "json": pl.String}, orient="row")
-        more_good, still_bad = _decode_chunks(frame, dtype)
-        good += more_good
-        for chunk in still_bad:
-            for number, raw in chunk.select("line", "raw").iter_rows():
-                rejected.append(RejectedRecord(label, number, (("", "could not be read as trace format v1"),), raw))
-
-    schema = {"line": pl.UInt32, "raw": pl.String, "json": pl.String, "turn": dtype}
-    decoded = pl.concat([g.cast({"line": pl.UInt32}) for g in good]) if good else pl.DataFrame(schema=schema)
-    turns = decoded.sort("line").select("line", "raw", "json", pl.col("turn").struct.unnest())
+    schema = {"line": pl.UInt32, "raw": pl.String, "json": pl.String, **turn_dtype(decode=True).to_schema()}
+    decoded = pl.concat(good) if good else pl.DataFrame(schema=schema)
+    turns = decoded.sort("line") if len(good) > 1 else decoded
     turns = turns.rename({"json": "joined"}) if stage_lines is not None else turns.drop("json")
     result = _validate_rows(turns, label, from_text=stage_lines is None, stage_lines=stage_lines)
     if stage_lines is not None:  # accepted turns keep the joined turn, so extra fields stay reachable

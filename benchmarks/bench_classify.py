@@ -1,0 +1,88 @@
+"""Throughput and peak memory of fpi's main path, each phase in a fresh process.
+
+    python benchmarks/bench_classify.py [--turns 1000000] [--workdir DIR]
+
+Prints, per phase: seconds, turns/s and the process's peak RSS (which includes
+the ~0.2 GB of Python, polars and LightGBM themselves)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _phase(name: str, traces: Path, out: Path) -> dict:
+    import polars as pl
+
+    from fpi import FailurePointModel, build_features, classify, load_traces, simulate, write_traces
+    from fpi.output import write_records
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    if name == "simulate":
+        n = int(traces.stem.split("-")[-1])
+        frame = simulate(n, seed=123)
+        timings["simulate"] = time.perf_counter() - started
+        write_traces(frame, traces)
+        timings["simulate+write"] = time.perf_counter() - started
+    elif name == "load":
+        turns = load_traces(traces)
+        timings["load"] = time.perf_counter() - started
+    elif name == "features":
+        turns = load_traces(traces)
+        t = time.perf_counter()
+        build_features(turns)
+        timings["features"] = time.perf_counter() - t
+    elif name == "predict":
+        model = FailurePointModel.load()
+        features = build_features(load_traces(traces))
+        t = time.perf_counter()
+        X = model.matrix(features)
+        timings["encode"] = time.perf_counter() - t
+        t = time.perf_counter()
+        model._proba_matrix(X)
+        timings["predict"] = time.perf_counter() - t
+    elif name == "classify":
+        model = FailurePointModel.load()
+        turns = load_traces(traces)
+        records = classify(turns, model)
+        write_records(records, out)
+        timings["classify end-to-end"] = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return {"timings": timings, "peak_rss_gb": peak, "turns": pl.scan_ndjson(traces).select(pl.len()).collect().item() if name != "simulate" else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--turns", type=int, default=1_000_000)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fpi-bench-"))
+    traces = workdir / f"traces-{args.turns}.jsonl"
+    out = workdir / "records.jsonl"
+    if args.phase:
+        print(json.dumps(_phase(args.phase, traces, out)))
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"fpi benchmark: {args.turns:,} simulated turns, {os.cpu_count()} cores, work in {workdir}")
+    phases = (["simulate"] if not traces.exists() else []) + ["load", "features", "predict", "classify"]
+    for phase in phases:
+        run = subprocess.run([sys.executable, __file__, "--turns", str(args.turns), "--workdir", str(workdir), "--phase", phase],
+                             capture_output=True, text=True, check=True)
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        for step, seconds in result["timings"].items():
+            print(f"  {step:<22} {seconds:8.2f} s  {args.turns / seconds:>12,.0f} turns/s   peak RSS {result['peak_rss_gb']:.2f} GB")
+        if phase == "simulate":
+            print(f"  {'trace file':<22} {traces.stat().st_size / 2**30:8.2f} GB")
+
+
+if __name__ == "__main__":
+    main()
