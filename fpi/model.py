@@ -55,8 +55,8 @@ def session_split(sessions: pl.Series, valid_fraction: float, seed: int) -> np.n
 class FailurePointModel:
     """Predicts each turn's failure point from its features; scikit-learn conventions."""
 
-    def __init__(self, *, n_estimators: int = 600, learning_rate: float = 0.06, num_leaves: int = 31,
-                 min_child_samples: int = 30, feature_fraction: float = 0.8, lambda_l2: float = 1.0,
+    def __init__(self, *, n_estimators: int = 600, learning_rate: float = 0.2, num_leaves: int = 63,
+                 min_child_samples: int = 50, feature_fraction: float = 0.8, lambda_l2: float = 1.0,
                  class_weight: str | None = "sqrt_balanced", valid_fraction: float = 0.15,
                  early_stopping_rounds: int = 40, seed: int = 0, num_threads: int = 2):
         self.n_estimators = n_estimators
