@@ -142,7 +142,7 @@ def _entity_id(slot: str, value: str) -> str:
 
 @lru_cache(maxsize=1)
 def load_bank() -> Bank:
-    raw = json.loads(resources.files("fpi.data").joinpath("utterances.json").read_text(encoding="utf-8"))
+    raw = json.loads(resources.files("fpi").joinpath("data", "utterances.json").read_text(encoding="utf-8"))
     rng = random.Random(20201116)
     utterances = raw["utterances"] + [
         {"text": t, "domain": "unsupported", "intent": "out_of_domain", "slots": []} for t in raw["unsupported"]]
