@@ -49,12 +49,24 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
         t = time.perf_counter()
         model._proba_matrix(X)
         timings["predict"] = time.perf_counter() - t
+    elif name == "rules":
+        from fpi.classify import model_records
+        from fpi.rules import apply_rules, load_rules
+        model, rules = FailurePointModel.load(), load_rules()
+        turns = load_traces(traces)
+        features = build_features(turns)
+        records = model_records(turns, model, features)
+        t = time.perf_counter()
+        apply_rules(records, turns, features, rules)
+        timings[f"rules ({len(rules)})"] = time.perf_counter() - t
     elif name == "classify":
         model = FailurePointModel.load()
         turns = load_traces(traces)
-        records = classify(turns, model)
-        write_records(records, out)
+        write_records(classify(turns, model), out)
         timings["classify end-to-end"] = time.perf_counter() - started
+    elif name == "classify-no-rules":
+        write_records(classify(load_traces(traces), FailurePointModel.load(), None), out)
+        timings["classify, no rules"] = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return {"timings": timings, "peak_rss_gb": peak, "turns": pl.scan_ndjson(traces).select(pl.len()).collect().item() if name != "simulate" else None}
 
@@ -73,7 +85,7 @@ def main() -> None:
         return
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"fpi benchmark: {args.turns:,} simulated turns, {os.cpu_count()} cores, work in {workdir}")
-    phases = (["simulate"] if not traces.exists() else []) + ["load", "features", "predict", "classify"]
+    phases = (["simulate"] if not traces.exists() else []) + ["load", "features", "predict", "rules", "classify", "classify-no-rules"]
     for phase in phases:
         run = subprocess.run([sys.executable, __file__, "--turns", str(args.turns), "--workdir", str(workdir), "--phase", phase],
                              capture_output=True, text=True, check=True)

@@ -15,14 +15,15 @@ from rich.console import Console
 from rich.table import Table
 
 from fpi.classify import classify as classify_turns
-from fpi.classify import failure_point_counts
-from fpi.errors import EXIT_OK, EXIT_PARTIAL, FpiError, TraceError, UsageError
+from fpi.classify import failure_point_counts, model_records
+from fpi.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, FpiError, TraceError, UsageError
 from fpi.evaluate import evaluate, human_relative
 from fpi.features import build_features
 from fpi.load import LoadResult, read_traces, write_quarantine
 from fpi.model import FailurePointModel
 from fpi.output import write_records
 from fpi.progress import stderr_console, steps
+from fpi.rules import RuleSet, check_rules, fields_reference, lint_rules, load_rules
 from fpi.schema import LABELS, STAGES
 from fpi.simulate import simulate as simulate_turns
 from fpi.simulate import write_traces
@@ -50,6 +51,8 @@ TracesArg = Annotated[str, typer.Argument(help="Trace file: .jsonl, .jsonl.gz or
 ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="Model directory (default: the model shipped with fpi).")]
 OnErrorOpt = Annotated[OnError, typer.Option("--on-error", help="fail: stop at bad records (exit 2, nothing written); "
                                              "skip: go on with the valid turns and quarantine the bad records (exit 3).")]
+RulesOpt = Annotated[list[Path] | None, typer.Option("--rules", help="Rule file or folder (repeatable); default: the rules shipped with fpi.")]
+NoRulesOpt = Annotated[bool, typer.Option("--no-rules", help="Run the model alone, without the rule layer.")]
 QuarantineOpt = Annotated[Path | None, typer.Option("--quarantine", help="Where --on-error skip writes bad records "
                                                     "(default: <traces>.quarantine.jsonl).")]
 
@@ -79,6 +82,12 @@ def _load(traces: str, on_error: OnError, quarantine: Path | None) -> LoadResult
         console.print(f"quarantined records written to {where}", markup=False, highlight=False)
     console.print(result.summary(), markup=False, highlight=False)
     return result
+
+
+def _rules(paths: list[Path] | None, no_rules: bool) -> RuleSet:
+    if no_rules and paths:
+        raise UsageError("--rules and --no-rules do not go together")
+    return RuleSet(()) if no_rules else load_rules(paths)
 
 
 def _exit_for(result: LoadResult) -> int:
@@ -131,6 +140,8 @@ def classify_command(
     traces: TracesArg,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Records file (.jsonl, .csv, .parquet); default stdout as JSON Lines.")] = None,
     model: ModelOpt = None,
+    rules: RulesOpt = None,
+    no_rules: NoRulesOpt = False,
     on_error: OnErrorOpt = OnError.fail,
     quarantine: QuarantineOpt = None,
 ) -> None:
@@ -138,12 +149,13 @@ def classify_command(
     def work() -> int:
         with steps(4, "loading model") as bar:
             fitted = FailurePointModel.load(model)
+            rule_set = _rules(rules, no_rules)
             bar.advance("reading traces")
             result = _load(traces, on_error, quarantine)
             bar.advance("features")
             features = build_features(result.turns)
             bar.advance("classifying")
-            records = classify_turns(result.turns, fitted, features=features)
+            records = classify_turns(result.turns, fitted, rule_set, features=features)
             bar.advance()
         write_records(records, output)
         _print_counts(failure_point_counts(records), records.height)
@@ -215,18 +227,18 @@ def eval_command(
     output_format: Annotated[TableFormat, typer.Option("--format", help="table (terminal) or json (stdout).")] = TableFormat.table,
     human: Annotated[str | None, typer.Option(help="Field with one annotator's labels (e.g. human_label): score the "
                                               "annotator too and report the model as % of human macro-F1.")] = None,
+    rules: RulesOpt = None,
+    no_rules: NoRulesOpt = False,
     on_error: OnErrorOpt = OnError.fail,
     quarantine: QuarantineOpt = None,
 ) -> None:
     """Score the model against gold labels: accuracy, macro-F1, per-label P/R/F1, confusion."""
     def work() -> int:
         fitted = FailurePointModel.load(model)
+        rule_set = _rules(rules, no_rules)
         result = _load(traces, on_error, quarantine)
-        turns = result.turns
-        missing = turns["label"].null_count()
-        if missing:
-            raise UsageError(f"{result.source}: {missing} of {turns.height} turns have no `label`; eval needs gold labels on every turn")
-        records = classify_turns(turns, fitted)
+        turns = _require_labels(result)
+        records = classify_turns(turns, fitted, rule_set)
         gold = turns["label"].to_list()
         metrics = evaluate(gold, records["failure_point"].to_list())
         report: dict = {"source": result.source, "model": metrics}
@@ -244,12 +256,94 @@ def eval_command(
         if output_format is TableFormat.json:
             sys.stdout.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
         else:
-            _print_metrics(Console(), metrics, human_metrics)
+            _print_metrics(stdout_console(), metrics, human_metrics)
             if human_metrics:
-                Console().print(f"annotator macro-F1 {human_metrics['macro_f1']:.4f}; model = "
+                stdout_console().print(f"annotator macro-F1 {human_metrics['macro_f1']:.4f}; model = "
                                       f"{report['model_pct_of_human_macro_f1']:.1f}% of human performance")
         return _exit_for(result)
     _run(work)
+
+
+rules_app = typer.Typer(help="Lint, audit and list the fields of the rule layer.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+
+
+@rules_app.command("lint")
+def rules_lint(paths: Annotated[list[Path] | None, typer.Argument(help="Rule files or folders (default: the shipped rules).")] = None) -> None:
+    """Check rule files: schema, unknown fields, duplicate ids, condition names and types."""
+    def work() -> int:
+        rule_set, problems = lint_rules(paths)
+        console = stderr_console()
+        for problem in problems:
+            console.print(problem, markup=False, highlight=False)
+        if problems:
+            console.print(f"{len(problems)} problems", markup=False)
+            return EXIT_ERROR
+        console.print(f"{len(rule_set)} rules, no problems", markup=False)
+        return EXIT_OK
+    _run(work)
+
+
+@rules_app.command("check")
+def rules_check(
+    traces: Annotated[str, typer.Argument(help="Labeled traces (every turn with a `label`).")],
+    rules: RulesOpt = None,
+    model: ModelOpt = None,
+    output_format: Annotated[TableFormat, typer.Option("--format", help="table (terminal) or json (stdout).")] = TableFormat.table,
+    on_error: OnErrorOpt = OnError.fail,
+    quarantine: QuarantineOpt = None,
+) -> None:
+    """Audit each rule against gold labels: matches, changes, precision, and macro-F1 with and without it."""
+    def work() -> int:
+        fitted = FailurePointModel.load(model)
+        rule_set = load_rules(rules)
+        result = _load(traces, on_error, quarantine)
+        turns = _require_labels(result)
+        features = build_features(turns)
+        audit = check_rules(model_records(turns, fitted, features), turns, features, rule_set)
+        if output_format is TableFormat.json:
+            sys.stdout.write(json.dumps(audit, indent=2, sort_keys=True) + "\n")
+            return _exit_for(result)
+        table = Table(title=f"{audit['turns']} turns: macro-F1 model {audit['macro_f1_model']:.4f}, "
+                            f"model + rules {audit['macro_f1_with_rules']:.4f}", title_justify="left")
+        for column in ("rule", "then", "matched", "decided", "precision", "changed", "changes right", "macro-F1 without", "effect"):
+            table.add_column(column, justify="left" if column in ("rule", "then") else "right")
+        for row in audit["rules"]:
+            effect = audit["macro_f1_with_rules"] - row["macro_f1_without"]
+            table.add_row(row["id"], row["effect"], str(row["matched"]), str(row["decided"]),
+                          "-" if row["match_precision"] is None else f"{row['match_precision']:.3f}",
+                          str(row["changed"]), "-" if row["precision"] is None else f"{row['precision']:.3f}",
+                          f"{row['macro_f1_without']:.4f}", f"[{'green' if effect >= 0 else 'red'}]{effect:+.4f}[/]")
+        stdout_console().print(table)
+        stdout_console().print("precision: share of the turns the rule decided whose gold label is what the rule says; "
+                        "changes right: the same over the turns where it overrode the model; "
+                        "effect: macro-F1 with all rules minus without this one.", highlight=False)
+        return _exit_for(result)
+    _run(work)
+
+
+@rules_app.command("fields")
+def rules_fields() -> None:
+    """List the fields a rule condition can name (each also as next.<field> and prev.<field>)."""
+    table = Table(title="condition fields (also next.<field>, prev.<field>)", title_justify="left")
+    table.add_column("field")
+    table.add_column("type")
+    for name, kind in fields_reference():
+        table.add_row(name, kind)
+    stdout_console().print(table)
+
+
+def stdout_console() -> Console:
+    """Tables on stdout: the terminal's width, or wide enough not to fold when piped."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def _require_labels(result: LoadResult) -> pl.DataFrame:
+    missing = result.turns["label"].null_count()
+    if missing:
+        raise UsageError(f"{result.source}: {missing} of {result.turns.height} turns have no `label`; "
+                         "this needs gold labels on every turn")
+    return result.turns
 
 
 def main() -> None:

@@ -48,12 +48,26 @@ def similarity(a: pl.Expr, b: pl.Expr) -> pl.Expr:
     return pl.struct(a=a, b=b).map_batches(_similarity, return_dtype=pl.Float64)
 
 
-def _next(expr: pl.Expr) -> pl.Expr:
-    return expr.shift(-1).over("session_id", order_by="turn_index")
+def neighbour_rows(turns: pl.DataFrame) -> pl.DataFrame:
+    """Row numbers of each turn's next and previous turn in its session (by turn_index), or null.
+    One sort serves every dialogue feature; each then costs a gather, not a window. Computed
+    eagerly: inside a lazy plan polars' common-subexpression pass made this ten times slower."""
+    order = turns.select(pl.arg_sort_by("session_id", "turn_index")).to_series().cast(pl.UInt32)
+    in_order = pl.DataFrame({"order": order, "session": turns["session_id"].gather(order)})
+    neighbours = in_order.select(
+        _next_row=pl.when(c("session").shift(-1) == c("session")).then(c("order").shift(-1)),
+        _prev_row=pl.when(c("session").shift(1) == c("session")).then(c("order").shift(1)))
+    return neighbours.select(pl.all().gather(order.arg_sort()))
 
 
-def _prev(expr: pl.Expr) -> pl.Expr:
-    return expr.shift(1).over("session_id", order_by="turn_index")
+def next_of(expr: pl.Expr) -> pl.Expr:
+    """`expr` of the next turn in the session (needs the `neighbour_rows` columns)."""
+    return expr.gather(c("_next_row"))
+
+
+def prev_of(expr: pl.Expr) -> pl.Expr:
+    return expr.gather(c("_prev_row"))
+
 
 
 _TIMESTAMP = c("timestamp").str.replace(" ", "T").str.replace("Z$", "+00:00")
@@ -111,7 +125,7 @@ def _feature_list() -> list[Feature]:
     def status_count(status: str) -> pl.Expr:
         return pl.when(er.is_not_null()).then(c("_er_status").list.eval(pl.element() == status).list.sum().cast(pl.Float64))
 
-    next_text, prev_text = _next(c("_text")), _prev(c("_text"))
+    next_text, prev_text = next_of(c("_text")), prev_of(c("_text"))
     session = ("session_id",)
     F = Feature
     return [
@@ -157,14 +171,14 @@ def _feature_list() -> list[Feature]:
         F("session_length", "turns of the session in the input", pl.len().over(*session).cast(pl.Float64), group="dialogue"),
         F("next_text_similarity", "similarity of this ASR text and the next turn's (a rephrase)", similarity(c("_text"), next_text), group="dialogue"),
         F("prev_text_similarity", "similarity of this ASR text and the previous turn's", similarity(c("_text"), prev_text), group="dialogue"),
-        F("next_gap_s", "seconds until the next turn of the session", (_next(c("_ts")) - c("_ts")).dt.total_milliseconds() / 1000.0, group="dialogue"),
-        F("prev_gap_s", "seconds since the previous turn of the session", (c("_ts") - _prev(c("_ts"))).dt.total_milliseconds() / 1000.0, group="dialogue"),
-        F("next_same_intent", "the next turn has the same intent", _flag(_next(c("_intent")) == c("_intent")), group="dialogue"),
-        F("prev_same_intent", "the previous turn had the same intent", _flag(_prev(c("_intent")) == c("_intent")), group="dialogue"),
-        F("next_result_status", "result status of the next turn", _next(c("_status")), categorical=True, group="dialogue"),
-        F("next_asr_confidence", "ASR confidence of the next turn", _next(asr.struct.field("confidence")), group="dialogue"),
-        F("next_word_count", "words in the next turn's ASR text", _next(c("_text").str.count_matches(r"\S+")).cast(pl.Float64), group="dialogue"),
-        F("next_barge_in", "the user interrupted the next turn's response", _flag(_next(feedback.struct.field("barge_in"))), group="dialogue"),
+        F("next_gap_s", "seconds until the next turn of the session", (next_of(c("_ts")) - c("_ts")).dt.total_milliseconds() / 1000.0, group="dialogue"),
+        F("prev_gap_s", "seconds since the previous turn of the session", (c("_ts") - prev_of(c("_ts"))).dt.total_milliseconds() / 1000.0, group="dialogue"),
+        F("next_same_intent", "the next turn has the same intent", _flag(next_of(c("_intent")) == c("_intent")), group="dialogue"),
+        F("prev_same_intent", "the previous turn had the same intent", _flag(prev_of(c("_intent")) == c("_intent")), group="dialogue"),
+        F("next_result_status", "result status of the next turn", next_of(c("_status")), categorical=True, group="dialogue"),
+        F("next_asr_confidence", "ASR confidence of the next turn", next_of(asr.struct.field("confidence")), group="dialogue"),
+        F("next_word_count", "words in the next turn's ASR text", next_of(c("_text").str.count_matches(r"\S+")).cast(pl.Float64), group="dialogue"),
+        F("next_barge_in", "the user interrupted the next turn's response", _flag(next_of(feedback.struct.field("barge_in"))), group="dialogue"),
         F("same_intent_in_session", "other turns of the session with this intent", (pl.len().over(*session, "_intent") - 1).cast(pl.Float64), group="dialogue"),
     ]
 
@@ -175,13 +189,14 @@ CATEGORICAL: tuple[str, ...] = tuple(f.name for f in FEATURES if f.categorical)
 DESCRIPTIONS: dict[str, str] = {f.name: f.description for f in FEATURES}
 
 
-def feature_plan(turns: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+def feature_plan(turns: pl.DataFrame) -> pl.LazyFrame:
     """The lazy plan from loaded turns to `turn_id` plus one column per feature, in input order."""
-    lf = _with_matches(_helpers(turns.lazy()))
+    with_neighbours = pl.concat([turns, neighbour_rows(turns)], how="horizontal")
+    lf = _with_matches(_helpers(with_neighbours.lazy()))
     return lf.sort("_row").select("turn_id", *[f.expr.alias(f.name) for f in FEATURES])
 
 
-def build_features(turns: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+def build_features(turns: pl.DataFrame) -> pl.DataFrame:
     """Features of every turn, in input order: numeric columns as Float64, categorical as String."""
     return feature_plan(turns).collect()
 

@@ -386,7 +386,8 @@ def _stage_columns(rng: np.random.Generator, bank: Bank, t: dict[str, np.ndarray
     wake_score = np.where(fw, _beta(rng, 4, 4, n), _beta(rng, 9, 2, n))
 
     # asr: text indices into bank.texts
-    background = bank.background_at + rng.integers(len(BACKGROUND), size=n)
+    silent = rng.random(n) < 0.3  # many false wakes catch no speech at all
+    background = bank.background_at + np.where(silent, 0, 1 + rng.integers(len(BACKGROUND) - 1, size=n))
     kinds = [answer, fw, asr_kind == 1, asr_kind == 2, asr_kind == 3]
     asr_text = np.select(kinds, [t["answer_text"], background, bank.minor_at + u, bank.entity_at + u, bank.major_at + u], u)
     shape_a = np.select(kinds, [12.0, 2.0, 9.0, 6.0, 3.0], 12.0)

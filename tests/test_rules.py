@@ -1,0 +1,247 @@
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fpi import FailurePointModel, build_features, load_traces, simulate
+from fpi.classify import classify, model_records
+from fpi.rules import RuleError, RuleSet, apply_rules, check_rules, default_rules_path, lint_rules, load_rules
+from conftest import ROOT, run_cli
+
+CASES = yaml.safe_load((Path(__file__).parent / "rule_cases" / "default.yaml").read_text())
+
+
+def _case_ids():
+    for case in CASES:
+        for kind in ("should_fire", "should_not_fire"):
+            for i, session in enumerate(case.get(kind, [])):
+                yield pytest.param(case["rule"], kind, session, id=f"{case['rule']}-{kind}-{i}")
+
+
+def _matched_on_first_turn(session: list[dict]) -> list[str]:
+    turns = [{"turn_id": f"t{i}", "session_id": "s", "turn_index": i, **t} for i, t in enumerate(session)]
+    loaded = load_traces("\n".join(json.dumps(t) for t in turns).encode(), name="case.jsonl")
+    records = classify(loaded, FailurePointModel.load())
+    return records["rules_matched"][0].to_list()
+
+
+@pytest.mark.parametrize(("rule_id", "kind", "session"), list(_case_ids()))
+def test_shipped_rule_cases(rule_id, kind, session):
+    matched = _matched_on_first_turn(session)
+    assert (rule_id in matched) == (kind == "should_fire"), matched
+
+
+def test_every_shipped_rule_has_cases_both_ways():
+    ids = {r.id for r in load_rules().rules}
+    covered = {c["rule"] for c in CASES if c.get("should_fire") and c.get("should_not_fire")}
+    assert ids == covered
+
+
+def test_packaged_rules_are_the_repository_rules():
+    assert default_rules_path().read_bytes() == (ROOT / "rules" / "default.yaml").read_bytes()
+
+
+def _write(tmp_path, text: str, name="r.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+RULE = """version: 1
+rules:
+  - id: a
+    description: d
+    when: {when}
+    then: {then}
+"""
+
+
+@pytest.mark.parametrize(("when", "then", "message"), [
+    ("asr.confidnce < 0.5", "{recovered: asr}", "r.yaml:5: rule 'a': when, column 1: unknown field 'asr.confidnce'; did you mean asr.confidence"),
+    ('result.status == "sucess"', "{recovered: asr}", "r.yaml:5: rule 'a': when, column 18: result.status is never 'sucess'; did you mean 'success'?"),
+    ('asr.confidence < "low"', "{recovered: asr}", "r.yaml:5: rule 'a': when, column 16: < compares a number with a string"),
+    ("asr.confidence", "{recovered: asr}", "the condition is a number, not true or false"),
+    ("asr.confidence < 0.5 and", "{recovered: asr}", "expected a field, a value or '(', found the end of the condition"),
+    ("nlu.intent == null", "{recovered: asr}", "null is not a value here; write `x is null`"),
+    ("asr.confidence < 0.5", "{recovered: tts}", "r.yaml:6: rules/0/then/recovered: unknown value 'tts'"),
+    ("asr.confidence < 0.5", "{recovered: asr, assign: nlu}", "r.yaml:6: rules/0/then: `then` takes exactly one of"),
+    ("asr.confidence < 0.5", "{fix: asr}", "unknown effect 'fix'"),
+    ("eval('1')", "{recovered: asr}", "column 5: unexpected '('"),
+    ("asr.confidence < 0.5 ; drop", "{recovered: asr}", "column 22: unexpected character ';'"),
+])
+def test_lint_names_file_line_and_mend(tmp_path, when, then, message):
+    path = _write(tmp_path, RULE.format(when=when, then=then))
+    _, problems = lint_rules([path])
+    assert any(message in p for p in problems), problems
+    assert all(p.startswith(str(path)) for p in problems)
+
+
+def test_unknown_fields_duplicate_ids_and_yaml_errors(tmp_path):
+    typo = _write(tmp_path, "rules:\n  - id: a\n    description: d\n    whn: x\n    then: {assign: asr}\n", "typo.yaml")
+    _, problems = lint_rules([typo])
+    assert any("typo.yaml:4: rules/0: unknown field 'whn'; did you mean 'when'?" in p for p in problems), problems
+    one = _write(tmp_path, RULE.format(when="asr.confidence < 0.5", then="{assign: asr}"), "one.yaml")
+    two = _write(tmp_path, RULE.format(when="asr.confidence < 0.4", then="{assign: asr}"), "two.yaml")
+    _, problems = lint_rules([one, two])
+    assert problems == [f"{two}:3: rule id 'a' is already used at {one}:3; give each rule its own id"]
+    broken = _write(tmp_path, "rules: [\n", "broken.yaml")
+    _, problems = lint_rules([broken])
+    assert problems and problems[0].startswith(f"{broken}:") and "not valid YAML" in problems[0]
+
+
+def test_lint_cli_exit_codes(tmp_path):
+    assert run_cli("rules", "lint").exit_code == 0
+    bad = _write(tmp_path, RULE.format(when="nope > 1", then="{assign: asr}"))
+    result = run_cli("rules", "lint", bad)
+    assert result.exit_code == 2 and "unknown field 'nope'" in result.stderr
+    assert run_cli("classify", ROOT / "fixtures" / "traces.jsonl", "--rules", bad).exit_code == 2
+    assert run_cli("rules", "lint", tmp_path / "missing.yaml").exit_code == 2
+
+
+def test_order_is_priority_then_file_order(tmp_path):
+    text = """rules:
+  - {id: low, description: d, when: "asr is not null", then: {assign: asr}}
+  - {id: high, description: d, when: "asr is not null", then: {assign: nlu}, priority: 5}
+  - {id: later, description: d, when: "asr is not null", then: {assign: er}}
+"""
+    rules = load_rules([_write(tmp_path, text)])
+    assert [r.id for r in rules.rules] == ["high", "low", "later"]
+    turns = simulate(50, seed=1)
+    records = classify(turns, FailurePointModel.load(), rules)
+    with_asr = records.filter(pl.Series(turns["asr"].is_not_null()))
+    assert (with_asr["rule"] == "high").all() and (with_asr["failure_point"] == "nlu").all()
+    assert with_asr["rules_matched"][0].to_list() == ["high", "low", "later"]
+
+
+def test_recovered_and_not_defect_semantics(tmp_path):
+    text = """rules:
+  - {id: r-asr, description: d, when: "asr is not null", then: {recovered: asr}}
+  - {id: r-er, description: d, when: "asr is not null", then: {recovered: er}}
+  - {id: nd, description: d, when: "asr is null", then: {not_defect: nothing said}}
+"""
+    turns = simulate(300, seed=2)
+    records = classify(turns, FailurePointModel.load(), load_rules([_write(tmp_path, text)]))
+    assert (records["failure_point"] == "correct").all()
+    spoken = records.filter(pl.Series(turns["asr"].is_not_null()))
+    assert spoken["recovered_from"].to_list()[0] == ["asr", "er"]
+    assert records["model_failure_point"].to_list() == classify(turns, FailurePointModel.load(), None)["model_failure_point"].to_list()
+
+
+def test_missing_values_fail_comparisons_except_not_equal(tmp_path):
+    text = """rules:
+  - {id: ne, description: d, when: 'feedback.explicit != "negative" and wake.score < 2', then: {assign: wake}}
+"""
+    rows = [{"turn_id": "a", "session_id": "s", "turn_index": 0, "wake": {"detected": True, "score": 0.5}},
+            {"turn_id": "b", "session_id": "s", "turn_index": 1}]
+    turns = load_traces("\n".join(json.dumps(r) for r in rows).encode())
+    records = classify(turns, FailurePointModel.load(), load_rules([_write(tmp_path, text)]))
+    assert records["rule"].to_list() == ["ne", None]
+
+
+# ------------------------------------------------------------------ properties
+
+_fields = st.sampled_from(["asr.confidence", "nlu.confidence", "er_min_score", "next.asr.confidence", "prev_gap_s",
+                           "model.confidence", "model.probability.asr", "wake.score"])
+_strings = st.sampled_from([("result.status", ["success", "error", "clarify"]), ("model.failure_point", ["asr", "correct"]),
+                            ("next.nlu.intent", ["affirm", "x"]), ("feedback.explicit", ["negative", "positive"])])
+_booleans = st.sampled_from(["feedback.barge_in", "next.is_rephrase", "wake.verified", "is_answer_to_clarification"])
+
+
+def _atom():
+    number = st.builds(lambda f, op, v: f"{f} {op} {v}", _fields, st.sampled_from(["<", "<=", ">", ">=", "==", "!="]),
+                       st.floats(0, 1).map(lambda v: round(v, 3)))
+    string = st.builds(lambda fv, op, i: f'{fv[0]} {op} "{fv[1][i % len(fv[1])]}"', _strings, st.sampled_from(["==", "!="]), st.integers(0, 5))
+    member = st.builds(lambda fv, neg: f'{fv[0]} {"not in" if neg else "in"} [{", ".join(json.dumps(v) for v in fv[1])}]', _strings, st.booleans())
+    null = st.builds(lambda f, neg: f"{f} is {'not ' if neg else ''}null", st.one_of(_fields, st.sampled_from(["er", "asr"])), st.booleans())
+    return st.one_of(number, string, member, null, _booleans)
+
+
+_condition = st.recursive(_atom(), lambda inner: st.one_of(
+    st.builds(lambda a, b, op: f"({a}) {op} ({b})", inner, inner, st.sampled_from(["and", "or"])),
+    inner.map(lambda a: f"not ({a})")), max_leaves=6)
+_effect = st.one_of(st.sampled_from(["asr", "nlu", "er"]).map(lambda s: {"recovered": s}),
+                    st.sampled_from(["wake", "result", "correct"]).map(lambda s: {"assign": s}),
+                    st.just({"not_defect": "reason"}))
+
+
+@pytest.fixture(scope="module")
+def sample():
+    turns = simulate(400, seed=31)
+    features = build_features(turns)
+    return turns, features, model_records(turns, FailurePointModel.load(), features)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(st.tuples(_condition, _effect, st.integers(-2, 2)), min_size=1, max_size=5))
+def test_any_schema_valid_rule_file_compiles_and_keeps_turns(tmp_path_factory, sample, specs):
+    turns, features, records = sample
+    document = {"version": 1, "rules": [{"id": f"r{i}", "description": "generated", "when": when, "then": then, "priority": p}
+                                        for i, (when, then, p) in enumerate(specs)]}
+    path = tmp_path_factory.mktemp("rules") / "gen.yaml"
+    path.write_text(yaml.safe_dump(document))
+    rules, problems = lint_rules([path])
+    assert problems == []
+    out = apply_rules(records, turns, features, rules)
+    assert out.height == turns.height
+    assert out["turn_id"].to_list() == turns["turn_id"].to_list()
+    assert out["model_failure_point"].to_list() == records["model_failure_point"].to_list()
+    decided = out.filter(pl.col("rule").is_not_null())
+    assert decided["rules_matched"].list.first().to_list() == decided["rule"].to_list()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=60))
+def test_any_condition_text_compiles_or_gives_a_condition_error(text):
+    from fpi.conditions import Compiler, ConditionError
+    from fpi.rules import FIELD_TYPES
+    try:
+        Compiler(FIELD_TYPES).compile(text)
+    except ConditionError as exc:
+        assert str(exc)
+
+
+def test_rules_check_reports_every_rule(fixture_traces):
+    result = run_cli("rules", "check", fixture_traces, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    audit = json.loads(result.stdout)
+    assert [r["id"] for r in audit["rules"]] == [r.id for r in load_rules().rules]
+    assert all(r["match_precision"] is not None for r in audit["rules"])
+    assert audit["macro_f1_with_rules"] >= audit["macro_f1_model"]
+    table = run_cli("rules", "check", fixture_traces)
+    assert table.exit_code == 0 and "nlu-clarification-confirmed" in table.stdout
+
+
+def test_check_rules_counts_by_hand(tmp_path):
+    turns = simulate(500, seed=4)
+    features = build_features(turns)
+    records = model_records(turns, FailurePointModel.load(), features)
+    rules = load_rules([_write(tmp_path, 'rules:\n  - {id: all-asr, description: d, when: "asr is not null", then: {assign: asr}}\n')])
+    audit = check_rules(records, turns, features, rules)
+    row = audit["rules"][0]
+    spoken = turns["asr"].is_not_null()
+    assert row["matched"] == row["decided"] == int(spoken.sum())
+    assert row["changed"] == int((spoken & (records["model_failure_point"] != "asr")).sum())
+    assert row["match_precision"] == round(float((turns.filter(spoken)["label"] == "asr").mean()), 6)
+    assert audit["rules"][0]["macro_f1_without"] == audit["macro_f1_model"]
+
+
+def test_no_rules_flag(fixture_traces):
+    result = run_cli("classify", fixture_traces, "--no-rules")
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.exit_code == 0 and all(r["rule"] is None and r["failure_point"] == r["model_failure_point"] for r in records)
+    assert run_cli("classify", fixture_traces, "--no-rules", "--rules", "rules").exit_code == 2
+
+
+def test_rule_sets_are_empty_safe():
+    turns = simulate(20, seed=1)
+    records = classify(turns, FailurePointModel.load(), RuleSet(()))
+    assert records["rule"].null_count() == 20
+
+
+def test_rule_error_is_raised_by_load(tmp_path):
+    with pytest.raises(RuleError):
+        load_rules([_write(tmp_path, "rules: 5\n")])
