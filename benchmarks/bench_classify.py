@@ -25,7 +25,7 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
     from fpi.output import write_records
 
     started = time.perf_counter()
-    timings: dict[str, float] = {}
+    timings: dict[str, float | tuple[float, int]] = {}
     if name == "simulate":
         n = int(traces.stem.split("-")[-1])
         frame = simulate(n, seed=123)
@@ -59,6 +59,13 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
         t = time.perf_counter()
         apply_rules(records, turns, features, rules)
         timings[f"rules ({len(rules)})"] = time.perf_counter() - t
+    elif name == "explain":
+        from fpi.explain import shap_values
+        model = FailurePointModel.load()
+        X = model.matrix(build_features(load_traces(traces).head(100_000)))
+        t = time.perf_counter()
+        shap_values(model, X)
+        timings["explain (100k turns)"] = (time.perf_counter() - t, X.shape[0])
     elif name == "classify":
         model = FailurePointModel.load()
         turns = load_traces(traces)
@@ -85,13 +92,14 @@ def main() -> None:
         return
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"fpi benchmark: {args.turns:,} simulated turns, {os.cpu_count()} cores, work in {workdir}")
-    phases = (["simulate"] if not traces.exists() else []) + ["load", "features", "predict", "rules", "classify", "classify-no-rules"]
+    phases = (["simulate"] if not traces.exists() else []) + ["load", "features", "predict", "rules", "explain", "classify", "classify-no-rules"]
     for phase in phases:
         run = subprocess.run([sys.executable, __file__, "--turns", str(args.turns), "--workdir", str(workdir), "--phase", phase],
                              capture_output=True, text=True, check=True)
         result = json.loads(run.stdout.strip().splitlines()[-1])
-        for step, seconds in result["timings"].items():
-            print(f"  {step:<22} {seconds:8.2f} s  {args.turns / seconds:>12,.0f} turns/s   peak RSS {result['peak_rss_gb']:.2f} GB")
+        for step, timing in result["timings"].items():
+            seconds, turns = timing if isinstance(timing, list) else (timing, args.turns)
+            print(f"  {step:<22} {seconds:8.2f} s  {turns / seconds:>12,.0f} turns/s   peak RSS {result['peak_rss_gb']:.2f} GB")
         if phase == "simulate":
             print(f"  {'trace file':<22} {traces.stat().st_size / 2**30:8.2f} GB")
 

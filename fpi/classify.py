@@ -3,11 +3,13 @@ confidence, and the rule that decided when one did."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
 import polars as pl
 
+from fpi.explain import explanations
 from fpi.features import build_features
 from fpi.model import FailurePointModel
 from fpi.rules import RuleSet, apply_rules, load_rules
@@ -30,14 +32,19 @@ def model_records(turns: pl.DataFrame, model: FailurePointModel, features: pl.Da
 
 def classify(turns: pl.DataFrame, model: FailurePointModel | None = None,
              rules: RuleSet | Literal["default"] | None = "default", *,
-             features: pl.DataFrame | None = None) -> pl.DataFrame:
+             features: pl.DataFrame | None = None, explain_top_k: int | None = None,
+             explain_all: bool = False, on_explain_progress: Callable[[int], None] | None = None) -> pl.DataFrame:
     """One record per input turn, in input order: ids, `failure_point` (final), `model_failure_point`,
     `confidence`, `probabilities` (one field per label), `rule`, `rules_matched`, `recovered_from`,
-    and the gold `label` when present. `rules=None` runs the model alone."""
+    `explanation` with `explain_top_k` (turns not `correct`, or all with `explain_all`), and the gold
+    `label` when present. `rules=None` runs the model alone."""
     model = model if model is not None else FailurePointModel.load()
     rules = load_rules() if rules == "default" else rules or RuleSet(())
     features = features if features is not None else build_features(turns)
     records = apply_rules(model_records(turns, model, features), turns, features, rules)
+    if explain_top_k:
+        records = records.with_columns(explanations(records, features, model, top_k=explain_top_k,
+                                                    explain_all=explain_all, on_progress=on_explain_progress))
     if "label" in turns.columns and turns["label"].null_count() < turns.height:
         records = records.with_columns(turns["label"])
     return records

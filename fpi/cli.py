@@ -9,6 +9,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import polars as pl
 import typer
 from rich.console import Console
@@ -18,7 +19,8 @@ from fpi.classify import classify as classify_turns
 from fpi.classify import failure_point_counts, model_records
 from fpi.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, FpiError, TraceError, UsageError
 from fpi.evaluate import evaluate, human_relative
-from fpi.features import build_features
+from fpi.explain import explain_turn, explanations, summarize
+from fpi.features import DESCRIPTIONS, build_features
 from fpi.load import LoadResult, read_traces, write_quarantine
 from fpi.model import FailurePointModel
 from fpi.output import write_records
@@ -142,11 +144,16 @@ def classify_command(
     model: ModelOpt = None,
     rules: RulesOpt = None,
     no_rules: NoRulesOpt = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Add each turn's top SHAP features (or the deciding rule).")] = False,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Features per explanation.")] = 3,
+    explain_all: Annotated[bool, typer.Option("--explain-all", help="Explain `correct` turns too (slower).")] = False,
     on_error: OnErrorOpt = OnError.fail,
     quarantine: QuarantineOpt = None,
 ) -> None:
     """Name each turn's failure point (wake, asr, nlu, er, result) or `correct`."""
     def work() -> int:
+        if explain_all and not explain:
+            raise UsageError("--explain-all goes with --explain")
         with steps(4, "loading model") as bar:
             fitted = FailurePointModel.load(model)
             rule_set = _rules(rules, no_rules)
@@ -157,6 +164,12 @@ def classify_command(
             bar.advance("classifying")
             records = classify_turns(result.turns, fitted, rule_set, features=features)
             bar.advance()
+        if explain:
+            wanted = records.height if explain_all else int((records["failure_point"] != "correct").sum())
+            with steps(wanted, "explaining") as bar:
+                records = records.with_columns(explanations(records, features, fitted, top_k=top_k, explain_all=explain_all,
+                                                            on_progress=lambda n: bar.advance(steps=n)))
+            records = records.select([c for c in records.columns if c != "label"] + (["label"] if "label" in records.columns else []))
         write_records(records, output)
         _print_counts(failure_point_counts(records), records.height)
         return _exit_for(result)
@@ -262,6 +275,119 @@ def eval_command(
                                       f"{report['model_pct_of_human_macro_f1']:.1f}% of human performance")
         return _exit_for(result)
     _run(work)
+
+
+@app.command("explain")
+def explain_command(
+    traces: TracesArg,
+    turn: Annotated[str | None, typer.Option("--turn", help="Explain this turn_id: stages, probabilities and a SHAP waterfall.")] = None,
+    summary: Annotated[bool, typer.Option("--summary", help="Global importance per failure point: table, JSON and PNG plots.")] = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for --summary files.")] = None,
+    sample: Annotated[int, typer.Option(min=1, help="Turns sampled for --summary.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the --summary sample.")] = 0,
+    model: ModelOpt = None,
+    rules: RulesOpt = None,
+    no_rules: NoRulesOpt = False,
+    on_error: OnErrorOpt = OnError.fail,
+    quarantine: QuarantineOpt = None,
+) -> None:
+    """Show why fpi named a failure point: one turn (--turn) or the whole set (--summary)."""
+    def work() -> int:
+        if (turn is None) == (not summary):
+            raise UsageError("give either --turn TURN_ID or --summary -o DIR")
+        if summary and output is None:
+            raise UsageError("--summary needs -o DIR for its JSON and plots")
+        fitted = FailurePointModel.load(model)
+        rule_set = _rules(rules, no_rules)
+        result = _load(traces, on_error, quarantine)
+        features = build_features(result.turns)
+        if turn is not None:
+            records = classify_turns(result.turns, fitted, rule_set, features=features)
+            _print_turn(explain_turn(turn, result.turns, features, fitted),
+                        records.row(int(np.flatnonzero((records["turn_id"] == turn).to_numpy())[0]), named=True))
+            return _exit_for(result)
+        with steps(min(sample, features.height), "explaining") as bar:
+            numbers = summarize(features, fitted, output, sample=sample, seed=seed, on_progress=lambda n: bar.advance(steps=n))
+        _print_importance(numbers)
+        stderr_console().print(f"wrote importance.json and bar/beeswarm plots per failure point to {output}", markup=False)
+        return _exit_for(result)
+    _run(work)
+
+
+def _stage_lines(turn: dict) -> list[tuple[str, str]]:
+    """The stages as the trace saw them, one line each."""
+    def num(value: object) -> str:
+        return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+    wake, asr, nlu, er, result, feedback = (turn.get(k) for k in ("wake", "asr", "nlu", "er", "result", "feedback"))
+    lines = [("wake", "did not run" if wake is None else
+              f"detected {wake['detected']}, score {num(wake['score'])}, verified {num(wake['verified'])}")]
+    lines.append(("asr", "did not run" if asr is None else f"{asr['text']!r} (confidence {num(asr['confidence'])}"
+                  f", {len(asr['nbest'] or [])} n-best)"))
+    if nlu is None:
+        lines.append(("nlu", "did not run"))
+    else:
+        slots = ", ".join(f"{s['name']}={s['value']!r}" for s in nlu["slots"] or []) or "no slots"
+        lines.append(("nlu", f"{nlu['domain']}/{nlu['intent']} (confidence {num(nlu['confidence'])}); {slots}"))
+    if er is None:
+        lines.append(("er", "did not run"))
+    else:
+        lines.append(("er", "; ".join(f"{e['value']!r} -> {e['resolved_value']!r} {e['status']} ({num(e['score'])})"
+                                      for e in er["entities"]) or "no entities"))
+    lines.append(("result", "not logged" if result is None else
+                  f"{result['status']}, action {result['action']!r}, {num(result['latency_ms'])} ms, says {result['response']!r}"))
+    if feedback is not None:
+        lines.append(("feedback", f"barge-in {feedback['barge_in']}, explicit {feedback['explicit']}"))
+    return lines
+
+
+def _print_turn(explained, record: dict) -> None:
+    console = stdout_console()
+    turn = explained.turn
+    console.print(f"[bold]turn {turn['turn_id']}[/] (session {turn['session_id']}, index {turn['turn_index']}, "
+                  f"{turn.get('timestamp') or 'no timestamp'})", highlight=False)
+    stages = Table(show_header=False, box=None)
+    stages.add_column(style="bold")
+    stages.add_column()
+    for stage, line in _stage_lines(turn):
+        stages.add_row(stage, line)
+    console.print(stages)
+    verdict = f"failure point [bold]{record['failure_point']}[/]; model says {record['model_failure_point']}"
+    if record["rule"]:
+        verdict += f"; decided by rule [bold]{record['rule']}[/]"
+    if turn.get("label"):
+        verdict += f"; gold label {turn['label']}"
+    console.print(verdict, highlight=False)
+    probabilities = Table(title="probabilities", title_justify="left")
+    probabilities.add_column("label")
+    probabilities.add_column("p", justify="right")
+    for label, p in sorted(explained.probabilities.items(), key=lambda item: -item[1]):
+        probabilities.add_row(label, f"{p:.4f}")
+    console.print(probabilities)
+    waterfall = Table(title=f"why {explained.explained_class}: SHAP contributions in log-odds", title_justify="left")
+    for column in ("feature", "value", "contribution", "running total"):
+        waterfall.add_column(column, justify="left" if column in ("feature", "value") else "right")
+    total = explained.expected
+    waterfall.add_row("expected value", "", "", f"{total:+.4f}")
+    shown, rest = explained.contributions[:12], explained.contributions[12:]
+    for feature, value, contribution in shown:
+        total += contribution
+        colour = "green" if contribution > 0 else "red"
+        waterfall.add_row(f"{feature} ({DESCRIPTIONS[feature]})", "missing" if value is None else str(value), f"[{colour}]{contribution:+.4f}[/]", f"{total:+.4f}")
+    if rest:
+        other = sum(c for _, _, c in rest)
+        total += other
+        waterfall.add_row(f"{len(rest)} other features", "", f"{other:+.4f}", f"{total:+.4f}")
+    waterfall.add_row(f"score for {explained.explained_class}", "", "", f"[bold]{explained.score:+.4f}[/]")
+    console.print(waterfall)
+
+
+def _print_importance(numbers: dict) -> None:
+    table = Table(title=f"mean |SHAP| per failure point over {numbers['turns_explained']} turns (top 8)", title_justify="left")
+    table.add_column("failure point")
+    table.add_column("most important features")
+    for label, importance in numbers["mean_abs_shap"].items():
+        table.add_row(label, ", ".join(f"{name} {value:.3f}" for name, value in list(importance.items())[:8]))
+    stdout_console().print(table)
 
 
 rules_app = typer.Typer(help="Lint, audit and list the fields of the rule layer.", no_args_is_help=True)

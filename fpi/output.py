@@ -36,14 +36,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def _flat(records: pl.DataFrame) -> pl.DataFrame:
-    """CSV cannot hold structs or lists: probabilities become p_<label>, lists become `a|b`."""
+    """CSV cannot hold structs or lists: probabilities become p_<label>, lists of strings `a|b`,
+    other nested values JSON text."""
     columns = []
     for name, dtype in records.schema.items():
-        if isinstance(dtype, pl.Struct):
-            columns += [pl.col(name).struct.field(f.name).alias(f"p_{f.name}" if name == "probabilities" else f"{name}_{f.name}")
-                        for f in dtype.fields]
-        elif isinstance(dtype, pl.List):
-            columns.append(pl.col(name).cast(pl.List(pl.String)).list.join("|").alias(name))
+        if name == "probabilities":
+            columns += [pl.col(name).struct.field(f.name).alias(f"p_{f.name}") for f in dtype.fields]
+        elif isinstance(dtype, pl.Struct):
+            columns.append(pl.col(name).struct.json_encode())
+        elif isinstance(dtype, pl.List) and dtype.inner == pl.String:
+            columns.append(pl.col(name).list.join("|"))
+        elif dtype.is_nested():
+            columns.append(pl.struct(pl.col(name)).struct.json_encode().alias(name))
         else:
             columns.append(pl.col(name))
     return records.select(columns)

@@ -1,0 +1,180 @@
+"""Why the model named a failure point: TreeSHAP contributions per feature, in
+the model's log-odds for each class.
+
+LightGBM's `pred_contrib` computes the same TreeSHAP values as shap's
+TreeExplainer (a test holds them equal) in C++, so explanations use it; shap
+itself draws the summary plots. Explaining costs far more than predicting, so
+only the turns asked for are explained."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from fpi.errors import UsageError
+from fpi.features import CATEGORICAL, DESCRIPTIONS
+from fpi.model import FailurePointModel
+from fpi.output import atomic_write, atomic_write_bytes
+
+CHUNK_ROWS = 20_000
+EXPLANATION_DTYPE = pl.Struct({
+    "decided_by": pl.String, "rule": pl.String,
+    "features": pl.List(pl.Struct({"feature": pl.String, "name": pl.String, "value": pl.String, "contribution": pl.Float64})),
+})
+
+
+@dataclass(frozen=True)
+class ShapValues:
+    """Contributions `values[row, feature, class]` and `expected[class]`; their sum is the raw score."""
+
+    values: np.ndarray
+    expected: np.ndarray
+    feature_names: list[str]
+    classes: list[str]
+
+    def raw_scores(self) -> np.ndarray:
+        return self.values.sum(axis=1) + self.expected
+
+
+def shap_values(model: FailurePointModel, X: np.ndarray,
+                on_progress: Callable[[int], None] | None = None) -> ShapValues:
+    """TreeSHAP values of every row of the model matrix `X`, in chunks."""
+    n_features, n_classes = X.shape[1], len(model.classes_)
+    values = np.empty((X.shape[0], n_features, n_classes))
+    expected = np.zeros(n_classes)
+    for start in range(0, X.shape[0], CHUNK_ROWS):
+        chunk = X[start:start + CHUNK_ROWS]
+        contrib = model.booster_.predict(chunk, pred_contrib=True, num_iteration=model.best_iteration_)
+        by_class = np.asarray(contrib).reshape(len(chunk), n_classes, n_features + 1)
+        values[start:start + len(chunk)] = by_class[:, :, :n_features].transpose(0, 2, 1)
+        expected = by_class[0, :, n_features]
+        if on_progress is not None:
+            on_progress(len(chunk))
+    return ShapValues(values, expected, list(model.feature_names_), list(model.classes_))
+
+
+def _display_values(features: pl.DataFrame) -> np.ndarray:
+    """Feature values as short strings for people: numbers to 4 decimals, categories as they are."""
+    columns = [pl.col(n) if n in CATEGORICAL else pl.col(n).round(4).cast(pl.String) for n in features.columns]
+    return features.select(columns).to_numpy()
+
+
+def top_features(shap: ShapValues, class_index: np.ndarray, features: pl.DataFrame, k: int) -> list[list[dict]]:
+    """For each row, the k features that push hardest towards its class (largest contributions first)."""
+    rows = np.arange(len(class_index))
+    contributions = shap.values[rows, :, class_index]
+    order = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
+    shown = _display_values(features.select(shap.feature_names))
+    names = np.asarray(shap.feature_names)
+    return [[{"feature": names[j], "name": DESCRIPTIONS[names[j]], "value": shown[i, j],
+              "contribution": round(float(contributions[i, j]), 6)} for j in order[i]] for i in rows]
+
+
+def explanations(records: pl.DataFrame, features: pl.DataFrame, model: FailurePointModel, *, top_k: int = 3,
+                 explain_all: bool = False, on_progress: Callable[[int], None] | None = None) -> pl.Series:
+    """The `explanation` column for classify records: a rule's id where a rule decided, else the model's
+    top-k features for the final failure point; null for turns not asked for (by default the `correct` ones)."""
+    wanted = pl.lit(True) if explain_all else pl.col("failure_point") != "correct"
+    by_model = records.select(wanted & pl.col("rule").is_null()).to_series()
+    by_rule = records.select(wanted & pl.col("rule").is_not_null()).to_series()
+    out: list[dict | None] = [None] * records.height
+    rows = np.flatnonzero(by_model.to_numpy())
+    if rows.size:
+        chosen = features[rows]
+        X = model.matrix(chosen)
+        shap = shap_values(model, X, on_progress)
+        class_index = np.asarray([model.classes_.index(fp) for fp in records["failure_point"].gather(rows).to_list()])
+        for row, feats in zip(rows, top_features(shap, class_index, chosen, top_k), strict=True):
+            out[row] = {"decided_by": "model", "rule": None, "features": feats}
+    for row, rule in zip(np.flatnonzero(by_rule.to_numpy()), records["rule"].filter(by_rule).to_list(), strict=True):
+        out[row] = {"decided_by": "rule", "rule": rule, "features": []}
+    return pl.Series("explanation", out, dtype=EXPLANATION_DTYPE)
+
+
+def softmax(raw: np.ndarray) -> np.ndarray:
+    shifted = np.exp(raw - raw.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+# ------------------------------------------------------------------ one turn
+
+@dataclass(frozen=True)
+class TurnExplanation:
+    turn: dict
+    probabilities: dict[str, float]
+    explained_class: str
+    expected: float
+    contributions: list[tuple[str, str, float]]  # (feature, value, contribution), largest |contribution| first
+    score: float
+
+
+def explain_turn(turn_id: str, turns: pl.DataFrame, features: pl.DataFrame, model: FailurePointModel,
+                 explained_class: str | None = None) -> TurnExplanation:
+    """Waterfall of one turn: from the class's expected value to its raw score (the model's class by default)."""
+    matches = np.flatnonzero((turns["turn_id"] == turn_id).to_numpy())
+    if matches.size == 0:
+        raise UsageError(f"no turn with turn_id {turn_id!r} in the traces")
+    row = int(matches[0])
+    one = features[row:row + 1]
+    shap = shap_values(model, model.matrix(one))
+    raw = shap.raw_scores()[0]
+    probabilities = softmax(raw)
+    k = model.classes_.index(explained_class) if explained_class else int(np.argmax(probabilities))
+    contributions = shap.values[0, :, k]
+    shown = _display_values(one.select(shap.feature_names))[0]
+    order = np.argsort(-np.abs(contributions), kind="stable")
+    return TurnExplanation(
+        turn=turns.row(row, named=True),
+        probabilities={c: float(p) for c, p in zip(model.classes_, probabilities, strict=True)},
+        explained_class=model.classes_[k], expected=float(shap.expected[k]),
+        contributions=[(shap.feature_names[j], shown[j], float(contributions[j])) for j in order],
+        score=float(raw[k]),
+    )
+
+
+# ------------------------------------------------------------------ summary
+
+def summarize(features: pl.DataFrame, model: FailurePointModel, out_dir: str | Path, *, sample: int = 2000,
+              seed: int = 0, plots: bool = True, on_progress: Callable[[int], None] | None = None) -> dict:
+    """Global importance per failure point (mean |SHAP| over a sample of turns) as JSON and, with
+    `plots`, shap's bar and beeswarm PNGs per failure point, written into `out_dir`."""
+    chosen = features.sample(min(sample, features.height), seed=seed) if features.height > sample else features
+    X = model.matrix(chosen)
+    shap = shap_values(model, X, on_progress)
+    importance = {
+        label: dict(sorted(((name, round(float(v), 6)) for name, v in
+                            zip(shap.feature_names, np.abs(shap.values[:, :, k]).mean(axis=0), strict=True)),
+                           key=lambda item: -item[1]))
+        for k, label in enumerate(shap.classes)
+    }
+    summary = {"turns_explained": int(X.shape[0]), "sample_seed": seed, "expected_value": dict(zip(shap.classes, map(float, shap.expected), strict=True)),
+               "mean_abs_shap": importance}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "importance.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    if plots:
+        _plots(shap, X, out)
+    return summary
+
+
+def _plots(shap_result: ShapValues, X: np.ndarray, out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import shap
+
+    for k, label in enumerate(shap_result.classes):
+        explanation = shap.Explanation(values=shap_result.values[:, :, k], base_values=np.full(len(X), shap_result.expected[k]),
+                                       data=X, feature_names=shap_result.feature_names)
+        for kind, draw in (("bar", shap.plots.bar), ("beeswarm", shap.plots.beeswarm)):
+            plt.figure()
+            draw(explanation, max_display=15, show=False)
+            plt.title(f"{label}: {kind} of SHAP values (log-odds)")
+            atomic_write(out / f"{label}-{kind}.png", lambda tmp: plt.savefig(tmp, format="png", dpi=90, bbox_inches="tight",
+                                                                           metadata={"Software": None}))
+            plt.close("all")
