@@ -2,7 +2,8 @@
 
 from fpi.classify import classify
 from fpi.errors import FpiError, ModelError, TraceError, UsageError
-from fpi.evaluate import evaluate
+from fpi.evaluate import defect_rates, evaluate, metrics_snapshot
+from fpi.gate import load_policy, run_gate
 from fpi.features import FEATURE_NAMES, build_features
 from fpi.load import LoadResult, load_traces, read_traces
 from fpi.model import FailurePointModel
@@ -11,6 +12,6 @@ from fpi.simulate import simulate, write_traces
 
 __all__ = [
     "FEATURE_NAMES", "LABELS", "STAGES", "FailurePointModel", "FpiError", "LoadResult", "ModelError",
-    "TraceError", "UsageError", "build_features", "classify", "evaluate", "load_traces", "read_traces",
-    "simulate", "write_traces",
+    "TraceError", "UsageError", "build_features", "classify", "defect_rates", "evaluate", "load_policy", "load_traces",
+    "metrics_snapshot", "read_traces", "run_gate", "simulate", "write_traces",
 ]

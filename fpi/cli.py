@@ -18,12 +18,13 @@ from rich.table import Table
 from fpi.classify import classify as classify_turns
 from fpi.classify import failure_point_counts, model_records
 from fpi.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, FpiError, TraceError, UsageError
-from fpi.evaluate import evaluate, human_relative
+from fpi.evaluate import evaluate, human_relative, metrics_snapshot
 from fpi.explain import explain_turn, explanations, summarize
 from fpi.features import DESCRIPTIONS, build_features
-from fpi.load import LoadResult, read_traces, write_quarantine
+from fpi.gate import GateResult, github_annotations, junit_xml, load_baseline, load_policy, run_gate
+from fpi.load import LoadResult, read_traces, turns_fingerprint, write_quarantine
 from fpi.model import FailurePointModel
-from fpi.output import write_records
+from fpi.output import atomic_write_bytes, write_records
 from fpi.progress import stderr_console, steps
 from fpi.rules import RuleSet, check_rules, fields_reference, lint_rules, load_rules
 from fpi.schema import LABELS, STAGES
@@ -240,6 +241,9 @@ def eval_command(
     output_format: Annotated[TableFormat, typer.Option("--format", help="table (terminal) or json (stdout).")] = TableFormat.table,
     human: Annotated[str | None, typer.Option(help="Field with one annotator's labels (e.g. human_label): score the "
                                               "annotator too and report the model as % of human macro-F1.")] = None,
+    save_metrics: Annotated[Path | None, typer.Option("--save-metrics", help="Also write the metrics, defect rates and the "
+                                                      "model, rules and data fingerprints to this JSON file: the "
+                                                      "baseline `fpi gate --baseline` reads.")] = None,
     rules: RulesOpt = None,
     no_rules: NoRulesOpt = False,
     on_error: OnErrorOpt = OnError.fail,
@@ -254,6 +258,10 @@ def eval_command(
         records = classify_turns(turns, fitted, rule_set)
         gold = turns["label"].to_list()
         metrics = evaluate(gold, records["failure_point"].to_list())
+        if save_metrics is not None:
+            snapshot = _snapshot(result, fitted, rule_set, records)
+            atomic_write_bytes(save_metrics, (json.dumps(snapshot, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+            stderr_console().print(f"metrics written to {save_metrics}", markup=False, highlight=False)
         report: dict = {"source": result.source, "model": metrics}
         human_metrics = None
         if human:
@@ -388,6 +396,84 @@ def _print_importance(numbers: dict) -> None:
     for label, importance in numbers["mean_abs_shap"].items():
         table.add_row(label, ", ".join(f"{name} {value:.3f}" for name, value in list(importance.items())[:8]))
     stdout_console().print(table)
+
+
+class GateFormat(str, Enum):
+    human = "human"
+    json = "json"
+    github = "github"
+
+
+def _snapshot(result: LoadResult, fitted: FailurePointModel, rule_set: RuleSet, records: pl.DataFrame) -> dict:
+    """Metrics of classified turns, with what they were measured with (see fpi.evaluate.metrics_snapshot)."""
+    labeled = result.turns["label"].null_count() == 0 and result.turns.height > 0
+    return metrics_snapshot(source=result.source, data_fingerprint=turns_fingerprint(result.turns),
+                            model_fingerprint=fitted.fingerprint(), rules=rule_set.identity(),
+                            predicted=records["failure_point"].to_list(),
+                            gold=result.turns["label"].to_list() if labeled else None)
+
+
+@app.command("gate")
+def gate_command(
+    traces: Annotated[str, typer.Argument(help="Labeled traces the gate measures (a held-out, human-labeled set).")],
+    policy: Annotated[Path, typer.Option("--policy", help="Gate policy YAML: floors, ceilings, regression limits (docs/ci.md).")],
+    baseline: Annotated[Path | None, typer.Option("--baseline", help="Metrics file of the last accepted run "
+                                                  "(`fpi eval --save-metrics`), for the policy's regression limits.")] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML: one testcase per check.")] = None,
+    output_format: Annotated[GateFormat, typer.Option("--format", help="human (table), json, or github "
+                                                      "(GitHub Actions annotations).")] = GateFormat.human,
+    model: ModelOpt = None,
+    rules: RulesOpt = None,
+    no_rules: NoRulesOpt = False,
+    on_error: OnErrorOpt = OnError.fail,
+    quarantine: QuarantineOpt = None,
+) -> None:
+    """Pass or fail a release on labeled traces: exit 0 all checks pass, 1 a check failed, 2 usage, policy or input error."""
+    def work() -> int:
+        gate_policy = load_policy(policy)
+        previous = load_baseline(baseline) if baseline is not None else None
+        if previous is not None and not gate_policy.section("regression"):
+            stderr_console().print(f"note: {policy} sets no regression limits; --baseline {baseline} is not used", markup=False)
+        fitted = FailurePointModel.load(model)
+        rule_set = _rules(rules, no_rules)
+        result = _load(traces, on_error, quarantine)
+        with steps(2, "classifying") as bar:
+            records = classify_turns(result.turns, fitted, rule_set)
+            bar.advance("measuring")
+            outcome = run_gate(gate_policy, _snapshot(result, fitted, rule_set, records), previous)
+            bar.advance()
+        if junit is not None:
+            atomic_write_bytes(junit, junit_xml(outcome))
+        if output_format is GateFormat.json:
+            sys.stdout.write(json.dumps(outcome.to_json(), indent=2, sort_keys=True) + "\n")
+        elif output_format is GateFormat.github:
+            sys.stdout.write(github_annotations(outcome))
+        else:
+            _print_gate(outcome)
+        return outcome.exit_code
+    _run(work)
+
+
+def _print_gate(outcome: GateResult) -> None:
+    console = stdout_console()
+    context = outcome.context
+    lines = [f"{context['source']}: {context['turns']} turns (data {context['data_fingerprint'][:12]}); "
+             f"model {context['model_fingerprint'][:12]}; {len(context['rules']['ids'])} rules; policy {context['policy']}"]
+    if "baseline" in context:
+        base = context["baseline"]
+        same = ", ".join(f"{'same' if base[f'same_{k}'] else 'different'} {k}" for k in ("data", "model", "rules"))
+        lines.append(f"baseline {base['source']} (model {str(base['model_fingerprint'])[:12]}): {same}")
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
+    table = Table(title=outcome.summary(), title_justify="left")
+    for column in ("check", "value", "threshold", "status", "detail"):
+        table.add_column(column, justify="right" if column in ("value", "threshold") else "left")
+    colours = {"pass": "green", "fail": "bold red", "skipped": "yellow"}
+    for check in outcome.checks:
+        table.add_row(check.name, "-" if check.value is None else f"{check.value:.4f}",
+                      f"{check.op} {check.threshold:.4f}" if check.threshold is not None else "-",
+                      f"[{colours[check.status]}]{check.status}[/]", check.detail)
+    console.print(table)
 
 
 rules_app = typer.Typer(help="Lint, audit and list the fields of the rule layer.", no_args_is_help=True)

@@ -30,5 +30,14 @@ class ModelError(FpiError):
     """A model directory that is missing, malformed or does not fit this fpi."""
 
 
+class DocumentError(FpiError):
+    """A file the user wrote (rules, a gate policy) that cannot be used; each problem
+    reads `file:line: what is wrong; how to mend it`."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
 class UsageError(FpiError):
     """Arguments that do not fit together."""

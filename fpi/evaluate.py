@@ -3,6 +3,7 @@ human annotator, so a model can be read as a percentage of human performance."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -46,3 +47,37 @@ def evaluate(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str
 def human_relative(model_metrics: dict, human_metrics: dict) -> float:
     """Model macro-F1 as a percentage of the annotator's (the published FPI measure)."""
     return round(100.0 * model_metrics["macro_f1"] / human_metrics["macro_f1"], 2) if human_metrics["macro_f1"] else float("nan")
+
+
+def defect_rates(failure_points: Sequence[str], labels: Sequence[str] = LABELS) -> dict:
+    """Share of all turns whose failure point is each component, and of all non-correct turns."""
+    total = len(failure_points)
+    seen = Counter(failure_points)
+    counts = {label: seen[label] for label in labels}
+    share = (lambda n: round(n / total, 6)) if total else (lambda n: 0.0)
+    components = [label for label in labels if label != "correct"]
+    return {
+        "turns": total,
+        "overall": share(sum(counts[c] for c in components)),
+        "per_component": {c: share(counts[c]) for c in components},
+        "counts": counts,
+    }
+
+
+METRICS_FORMAT = 1
+
+
+def metrics_snapshot(*, source: str, data_fingerprint: str, model_fingerprint: str, rules: dict,
+                     predicted: Sequence[str], gold: Sequence[str] | None) -> dict:
+    """What `fpi eval --save-metrics` writes and `fpi gate --baseline` reads: scores, defect rates,
+    and fingerprints of the data, model and rules they were measured with."""
+    snapshot = {
+        "format": "fpi-metrics", "format_version": METRICS_FORMAT,
+        "source": source, "data_fingerprint": data_fingerprint, "model_fingerprint": model_fingerprint, "rules": rules,
+        "turns": len(predicted),
+        "defect_rates": {"predicted": defect_rates(predicted)},
+    }
+    if gold is not None:
+        snapshot["metrics"] = evaluate(gold, predicted)
+        snapshot["defect_rates"]["gold"] = defect_rates(gold)
+    return snapshot

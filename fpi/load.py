@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import io
 import json
 import re
@@ -110,6 +111,11 @@ def load_traces(source: str | Path | bytes, *, on_error: OnError = "fail",
     if result.rejected and quarantine is not None:
         write_quarantine(result.rejected, quarantine)
     return result.turns
+
+
+def turns_fingerprint(turns: pl.DataFrame) -> str:
+    """Identifies a set of turns by content, whatever file form they came in."""
+    return hashlib.sha256(turns.drop("line", strict=False).write_ndjson().encode("utf-8")).hexdigest()
 
 
 def empty_turns() -> pl.DataFrame:

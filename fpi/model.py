@@ -222,8 +222,9 @@ class FailurePointModel:
         return model
 
     def fingerprint(self) -> str:
-        """Identifies the model: hash of its booster text and metadata."""
+        """Identifies what the model computes: its trees, classes, features and vocabularies
+        (not the versions that wrote or read it)."""
         self._check_fitted()
         digest = hashlib.sha256(self.booster_.model_to_string(num_iteration=self.best_iteration_).encode())
-        digest.update(json.dumps(self.metadata(), sort_keys=True).encode())
+        digest.update(json.dumps([self.classes_, self.feature_names_, self.vocabularies_], sort_keys=True).encode())
         return digest.hexdigest()

@@ -7,7 +7,7 @@ matches a turn decides it; the others that matched are listed too."""
 
 from __future__ import annotations
 
-import difflib
+import hashlib
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -16,24 +16,21 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import polars as pl
-import yaml
 
 from fpi.conditions import Compiler, ConditionError, FieldType
-from fpi.errors import FpiError
+from fpi.errors import DocumentError
 from fpi.evaluate import evaluate
 from fpi.features import CATEGORICAL, FEATURES, neighbour_rows, next_of, prev_of
 from fpi.schema import EXPLICIT_FEEDBACK, LABELS, RESULT_STATUSES, STAGES, TURN_FIELDS
+from fpi.yamldoc import package_schema, read_yaml, schema_problems
 
+RULES_SCHEMA = "rules-v1.schema.json"
 REPHRASE_SIMILARITY = 0.6
 REPHRASE_MAX_GAP_S = 30.0
 
 
-class RuleError(FpiError):
-    """Rule files that cannot be used, with every problem found (file:line: what, and how to mend it)."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
+class RuleError(DocumentError):
+    """Rule files that cannot be used, with every problem found."""
 
 
 @dataclass(frozen=True)
@@ -66,13 +63,14 @@ class RuleSet:
     def without(self, rule_id: str) -> RuleSet:
         return RuleSet(tuple(r for r in self.rules if r.id != rule_id))
 
+    def identity(self) -> dict:
+        """Rule ids in run order and a hash of what they do, for metrics files."""
+        digest = hashlib.sha256(json.dumps([[r.id, r.when, r.effect, r.value, r.priority] for r in self.rules]).encode())
+        return {"ids": [r.id for r in self.rules], "fingerprint": digest.hexdigest()}
+
 
 def default_rules_path() -> Path:
     return Path(str(resources.files("fpi").joinpath("rules", "default.yaml")))
-
-
-def rules_json_schema() -> dict:
-    return json.loads(resources.files("fpi").joinpath("schemas", "rules-v1.schema.json").read_text(encoding="utf-8"))
 
 
 # ------------------------------------------------------------------ fields a condition can name
@@ -120,99 +118,50 @@ FIELD_TYPES = _field_types()
 
 # ------------------------------------------------------------------ loading
 
-def _line_map(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
-    """1-based line of every mapping key and sequence item in a YAML document."""
-    lines = {path: node.start_mark.line + 1}
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            lines.update(_line_map(value, (*path, key.value)))
-            lines[(*path, key.value)] = key.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines.update(_line_map(item, (*path, i)))
-    return lines
-
-
 _THEN_FORMS = (f"`then` takes exactly one of `recovered: STAGE` ({', '.join(STAGES)}), "
                f"`not_defect: REASON` or `assign: LABEL` ({', '.join(LABELS)})")
 
 
-def _schema_hint(error: jsonschema.ValidationError) -> tuple[tuple, str]:
-    """A jsonschema error as (path, what is wrong and how to mend it)."""
+def _rule_hint(error: jsonschema.ValidationError) -> tuple[tuple, str] | None:
+    """Rule-file wording for the schema errors a generic message would leave unclear."""
     path = tuple(error.absolute_path)
     where = "/".join(map(str, path)) or "the file"
-    if error.validator == "additionalProperties":
-        allowed = list(error.schema.get("properties", {}))
-        unknown = sorted(set(error.instance) - set(allowed))[0]
-        if path and path[-1] == "then":
-            return (*path, unknown), f"{where}: unknown effect {unknown!r}; {_THEN_FORMS}"
-        close = difflib.get_close_matches(unknown, allowed, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
-        return (*path, unknown), f"{where}: unknown field {unknown!r}; {hint}"
+    if error.validator == "additionalProperties" and path and path[-1] == "then":
+        unknown = sorted(map(str, set(error.instance) - set(error.schema.get("properties", {}))))[0]
+        return (*path, unknown), f"{where}: unknown effect {unknown!r}; {_THEN_FORMS}"
     if error.validator in ("minProperties", "maxProperties") and path and path[-1] == "then":
         return path, f"{where}: {_THEN_FORMS}"
-    if error.validator == "required":
-        return path, f"{where}: {error.message}; add it"
-    if error.validator == "enum":
-        close = difflib.get_close_matches(str(error.instance), [str(v) for v in error.validator_value], n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(map(str, error.validator_value))}"
-        return path, f"{where}: unknown value {error.instance!r}; {hint}"
     if error.validator == "type" and path == ("rules",):
         return path, f"{where}: expected a list of rules, each item starting with `- id: ...`"
     if error.validator == "pattern" and path and path[-1] == "id":
         return path, f"{where}: {error.instance!r} is not a rule id; use lower-case letters, digits, '-', '_' and '.'"
-    return path, f"{where}: {error.message}"
+    return None
 
 
 def load_rule_file(path: Path, compiler: Compiler | None = None) -> tuple[list[Rule], list[str]]:
     """Rules of one file and every problem found in it (schema, conditions, effects)."""
-    label = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return [], [f"{label}: cannot be read ({exc})"]
-    try:
-        loader = yaml.SafeLoader(text)
-        try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{label}:{mark.line + 1}" if mark else label
-        return [], [f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]
-    if node is None:
-        return [], [f"{label}:1: empty rule file; expected `rules:` with a list of rules"]
-    lines = _line_map(node)
-    problems: list[tuple[int, str]] = []
-    validator = jsonschema.Draft202012Validator(rules_json_schema())
-    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
-        path_of, message = _schema_hint(error)
-        problems.append((_nearest_line(lines, path_of), message))
+    document, problems = read_yaml(path)
+    if document is None:
+        return [], problems
+    if document.data is None:
+        return [], [f"{document.label}:1: empty rule file; expected `rules:` with a list of rules"]
+    problems = schema_problems(document, package_schema(RULES_SCHEMA), _rule_hint)
     if problems:
-        return [], [f"{label}:{line}: {message}" for line, message in sorted(problems)]
+        return [], problems
     compiler = compiler or Compiler(FIELD_TYPES)
-    rules = []
-    for i, raw in enumerate(data["rules"]):
+    rules, found = [], []
+    for i, raw in enumerate(document.data["rules"]):
         (effect, value), = raw["then"].items()
-        when_line = lines[("rules", i, "when")]
         try:
             compiler.compile(raw["when"])
         except ConditionError as exc:
             column = f", column {exc.column}" if exc.column else ""
             hint = f"; {exc.hint}" if exc.hint else ""
-            problems.append((when_line, f"rule {raw['id']!r}: when{column}: {exc}{hint}"))
+            found.append((document.line(("rules", i, "when")), f"rule {raw['id']!r}: when{column}: {exc}{hint}"))
         rules.append(Rule(id=raw["id"], description=raw["description"], when=raw["when"], effect=effect, value=str(value),
-                          priority=float(raw.get("priority", 0)), source=label, line=lines[("rules", i)],
+                          priority=float(raw.get("priority", 0)), source=document.label, line=document.line(("rules", i)),
                           metadata=raw.get("metadata") or {}))
-    return rules, [f"{label}:{line}: {message}" for line, message in sorted(problems)]
-
-
-def _nearest_line(lines: dict[tuple, int], path: tuple) -> int:
-    while path not in lines and path:
-        path = path[:-1]
-    return lines.get(path, 1)
+    return rules, [f"{document.label}:{line}: {message}" for line, message in sorted(found)]
 
 
 def _rule_files(paths: list[Path]) -> list[Path]:

@@ -1,0 +1,102 @@
+"""YAML documents users write (rule files, gate policies): safe loading, the line of
+every key, and JSON Schema problems phrased as `file:line: what is wrong; how to mend it`."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+Hint = Callable[[jsonschema.ValidationError], "tuple[tuple, str] | None"]
+
+
+@dataclass
+class YamlDocument:
+    """A parsed YAML file (None when empty) with the 1-based line of each key and item."""
+
+    label: str
+    data: object
+    lines: dict[tuple, int]
+
+    def line(self, path: tuple) -> int:
+        """Line of `path`, or of its nearest ancestor that has one."""
+        while path not in self.lines and path:
+            path = path[:-1]
+        return self.lines.get(path, 1)
+
+
+def package_schema(name: str) -> dict:
+    return json.loads(resources.files("fpi").joinpath("schemas", name).read_text(encoding="utf-8"))
+
+
+def _line_map(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
+    lines = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            lines.update(_line_map(value, (*path, key.value)))
+            lines[(*path, key.value)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines.update(_line_map(item, (*path, i)))
+    return lines
+
+
+def read_yaml(path: Path) -> tuple[YamlDocument | None, list[str]]:
+    """Load `path` with PyYAML's safe loader; on failure, no document and the problem."""
+    label = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, [f"{label}: no such file"]
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [f"{label}: cannot be read ({exc})"]
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{label}:{mark.line + 1}" if mark else label
+        return None, [f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}"]
+    return YamlDocument(label, data, _line_map(node) if node is not None else {}), []
+
+
+def _generic_hint(error: jsonschema.ValidationError) -> tuple[tuple, str]:
+    path = tuple(error.absolute_path)
+    where = "/".join(map(str, path)) or "the file"
+    if error.validator == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        unknown = sorted(map(str, set(error.instance) - set(allowed)))[0]
+        close = difflib.get_close_matches(unknown, allowed, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+        return (*path, unknown), f"{where}: unknown field {unknown!r}; {hint}"
+    if error.validator == "required":
+        return path, f"{where}: {error.message}; add it"
+    if error.validator == "enum":
+        close = difflib.get_close_matches(str(error.instance), [str(v) for v in error.validator_value], n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(map(str, error.validator_value))}"
+        return path, f"{where}: unknown value {error.instance!r}; {hint}"
+    if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return path, f"{where}: {error.instance!r} is out of range ({error.message.split(' is ', 1)[-1]})"
+    if error.validator == "type":
+        return path, f"{where}: expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
+    return path, f"{where}: {error.message}"
+
+
+def schema_problems(document: YamlDocument, schema: dict, hint: Hint | None = None) -> list[str]:
+    """Every way the document breaks `schema`, each as `file:line: message`, by line."""
+    validator = jsonschema.Draft202012Validator(schema)
+    found = []
+    for error in validator.iter_errors(document.data):
+        path, message = (hint and hint(error)) or _generic_hint(error)
+        found.append((document.line(path), message))
+    return [f"{document.label}:{line}: {message}" for line, message in sorted(set(found))]
