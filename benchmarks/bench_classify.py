@@ -2,6 +2,9 @@
 
     python benchmarks/bench_classify.py [--turns 1000000] [--workdir DIR]
 
+Phases: simulate, load, features, predict, rules, explain (100k turns), classify
+end-to-end, classify without rules, and report over the classified records.
+
 Prints, per phase: seconds, turns/s and the process's peak RSS (which includes
 the ~0.2 GB of Python, polars and LightGBM themselves)."""
 
@@ -74,6 +77,21 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
     elif name == "classify-no-rules":
         write_records(classify(load_traces(traces), FailurePointModel.load(), None), out)
         timings["classify, no rules"] = time.perf_counter() - started
+    elif name == "report":  # on the records the classify phase wrote
+        from fpi.render import html_page
+        from fpi.report import build_report, read_records
+        records = read_records(out)
+        timings["report: read jsonl"] = time.perf_counter() - started
+        t = time.perf_counter()
+        report = build_report(records, by=["nlu.domain", "nlu.intent", "device.type", "locale"], baseline=records)
+        timings["report: numbers"] = time.perf_counter() - t
+        t = time.perf_counter()
+        html_page(report)
+        timings["report: html + plots"] = time.perf_counter() - t
+        records.write_parquet(out.with_suffix(".parquet"))
+        t = time.perf_counter()
+        build_report(read_records(out.with_suffix(".parquet")), by=["nlu.domain", "nlu.intent", "device.type", "locale"])
+        timings["report from parquet"] = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return {"timings": timings, "peak_rss_gb": peak, "turns": pl.scan_ndjson(traces).select(pl.len()).collect().item() if name != "simulate" else None}
 
@@ -92,7 +110,7 @@ def main() -> None:
         return
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"fpi benchmark: {args.turns:,} simulated turns, {os.cpu_count()} cores, work in {workdir}")
-    phases = (["simulate"] if not traces.exists() else []) + ["load", "features", "predict", "rules", "explain", "classify", "classify-no-rules"]
+    phases = (["simulate"] if not traces.exists() else []) + ["load", "features", "predict", "rules", "explain", "classify", "classify-no-rules", "report"]
     for phase in phases:
         run = subprocess.run([sys.executable, __file__, "--turns", str(args.turns), "--workdir", str(workdir), "--phase", phase],
                              capture_output=True, text=True, check=True)

@@ -7,11 +7,12 @@ from fpi.gate import load_policy, run_gate
 from fpi.features import FEATURE_NAMES, build_features
 from fpi.load import LoadResult, load_traces, read_traces
 from fpi.model import FailurePointModel
+from fpi.report import build_report, read_records
 from fpi.schema import LABELS, STAGES
 from fpi.simulate import simulate, write_traces
 
 __all__ = [
     "FEATURE_NAMES", "LABELS", "STAGES", "FailurePointModel", "FpiError", "LoadResult", "ModelError",
-    "TraceError", "UsageError", "build_features", "classify", "defect_rates", "evaluate", "load_policy", "load_traces",
-    "metrics_snapshot", "read_traces", "run_gate", "simulate", "write_traces",
+    "TraceError", "UsageError", "build_features", "build_report", "classify", "defect_rates", "evaluate", "load_policy", "load_traces",
+    "metrics_snapshot", "read_records", "read_traces", "run_gate", "simulate", "write_traces",
 ]

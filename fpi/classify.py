@@ -17,6 +17,15 @@ from fpi.schema import LABELS
 
 PROBABILITY_DIGITS = 6
 
+# Where each turn happened, carried into the records so reports can slice them.
+CONTEXT_COLUMNS = {
+    "timestamp": pl.col("timestamp"),
+    "locale": pl.col("locale"),
+    "device_type": pl.col("device").struct.field("type"),
+    "domain": pl.col("nlu").struct.field("domain"),
+    "intent": pl.col("nlu").struct.field("intent"),
+}
+
 
 def model_records(turns: pl.DataFrame, model: FailurePointModel, features: pl.DataFrame) -> pl.DataFrame:
     """The model's verdict per turn, before rules: ids, `model_failure_point`, `confidence`, `probabilities`."""
@@ -36,8 +45,9 @@ def classify(turns: pl.DataFrame, model: FailurePointModel | None = None,
              explain_all: bool = False, on_explain_progress: Callable[[int], None] | None = None) -> pl.DataFrame:
     """One record per input turn, in input order: ids, `failure_point` (final), `model_failure_point`,
     `confidence`, `probabilities` (one field per label), `rule`, `rules_matched`, `recovered_from`,
-    `explanation` with `explain_top_k` (turns not `correct`, or all with `explain_all`), and the gold
-    `label` when present. `rules=None` runs the model alone."""
+    `explanation` with `explain_top_k` (turns not `correct`, or all with `explain_all`), the context
+    columns reports slice by (`timestamp, locale, device_type, domain, intent`), and the gold `label`
+    when present. `rules=None` runs the model alone."""
     model = model if model is not None else FailurePointModel.load()
     rules = load_rules() if rules == "default" else rules or RuleSet(())
     features = features if features is not None else build_features(turns)
@@ -45,6 +55,7 @@ def classify(turns: pl.DataFrame, model: FailurePointModel | None = None,
     if explain_top_k:
         records = records.with_columns(explanations(records, features, model, top_k=explain_top_k,
                                                     explain_all=explain_all, on_progress=on_explain_progress))
+    records = records.with_columns(turns.select(**CONTEXT_COLUMNS))
     if "label" in turns.columns and turns["label"].null_count() < turns.height:
         records = records.with_columns(turns["label"])
     return records

@@ -14,7 +14,8 @@ def test_classify_fixture_with_no_flags_gives_one_record_per_turn(fixture_traces
     assert [r["turn_id"] for r in records] == turns["turn_id"].to_list()
     first = records[0]
     assert list(first) == ["turn_id", "session_id", "turn_index", "failure_point", "model_failure_point",
-                           "confidence", "probabilities", "rule", "rules_matched", "recovered_from", "label"]
+                           "confidence", "probabilities", "rule", "rules_matched", "recovered_from",
+                           "timestamp", "locale", "device_type", "domain", "intent", "label"]
     assert abs(sum(first["probabilities"].values()) - 1) < 1e-4
     assert first["confidence"] == max(first["probabilities"].values())
     assert "failure points of 2000 turns" in result.stderr

@@ -1,0 +1,223 @@
+"""A report's numbers as a terminal table, Markdown, CSV or one self-contained HTML
+page with plots. Every format reads the same dict from `fpi.report.build_report`
+and formats rates the same way, so the numbers agree."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from fpi.report import COMPONENTS, LABELS
+
+DEFECTS = "defects"  # the column/row of all defects together
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def rate_cell(cell: dict) -> str:
+    """A rate with its 95% interval, e.g. `3.65% [2.91, 4.56]`."""
+    return f"{percent(cell['rate'])} [{100 * cell['ci_low']:.2f}, {100 * cell['ci_high']:.2f}]"
+
+
+def _listing(items: list[dict], key: str) -> str:
+    return ", ".join(f"{item[key]} ({item['turns']})" for item in items) or "-"
+
+
+@dataclass
+class Table:
+    """A titled table of display strings, shared by the terminal, Markdown and HTML."""
+
+    key: str  # components | slice:<field> | baseline | confusion (plots attach by key)
+    title: str
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    note: str = ""
+
+
+def tables(report: dict) -> list[Table]:
+    has_reasons = any(row["top_reasons"] for row in report["components"])
+    components = Table(
+        "components", f"Failure points of {report['turns']} turns ({report['source']}): defect rate with 95% Wilson interval",
+        ["failure point", "turns", "rate [95% CI]", "share of defects", "top intents", "top domains", "top reasons",
+         "rules in", "rules out"],
+        note="" if has_reasons else "top reasons: run `fpi classify --explain` first to see the SHAP features behind each failure point.")
+    by_label = {row["failure_point"]: row for row in report["components"]}
+    for label in (*COMPONENTS, "correct"):
+        row = by_label[label]
+        components.rows.append([
+            label, str(row["turns"]), rate_cell(row),
+            "-" if row["share_of_defects"] is None else percent(row["share_of_defects"]),
+            _listing(row["top_intents"], "value"), _listing(row["top_domains"], "value"), _listing(row["top_reasons"], "feature"),
+            _listing(row["rules_in"], "rule"), _listing(row["rules_out"], "rule")])
+        if label == COMPONENTS[-1]:
+            overall = report["overall"]
+            components.rows.append(["all defects", str(overall["turns"]), rate_cell(overall), percent(1.0) if overall["turns"] else "-",
+                                    "", "", "", "", ""])
+    out = [components]
+    if "confusion" in report:
+        confusion = report["confusion"]
+        t = Table("confusion", f"Predicted vs gold failure point ({confusion['turns']} labeled turns; accuracy {confusion['accuracy']:.4f}, "
+                  f"macro-F1 {confusion['macro_f1']:.4f})", ["gold \\ predicted", *confusion["labels"]])
+        for label, row in zip(confusion["labels"], confusion["matrix"], strict=True):
+            t.rows.append([label, *map(str, row)])
+        out.append(t)
+    if "baseline" in report:
+        base = report["baseline"]
+        t = Table("baseline", f"Against the baseline {base['source']} ({base['baseline_turns']} turns)",
+                  ["failure point", "rate", "baseline", "change [95% CI]", "p", "verdict"],
+                  note=f"change: percentage points, Newcombe interval; p: two-proportion z-test; significant at p < {base['alpha']}.")
+        for row in [*base["components"], {"failure_point": "all defects", **base["overall"]}]:
+            t.rows.append([row["failure_point"], percent(row["rate"]), percent(row["baseline_rate"]),
+                           f"{100 * row['change']:+.2f} [{100 * row['change_ci_low']:+.2f}, {100 * row['change_ci_high']:+.2f}]",
+                           f"{row['p_value']:.4f}", row["verdict"]])
+        out.append(t)
+    slices = list(report["slices"])
+    if report.get("by_day") and not any(s["field"] == "day" for s in slices):
+        slices.append(report["by_day"])
+    for table in slices:
+        t = Table(f"slice:{table['field']}", f"By {table['field']}: rate of each failure point [95% CI]",
+                  [table["field"], "turns", *COMPONENTS, "all defects", "flag"],
+                  note=f"flag `small`: fewer than {table['min_cell']} turns; read its rates with care.")
+        for row in table["values"]:
+            t.rows.append([row["value"], str(row["turns"]), *(rate_cell(row["rates"][c]) for c in (*COMPONENTS, DEFECTS)),
+                           "small" if row["small"] else ""])
+        out.append(t)
+    return out
+
+
+# ------------------------------------------------------------------ text formats
+
+def print_report(report: dict, console: Console) -> None:
+    for table in tables(report):
+        rich_table = RichTable(title=table.title, title_justify="left", caption=table.note or None, caption_justify="left")
+        for i, column in enumerate(table.columns):
+            numeric = i > 0 and (column in ("turns", "p", "rate", "baseline", "all defects") or column in LABELS
+                                 or column.startswith(("rate ", "change", "share")))
+            rich_table.add_column(column, justify="right" if numeric else "left", overflow="fold")
+        for row in table.rows:
+            style = "bold" if row[0] == "all defects" else None
+            rich_table.add_row(*row, style=style)
+        console.print(rich_table)
+
+
+def markdown(report: dict) -> str:
+    def escape(text: str) -> str:
+        return text.replace("|", "\\|")
+    parts = ["# fpi report", ""]
+    for table in tables(report):
+        parts += [f"## {escape(table.title)}", "", "| " + " | ".join(map(escape, table.columns)) + " |",
+                  "|" + "|".join("---" for _ in table.columns) + "|"]
+        parts += ["| " + " | ".join(escape(cell) for cell in row) + " |" for row in table.rows]
+        if table.note:
+            parts += ["", f"_{escape(table.note)}_"]
+        parts.append("")
+    return "\n".join(parts)
+
+
+CSV_COLUMNS = ["table", "failure_point", "field", "value", "turns", "count", "rate", "ci_low", "ci_high", "share_of_defects",
+               "small", "baseline_rate", "change", "change_ci_low", "change_ci_high", "p_value", "significant"]
+
+
+def csv_text(report: dict) -> str:
+    """One long table: a row per (table, failure point, slice value), numbers unformatted."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in report["components"]:
+        writer.writerow({"table": "components", "failure_point": row["failure_point"], "turns": report["turns"], "count": row["turns"],
+                         "rate": row["rate"], "ci_low": row["ci_low"], "ci_high": row["ci_high"],
+                         "share_of_defects": row["share_of_defects"]})
+    overall = report["overall"]
+    writer.writerow({"table": "components", "failure_point": DEFECTS, "turns": report["turns"], "count": overall["turns"],
+                     "rate": overall["rate"], "ci_low": overall["ci_low"], "ci_high": overall["ci_high"], "share_of_defects": 1.0})
+    slices = list(report["slices"]) + ([report["by_day"]] if report.get("by_day") else [])
+    for table in slices:
+        for row in table["values"]:
+            for name in (*COMPONENTS, DEFECTS):
+                cell = row["rates"][name]
+                writer.writerow({"table": "by_day" if table is report.get("by_day") else "slice", "failure_point": name,
+                                 "field": table["field"], "value": row["value"], "turns": row["turns"], "count": cell["count"],
+                                 "rate": cell["rate"], "ci_low": cell["ci_low"], "ci_high": cell["ci_high"], "small": row["small"]})
+    if "baseline" in report:
+        base = report["baseline"]
+        for row in [*base["components"], {"failure_point": DEFECTS, **base["overall"]}]:
+            writer.writerow({"table": "baseline", "failure_point": row["failure_point"], "turns": base["turns"], "count": row["turns"],
+                             **{k: row[k] for k in ("rate", "baseline_rate", "change", "change_ci_low", "change_ci_high",
+                                                    "p_value", "significant")}})
+    if "confusion" in report:
+        confusion = report["confusion"]
+        for gold, row in zip(confusion["labels"], confusion["matrix"], strict=True):
+            for predicted, count in zip(confusion["labels"], row, strict=True):
+                writer.writerow({"table": "confusion", "failure_point": predicted, "field": "label", "value": gold,
+                                 "turns": confusion["turns"], "count": count})
+    return buffer.getvalue()
+
+
+# ------------------------------------------------------------------ HTML
+
+STYLE = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1400px; color: #1d2330; padding: 0 1rem; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.15rem; margin-top: 2.2rem; }
+.meta { color: #5b6475; }
+table { border-collapse: collapse; margin: .6rem 0; font-variant-numeric: tabular-nums; }
+th, td { border-bottom: 1px solid #e3e6ec; padding: .3rem .6rem; text-align: left; vertical-align: top; }
+th { background: #f4f6f9; font-weight: 600; }
+td.num { text-align: right; white-space: nowrap; }
+td:first-child { white-space: nowrap; }
+tr.total td { font-weight: 600; border-top: 2px solid #c9ced8; }
+tr.small td { color: #8a5a00; background: #fff8e6; }
+.note { color: #5b6475; font-style: italic; }
+.worse { color: #b3261e; font-weight: 600; } .better { color: #1b7f3b; font-weight: 600; }
+figure { margin: 1rem 0; } figure svg { max-width: 100%; height: auto; }
+.scroll { overflow-x: auto; }
+"""
+
+
+def _html_table(table: Table) -> str:
+    numeric = {i for i, c in enumerate(table.columns) if c in ("turns", "p", "rate", "baseline") or c in LABELS or
+               c in COMPONENTS or c == "all defects" or c.startswith(("rate", "change", "share"))}
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    body = []
+    for row in table.rows:
+        classes = "total" if row[0] == "all defects" else "small" if row[-1] == "small" else ""
+        cells = []
+        for i, cell in enumerate(row):
+            css = "num" if i in numeric and i > 0 else ""
+            if table.columns[i] == "verdict" and cell in ("worse", "better"):
+                css = cell
+            cells.append(f'<td class="{css}">{html.escape(cell)}</td>' if css else f"<td>{html.escape(cell)}</td>")
+        body.append(f'<tr class="{classes}">' + "".join(cells) + "</tr>" if classes else "<tr>" + "".join(cells) + "</tr>")
+    note = f'<p class="note">{html.escape(table.note)}</p>' if table.note else ""
+    return (f"<h2>{html.escape(table.title)}</h2>\n<div class=\"scroll\"><table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>{note}")
+
+
+def html_page(report: dict) -> str:
+    """One self-contained page: inline styles, tables, and plots as inline SVG (no network)."""
+    from fpi.plots import report_figures
+
+    figures = report_figures(report)
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>fpi report: {html.escape(report['source'])}</title><style>{STYLE}</style></head><body>",
+        "<h1>Where the assistant fails</h1>",
+        f'<p class="meta">{report["turns"]} turns from {html.escape(report["source"])}; all defects '
+        f"{rate_cell(report['overall'])} of turns (95% Wilson interval).</p>",
+    ]
+    for table in tables(report):
+        head, _, rest = _html_table(table).partition("\n")
+        parts.append(head)
+        for caption, svg in figures.get(table.key, []):
+            parts.append(f"<figure>{svg}<figcaption class=\"note\">{html.escape(caption)}</figcaption></figure>")
+        parts.append(rest)
+    parts.append('<p class="meta">Made by fpi. Rates are shares of all turns; intervals are 95% Wilson score intervals.</p>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
