@@ -63,12 +63,19 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
         apply_rules(records, turns, features, rules)
         timings[f"rules ({len(rules)})"] = time.perf_counter() - t
     elif name == "explain":
-        from fpi.explain import shap_values
+        from fpi.classify import model_records
+        from fpi.explain import explanations, shap_values
         model = FailurePointModel.load()
-        X = model.matrix(build_features(load_traces(traces).head(100_000)))
+        turns = load_traces(traces).head(100_000)
+        features = build_features(turns)
+        records = model_records(turns, model, features).with_columns(rule=pl.lit(None, pl.String))
+        t = time.perf_counter()
+        explanations(records, features, model, top_k=3, explain_all=True)
+        timings["explain, own class (100k)"] = (time.perf_counter() - t, turns.height)
+        X = model.matrix(features)
         t = time.perf_counter()
         shap_values(model, X)
-        timings["explain (100k turns)"] = (time.perf_counter() - t, X.shape[0])
+        timings["SHAP, all classes (100k)"] = (time.perf_counter() - t, X.shape[0])
     elif name == "classify":
         model = FailurePointModel.load()
         turns = load_traces(traces)

@@ -4,15 +4,19 @@ the model's log-odds for each class.
 LightGBM's `pred_contrib` computes the same TreeSHAP values as shap's
 TreeExplainer (a test holds them equal) in C++, so explanations use it; shap
 itself draws the summary plots. Explaining costs far more than predicting, so
-only the turns asked for are explained."""
+only the turns asked for are explained, and `classify --explain` computes each
+turn's contributions to its own class only, from a booster of that class's trees."""
 
 from __future__ import annotations
 
 import json
+import re
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 import polars as pl
 
@@ -22,6 +26,7 @@ from fpi.model import FailurePointModel
 from fpi.output import atomic_write, atomic_write_bytes
 
 CHUNK_ROWS = 20_000
+_CLASS_BOOSTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 EXPLANATION_DTYPE = pl.Struct({
     "decided_by": pl.String, "rule": pl.String,
     "features": pl.List(pl.Struct({"feature": pl.String, "name": pl.String, "value": pl.String, "contribution": pl.Float64})),
@@ -64,15 +69,42 @@ def _display_values(features: pl.DataFrame) -> np.ndarray:
     return features.select(columns).to_numpy()
 
 
-def top_features(shap: ShapValues, class_index: np.ndarray, features: pl.DataFrame, k: int) -> list[list[dict]]:
-    """For each row, the k features that push hardest towards its class (largest contributions first)."""
-    rows = np.arange(len(class_index))
-    contributions = shap.values[rows, :, class_index]
+def class_boosters(model: FailurePointModel) -> list[lgb.Booster]:
+    """One booster per class holding only that class's trees, so a turn's contributions to its
+    own class cost 1/n_classes of LightGBM's multiclass pred_contrib (which computes every class).
+    Built from the model's text, once per model."""
+    if model in _CLASS_BOOSTERS:
+        return _CLASS_BOOSTERS[model]
+    text = model.booster_.model_to_string(num_iteration=model.best_iteration_)
+    n_classes = len(model.classes_)
+    head, _, body = text.partition("\nTree=0\n")
+    trees_text = "Tree=0\n" + body[:body.index("end of trees")]
+    blocks = re.split(r"^Tree=\d+\n", trees_text, flags=re.MULTILINE)[1:]
+    head = "\n".join(line for line in head.splitlines() if not line.startswith("tree_sizes="))
+    head = (head.replace(f"num_class={n_classes}", "num_class=1")
+            .replace(f"num_tree_per_iteration={n_classes}", "num_tree_per_iteration=1")
+            .replace(f"objective=multiclass num_class:{n_classes}", "objective=regression"))
+    boosters = []
+    for k in range(n_classes):
+        own = "".join(f"Tree={j}\n{block}" for j, block in enumerate(blocks[k::n_classes]))
+        boosters.append(lgb.Booster(model_str=f"{head}\n\n{own}end of trees\n"))
+    _CLASS_BOOSTERS[model] = boosters
+    return boosters
+
+
+def class_contributions(model: FailurePointModel, X: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    """TreeSHAP contributions of each row of `X` to class `k` only, and that class's expected value."""
+    contrib = class_boosters(model)[k].predict(X, pred_contrib=True)
+    return contrib[:, :-1], float(contrib[0, -1]) if len(contrib) else 0.0
+
+
+def top_features(contributions: np.ndarray, features: pl.DataFrame, feature_names: list[str], k: int) -> list[list[dict]]:
+    """For each row, the k features that push hardest towards the explained class (largest first)."""
     order = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
-    shown = _display_values(features.select(shap.feature_names))
-    names = np.asarray(shap.feature_names)
+    shown = _display_values(features.select(feature_names))
+    names = np.asarray(feature_names)
     return [[{"feature": names[j], "name": DESCRIPTIONS[names[j]], "value": shown[i, j],
-              "contribution": round(float(contributions[i, j]), 6)} for j in order[i]] for i in rows]
+              "contribution": round(float(contributions[i, j]), 6)} for j in order[i]] for i in range(len(order))]
 
 
 def explanations(records: pl.DataFrame, features: pl.DataFrame, model: FailurePointModel, *, top_k: int = 3,
@@ -83,14 +115,17 @@ def explanations(records: pl.DataFrame, features: pl.DataFrame, model: FailurePo
     by_model = records.select(wanted & pl.col("rule").is_null()).to_series()
     by_rule = records.select(wanted & pl.col("rule").is_not_null()).to_series()
     out: list[dict | None] = [None] * records.height
-    rows = np.flatnonzero(by_model.to_numpy())
-    if rows.size:
-        chosen = features[rows]
-        X = model.matrix(chosen)
-        shap = shap_values(model, X, on_progress)
-        class_index = np.asarray([model.classes_.index(fp) for fp in records["failure_point"].gather(rows).to_list()])
-        for row, feats in zip(rows, top_features(shap, class_index, chosen, top_k), strict=True):
-            out[row] = {"decided_by": "model", "rule": None, "features": feats}
+    classes = records["failure_point"].to_numpy()
+    for k, label in enumerate(model.classes_):
+        rows = np.flatnonzero(by_model.to_numpy() & (classes == label))
+        for start in range(0, rows.size, CHUNK_ROWS):
+            chunk = rows[start:start + CHUNK_ROWS]
+            chosen = features[chunk]
+            contributions, _ = class_contributions(model, model.matrix(chosen), k)
+            for row, feats in zip(chunk, top_features(contributions, chosen, model.feature_names_, top_k), strict=True):
+                out[row] = {"decided_by": "model", "rule": None, "features": feats}
+            if on_progress is not None:
+                on_progress(len(chunk))
     for row, rule in zip(np.flatnonzero(by_rule.to_numpy()), records["rule"].filter(by_rule).to_list(), strict=True):
         out[row] = {"decided_by": "rule", "rule": rule, "features": []}
     return pl.Series("explanation", out, dtype=EXPLANATION_DTYPE)

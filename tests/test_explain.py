@@ -6,7 +6,7 @@ import pytest
 import shap
 
 from fpi import FailurePointModel, build_features, classify, load_traces
-from fpi.explain import explain_turn, shap_values, summarize
+from fpi.explain import class_boosters, class_contributions, explain_turn, shap_values, summarize
 from fpi.rules import load_rules
 from conftest import run_cli
 
@@ -36,6 +36,16 @@ def test_same_values_as_shap_tree_explainer(fixture_setup):
     assert np.asarray(explainer.expected_value).shape == (6,)  # one expected value per class
     assert np.allclose(theirs.values, ours.values, atol=1e-9)
     assert np.allclose(explainer.expected_value, ours.expected, atol=1e-9)
+
+
+def test_per_class_boosters_give_the_same_contributions(fixture_setup):
+    _, model, _, X = fixture_setup
+    full = shap_values(model, X[:300])
+    for k in range(len(model.classes_)):
+        contributions, expected = class_contributions(model, X[:300], k)
+        assert np.abs(contributions - full.values[:, :, k]).max() < 1e-9
+        assert abs(expected - full.expected[k]) < 1e-9
+    assert class_boosters(model) is class_boosters(model)  # built once per model
 
 
 def _session(tmp_path):
