@@ -147,6 +147,13 @@ def _read_source(source: str | Path | bytes, name: str | None) -> tuple[bytes, s
         raise TraceError([f"{source}: cannot be read ({exc.strerror})"]) from exc
 
 
+def _looks_compressed(data: bytes) -> bool:
+    """zlib or zstd magic: polars' line reader would silently decompress such bytes (or fail on
+    corrupt ones), though a trace file is plain or gzip text. Lines starting so are bad JSON anyway."""
+    zlib = len(data) >= 2 and data[0] == 0x78 and (data[0] << 8 | data[1]) % 31 == 0
+    return zlib or data.startswith(b"\x28\xb5\x2f\xfd")
+
+
 def _split_lines(data: bytes, label: str) -> tuple[pl.DataFrame, list[RejectedRecord], bytes | None]:
     """Frame of (line number, text) for non-blank lines; lines that are not UTF-8 are rejected.
     Also `data` itself when it holds exactly those lines, so it can be decoded in place."""
@@ -154,8 +161,10 @@ def _split_lines(data: bytes, label: str) -> tuple[pl.DataFrame, list[RejectedRe
         data = data[3:]
     rejected: list[RejectedRecord] = []
     try:
+        if _looks_compressed(data):
+            raise ValueError("polars would decompress it; split it as the text it claims to be")
         lines = pl.read_lines(data, name="raw") if data else pl.DataFrame({"raw": []}, schema={"raw": pl.String})
-    except pl.exceptions.ComputeError:
+    except (pl.exceptions.ComputeError, ValueError):
         texts = []
         for number, raw in enumerate(data.split(b"\n"), start=1):
             try:

@@ -213,6 +213,8 @@ def test_fast_path_accepts_exactly_what_the_validator_accepts(turn_obj, path, va
 @example(b'{"turn_id": "a", "session_id": "s", "turn_index": 1e400}')
 @example(b"\x1f\x8b garbage")
 @example(b"PAR1 not parquet")
+@example(b"x\x01\x06\x00")  # zlib magic: polars' line reader would try to inflate it
+@example(b"\x28\xb5\x2f\xfd zstd magic")
 def test_any_bytes_give_turns_or_a_clear_error(data):
     try:
         result = read_traces(data, name="fuzz.jsonl")
@@ -223,6 +225,13 @@ def test_any_bytes_give_turns_or_a_clear_error(data):
     assert result.turns.height == result.accepted
     for message in result.problems():
         assert message.startswith("fuzz.jsonl:")
+
+
+def test_zlib_bytes_are_bad_lines_not_silently_inflated():
+    import zlib
+    result = read_traces(zlib.compress(b'{"turn_id": "a", "session_id": "s", "turn_index": 0}\n'), name="z.jsonl")
+    assert result.accepted == 0 and result.read == len(result.rejected) >= 1
+    assert result.problems()[0].startswith("z.jsonl:1: ")
 
 
 def test_floats_survive_the_round_trip_exactly(tmp_path):
