@@ -5,10 +5,17 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import settings
 from typer.testing import CliRunner
 
 from fpi import FailurePointModel, simulate
 from fpi.cli import app
+
+# Property tests explore the same examples on every run: CI passes or fails on the code, not on the draw.
+# To hunt for new counterexamples: pytest --hypothesis-profile explore
+settings.register_profile("fpi", derandomize=True, database=None)
+settings.register_profile("explore", max_examples=2000)
+settings.load_profile("fpi")
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
