@@ -259,11 +259,13 @@ def eval_command(
         turns = _require_labels(result)
         records = classify_turns(turns, fitted, rule_set)
         gold = turns["label"].to_list()
-        metrics = evaluate(gold, records["failure_point"].to_list())
         if save_metrics is not None:
             snapshot = _snapshot(result, fitted, rule_set, records)
+            metrics = snapshot["metrics"]
             atomic_write_bytes(save_metrics, (json.dumps(snapshot, indent=2, sort_keys=True) + "\n").encode("utf-8"))
             stderr_console().print(f"metrics written to {save_metrics}", markup=False, highlight=False)
+        else:
+            metrics = evaluate(gold, records["failure_point"].to_list())
         report: dict = {"source": result.source, "model": metrics}
         human_metrics = None
         if human:

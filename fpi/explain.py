@@ -116,8 +116,9 @@ def explanations(records: pl.DataFrame, features: pl.DataFrame, model: FailurePo
     by_rule = records.select(wanted & pl.col("rule").is_not_null()).to_series()
     out: list[dict | None] = [None] * records.height
     classes = records["failure_point"].to_numpy()
+    model_decided = by_model.to_numpy()
     for k, label in enumerate(model.classes_):
-        rows = np.flatnonzero(by_model.to_numpy() & (classes == label))
+        rows = np.flatnonzero(model_decided & (classes == label))
         for start in range(0, rows.size, CHUNK_ROWS):
             chunk = rows[start:start + CHUNK_ROWS]
             chosen = features[chunk]

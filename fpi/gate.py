@@ -141,6 +141,12 @@ def _label_entries(section: dict) -> list[tuple[str, str, float | dict, str]]:
     return entries
 
 
+def _component_entries(section: dict) -> list[tuple[str, float | dict, str]]:
+    """(component, ceiling or limit, the policy key that set it): its own entry, else `all`."""
+    return [(c, section[c if c in section else "all"], c if c in section else "all")
+            for c in COMPONENTS if c in section or "all" in section]
+
+
 def _allowed(limit: float | dict, baseline_value: float) -> tuple[float, str]:
     if isinstance(limit, dict) and "relative" in limit:
         return limit["relative"] * baseline_value, f"{limit['relative']:g} of the baseline"
@@ -183,12 +189,9 @@ def _defect_checks(policy: Policy, current: dict, source: str) -> list[Check]:
     if "overall" in section:
         checks.append(_compare("defect_rate.overall", "defect_rate", rates["overall"], "<=", section["overall"],
                                policy.line("defect_rates", "overall"), f"{source} failure points"))
-    per_component = section.get("per_component") or {}
-    for component in COMPONENTS:
-        key = component if component in per_component else "all"
-        if key in per_component:
-            checks.append(_compare(f"defect_rate.{component}", "defect_rate", rates["per_component"][component], "<=",
-                                   per_component[key], policy.line("defect_rates", "per_component", key), f"{source} failure points"))
+    for component, ceiling, key in _component_entries(section.get("per_component") or {}):
+        checks.append(_compare(f"defect_rate.{component}", "defect_rate", rates["per_component"][component], "<=",
+                               ceiling, policy.line("defect_rates", "per_component", key), f"{source} failure points"))
     return checks
 
 
@@ -227,12 +230,9 @@ def _regression_checks(policy: Policy, current: dict, baseline: dict, source: st
         pairs = []
         if "overall" in rate_limits:
             pairs.append(("overall", now["overall"], before["overall"], rate_limits["overall"], ("overall",)))
-        per_component = rate_limits.get("per_component") or {}
-        for component in COMPONENTS:
-            key = component if component in per_component else "all"
-            if key in per_component:
-                pairs.append((component, now["per_component"][component], before["per_component"][component],
-                              per_component[key], ("per_component", key)))
+        for component, limit, key in _component_entries(rate_limits.get("per_component") or {}):
+            pairs.append((component, now["per_component"][component], before["per_component"][component],
+                          limit, ("per_component", key)))
         for name, value, base_value, limit, path in pairs:
             allowed, how = _allowed(limit, base_value)
             checks.append(_compare(f"regression.defect_rate.{name}", "regression", value, "<=", base_value + allowed,

@@ -40,6 +40,12 @@ class Table:
     rows: list[list[str]] = field(default_factory=list)
     note: str = ""
 
+    def numeric(self, i: int) -> bool:
+        """Whether column i holds numbers (right-aligned in every format)."""
+        column = self.columns[i]
+        return i > 0 and (column in ("turns", "p", "rate", "baseline", "all defects") or column in LABELS
+                          or column.startswith(("rate", "change", "share")))
+
 
 def tables(report: dict) -> list[Table]:
     has_reasons = any(row["top_reasons"] for row in report["components"])
@@ -98,9 +104,7 @@ def print_report(report: dict, console: Console) -> None:
     for table in tables(report):
         rich_table = RichTable(title=table.title, title_justify="left", caption=table.note or None, caption_justify="left")
         for i, column in enumerate(table.columns):
-            numeric = i > 0 and (column in ("turns", "p", "rate", "baseline", "all defects") or column in LABELS
-                                 or column.startswith(("rate ", "change", "share")))
-            rich_table.add_column(column, justify="right" if numeric else "left", overflow="fold")
+            rich_table.add_column(column, justify="right" if table.numeric(i) else "left", overflow="fold")
         for row in table.rows:
             style = "bold" if row[0] == "all defects" else None
             rich_table.add_row(*row, style=style)
@@ -181,22 +185,18 @@ figure { margin: 1rem 0; } figure svg { max-width: 100%; height: auto; }
 
 
 def _html_table(table: Table) -> str:
-    numeric = {i for i, c in enumerate(table.columns) if c in ("turns", "p", "rate", "baseline") or c in LABELS or
-               c in COMPONENTS or c == "all defects" or c.startswith(("rate", "change", "share"))}
+    """The table and its note (the heading is the caller's, so plots can sit between)."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
     body = []
     for row in table.rows:
         classes = "total" if row[0] == "all defects" else "small" if row[-1] == "small" else ""
         cells = []
         for i, cell in enumerate(row):
-            css = "num" if i in numeric and i > 0 else ""
-            if table.columns[i] == "verdict" and cell in ("worse", "better"):
-                css = cell
+            css = cell if table.columns[i] == "verdict" and cell in ("worse", "better") else "num" if table.numeric(i) else ""
             cells.append(f'<td class="{css}">{html.escape(cell)}</td>' if css else f"<td>{html.escape(cell)}</td>")
-        body.append(f'<tr class="{classes}">' + "".join(cells) + "</tr>" if classes else "<tr>" + "".join(cells) + "</tr>")
+        body.append((f'<tr class="{classes}">' if classes else "<tr>") + "".join(cells) + "</tr>")
     note = f'<p class="note">{html.escape(table.note)}</p>' if table.note else ""
-    return (f"<h2>{html.escape(table.title)}</h2>\n<div class=\"scroll\"><table><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table></div>{note}")
+    return f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>{note}"
 
 
 def html_page(report: dict) -> str:
@@ -213,11 +213,10 @@ def html_page(report: dict) -> str:
         f"{rate_cell(report['overall'])} of turns (95% Wilson interval).</p>",
     ]
     for table in tables(report):
-        head, _, rest = _html_table(table).partition("\n")
-        parts.append(head)
+        parts.append(f"<h2>{html.escape(table.title)}</h2>")
         for caption, svg in figures.get(table.key, []):
             parts.append(f"<figure>{svg}<figcaption class=\"note\">{html.escape(caption)}</figcaption></figure>")
-        parts.append(rest)
+        parts.append(_html_table(table))
     parts.append('<p class="meta">Made by fpi. Rates are shares of all turns; intervals are 95% Wilson score intervals.</p>')
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -141,49 +141,46 @@ def _slice_column(field: str) -> pl.Expr:
     return pl.col(SLICES.get(field, field))
 
 
+def _lists_by_label(frame: pl.DataFrame, label_column: str) -> dict[str, list[dict]]:
+    """The rows of an ordered frame as a list of dicts per label (every label present)."""
+    out: dict[str, list[dict]] = {label: [] for label in LABELS}
+    for row in frame.iter_rows(named=True):
+        out[row.pop(label_column)].append(row)
+    return out
+
+
 def _top_values(records: pl.DataFrame, column: str, top: int) -> dict[str, list[dict]]:
     """The most frequent values of `column` among each failure point's turns."""
     counts = (records.lazy().filter(pl.col(column).is_not_null())
-              .group_by("failure_point", column).agg(turns=pl.len())
-              .sort(["failure_point", "turns", column], descending=[False, True, False])
+              .group_by("failure_point", pl.col(column).alias("value")).agg(turns=pl.len())
+              .sort(["failure_point", "turns", "value"], descending=[False, True, False])
               .group_by("failure_point", maintain_order=True).head(top).collect())
-    out: dict[str, list[dict]] = {label: [] for label in LABELS}
-    for failure_point, value, turns in counts.iter_rows():
-        out[failure_point].append({"value": value, "turns": turns})
-    return out
+    return _lists_by_label(counts, "failure_point")
 
 
 def _top_reasons(records: pl.DataFrame, top: int) -> dict[str, list[dict]]:
     """SHAP features that most often stand among a turn's top features, per failure point."""
-    out: dict[str, list[dict]] = {label: [] for label in LABELS}
     if "explanation" not in records.columns:
-        return out
+        return _lists_by_label(pl.DataFrame(schema={"failure_point": pl.String}), "failure_point")
     reasons = (records.lazy().select("failure_point", pl.col("explanation").struct.field("features"))
                .explode("features").drop_nulls("features").unnest("features")
                .group_by("failure_point", "feature", "name")
                .agg(turns=pl.len(), mean_contribution=pl.col("contribution").mean())
                .sort(["failure_point", "turns", "mean_contribution", "feature"], descending=[False, True, True, False])
-               .group_by("failure_point", maintain_order=True).head(top).collect())
-    for row in reasons.iter_rows(named=True):
-        out[row["failure_point"]].append({"feature": row["feature"], "name": row["name"], "turns": row["turns"],
-                                          "mean_contribution": round(row["mean_contribution"], 4)})
-    return out
+               .group_by("failure_point", maintain_order=True).head(top)
+               .with_columns(pl.col("mean_contribution").round(4)).collect())
+    return _lists_by_label(reasons, "failure_point")
 
 
 def _rule_moves(records: pl.DataFrame) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
     """Per failure point, the rules that moved turns into it and out of it (from the model's verdict)."""
     moved = (records.lazy().filter(pl.col("rule").is_not_null() & (pl.col("failure_point") != pl.col("model_failure_point")))
              .select("rule", "failure_point", "model_failure_point"))
-    into = moved.group_by("failure_point", "rule").agg(turns=pl.len()).sort(["failure_point", "turns", "rule"], descending=[False, True, False])
-    out_of = moved.group_by("model_failure_point", "rule").agg(turns=pl.len()).sort(["model_failure_point", "turns", "rule"],
-                                                                                   descending=[False, True, False])
-    result_in: dict[str, list[dict]] = {label: [] for label in LABELS}
-    result_out: dict[str, list[dict]] = {label: [] for label in LABELS}
-    for label, rule, turns in into.collect().iter_rows():
-        result_in[label].append({"rule": rule, "turns": turns})
-    for label, rule, turns in out_of.collect().iter_rows():
-        result_out[label].append({"rule": rule, "turns": turns})
-    return result_in, result_out
+
+    def by(column: str) -> dict[str, list[dict]]:
+        counts = moved.group_by(column, "rule").agg(turns=pl.len()).sort([column, "turns", "rule"], descending=[False, True, False])
+        return _lists_by_label(counts.collect(), column)
+    return by("failure_point"), by("model_failure_point")
 
 
 def component_table(records: pl.DataFrame, top: int = 3) -> dict:
