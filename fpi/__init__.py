@@ -1,18 +1,51 @@
-"""fpi: name the failure point of every turn of a voice or conversational assistant."""
+"""fpi: name the failure point of every turn of a voice or conversational assistant.
 
-from fpi.classify import classify
-from fpi.errors import FpiError, ModelError, TraceError, UsageError
-from fpi.evaluate import defect_rates, evaluate, metrics_snapshot
-from fpi.gate import load_policy, run_gate
-from fpi.features import FEATURE_NAMES, build_features
-from fpi.load import LoadResult, load_traces, read_traces
-from fpi.model import FailurePointModel
-from fpi.report import build_report, read_records
-from fpi.schema import LABELS, STAGES
-from fpi.simulate import simulate, write_traces
+Names are imported on first use (PEP 562), so `import fpi` and `fpi --help` stay light:
+reading records for a report never loads LightGBM or SHAP."""
 
-__all__ = [
-    "FEATURE_NAMES", "LABELS", "STAGES", "FailurePointModel", "FpiError", "LoadResult", "ModelError",
-    "TraceError", "UsageError", "build_features", "build_report", "classify", "defect_rates", "evaluate", "load_policy", "load_traces",
-    "metrics_snapshot", "read_records", "read_traces", "run_gate", "simulate", "write_traces",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "Batch": "fpi.pipeline", "Pipeline": "fpi.pipeline", "classify": "fpi.pipeline",
+    "FpiError": "fpi.errors", "ModelError": "fpi.errors", "TraceError": "fpi.errors", "UsageError": "fpi.errors",
+    "defect_rates": "fpi.metrics", "evaluate": "fpi.metrics", "Metrics": "fpi.metrics",
+    "load_policy": "fpi.gate", "run_gate": "fpi.gate",
+    "FEATURE_NAMES": "fpi.features", "build_features": "fpi.features",
+    "LoadResult": "fpi.load", "load_traces": "fpi.load", "read_traces": "fpi.load",
+    "FailurePointModel": "fpi.model",
+    "read_records": "fpi.records", "write_records": "fpi.records",
+    "build_report": "fpi.report",
+    "LABELS": "fpi.schema", "STAGES": "fpi.schema",
+    "load_rules": "fpi.rules",
+    "simulate": "fpi.simulator", "write_traces": "fpi.simulator",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from fpi.errors import FpiError, ModelError, TraceError, UsageError
+    from fpi.metrics import Metrics, defect_rates, evaluate
+    from fpi.features import FEATURE_NAMES, build_features
+    from fpi.gate import load_policy, run_gate
+    from fpi.load import LoadResult, load_traces, read_traces
+    from fpi.model import FailurePointModel
+    from fpi.pipeline import Batch, Pipeline, classify
+    from fpi.records import read_records, write_records
+    from fpi.report import build_report
+    from fpi.rules import load_rules
+    from fpi.schema import LABELS, STAGES
+    from fpi.simulator import simulate, write_traces
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'fpi' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

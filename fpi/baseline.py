@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from fpi.evaluate import evaluate
+from fpi.metrics import evaluate
 
 _STAGE_SCORES = {"wake": "wake_score", "asr": "asr_confidence", "nlu": "nlu_confidence", "er": "er_min_score"}
 

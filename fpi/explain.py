@@ -24,13 +24,10 @@ from fpi.errors import UsageError
 from fpi.features import CATEGORICAL, DESCRIPTIONS
 from fpi.model import FailurePointModel
 from fpi.output import atomic_write, atomic_write_bytes
+from fpi.records import EXPLANATION_DTYPE
 
 CHUNK_ROWS = 20_000
 _CLASS_BOOSTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-EXPLANATION_DTYPE = pl.Struct({
-    "decided_by": pl.String, "rule": pl.String,
-    "features": pl.List(pl.Struct({"feature": pl.String, "name": pl.String, "value": pl.String, "contribution": pl.Float64})),
-})
 
 
 @dataclass(frozen=True)

@@ -189,16 +189,17 @@ CATEGORICAL: tuple[str, ...] = tuple(f.name for f in FEATURES if f.categorical)
 DESCRIPTIONS: dict[str, str] = {f.name: f.description for f in FEATURES}
 
 
-def feature_plan(turns: pl.DataFrame) -> pl.LazyFrame:
-    """The lazy plan from loaded turns to `turn_id` plus one column per feature, in input order."""
-    with_neighbours = pl.concat([turns, neighbour_rows(turns)], how="horizontal")
-    lf = _with_matches(_helpers(with_neighbours.lazy()))
+def feature_plan(turns: pl.DataFrame, neighbours: pl.DataFrame | None = None) -> pl.LazyFrame:
+    """The lazy plan from loaded turns to `turn_id` plus one column per feature, in input order;
+    `neighbours` is `neighbour_rows(turns)` when the caller already has it."""
+    index = neighbours if neighbours is not None else neighbour_rows(turns)
+    lf = _with_matches(_helpers(pl.concat([turns, index], how="horizontal").lazy()))
     return lf.sort("_row").select("turn_id", *[f.expr.alias(f.name) for f in FEATURES])
 
 
-def build_features(turns: pl.DataFrame) -> pl.DataFrame:
+def build_features(turns: pl.DataFrame, neighbours: pl.DataFrame | None = None) -> pl.DataFrame:
     """Features of every turn, in input order: numeric columns as Float64, categorical as String."""
-    return feature_plan(turns).collect()
+    return feature_plan(turns, neighbours).collect()
 
 
 def features_markdown() -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from fpi.errors import ModelError, UsageError
-from fpi.evaluate import evaluate
+from fpi.metrics import evaluate
 from fpi.features import CATEGORICAL, FEATURE_NAMES, build_features
 from fpi.output import atomic_write_bytes
 from fpi.schema import LABELS

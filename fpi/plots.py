@@ -8,7 +8,7 @@ import io
 
 import numpy as np
 
-from fpi.report import COMPONENTS
+from fpi.schema import COMPONENTS
 
 COLOURS = {"wake": "#7b61c9", "asr": "#d1495b", "nlu": "#edae49", "er": "#00798c", "result": "#30638e", "defects": "#1d2330"}
 HEATMAP_MAX_VALUES = 60

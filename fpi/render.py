@@ -1,6 +1,7 @@
-"""A report's numbers as a terminal table, Markdown, CSV or one self-contained HTML
-page with plots. Every format reads the same dict from `fpi.report.build_report`
-and formats rates the same way, so the numbers agree."""
+"""The presentation layer: a `Table` of display strings, shown on a terminal, as Markdown
+or in HTML; and a report's numbers as tables, Markdown, CSV or one self-contained HTML
+page with plots. Every format reads the same numbers (`fpi.report.build_report`) and
+formats rates the same way, so they agree. Cells are text, never markup."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.table import Table as RichTable
+from rich.text import Text
 
-from fpi.report import COMPONENTS, LABELS
+from fpi.report import Report
+from fpi.schema import COMPONENTS, LABELS
 
 DEFECTS = "defects"  # the column/row of all defects together
 
@@ -39,15 +42,24 @@ class Table:
     columns: list[str]
     rows: list[list[str]] = field(default_factory=list)
     note: str = ""
+    numeric_columns: tuple[str, ...] = ()  # right-aligned besides the usual numeric names
+    styles: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, column) -> terminal style
+    plain: bool = False  # no header and no borders: a list of labelled lines
 
     def numeric(self, i: int) -> bool:
         """Whether column i holds numbers (right-aligned in every format)."""
         column = self.columns[i]
         return i > 0 and (column in ("turns", "p", "rate", "baseline", "all defects") or column in LABELS
-                          or column.startswith(("rate", "change", "share")))
+                          or column in self.numeric_columns or column.startswith(("rate", "change", "share")))
+
+    def add(self, *cells: str, styles: dict[int, str] | None = None) -> None:
+        """Append a row; `styles` maps a column to its terminal style (colour, bold)."""
+        for column, style in (styles or {}).items():
+            self.styles[(len(self.rows), column)] = style
+        self.rows.append(list(cells))
 
 
-def tables(report: dict) -> list[Table]:
+def tables(report: Report) -> list[Table]:
     has_reasons = any(row["top_reasons"] for row in report["components"])
     components = Table(
         "components", f"Failure points of {report['turns']} turns ({report['source']}): defect rate with 95% Wilson interval",
@@ -100,18 +112,26 @@ def tables(report: dict) -> list[Table]:
 
 # ------------------------------------------------------------------ text formats
 
-def print_report(report: dict, console: Console) -> None:
+def print_table(table: Table, console: Console) -> None:
+    """A table on a terminal; cells are shown as text, whatever brackets the data holds."""
+    rich_table = RichTable(title=Text(table.title) if table.title else None, title_justify="left",
+                           caption=Text(table.note) if table.note else None, caption_justify="left",
+                           **({"show_header": False, "box": None} if table.plain else {}))
+    for i, column in enumerate(table.columns):
+        rich_table.add_column(Text(column), justify="right" if table.numeric(i) else "left", overflow="fold",
+                              style="bold" if table.plain and i == 0 else None)
+    for r, row in enumerate(table.rows):
+        rich_table.add_row(*(Text(cell, style=table.styles.get((r, c), "")) for c, cell in enumerate(row)),
+                           style="bold" if row and row[0] == "all defects" else None)
+    console.print(rich_table)
+
+
+def print_report(report: Report, console: Console) -> None:
     for table in tables(report):
-        rich_table = RichTable(title=table.title, title_justify="left", caption=table.note or None, caption_justify="left")
-        for i, column in enumerate(table.columns):
-            rich_table.add_column(column, justify="right" if table.numeric(i) else "left", overflow="fold")
-        for row in table.rows:
-            style = "bold" if row[0] == "all defects" else None
-            rich_table.add_row(*row, style=style)
-        console.print(rich_table)
+        print_table(table, console)
 
 
-def markdown(report: dict) -> str:
+def markdown(report: Report) -> str:
     def escape(text: str) -> str:
         return text.replace("|", "\\|")
     parts = ["# fpi report", ""]
@@ -129,7 +149,7 @@ CSV_COLUMNS = ["table", "failure_point", "field", "value", "turns", "count", "ra
                "small", "baseline_rate", "change", "change_ci_low", "change_ci_high", "p_value", "significant"]
 
 
-def csv_text(report: dict) -> str:
+def csv_text(report: Report) -> str:
     """One long table: a row per (table, failure point, slice value), numbers unformatted."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
@@ -199,7 +219,7 @@ def _html_table(table: Table) -> str:
     return f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>{note}"
 
 
-def html_page(report: dict) -> str:
+def html_page(report: Report) -> str:
     """One self-contained page: inline styles, tables, and plots as inline SVG (no network)."""
     from fpi.plots import report_figures
 

@@ -2,27 +2,21 @@
 intents, reasons and rules behind them, slices (domain, intent, device, locale, day),
 a comparison with a baseline run, and the confusion matrix when gold labels exist.
 
-`build_report` returns plain numbers (a dict that is the JSON output); the
-renderers in `fpi.report_render` only format them, so every format agrees."""
+`build_report` returns plain numbers (the JSON output, typed below); the renderers
+in `fpi.render` only format them, so every format agrees. It reads records only
+(`fpi.records`), never the model."""
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
+from typing import TypedDict
 
-import numpy as np
 import polars as pl
 
-from fpi.classify import CONTEXT_COLUMNS, failure_point_counts
-from fpi.errors import TraceError, UsageError
-from fpi.evaluate import evaluate
-from fpi.explain import EXPLANATION_DTYPE
-from fpi.schema import LABELS
-
-COMPONENTS = tuple(label for label in LABELS if label != "correct")
-Z95 = 1.959963984540054
-CONFIDENCE = 0.95
-DIGITS = 6
+from fpi.errors import UsageError
+from fpi.metrics import evaluate
+from fpi.records import failure_point_counts
+from fpi.schema import COMPONENTS, LABELS
+from fpi.stats import CONFIDENCE, DIGITS, compare_rates, rate, wilson
 
 # --by names: trace field paths and the record columns that hold them.
 SLICES = {
@@ -33,104 +27,57 @@ SLICES = {
     "day": "day",
 }
 NONE_VALUE = "(none)"
-REQUIRED = ("turn_id", "failure_point")
 
 
-# ------------------------------------------------------------------ reading
-
-def is_classified(path: str | Path) -> bool:
-    """Whether a file holds `fpi classify` records (rather than raw traces)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return "failure_point" in pl.read_parquet_schema(path)
-    if suffix == ".csv":
-        return "failure_point" in pl.read_csv(path, n_rows=0).columns
-    with path.open("rb") as handle:
-        first = handle.readline()
-    return b'"failure_point"' in first and not first.startswith(b"\x1f\x8b")
+class Rate(TypedDict):
+    rate: float
+    ci_low: float
+    ci_high: float
 
 
-def read_records(path: str | Path) -> pl.DataFrame:
-    """Classified records from JSON Lines, CSV or Parquet, normalised to one set of columns."""
-    label = str(path)
-    suffix = Path(path).suffix.lower()
-    try:
-        if suffix == ".parquet":
-            records = pl.read_parquet(path)
-        elif suffix == ".csv":
-            records = pl.read_csv(path, infer_schema_length=None, schema_overrides={c: pl.String for c in (
-                "rule", "label", "explanation", "timestamp", "locale", "device_type", "domain", "intent",
-                "rules_matched", "recovered_from")})
-        else:
-            records = pl.read_ndjson(path, infer_schema_length=None)
-    except FileNotFoundError:
-        raise UsageError(f"{label}: no such file") from None
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise TraceError([f"{label}: not readable as classified records ({str(exc).splitlines()[0]})"]) from None
-    missing = [c for c in REQUIRED if c not in records.columns]
-    if missing:
-        raise TraceError([f"{label}: no `{missing[0]}` column; expected the output of `fpi classify`"])
-    for column in ("failure_point", "model_failure_point", "label"):
-        if column not in records.columns:
-            continue
-        # a missing label is fine (unlabeled turn); a missing failure point is not
-        bad = records.select((~pl.col(column).is_in(list(LABELS))).fill_null(column != "label")).to_series()
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            where = f"{label}: row {row + 1}" if suffix == ".parquet" else f"{label}:{row + 2 if suffix == '.csv' else row + 1}"
-            raise TraceError([f"{where}: {column}: expected one of {', '.join(LABELS)}, got {records[column][row]!r}"])
-    if "model_failure_point" not in records.columns:
-        records = records.with_columns(model_failure_point=pl.col("failure_point"))
-    if "rule" not in records.columns:
-        records = records.with_columns(rule=pl.lit(None, pl.String))
-    if "explanation" in records.columns and records.schema["explanation"] == pl.String:
-        records = records.with_columns(pl.col("explanation").str.json_decode(EXPLANATION_DTYPE))
-    for column in CONTEXT_COLUMNS:
-        if column not in records.columns:
-            records = records.with_columns(pl.lit(None, pl.String).alias(column))
-    return records
+class CountedRate(Rate):
+    count: int
 
 
-# ------------------------------------------------------------------ statistics
-
-def wilson(count: np.ndarray | float, n: np.ndarray | float, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of a proportion: sound at rates near 0 and small n, unlike p ± z·se."""
-    count, n = np.asarray(count, dtype=float), np.asarray(n, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = np.where(n > 0, count / n, 0.0)
-        denominator = 1 + z * z / n
-        centre = (p + z * z / (2 * n)) / denominator
-        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-        low = np.where((n > 0) & (count > 0), centre - half, 0.0)  # exact at the ends, not 1e-18
-        high = np.where((n > 0) & (count < n), centre + half, 1.0)
-    return np.clip(low, 0, 1), np.clip(high, 0, 1)
+class Overall(Rate):
+    turns: int
 
 
-def compare_rates(count: int, n: int, base_count: int, base_n: int, alpha: float) -> dict:
-    """Change of a rate against a baseline: Newcombe's interval for the difference (from the
-    two Wilson intervals) and the two-proportion z-test with a pooled variance."""
-    p, q = count / n if n else 0.0, base_count / base_n if base_n else 0.0
-    (low, high), (base_low, base_high) = (tuple(map(float, wilson(count, n))), tuple(map(float, wilson(base_count, base_n))))
-    change = p - q
-    pooled = (count + base_count) / (n + base_n) if n + base_n else 0.0
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n + 1 / base_n)) if n and base_n else 0.0
-    z = change / se if se else 0.0
-    p_value = math.erfc(abs(z) / math.sqrt(2)) if se else 1.0
-    significant = p_value < alpha
-    return {
-        "rate": round(p, DIGITS), "baseline_rate": round(q, DIGITS), "change": round(change, DIGITS),
-        "change_ci_low": round(change - math.sqrt((p - low) ** 2 + (base_high - q) ** 2), DIGITS),
-        "change_ci_high": round(change + math.sqrt((high - p) ** 2 + (q - base_low) ** 2), DIGITS),
-        "z": round(z, 4), "p_value": round(p_value, DIGITS), "significant": bool(significant),
-        "verdict": ("worse" if change > 0 else "better") if significant else "no significant change",
-    }
+class ComponentRow(Overall):
+    failure_point: str
+    share_of_defects: float | None
+    top_intents: list[dict]
+    top_domains: list[dict]
+    top_reasons: list[dict]
+    rules_in: list[dict]
+    rules_out: list[dict]
 
 
-def _rate(count: int, n: int) -> dict:
-    low, high = wilson(count, n)
-    return {"count": int(count), "rate": round(count / n, DIGITS) if n else 0.0,
-            "ci_low": round(float(low), DIGITS), "ci_high": round(float(high), DIGITS)}
+class SliceRow(TypedDict):
+    value: str
+    turns: int
+    small: bool
+    rates: dict[str, CountedRate]
+
+
+class SliceTable(TypedDict):
+    field: str
+    min_cell: int
+    values: list[SliceRow]
+
+
+class Report(TypedDict, total=False):
+    """Every number of a report: the JSON output, and what every format renders."""
+
+    source: str
+    turns: int
+    confidence_level: float
+    components: list[ComponentRow]
+    overall: Overall
+    slices: list[SliceTable]
+    by_day: SliceTable | None
+    baseline: dict
+    confusion: dict
 
 
 # ------------------------------------------------------------------ the report
@@ -183,7 +130,7 @@ def _rule_moves(records: pl.DataFrame) -> tuple[dict[str, list[dict]], dict[str,
     return by("failure_point"), by("model_failure_point")
 
 
-def component_table(records: pl.DataFrame, top: int = 3) -> dict:
+def component_table(records: pl.DataFrame, top: int = 3) -> tuple[list[ComponentRow], Overall]:
     """One row per failure point (and one for all defects): turns, rate with its interval,
     share of defects, top intents and domains, top SHAP reasons, rules in and out."""
     n = records.height
@@ -194,17 +141,17 @@ def component_table(records: pl.DataFrame, top: int = 3) -> dict:
     rules_in, rules_out = _rule_moves(records)
     rows = []
     for label in LABELS:
-        rows.append({"failure_point": label, "turns": counts[label], **_rate(counts[label], n),
-                     "share_of_defects": (round(counts[label] / defects, DIGITS) if defects else 0.0) if label != "correct" else None,
-                     "top_intents": intents[label], "top_domains": domains[label], "top_reasons": reasons[label],
-                     "rules_in": rules_in[label], "rules_out": rules_out[label]})
-        rows[-1].pop("count")
-    overall = {"turns": defects, **_rate(defects, n)}
-    overall.pop("count")
-    return {"components": rows, "overall": overall}
+        counted = rate(counts[label], n)
+        rows.append(ComponentRow(
+            failure_point=label, turns=counts[label], rate=counted["rate"], ci_low=counted["ci_low"], ci_high=counted["ci_high"],
+            share_of_defects=(round(counts[label] / defects, DIGITS) if defects else 0.0) if label != "correct" else None,
+            top_intents=intents[label], top_domains=domains[label], top_reasons=reasons[label],
+            rules_in=rules_in[label], rules_out=rules_out[label]))
+    counted = rate(defects, n)
+    return rows, Overall(turns=defects, rate=counted["rate"], ci_low=counted["ci_low"], ci_high=counted["ci_high"])
 
 
-def slice_table(records: pl.DataFrame, field: str, min_cell: int) -> dict:
+def slice_table(records: pl.DataFrame, field: str, min_cell: int) -> SliceTable:
     """Failure point × values of one field: turns per value, and each component's rate with its
     interval; values with fewer than `min_cell` turns are flagged `small`, never dropped.
     Values come most turns first; days in date order."""
@@ -230,10 +177,11 @@ def slice_table(records: pl.DataFrame, field: str, min_cell: int) -> dict:
         rates = {}
         for name in (*COMPONENTS, "defects"):
             count = int(columns[name][i])
-            rates[name] = {"count": count, "rate": round(count / int(n[i]), DIGITS),
-                           "ci_low": round(float(intervals[name][0][i]), DIGITS), "ci_high": round(float(intervals[name][1][i]), DIGITS)}
-        rows.append({"value": slice_value, "turns": int(n[i]), "small": bool(n[i] < min_cell), "rates": rates})
-    return {"field": field, "min_cell": min_cell, "values": rows}
+            rates[name] = CountedRate(count=count, rate=round(count / int(n[i]), DIGITS),
+                                      ci_low=round(float(intervals[name][0][i]), DIGITS),
+                                      ci_high=round(float(intervals[name][1][i]), DIGITS))
+        rows.append(SliceRow(value=slice_value, turns=int(n[i]), small=bool(n[i] < min_cell), rates=rates))
+    return SliceTable(field=field, min_cell=min_cell, values=rows)
 
 
 def baseline_table(records: pl.DataFrame, baseline: pl.DataFrame, alpha: float) -> dict:
@@ -249,11 +197,12 @@ def baseline_table(records: pl.DataFrame, baseline: pl.DataFrame, alpha: float) 
 
 def build_report(records: pl.DataFrame, *, source: str = "", by: list[str] | None = None,
                  baseline: pl.DataFrame | None = None, baseline_source: str = "", min_cell: int = 30,
-                 top: int = 3, alpha: float = 0.05) -> dict:
+                 top: int = 3, alpha: float = 0.05) -> Report:
     """Every number of the report, as plain JSON-able values."""
     if records.height == 0:
         raise UsageError(f"{source or 'the records'}: no turns to report on")
-    report = {"source": source, "turns": records.height, "confidence_level": CONFIDENCE, **component_table(records, top)}
+    components, overall = component_table(records, top)
+    report = Report(source=source, turns=records.height, confidence_level=CONFIDENCE, components=components, overall=overall)
     report["slices"] = [slice_table(records, field, min_cell) for field in by or []]
     has_days = records["timestamp"].null_count() < records.height
     report["by_day"] = slice_table(records, "day", min_cell) if has_days else None

@@ -19,8 +19,8 @@ import polars as pl
 
 from fpi.conditions import Compiler, ConditionError, FieldType
 from fpi.errors import DocumentError
-from fpi.evaluate import evaluate
-from fpi.features import CATEGORICAL, FEATURES, neighbour_rows, next_of, prev_of
+from fpi.metrics import evaluate
+from fpi.features import CATEGORICAL, FEATURES, next_of, prev_of
 from fpi.schema import EXPLICIT_FEEDBACK, LABELS, RESULT_STATUSES, STAGES, TURN_FIELDS
 from fpi.yamldoc import package_schema, read_yaml, schema_problems
 
@@ -44,6 +44,7 @@ class Rule:
     source: str
     line: int
     metadata: dict = field(default_factory=dict)
+    condition: pl.Expr = field(default_factory=lambda: pl.lit(False), compare=False, repr=False)  # `when`, compiled once
 
     @property
     def failure_point(self) -> str:
@@ -152,15 +153,16 @@ def load_rule_file(path: Path, compiler: Compiler | None = None) -> tuple[list[R
     rules, found = [], []
     for i, raw in enumerate(document.data["rules"]):
         (effect, value), = raw["then"].items()
+        condition = pl.lit(False)
         try:
-            compiler.compile(raw["when"])
+            condition = compiler.compile(raw["when"])
         except ConditionError as exc:
             column = f", column {exc.column}" if exc.column else ""
             hint = f"; {exc.hint}" if exc.hint else ""
             found.append((document.line(("rules", i, "when")), f"rule {raw['id']!r}: when{column}: {exc}{hint}"))
         rules.append(Rule(id=raw["id"], description=raw["description"], when=raw["when"], effect=effect, value=str(value),
                           priority=float(raw.get("priority", 0)), source=document.label, line=document.line(("rules", i)),
-                          metadata=raw.get("metadata") or {}))
+                          metadata=raw.get("metadata") or {}, condition=condition))
     return rules, [f"{document.label}:{line}: {message}" for line, message in sorted(found)]
 
 
@@ -209,78 +211,108 @@ def load_rules(paths: list[Path] | None = None) -> RuleSet:
 
 # ------------------------------------------------------------------ applying
 
-def evaluation_frame(turns: pl.DataFrame, features: pl.DataFrame, records: pl.DataFrame) -> pl.DataFrame:
-    """What conditions read: the trace, the features (as f.<name>) and the model's output."""
-    probabilities = records["probabilities"].struct.unnest().rename({label: f"p_{label}" for label in LABELS})
+def evaluation_frame(turns: pl.DataFrame, features: pl.DataFrame, verdicts: pl.DataFrame,
+                     neighbours: pl.DataFrame) -> pl.DataFrame:
+    """What conditions read: the trace, the features (as f.<name>), the model's verdicts and
+    the session neighbour index (`fpi.features.neighbour_rows`)."""
+    probabilities = verdicts["probabilities"].struct.unnest().rename({label: f"p_{label}" for label in LABELS})
     return pl.concat([
         turns.select("session_id", "turn_index", *[f.name for f in TURN_FIELDS if f.name not in ("session_id", "turn_index")]),
         features.drop("turn_id").rename(lambda name: f"f.{name}"),
-        records.select(model_failure_point="model_failure_point", model_confidence="confidence"),
+        verdicts.select(model_failure_point="model_failure_point", model_confidence="confidence"),
         probabilities,
-        neighbour_rows(turns),
+        neighbours,
     ], how="horizontal")
 
 
-def apply_rules(records: pl.DataFrame, turns: pl.DataFrame, features: pl.DataFrame, rules: RuleSet) -> pl.DataFrame:
-    """Records with `failure_point` decided by the first matching rule (else the model's),
-    `rule` (that rule's id or null), `rules_matched` and `recovered_from`. Same turns, same order."""
+def rule_matches(frame: pl.DataFrame, rules: RuleSet) -> pl.DataFrame:
+    """One boolean column per rule (named by its id, in run order): whether its condition holds."""
+    return frame.lazy().select(**{rule.id: rule.condition for rule in rules.rules}).collect()
+
+
+def decide(matches: pl.DataFrame, rules: RuleSet, model_failure_point: pl.Series) -> pl.DataFrame:
+    """From the match of each rule: `failure_point` decided by the first rule that matched (else the
+    model's), `rule` (that rule's id or null), `rules_matched` and `recovered_from`."""
+    n = len(model_failure_point)
     if not len(rules):
-        return records.with_columns(rule=pl.lit(None, dtype=pl.String), rules_matched=pl.lit([], dtype=pl.List(pl.String)),
-                                    recovered_from=pl.lit([], dtype=pl.List(pl.String)))
-    compiler = Compiler(FIELD_TYPES)
-    matches = {f"m{i}": compiler.compile(rule.when) for i, rule in enumerate(rules.rules)}
-    frame = evaluation_frame(turns, features, records).lazy().select(**matches)
+        return pl.DataFrame({"failure_point": model_failure_point, "rule": pl.Series([None] * n, dtype=pl.String),
+                             "rules_matched": pl.Series([[]] * n, dtype=pl.List(pl.String)),
+                             "recovered_from": pl.Series([[]] * n, dtype=pl.List(pl.String))})
     c = pl.col
-    first = pl.coalesce([pl.when(c(f"m{i}")).then(pl.lit(i)) for i in range(len(rules))])
-    decided_label = pl.coalesce([pl.when(c(f"m{i}")).then(pl.lit(rule.failure_point)) for i, rule in enumerate(rules.rules)])
-    recovered = [(i, rule) for i, rule in enumerate(rules.rules) if rule.effect == "recovered"]
-    stage_order = {stage: n for n, stage in enumerate(STAGES)}
-    recovered_from = (pl.concat_list([pl.when(c(f"m{i}")).then(pl.lit(rule.value)) for i, rule in recovered])
+    ids = [rule.id for rule in rules.rules]
+    recovered = [rule for rule in rules.rules if rule.effect == "recovered"]
+    stage_order = {stage: i for i, stage in enumerate(STAGES)}
+    recovered_from = (pl.concat_list([pl.when(c(rule.id)).then(pl.lit(rule.value)) for rule in recovered])
                       .list.drop_nulls().list.unique().list.eval(pl.element().sort_by(pl.element().replace_strict(stage_order)))
                       if recovered else pl.lit([], dtype=pl.List(pl.String)))
-    decisions = frame.select(
-        rule=first.replace_strict(list(range(len(rules))), [r.id for r in rules.rules], default=None, return_dtype=pl.String),
-        decided=decided_label,
-        rules_matched=pl.concat_list([pl.when(c(f"m{i}")).then(pl.lit(rule.id)) for i, rule in enumerate(rules.rules)]).list.drop_nulls(),
+    decided = matches.lazy().select(
+        rule=pl.coalesce([pl.when(c(rule.id)).then(pl.lit(rule.id)) for rule in rules.rules]),
+        decided=pl.coalesce([pl.when(c(rule.id)).then(pl.lit(rule.failure_point)) for rule in rules.rules]),
+        rules_matched=pl.concat_list([pl.when(c(i)).then(pl.lit(i)) for i in ids]).list.drop_nulls(),
         recovered_from=recovered_from,
     ).collect()
-    final = decisions["decided"].fill_null(records["model_failure_point"])
-    return records.with_columns(
-        failure_point=final,
-        rule=decisions["rule"],
-        rules_matched=decisions["rules_matched"],
-        recovered_from=pl.when(final == "correct").then(decisions["recovered_from"]).otherwise(pl.lit([], dtype=pl.List(pl.String))),
-    )
+    final = decided["decided"].fill_null(model_failure_point).alias("failure_point")
+    return pl.DataFrame([
+        final, decided["rule"], decided["rules_matched"],
+        decided.select(pl.when(final == "correct").then(c("recovered_from")).otherwise(pl.lit([], dtype=pl.List(pl.String))))
+        .to_series().alias("recovered_from"),
+    ])
 
 
 # ------------------------------------------------------------------ auditing
 
-def check_rules(records: pl.DataFrame, turns: pl.DataFrame, features: pl.DataFrame, rules: RuleSet) -> dict:
-    """Per rule: turns matched, turns it changed, precision of those changes against gold,
-    and macro-F1 of the model alone, with all rules, and with all rules but this one."""
-    gold = turns["label"].to_list()
-    model_only = evaluate(gold, records["model_failure_point"].to_list())["macro_f1"]
-    with_all = apply_rules(records, turns, features, rules)
-    all_f1 = evaluate(gold, with_all["failure_point"].to_list())["macro_f1"]
-    gold_series = turns["label"]
-    rows = []
+@dataclass(frozen=True)
+class RuleEffect:
+    """What one rule did on labeled turns (see `audit_rules`)."""
+
+    id: str
+    effect: str
+    source: str
+    matched: int
+    decided: int
+    changed: int
+    changed_right: int
+    precision: float | None  # right among the turns where it overrode the model
+    match_precision: float | None  # right among the turns it decided
+    macro_f1_without: float
+
+
+@dataclass(frozen=True)
+class RuleAudit:
+    """Macro-F1 of the model alone and with the rules, and each rule's part in it."""
+
+    turns: int
+    macro_f1_model: float
+    macro_f1_with_rules: float
+    rules: tuple[RuleEffect, ...]
+
+    def to_json(self) -> dict:
+        return {"turns": self.turns, "macro_f1_model": self.macro_f1_model,
+                "macro_f1_with_rules": self.macro_f1_with_rules, "rules": [vars(r) for r in self.rules]}
+
+
+def audit_rules(matches: pl.DataFrame, rules: RuleSet, model_failure_point: pl.Series, gold: pl.Series) -> RuleAudit:
+    """Per rule: turns matched, decided and changed, precision against gold, and macro-F1 with all rules
+    but this one. Conditions are evaluated once (`matches`); leaving a rule out re-decides from them."""
+    gold_list = gold.to_list()
+    with_all = decide(matches, rules, model_failure_point)
+    final, model = with_all["failure_point"], model_failure_point
+    effects = []
     for rule in rules.rules:
-        matched = with_all["rules_matched"].list.contains(rule.id)
         decided = with_all["rule"] == rule.id
-        changed = decided & (with_all["failure_point"] != with_all["model_failure_point"])
-        right = changed & (with_all["failure_point"] == gold_series)
+        changed = decided & (final != model)
+        right = changed & (final == gold)
         n_changed = int(changed.sum())
-        without = apply_rules(records, turns, features, rules.without(rule.id))
-        rows.append({
-            "id": rule.id, "effect": rule.describe_effect(), "source": f"{rule.source}:{rule.line}",
-            "matched": int(matched.sum()), "decided": int(decided.sum()), "changed": n_changed,
-            "changed_right": int(right.sum()),
-            "precision": round(int(right.sum()) / n_changed, 6) if n_changed else None,
-            "match_precision": round(float(np.mean((gold_series.filter(decided) == rule.failure_point).to_numpy())), 6)
+        without = decide(matches.drop(rule.id), rules.without(rule.id), model_failure_point)
+        effects.append(RuleEffect(
+            id=rule.id, effect=rule.describe_effect(), source=f"{rule.source}:{rule.line}",
+            matched=int(matches[rule.id].sum()), decided=int(decided.sum()), changed=n_changed, changed_right=int(right.sum()),
+            precision=round(int(right.sum()) / n_changed, 6) if n_changed else None,
+            match_precision=round(float(np.mean((gold.filter(decided) == rule.failure_point).to_numpy())), 6)
             if decided.any() else None,
-            "macro_f1_without": evaluate(gold, without["failure_point"].to_list())["macro_f1"],
-        })
-    return {"turns": len(gold), "macro_f1_model": model_only, "macro_f1_with_rules": all_f1, "rules": rows}
+            macro_f1_without=evaluate(gold_list, without["failure_point"].to_list())["macro_f1"]))
+    return RuleAudit(turns=len(gold_list), macro_f1_model=evaluate(gold_list, model.to_list())["macro_f1"],
+                     macro_f1_with_rules=evaluate(gold_list, final.to_list())["macro_f1"], rules=tuple(effects))
 
 
 def fields_reference() -> list[tuple[str, str]]:

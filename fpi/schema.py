@@ -12,6 +12,7 @@ import polars as pl
 FORMAT_VERSION = 1
 STAGES = ("wake", "asr", "nlu", "er", "result")
 LABELS = (*STAGES, "correct")
+COMPONENTS = STAGES  # the labels that are defects
 RESULT_STATUSES = ("success", "partial", "clarify", "fallback", "unsupported", "error", "none")
 ER_STATUSES = ("resolved", "ambiguous", "unresolved")
 EXPLICIT_FEEDBACK = ("positive", "negative")

@@ -13,7 +13,7 @@ import polars as pl
 
 from fpi import FailurePointModel, build_features, classify, evaluate, simulate
 from fpi.baseline import fit_threshold, lowest_confidence
-from fpi.evaluate import human_relative
+from fpi.metrics import human_relative
 from fpi.schema import LABELS
 
 ROOT = Path(__file__).resolve().parent.parent

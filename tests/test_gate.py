@@ -11,8 +11,9 @@ import pytest
 
 from conftest import FIXTURES, run_cli
 from fpi.errors import EXIT_ERROR, EXIT_FAIL, EXIT_OK, UsageError
-from fpi.evaluate import metrics_snapshot
-from fpi.gate import PolicyError, github_annotations, junit_xml, load_baseline, load_policy, run_gate
+from fpi.ci_formats import github_annotations, junit_xml
+from fpi.metrics import Metrics
+from fpi.gate import PolicyError, load_baseline, load_policy, policy_json_schema, run_gate
 
 GATE = FIXTURES / "gate"
 
@@ -27,7 +28,7 @@ def snapshot(predicted, gold=GOLD, **overrides):
     values = dict(source="set.jsonl", data_fingerprint="d" * 64, model_fingerprint="m" * 64,
                   rules={"ids": [], "fingerprint": "r" * 64}, predicted=predicted, gold=gold)
     values.update(overrides)
-    return metrics_snapshot(**values)
+    return Metrics.measure(**values)
 
 
 def policy(tmp_path, text: str, name: str = "policy.yaml"):
@@ -41,7 +42,7 @@ def by_name(result):
 
 
 def test_snapshot_holds_hand_computed_numbers():
-    current = snapshot(CURRENT)
+    current = snapshot(CURRENT).to_json()
     assert current["metrics"]["accuracy"] == 0.93
     assert current["metrics"]["per_label"]["asr"]["recall"] == 0.75
     assert current["metrics"]["per_label"]["nlu"]["precision"] == round(10 / 12, 6)
@@ -88,14 +89,14 @@ def test_defect_rate_ceilings_use_gold_when_labeled_else_predicted(tmp_path):
 
 def test_regression_limits_absolute_and_relative(tmp_path):
     before, now = snapshot(BASELINE), snapshot(CURRENT)
-    assert before["metrics"]["accuracy"] == 0.99
+    assert before.metrics["accuracy"] == 0.99
     text = ("min_support: 5\nregression:\n  metrics:\n    accuracy: 0.05\n    macro_f1: {relative: 0.01}\n"
             "    per_label:\n      asr: {recall: {absolute: 0.25}}\n"
             "  defect_rates:\n    overall: {relative: 0.5}\n    per_component:\n      nlu: 0.01\n")
     checks = by_name(run_gate(policy(tmp_path, text), now, before))
     assert checks["regression.accuracy"].status == "fail" and checks["regression.accuracy"].threshold == 0.94  # 0.99 - 0.05
     assert checks["regression.macro_f1"].status == "fail"
-    assert checks["regression.macro_f1"].threshold == round(before["metrics"]["macro_f1"] * 0.99, 6)
+    assert checks["regression.macro_f1"].threshold == round(before.metrics["macro_f1"] * 0.99, 6)
     assert checks["regression.asr.recall"].status == "pass" and checks["regression.asr.recall"].threshold == 0.7  # 0.95 - 0.25
     # gold rates: the same labels on both sides, so no rise
     assert checks["regression.defect_rate.overall"].status == "pass"
@@ -218,9 +219,9 @@ def test_eval_save_metrics_writes_a_baseline_the_gate_reads(tmp_path, fixture_tr
     result = run_cli("eval", fixture_traces, "--save-metrics", out, "--format", "json")
     assert result.exit_code == EXIT_OK
     baseline = load_baseline(out)
-    assert baseline["metrics"] == json.loads(result.stdout)["model"]
-    assert len(baseline["model_fingerprint"]) == len(baseline["data_fingerprint"]) == 64
-    assert baseline["rules"]["ids"] and baseline["turns"] == 2000
+    assert baseline.metrics == json.loads(result.stdout)["model"]
+    assert len(baseline.model_fingerprint) == len(baseline.data_fingerprint) == 64
+    assert baseline.rules["ids"] and baseline.turns == 2000
     again = tmp_path / "again.json"
     run_cli("eval", fixture_traces, "--save-metrics", again)
     assert again.read_bytes() == out.read_bytes()  # deterministic, no timestamps
@@ -231,3 +232,17 @@ def test_baseline_that_is_not_a_metrics_file_is_refused(tmp_path):
     path.write_text('{"accuracy": 0.9}', encoding="utf-8")
     with pytest.raises(UsageError, match="not an fpi metrics file"):
         load_baseline(path)
+
+
+def test_shipped_policy_schema_is_the_generated_one():
+    from conftest import ROOT
+
+    shipped = json.loads((ROOT / "fpi" / "schemas" / "gate-policy-v1.schema.json").read_text())
+    assert shipped == policy_json_schema()
+
+
+def test_metrics_file_round_trips_through_json():
+    metrics = snapshot(CURRENT)
+    assert Metrics.from_json(json.loads(metrics.to_text()), "m.json") == metrics
+    unlabeled = snapshot(CURRENT, gold=None)
+    assert "metrics" not in unlabeled.to_json() and Metrics.from_json(unlabeled.to_json(), "m.json") == unlabeled

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from fpi import TraceError, load_traces, read_traces, simulate
 from fpi.schema import TURN_FIELD_NAMES, TURN_FIELDS, Field, validate_turn
-from fpi.simulate import stage_events
+from fpi.simulator import stage_events
 from conftest import FIXTURES, run_cli, turn, write_jsonl
 
 BAD_CASES = sorted(p.name.removesuffix(".jsonl") for p in (FIXTURES / "bad").glob("*.jsonl"))

@@ -15,7 +15,8 @@ import pytest
 from conftest import run_cli, turn, write_jsonl
 from fpi.errors import EXIT_ERROR, EXIT_OK
 from fpi.render import csv_text, html_page, markdown, percent, rate_cell
-from fpi.report import build_report, compare_rates, wilson
+from fpi.report import build_report
+from fpi.stats import compare_rates, wilson
 
 # Ten classified turns over two days: wake 1, asr 2, er 1, correct 6; one rule moved an asr turn to correct.
 ROWS = [

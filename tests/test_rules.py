@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fpi import FailurePointModel, build_features, load_traces, simulate
-from fpi.classify import classify, model_records
-from fpi.rules import RuleError, RuleSet, apply_rules, check_rules, default_rules_path, lint_rules, load_rules
+from fpi.pipeline import Pipeline, classify
+from fpi.rules import RuleError, RuleSet, audit_rules, default_rules_path, lint_rules, load_rules
 from conftest import ROOT, run_cli
 
 CASES = yaml.safe_load((Path(__file__).parent / "rule_cases" / "default.yaml").read_text())
@@ -171,21 +171,20 @@ _effect = st.one_of(st.sampled_from(["asr", "nlu", "er"]).map(lambda s: {"recove
 @pytest.fixture(scope="module")
 def sample():
     turns = simulate(400, seed=31)
-    features = build_features(turns)
-    return turns, features, model_records(turns, FailurePointModel.load(), features)
+    return turns, Pipeline(FailurePointModel.load(), None).run(turns).records
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.lists(st.tuples(_condition, _effect, st.integers(-2, 2)), min_size=1, max_size=5))
 def test_any_schema_valid_rule_file_compiles_and_keeps_turns(tmp_path_factory, sample, specs):
-    turns, features, records = sample
+    turns, records = sample
     document = {"version": 1, "rules": [{"id": f"r{i}", "description": "generated", "when": when, "then": then, "priority": p}
                                         for i, (when, then, p) in enumerate(specs)]}
     path = tmp_path_factory.mktemp("rules") / "gen.yaml"
     path.write_text(yaml.safe_dump(document))
     rules, problems = lint_rules([path])
     assert problems == []
-    out = apply_rules(records, turns, features, rules)
+    out = Pipeline(FailurePointModel.load(), rules).run(turns).records
     assert out.height == turns.height
     assert out["turn_id"].to_list() == turns["turn_id"].to_list()
     assert out["model_failure_point"].to_list() == records["model_failure_point"].to_list()
@@ -217,10 +216,10 @@ def test_rules_check_reports_every_rule(fixture_traces):
 
 def test_check_rules_counts_by_hand(tmp_path):
     turns = simulate(500, seed=4)
-    features = build_features(turns)
-    records = model_records(turns, FailurePointModel.load(), features)
     rules = load_rules([_write(tmp_path, 'rules:\n  - {id: all-asr, description: d, when: "asr is not null", then: {assign: asr}}\n')])
-    audit = check_rules(records, turns, features, rules)
+    batch = Pipeline(FailurePointModel.load(), rules).run(turns)
+    records = batch.verdicts
+    audit = audit_rules(batch.matches, rules, records["model_failure_point"], turns["label"]).to_json()
     row = audit["rules"][0]
     spoken = turns["asr"].is_not_null()
     assert row["matched"] == row["decided"] == int(spoken.sum())

@@ -1,7 +1,7 @@
 import pytest
 
 from fpi import evaluate
-from fpi.evaluate import human_relative
+from fpi.metrics import human_relative
 
 
 def test_metrics_on_a_hand_computed_case():

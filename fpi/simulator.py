@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from fpi.errors import UsageError
 from fpi.output import atomic_write
 from fpi.schema import LABELS, RESULT_STATUSES, STAGES
 
@@ -515,6 +516,22 @@ def _annotator_labels(rng: np.random.Generator, t: dict[str, np.ndarray], noise:
     recovered_stage = np.select([t["asr_kind"] > 0, t["nlu_wrong"], t["er_kind"] >= 2], [1, 2, 3], 4)
     wrong = np.where((label == 5) & t["recovered"], recovered_stage, wrong)
     return np.where(rng.random(n) < p, wrong, label).astype(np.int8)
+
+
+def parse_error_rates(items: list[str]) -> dict[str, float]:
+    """`STAGE=P` strings (as `fpi simulate --error-rate` takes them) as base error rates."""
+    rates: dict[str, float] = {}
+    for item in items:
+        stage, _, value = item.partition("=")
+        if stage not in STAGES:
+            raise UsageError(f"--error-rate {item}: unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+        try:
+            rates[stage] = float(value)
+        except ValueError:
+            raise UsageError(f"--error-rate {item}: expected STAGE=P with P a number in [0, 1]") from None
+        if not 0 <= rates[stage] <= 1:
+            raise UsageError(f"--error-rate {item}: expected P in [0, 1]")
+    return rates
 
 
 def simulate(n_turns: int, *, seed: int = 0, error_rates: dict[str, float] | None = None,

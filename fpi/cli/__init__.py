@@ -1,0 +1,29 @@
+"""`fpi` on the command line: one module per command, each parsing its arguments, calling
+the library and handing the result to the presentation layer (`fpi.render`, `fpi.tables`)."""
+
+from __future__ import annotations
+
+import typer
+
+from fpi.cli import classify, evaluate, explain, gate, report, rules, simulate, train, validate
+
+app = typer.Typer(help="Failure-point isolation for voice and conversational assistants.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False)
+app.command("simulate")(simulate.simulate)
+app.command("validate")(validate.validate)
+app.command("classify")(classify.classify)
+app.command("train")(train.train)
+app.command("eval")(evaluate.evaluate)
+app.command("explain")(explain.explain)
+app.command("gate")(gate.gate)
+app.command("report")(report.report)
+
+rules_app = typer.Typer(help="Lint, audit and list the fields of the rule layer.", no_args_is_help=True)
+rules_app.command("lint")(rules.lint)
+rules_app.command("check")(rules.check)
+rules_app.command("fields")(rules.fields)
+app.add_typer(rules_app, name="rules")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,121 @@
+"""What every command shares: option types, the error handler, reading traces under the
+--on-error policy, the rule set, consoles. Heavy libraries are imported by the commands
+when they run, so `fpi --help` loads none of them."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from fpi.errors import EXIT_OK, EXIT_PARTIAL, FpiError, TraceError, UsageError
+
+if TYPE_CHECKING:
+    import polars as pl
+    from rich.console import Console
+
+    from fpi.load import LoadResult
+    from fpi.render import Table
+    from fpi.rules import RuleSet
+
+
+class OnError(str, Enum):
+    fail = "fail"
+    skip = "skip"
+
+
+class TableFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+TracesArg = Annotated[str, typer.Argument(help="Trace file: .jsonl, .jsonl.gz or .parquet; - for stdin.")]
+LabeledArg = Annotated[str, typer.Argument(help="Labeled traces (every turn with a `label`).")]
+ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="Model directory (default: the model shipped with fpi).")]
+OnErrorOpt = Annotated[OnError, typer.Option("--on-error", help="fail: stop at bad records (exit 2, nothing written); "
+                                             "skip: go on with the valid turns and quarantine the bad records (exit 3).")]
+RulesOpt = Annotated[list[Path] | None, typer.Option("--rules", help="Rule file or folder (repeatable); default: the rules shipped with fpi.")]
+NoRulesOpt = Annotated[bool, typer.Option("--no-rules", help="Run the model alone, without the rule layer.")]
+QuarantineOpt = Annotated[Path | None, typer.Option("--quarantine", help="Where --on-error skip writes bad records "
+                                                    "(default: <traces>.quarantine.jsonl).")]
+TableFormatOpt = Annotated[TableFormat, typer.Option("--format", help="table (terminal) or json (stdout).")]
+
+
+def run(work: Callable[[], int | None]) -> None:
+    """Run a command body; expected errors become a message on stderr and their exit code."""
+    try:
+        code = work()
+    except FpiError as exc:
+        from rich.text import Text
+
+        stderr_console().print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    raise typer.Exit(code or EXIT_OK)
+
+
+def stderr_console() -> Console:
+    from fpi.progress import stderr_console as console
+
+    return console()
+
+
+def stdout_console() -> Console:
+    """Tables on stdout: the terminal's width, or wide enough not to fold when piped."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def say(text: str) -> None:
+    """One line for people on stderr, shown as it is."""
+    stderr_console().print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def show(tables: list[Table], *, stderr: bool = False) -> None:
+    from fpi.render import print_table
+
+    console = stderr_console() if stderr else stdout_console()
+    for table in tables:
+        print_table(table, console)
+
+
+def read(traces: str, on_error: OnError, quarantine: Path | None) -> LoadResult:
+    """Read traces under the --on-error policy; report what was rejected and where it went."""
+    from fpi.load import read_traces, write_quarantine
+
+    result = read_traces(traces)
+    if result.rejected and on_error is OnError.fail:
+        raise TraceError(result.problems(), summary=f"{result.source}: {len(result.rejected)} bad records; nothing was written "
+                                                    "(use --on-error skip to go on with the valid turns)")
+    if result.rejected:
+        where = quarantine or Path(("stdin" if traces == "-" else traces) + ".quarantine.jsonl")
+        write_quarantine(result.rejected, where)
+        for message in result.problems()[:10]:
+            say(message)
+        say(f"quarantined records written to {where}")
+    say(result.summary())
+    return result
+
+
+def rule_set(paths: list[Path] | None, no_rules: bool) -> RuleSet:
+    from fpi.rules import RuleSet, load_rules
+
+    if no_rules and paths:
+        raise UsageError("--rules and --no-rules do not go together")
+    return RuleSet(()) if no_rules else load_rules(paths)
+
+
+def exit_for(result: LoadResult) -> int:
+    return EXIT_PARTIAL if result.rejected else EXIT_OK
+
+
+def require_labels(result: LoadResult) -> pl.DataFrame:
+    missing = result.turns["label"].null_count()
+    if missing:
+        raise UsageError(f"{result.source}: {missing} of {result.turns.height} turns have no `label`; "
+                         "this needs gold labels on every turn")
+    return result.turns

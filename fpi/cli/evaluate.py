@@ -1,0 +1,62 @@
+"""`fpi eval`: scores against gold labels, and the metrics file the gate reads."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fpi.cli.common import (LabeledArg, ModelOpt, NoRulesOpt, OnError, OnErrorOpt, QuarantineOpt, RulesOpt, TableFormat,
+                            TableFormatOpt, exit_for, read, require_labels, rule_set, run, say, show, stdout_console)
+
+
+def evaluate(
+    traces: LabeledArg,
+    model: ModelOpt = None,
+    output_format: TableFormatOpt = TableFormat.table,
+    human: Annotated[str | None, typer.Option(help="Field with one annotator's labels (e.g. human_label): score the "
+                                              "annotator too and report the model as % of human macro-F1.")] = None,
+    save_metrics: Annotated[Path | None, typer.Option("--save-metrics", help="Also write the metrics, defect rates and the "
+                                                      "model, rules and data fingerprints to this JSON file: the "
+                                                      "baseline `fpi gate --baseline` reads.")] = None,
+    rules: RulesOpt = None,
+    no_rules: NoRulesOpt = False,
+    on_error: OnErrorOpt = OnError.fail,
+    quarantine: QuarantineOpt = None,
+) -> None:
+    """Score the model against gold labels: accuracy, macro-F1, per-label P/R/F1, confusion."""
+    def work() -> int:
+        import json
+
+        from fpi.metrics import annotator_labels, score_against_annotator
+        from fpi.model import FailurePointModel
+        from fpi.output import atomic_write_bytes
+        from fpi.pipeline import Pipeline, measure
+        from fpi.tables import metrics_tables
+
+        pipeline = Pipeline(FailurePointModel.load(model), rule_set(rules, no_rules))
+        result = read(traces, on_error, quarantine)
+        turns = require_labels(result)
+        batch = pipeline.run(turns)
+        metrics = measure(pipeline, batch, result.source)
+        if save_metrics is not None:
+            atomic_write_bytes(save_metrics, metrics.to_text().encode("utf-8"))
+            say(f"metrics written to {save_metrics}")
+        scores = metrics.metrics
+        assert scores is not None
+        report: dict = {"source": result.source, "model": scores}
+        if human:
+            annotator = annotator_labels(turns, human, result.source)
+            report.update(score_against_annotator(turns["label"].to_list(), batch.records["failure_point"].to_list(), annotator))
+        if output_format is TableFormat.json:
+            sys.stdout.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        else:
+            show(metrics_tables(scores, report.get("human")))
+            if human:
+                stdout_console().print(f"annotator macro-F1 {report['human']['macro_f1']:.4f}; model = "
+                                       f"{report['model_pct_of_human_macro_f1']:.1f}% of human performance",
+                                       markup=False, highlight=False)
+        return exit_for(result)
+    run(work)

@@ -1,0 +1,70 @@
+"""`fpi explain`: why a turn got its verdict, or what matters across all turns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fpi.cli.common import (ModelOpt, NoRulesOpt, OnError, OnErrorOpt, QuarantineOpt, RulesOpt, TracesArg, exit_for, read,
+                            rule_set, run, say, show, stdout_console)
+from fpi.errors import UsageError
+
+
+def explain(
+    traces: TracesArg,
+    turn: Annotated[str | None, typer.Option("--turn", help="Explain this turn_id: stages, probabilities and a SHAP waterfall.")] = None,
+    summary: Annotated[bool, typer.Option("--summary", help="Global importance per failure point: table, JSON and PNG plots.")] = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for --summary files.")] = None,
+    sample: Annotated[int, typer.Option(min=1, help="Turns sampled for --summary.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the --summary sample.")] = 0,
+    model: ModelOpt = None,
+    rules: RulesOpt = None,
+    no_rules: NoRulesOpt = False,
+    on_error: OnErrorOpt = OnError.fail,
+    quarantine: QuarantineOpt = None,
+) -> None:
+    """Show why fpi named a failure point: one turn (--turn) or the whole set (--summary)."""
+    def work() -> int:
+        from rich.text import Text
+
+        from fpi.explain import explain_turn, summarize
+        from fpi.features import DESCRIPTIONS, build_features
+        from fpi.model import FailurePointModel
+        from fpi.pipeline import Pipeline
+        from fpi.progress import steps
+        from fpi.tables import explanation_tables, importance_table, stages_table
+
+        if (turn is None) == (not summary):
+            raise UsageError("give either --turn TURN_ID or --summary -o DIR")
+        if summary and output is None:
+            raise UsageError("--summary needs -o DIR for its JSON and plots")
+        pipeline = Pipeline(FailurePointModel.load(model), rule_set(rules, no_rules))
+        result = read(traces, on_error, quarantine)
+        if turn is not None:
+            batch = pipeline.run(result.turns)
+            explained = explain_turn(turn, batch.turns, batch.features, pipeline.model)
+            record = batch.records.filter(batch.records["turn_id"] == turn).row(0, named=True)
+            one = explained.turn
+            console = stdout_console()
+            console.print(Text.assemble((f"turn {one['turn_id']}", "bold"), f" (session {one['session_id']}, index "
+                                        f"{one['turn_index']}, {one.get('timestamp') or 'no timestamp'})"))
+            show([stages_table(one)])
+            verdict = Text.assemble("failure point ", (record["failure_point"], "bold"),
+                                    f"; model says {record['model_failure_point']}")
+            if record["rule"]:
+                verdict.append("; decided by rule ").append(record["rule"], style="bold")
+            if one.get("label"):
+                verdict.append(f"; gold label {one['label']}")
+            console.print(verdict)
+            show(explanation_tables(explained, DESCRIPTIONS))
+            return exit_for(result)
+        features = build_features(result.turns)
+        with steps(min(sample, features.height), "explaining") as bar:
+            numbers = summarize(features, pipeline.model, output, sample=sample, seed=seed,
+                                on_progress=lambda n: bar.advance(steps=n))
+        show([importance_table(numbers)])
+        say(f"wrote importance.json and bar/beeswarm plots per failure point to {output}")
+        return exit_for(result)
+    run(work)

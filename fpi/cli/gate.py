@@ -1,0 +1,69 @@
+"""`fpi gate`: pass or fail a release on labeled traces."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fpi.cli.common import (LabeledArg, ModelOpt, NoRulesOpt, OnError, OnErrorOpt, QuarantineOpt, RulesOpt, read, rule_set,
+                            run, say, show, stdout_console)
+
+
+class GateFormat(str, Enum):
+    human = "human"
+    json = "json"
+    github = "github"
+
+
+def gate(
+    traces: Annotated[str, typer.Argument(help="Labeled traces the gate measures (a held-out, human-labeled set).")],
+    policy: Annotated[Path, typer.Option("--policy", help="Gate policy YAML: floors, ceilings, regression limits (docs/ci.md).")],
+    baseline: Annotated[Path | None, typer.Option("--baseline", help="Metrics file of the last accepted run "
+                                                  "(`fpi eval --save-metrics`), for the policy's regression limits.")] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML: one testcase per check.")] = None,
+    output_format: Annotated[GateFormat, typer.Option("--format", help="human (table), json, or github "
+                                                      "(GitHub Actions annotations).")] = GateFormat.human,
+    model: ModelOpt = None,
+    rules: RulesOpt = None,
+    no_rules: NoRulesOpt = False,
+    on_error: OnErrorOpt = OnError.fail,
+    quarantine: QuarantineOpt = None,
+) -> None:
+    """Pass or fail a release on labeled traces: exit 0 all checks pass, 1 a check failed, 2 usage, policy or input error."""
+    def work() -> int:
+        from fpi.ci_formats import github_annotations, junit_xml
+        from fpi.metrics import Metrics
+        from fpi.gate import load_policy, run_gate
+        from fpi.model import FailurePointModel
+        from fpi.output import atomic_write_bytes
+        from fpi.pipeline import Pipeline, measure
+        from fpi.progress import steps
+        from fpi.tables import gate_context, gate_table
+
+        gate_policy = load_policy(policy)
+        previous = Metrics.read(baseline) if baseline is not None else None
+        if previous is not None and not gate_policy.has("regression"):
+            say(f"note: {policy} sets no regression limits; --baseline {baseline} is not used")
+        pipeline = Pipeline(FailurePointModel.load(model), rule_set(rules, no_rules))
+        result = read(traces, on_error, quarantine)
+        with steps(2, "classifying") as bar:
+            batch = pipeline.run(result.turns)
+            bar.advance("measuring")
+            outcome = run_gate(gate_policy, measure(pipeline, batch, result.source), previous)
+            bar.advance()
+        if junit is not None:
+            atomic_write_bytes(junit, junit_xml(outcome))
+        if output_format is GateFormat.json:
+            sys.stdout.write(outcome.to_text())
+        elif output_format is GateFormat.github:
+            sys.stdout.write(github_annotations(outcome))
+        else:
+            for line in gate_context(outcome):
+                stdout_console().print(line, markup=False, highlight=False)
+            show([gate_table(outcome)])
+        return outcome.exit_code
+    run(work)

@@ -1,0 +1,96 @@
+"""`fpi report`: where the assistant fails, with intervals, slices and a baseline."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from fpi.cli.common import (ModelOpt, NoRulesOpt, OnError, OnErrorOpt, QuarantineOpt, RulesOpt, exit_for, read, rule_set, run,
+                            say, stdout_console)
+from fpi.errors import EXIT_OK, UsageError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from fpi.load import LoadResult
+
+
+class ReportFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+    html = "html"
+
+
+def _records(path: str, model: Path | None, rules: list[Path] | None, no_rules: bool,
+             on_error: OnError, quarantine: Path | None) -> tuple[pl.DataFrame, LoadResult | None]:
+    """Classified records as they are, or raw traces classified now with the given (or shipped) model."""
+    from fpi.records import is_classified, read_records
+
+    if path != "-" and Path(path).is_file() and is_classified(path):
+        if model is not None or rules or no_rules:
+            raise UsageError(f"{path} is already classified (it has failure_point); --model, --rules and --no-rules "
+                             "apply to raw traces")
+        return read_records(path), None
+    from fpi.model import FailurePointModel
+    from fpi.pipeline import Pipeline
+    from fpi.progress import steps
+
+    pipeline = Pipeline(FailurePointModel.load(model), rule_set(rules, no_rules))
+    result = read(path, on_error, quarantine)
+    with steps(1, "classifying") as bar:
+        records = pipeline.run(result.turns).records
+        bar.advance()
+    return records, result
+
+
+def report(
+    records: Annotated[str, typer.Argument(help="`fpi classify` output (.jsonl, .csv, .parquet), or raw traces to classify now.")],
+    by_component: Annotated[bool, typer.Option("--by-component", help="Defect rate per failure point (always shown; the default view).")] = True,
+    by: Annotated[list[str] | None, typer.Option("--by", help="Slice by a field (repeatable): nlu.domain, nlu.intent, "
+                                                 "device.type, locale, day, or any column of the records.")] = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", help="Another run (records or traces) to compare with, "
+                                                 "e.g. the last release.")] = None,
+    output_format: Annotated[ReportFormat, typer.Option("--format", help="table (terminal), json, csv, markdown or html.")] = ReportFormat.table,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the report to this file (default stdout).")] = None,
+    min_cell: Annotated[int, typer.Option("--min-cell", min=1, help="Slice values with fewer turns are flagged small.")] = 30,
+    top: Annotated[int, typer.Option("--top", min=1, help="Intents, domains, reasons listed per failure point.")] = 3,
+    alpha: Annotated[float, typer.Option("--alpha", min=0.0001, max=0.5, help="Significance level of the baseline comparison.")] = 0.05,
+    model: ModelOpt = None,
+    rules: RulesOpt = None,
+    no_rules: NoRulesOpt = False,
+    on_error: OnErrorOpt = OnError.fail,
+    quarantine: QuarantineOpt = None,
+) -> None:
+    """Where the assistant fails: defect rate per component with intervals, slices, a baseline, confusion."""
+    def work() -> int:
+        import json
+
+        from fpi.output import atomic_write_bytes
+        from fpi.render import csv_text, html_page, markdown, print_report
+        from fpi.report import build_report
+
+        current, result = _records(records, model, rules, no_rules, on_error, quarantine)
+        before = _records(baseline, model, rules, no_rules, on_error, None)[0] if baseline else None
+        numbers = build_report(current, source=result.source if result else records, by=by, baseline=before,
+                               baseline_source=baseline or "", min_cell=min_cell, top=top, alpha=alpha)
+        if output_format is ReportFormat.table:
+            if output is not None:
+                raise UsageError("-o needs --format json, csv, markdown or html")
+            print_report(numbers, stdout_console())
+        else:
+            text = {ReportFormat.json: lambda: json.dumps(numbers, indent=2, sort_keys=True) + "\n",
+                    ReportFormat.csv: lambda: csv_text(numbers), ReportFormat.markdown: lambda: markdown(numbers),
+                    ReportFormat.html: lambda: html_page(numbers)}[output_format]()
+            if output is None:
+                sys.stdout.write(text)
+            else:
+                atomic_write_bytes(output, text.encode("utf-8"))
+                say(f"report written to {output}")
+        return exit_for(result) if result else EXIT_OK
+    run(work)

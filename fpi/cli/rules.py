@@ -1,0 +1,68 @@
+"""`fpi rules`: lint, audit and list the fields of the rule layer."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fpi.cli.common import (LabeledArg, ModelOpt, OnError, OnErrorOpt, QuarantineOpt, RulesOpt, TableFormat, TableFormatOpt,
+                            exit_for, read, require_labels, run, say, show, stdout_console)
+from fpi.errors import EXIT_ERROR, EXIT_OK
+
+
+def lint(paths: Annotated[list[Path] | None, typer.Argument(help="Rule files or folders (default: the shipped rules).")] = None) -> None:
+    """Check rule files: schema, unknown fields, duplicate ids, condition names and types."""
+    def work() -> int:
+        from fpi.rules import lint_rules
+
+        rule_set, problems = lint_rules(paths)
+        for problem in problems:
+            say(problem)
+        if problems:
+            say(f"{len(problems)} problems")
+            return EXIT_ERROR
+        say(f"{len(rule_set)} rules, no problems")
+        return EXIT_OK
+    run(work)
+
+
+def check(
+    traces: LabeledArg,
+    rules: RulesOpt = None,
+    model: ModelOpt = None,
+    output_format: TableFormatOpt = TableFormat.table,
+    on_error: OnErrorOpt = OnError.fail,
+    quarantine: QuarantineOpt = None,
+) -> None:
+    """Audit each rule against gold labels: matches, changes, precision, and macro-F1 with and without it."""
+    def work() -> int:
+        import json
+
+        from fpi.model import FailurePointModel
+        from fpi.pipeline import Pipeline
+        from fpi.rules import audit_rules, load_rules
+        from fpi.tables import RULE_AUDIT_LEGEND, rule_audit_table
+
+        pipeline = Pipeline(FailurePointModel.load(model), load_rules(rules))
+        result = read(traces, on_error, quarantine)
+        turns = require_labels(result)
+        batch = pipeline.run(turns)
+        audit = audit_rules(batch.matches, pipeline.rules, batch.verdicts["model_failure_point"], turns["label"])
+        if output_format is TableFormat.json:
+            sys.stdout.write(json.dumps(audit.to_json(), indent=2, sort_keys=True) + "\n")
+            return exit_for(result)
+        show([rule_audit_table(audit)])
+        stdout_console().print(RULE_AUDIT_LEGEND, markup=False, highlight=False)
+        return exit_for(result)
+    run(work)
+
+
+def fields() -> None:
+    """List the fields a rule condition can name (each also as next.<field> and prev.<field>)."""
+    from fpi.rules import fields_reference
+    from fpi.tables import fields_table
+
+    show([fields_table(fields_reference())])

@@ -1,0 +1,151 @@
+"""Scores of predicted failure points against gold labels, and the same for a
+human annotator, so a model can be read as a percentage of human performance."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from fpi.errors import UsageError
+from fpi.schema import LABELS
+
+
+def evaluate(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str] = LABELS) -> dict:
+    """Accuracy, macro-F1, per-label precision/recall/F1/support and the confusion matrix.
+
+    Macro-F1 averages over the labels present in gold or predictions, so a label absent
+    from both neither helps nor hurts."""
+    if len(gold) != len(predicted):
+        raise ValueError(f"gold has {len(gold)} labels but predicted has {len(predicted)}")
+    index = {label: i for i, label in enumerate(labels)}
+    g = np.array([index[x] for x in gold], dtype=np.int64)
+    p = np.array([index[x] for x in predicted], dtype=np.int64)
+    k = len(labels)
+    confusion = np.bincount(g * k + p, minlength=k * k).reshape(k, k)
+    true_positive = np.diag(confusion).astype(float)
+    support = confusion.sum(axis=1)
+    predicted_count = confusion.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted_count > 0, true_positive / predicted_count, 0.0)
+        recall = np.where(support > 0, true_positive / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    present = (support > 0) | (predicted_count > 0)
+    return {
+        "turns": int(len(g)),
+        "accuracy": round(float((g == p).mean()) if len(g) else 0.0, 6),
+        "macro_f1": round(float(f1[present].mean()) if present.any() else 0.0, 6),
+        "per_label": {
+            label: {"precision": round(float(precision[i]), 6), "recall": round(float(recall[i]), 6),
+                    "f1": round(float(f1[i]), 6), "support": int(support[i]), "predicted": int(predicted_count[i])}
+            for i, label in enumerate(labels)
+        },
+        "confusion": {"labels": list(labels), "matrix": confusion.tolist()},
+    }
+
+
+def human_relative(model_metrics: dict, human_metrics: dict) -> float:
+    """Model macro-F1 as a percentage of the annotator's (the published FPI measure)."""
+    return round(100.0 * model_metrics["macro_f1"] / human_metrics["macro_f1"], 2) if human_metrics["macro_f1"] else float("nan")
+
+
+def annotator_labels(turns: pl.DataFrame, field: str, source: str) -> list[str]:
+    """One annotator's label of every turn, from a field of the traces beside the gold `label`
+    (e.g. `human_label`); a usage error naming the first turn that lacks a valid one."""
+    labels = turns.select(pl.col("raw").str.json_path_match(f"$.{field}")).to_series()
+    bad = labels.is_null() | ~labels.is_in(list(LABELS))
+    if bad.any():
+        first = turns.filter(bad)["line"][0]
+        raise UsageError(f"{source}:{first}: {field}: expected one of {', '.join(LABELS)} on every turn "
+                         f"({int(bad.sum())} turns lack it)")
+    return labels.to_list()
+
+
+def score_against_annotator(gold: Sequence[str], predicted: Sequence[str], annotator: Sequence[str]) -> dict:
+    """The model's and an annotator's scores against gold, and the model as % of the annotator
+    (the published FPI measure): what `fpi eval --human` reports."""
+    model, human = evaluate(gold, predicted), evaluate(gold, annotator)
+    return {"model": model, "human": human, "model_pct_of_human_macro_f1": human_relative(model, human)}
+
+
+def defect_rates(failure_points: Sequence[str], labels: Sequence[str] = LABELS) -> dict:
+    """Share of all turns whose failure point is each component, and of all non-correct turns."""
+    total = len(failure_points)
+    seen = Counter(failure_points)
+    counts = {label: seen[label] for label in labels}
+    share = (lambda n: round(n / total, 6)) if total else (lambda n: 0.0)
+    components = [label for label in labels if label != "correct"]
+    return {
+        "turns": total,
+        "overall": share(sum(counts[c] for c in components)),
+        "per_component": {c: share(counts[c]) for c in components},
+        "counts": counts,
+    }
+
+
+METRICS_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The metrics file: what `fpi eval --save-metrics` writes and `fpi gate --baseline` reads.
+    Scores (with gold labels), defect rates, and fingerprints of the data, model and rules they
+    were measured with; no timestamps, so a rerun writes the same bytes."""
+
+    source: str
+    data_fingerprint: str
+    model_fingerprint: str
+    rules: dict  # {"ids": [...], "fingerprint": "..."}
+    turns: int
+    defect_rates: dict  # {"predicted": defect_rates(...), "gold": ... when labeled}
+    metrics: dict | None = None  # evaluate(gold, predicted) when every turn has a gold label
+
+    @classmethod
+    def measure(cls, *, source: str, data_fingerprint: str, model_fingerprint: str, rules: dict,
+                predicted: Sequence[str], gold: Sequence[str] | None) -> Metrics:
+        rates = {"predicted": defect_rates(predicted)}
+        if gold is not None:
+            rates["gold"] = defect_rates(gold)
+        return cls(source=source, data_fingerprint=data_fingerprint, model_fingerprint=model_fingerprint, rules=rules,
+                   turns=len(predicted), defect_rates=rates,
+                   metrics=evaluate(gold, predicted) if gold is not None else None)
+
+    def to_json(self) -> dict:
+        out = {"format": "fpi-metrics", "format_version": METRICS_FORMAT, "source": self.source,
+               "data_fingerprint": self.data_fingerprint, "model_fingerprint": self.model_fingerprint,
+               "rules": self.rules, "turns": self.turns, "defect_rates": self.defect_rates}
+        if self.metrics is not None:
+            out["metrics"] = self.metrics
+        return out
+
+    def to_text(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, data: object, label: str) -> Metrics:
+        """A metrics file's content; `label` names the file in every error."""
+        if not isinstance(data, dict) or data.get("format") != "fpi-metrics":
+            raise UsageError(f"{label}: not an fpi metrics file (expected \"format\": \"fpi-metrics\"); "
+                             "write one with `fpi eval LABELED --save-metrics FILE`")
+        if data.get("format_version") != METRICS_FORMAT:
+            raise UsageError(f"{label}: metrics format {data.get('format_version')} is not supported (expected {METRICS_FORMAT}); "
+                             "save the baseline again with this fpi")
+        return cls(source=str(data.get("source")), data_fingerprint=str(data.get("data_fingerprint")),
+                   model_fingerprint=str(data.get("model_fingerprint")), rules=data.get("rules") or {},
+                   turns=data.get("turns", 0), defect_rates=data.get("defect_rates") or {}, metrics=data.get("metrics"))
+
+    @classmethod
+    def read(cls, path: str | Path) -> Metrics:
+        label = str(path)
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UsageError(f"{label}: no such baseline file; write one with `fpi eval LABELED --save-metrics {label}`") from None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise UsageError(f"{label}: not a readable JSON metrics file ({exc})") from None
+        return cls.from_json(data, label)

@@ -1,0 +1,218 @@
+"""The classified-records contract (records-v1): what `fpi classify` writes and
+`fpi report`, `eval` and `gate` read. Columns, dtypes and the JSON Schema derive from
+one list, so they cannot drift; reading and writing every format lives here too, so
+a report needs this module and never the model."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from fpi.errors import TraceError, UsageError
+from fpi.output import atomic_write
+from fpi.schema import LABELS, STAGES
+
+FORMAT = "records-v1"
+
+EXPLANATION_DTYPE = pl.Struct({
+    "decided_by": pl.String, "rule": pl.String,
+    "features": pl.List(pl.Struct({"feature": pl.String, "name": pl.String, "value": pl.String, "contribution": pl.Float64})),
+})
+PROBABILITIES_DTYPE = pl.Struct({label: pl.Float64 for label in LABELS})
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the records: its polars dtype, JSON Schema and meaning."""
+
+    name: str
+    dtype: pl.DataType
+    schema: dict
+    doc: str
+    required: bool = True
+
+
+def _nullable(schema: dict) -> dict:
+    if "enum" in schema:
+        return {**schema, "type": [schema["type"], "null"], "enum": [*schema["enum"], None]}
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+_LABEL = {"type": "string", "enum": list(LABELS)}
+_TEXT = {"type": "string"}
+
+COLUMNS: tuple[Column, ...] = (
+    Column("turn_id", pl.String(), _TEXT, "the turn's id in the traces"),
+    Column("session_id", pl.String(), _TEXT, "its session"),
+    Column("turn_index", pl.Int64(), {"type": "integer", "minimum": 0}, "its place in the session"),
+    Column("failure_point", pl.String(), _LABEL, "the verdict: the rule's where a rule decided, else the model's"),
+    Column("model_failure_point", pl.String(), _LABEL, "the model's verdict before rules"),
+    Column("confidence", pl.Float64(), {"type": "number", "minimum": 0, "maximum": 1}, "the model's probability of its verdict"),
+    Column("probabilities", PROBABILITIES_DTYPE,
+           {"type": "object", "additionalProperties": False, "required": list(LABELS),
+            "properties": {label: {"type": "number", "minimum": 0, "maximum": 1} for label in LABELS}},
+           "the model's probability of each label (rounded to 6 digits)"),
+    Column("rule", pl.String(), _nullable(_TEXT), "id of the rule that decided, or null"),
+    Column("rules_matched", pl.List(pl.String()), {"type": "array", "items": _TEXT}, "ids of every rule that matched, in run order"),
+    Column("recovered_from", pl.List(pl.String()), {"type": "array", "items": {"type": "string", "enum": list(STAGES)}},
+           "stages that erred but the system recovered from (turns judged correct)"),
+    Column("timestamp", pl.String(), _nullable(_TEXT), "when the turn happened, as in the traces"),
+    Column("locale", pl.String(), _nullable(_TEXT), "the turn's locale"),
+    Column("device_type", pl.String(), _nullable(_TEXT), "device.type of the turn"),
+    Column("domain", pl.String(), _nullable(_TEXT), "nlu.domain of the turn"),
+    Column("intent", pl.String(), _nullable(_TEXT), "nlu.intent of the turn"),
+    Column("explanation", EXPLANATION_DTYPE, {
+        "type": ["object", "null"], "additionalProperties": False, "required": ["decided_by", "rule", "features"],
+        "properties": {
+            "decided_by": {"type": "string", "enum": ["model", "rule"]},
+            "rule": _nullable(_TEXT),
+            "features": {"type": "array", "items": {
+                "type": "object", "additionalProperties": False, "required": ["feature", "name", "value", "contribution"],
+                "properties": {"feature": _TEXT, "name": _TEXT, "value": _nullable(_TEXT), "contribution": {"type": "number"}}}},
+        }}, "with --explain: the deciding rule, or the model's top SHAP features (log-odds)", required=False),
+    Column("label", pl.String(), _nullable(_LABEL), "the gold label, when the traces have one", required=False),
+)
+COLUMN_NAMES = tuple(c.name for c in COLUMNS)
+SCHEMA = pl.Schema({c.name: c.dtype for c in COLUMNS})
+CONTEXT = ("timestamp", "locale", "device_type", "domain", "intent")
+
+# Where each turn happened, taken from the traces so reports can slice the records.
+CONTEXT_COLUMNS = {
+    "timestamp": pl.col("timestamp"),
+    "locale": pl.col("locale"),
+    "device_type": pl.col("device").struct.field("type"),
+    "domain": pl.col("nlu").struct.field("domain"),
+    "intent": pl.col("nlu").struct.field("intent"),
+}
+
+
+def records_json_schema() -> dict:
+    """JSON Schema (draft 2020-12) of one record as `fpi classify` writes it in JSON Lines."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://fpi.dev/schemas/records-v1.schema.json",
+        "title": "fpi classified records v1: one turn's verdict",
+        "type": "object",
+        "properties": {c.name: {**c.schema, "description": c.doc} for c in COLUMNS},
+        "required": [c.name for c in COLUMNS if c.required],
+        "additionalProperties": True,
+    }
+
+
+def in_contract_order(records: pl.DataFrame) -> pl.DataFrame:
+    """The contract's columns in its order (optional ones when present), then any others."""
+    known = [name for name in COLUMN_NAMES if name in records.columns]
+    return records.select(*known, *[c for c in records.columns if c not in COLUMN_NAMES])
+
+
+def failure_point_counts(records: pl.DataFrame) -> dict[str, int]:
+    """Turns per final failure point, every label listed."""
+    counts = dict(records["failure_point"].value_counts().iter_rows())
+    return {label: int(counts.get(label, 0)) for label in LABELS}
+
+
+# ------------------------------------------------------------------ reading
+
+def is_classified(path: str | Path) -> bool:
+    """Whether a file holds classified records (rather than raw traces)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return "failure_point" in pl.read_parquet_schema(path)
+    if suffix == ".csv":
+        return "failure_point" in pl.read_csv(path, n_rows=0).columns
+    with path.open("rb") as handle:
+        first = handle.readline()
+    return b'"failure_point"' in first and not first.startswith(b"\x1f\x8b")
+
+
+_CSV_TEXT_COLUMNS = ("rule", "label", "explanation", *CONTEXT, "rules_matched", "recovered_from")
+_REQUIRED_TO_READ = ("turn_id", "failure_point")
+
+
+def read_records(path: str | Path) -> pl.DataFrame:
+    """Classified records from JSON Lines, CSV or Parquet, normalised to one set of columns."""
+    label = str(path)
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix == ".parquet":
+            records = pl.read_parquet(path)
+        elif suffix == ".csv":
+            records = pl.read_csv(path, infer_schema_length=None, schema_overrides={c: pl.String for c in _CSV_TEXT_COLUMNS})
+        else:
+            records = pl.read_ndjson(path, infer_schema_length=None)
+    except FileNotFoundError:
+        raise UsageError(f"{label}: no such file") from None
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise TraceError([f"{label}: not readable as classified records ({str(exc).splitlines()[0]})"]) from None
+    missing = [c for c in _REQUIRED_TO_READ if c not in records.columns]
+    if missing:
+        raise TraceError([f"{label}: no `{missing[0]}` column; expected the output of `fpi classify`"])
+    for column in ("failure_point", "model_failure_point", "label"):
+        if column not in records.columns:
+            continue
+        # a missing label is fine (unlabeled turn); a missing failure point is not
+        bad = records.select((~pl.col(column).is_in(list(LABELS))).fill_null(column != "label")).to_series()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            where = f"{label}: row {row + 1}" if suffix == ".parquet" else f"{label}:{row + 2 if suffix == '.csv' else row + 1}"
+            raise TraceError([f"{where}: {column}: expected one of {', '.join(LABELS)}, got {records[column][row]!r}"])
+    if "model_failure_point" not in records.columns:
+        records = records.with_columns(model_failure_point=pl.col("failure_point"))
+    if "rule" not in records.columns:
+        records = records.with_columns(rule=pl.lit(None, pl.String))
+    if "explanation" in records.columns and records.schema["explanation"] == pl.String:
+        records = records.with_columns(pl.col("explanation").str.json_decode(EXPLANATION_DTYPE))
+    return records.with_columns(pl.lit(None, pl.String).alias(c) for c in CONTEXT if c not in records.columns)
+
+
+# ------------------------------------------------------------------ writing
+
+def _flat(records: pl.DataFrame) -> pl.DataFrame:
+    """CSV cannot hold structs or lists: probabilities become p_<label>, lists of strings `a|b`,
+    other nested values JSON text."""
+    columns = []
+    for name, dtype in records.schema.items():
+        if name == "probabilities" and isinstance(dtype, pl.Struct):
+            columns += [pl.col(name).struct.field(f.name).alias(f"p_{f.name}") for f in dtype.fields]
+        elif isinstance(dtype, pl.Struct):
+            columns.append(pl.col(name).struct.json_encode())
+        elif isinstance(dtype, pl.List) and dtype.inner == pl.String:
+            columns.append(pl.col(name).list.join("|"))
+        elif dtype.is_nested():
+            columns.append(pl.struct(pl.col(name)).struct.json_encode().alias(name))
+        else:
+            columns.append(pl.col(name))
+    return records.select(columns)
+
+
+WRITERS = {
+    ".jsonl": lambda records, tmp: records.write_ndjson(tmp),
+    ".ndjson": lambda records, tmp: records.write_ndjson(tmp),
+    ".json": lambda records, tmp: records.write_ndjson(tmp),
+    ".csv": lambda records, tmp: _flat(records).write_csv(tmp),
+    ".parquet": lambda records, tmp: records.write_parquet(tmp),
+}
+
+
+def check_output_path(path: str | Path | None) -> None:
+    """Refuse an output format this module cannot write, before any work is done."""
+    if path is not None and str(path) != "-" and Path(path).suffix.lower() not in WRITERS:
+        raise UsageError(f"{path}: unknown output format {Path(path).suffix.lower() or '(none)'}: "
+                         "expected .jsonl, .csv or .parquet")
+
+
+def write_records(records: pl.DataFrame, path: str | Path | None) -> None:
+    """JSON Lines to stdout when `path` is None or `-`; else by extension: .jsonl/.json, .csv, .parquet,
+    written atomically."""
+    if path is None or str(path) == "-":
+        sys.stdout.buffer.write(records.write_ndjson().encode("utf-8"))
+        sys.stdout.flush()
+        return
+    check_output_path(path)
+    write = WRITERS[Path(path).suffix.lower()]
+    atomic_write(path, lambda tmp: write(records, tmp))
