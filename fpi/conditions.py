@@ -73,6 +73,7 @@ def tokenize(text: str) -> list[Token]:
         kind = match.lastgroup
         if kind != "space":
             value = match.group()
+            assert kind is not None
             if kind == "name" and value in _KEYWORDS:
                 kind = "keyword"
             tokens.append(Token(kind, value, position + 1))

@@ -91,7 +91,7 @@ def class_boosters(model: FailurePointModel) -> list[lgb.Booster]:
 
 def class_contributions(model: FailurePointModel, X: np.ndarray, k: int) -> tuple[np.ndarray, float]:
     """TreeSHAP contributions of each row of `X` to class `k` only, and that class's expected value."""
-    contrib = class_boosters(model)[k].predict(X, pred_contrib=True)
+    contrib = np.asarray(class_boosters(model)[k].predict(X, pred_contrib=True))
     return contrib[:, :-1], float(contrib[0, -1]) if len(contrib) else 0.0
 
 

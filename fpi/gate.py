@@ -9,8 +9,10 @@ a model. The policy's JSON Schema is generated from the same vocabulary."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from fpi.errors import EXIT_FAIL, EXIT_OK, DocumentError, UsageError
 from fpi.metrics import Metrics
@@ -138,7 +140,7 @@ class Policy:
         return any(c.group == group and (section is None or c.metric[0] == section) for c in self.checks)
 
 
-def _label_entries(section: dict) -> list[tuple[str, str, object, str]]:
+def _label_entries(section: dict) -> list[tuple[str, str, Any, str]]:
     """(label, metric, value, the policy key that set it): each label's own entry, with `all`
     filling in the metrics it leaves out."""
     entries = []
@@ -151,13 +153,13 @@ def _label_entries(section: dict) -> list[tuple[str, str, object, str]]:
     return entries
 
 
-def _component_entries(section: dict) -> list[tuple[str, object, str]]:
+def _component_entries(section: dict) -> list[tuple[str, Any, str]]:
     """(component, value, the policy key that set it): its own entry, else `all`."""
     return [(c, section[c if c in section else "all"], c if c in section else "all")
             for c in COMPONENTS if c in section or "all" in section]
 
 
-def _checks(data: dict, line) -> list[CheckSpec]:
+def _checks(data: dict, line: Callable[..., int]) -> list[CheckSpec]:
     """Every check a policy document sets, in the order the gate reports them."""
     checks: list[CheckSpec] = []
     model = data.get("model") or {}

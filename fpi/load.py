@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 import pyarrow as pa
@@ -223,7 +223,7 @@ def _json_problem(text: str) -> str | None:
     return None
 
 
-def _arrow_type(dtype: pl.DataType) -> pa.DataType:
+def _arrow_type(dtype: Any) -> pa.DataType:
     if isinstance(dtype, pl.Struct):
         return pa.struct([pa.field(f.name, _arrow_type(f.dtype)) for f in dtype.fields])
     if isinstance(dtype, pl.List):
@@ -245,7 +245,9 @@ def _arrow_decode(text: bytes | memoryview, rows: int, longest_line: int) -> pl.
         parse_options=pa_json.ParseOptions(explicit_schema=_arrow_schema(), unexpected_field_behavior="ignore"))
     if table.num_rows != rows:
         raise ValueError(f"expected {rows} rows, decoded {table.num_rows}")
-    return pl.from_arrow(table)
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 def _decode_chunks(lines: pl.DataFrame, longest_line: int, text: bytes | memoryview | None = None
@@ -275,7 +277,8 @@ def _decode_turns(lines: pl.DataFrame, label: str, stage_lines: dict[str, dict[s
     looks_like_object = stripped.str.starts_with("{") & stripped.str.ends_with("}")
     objects = lines.filter(looks_like_object)
     others = lines.filter(~looks_like_object)
-    longest = int(lines["json"].str.len_bytes().max() or 0)
+    longest = lines["json"].str.len_bytes().max() or 0
+    assert isinstance(longest, int)
     good, bad = _decode_chunks(objects, longest, text if others.height == 0 else None)
     rejected: list[RejectedRecord] = []
     for chunk in [others, *bad]:
@@ -326,7 +329,7 @@ def _rejection(label: str, number: int, raw: str, problems: list[tuple[str, str]
     if stage_lines is not None:
         if turn_id is None and text is not None:
             try:
-                turn_id = _strict_json(text).get("turn_id")
+                turn_id = _strict_json(text).get("turn_id")  # type: ignore[attr-defined]
             except (ValueError, AttributeError):
                 turn_id = None
         events = stage_lines.get(turn_id or "", {})
@@ -395,6 +398,7 @@ def _join_stage_events(lines: pl.DataFrame, label: str) -> tuple[pl.DataFrame, l
             if turn_id is not None:
                 poisoned.setdefault(turn_id, number)
             continue
+        assert turn_id is not None
         turn = turns.setdefault(turn_id, {"turn_id": turn_id, "session_id": event["session_id"], "turn_index": event["turn_index"]})
         lines_of_turn = stage_lines.setdefault(turn_id, {"first": number})
         lines_of_turn[event["stage"]] = number

@@ -125,7 +125,7 @@ class FailurePointModel:
         train_set = lgb.Dataset(X[~valid], y[~valid], weight=weights[~valid], feature_name=self.feature_names_,
                                 categorical_feature=categorical, free_raw_data=True)
         valid_set = lgb.Dataset(X[valid], y[valid], weight=weights[valid], reference=train_set)
-        callbacks = [lgb.early_stopping(self.early_stopping_rounds, verbose=False)]
+        callbacks: list[Callable] = [lgb.early_stopping(self.early_stopping_rounds, verbose=False)]
         if on_iteration is not None:
             callbacks.append(lambda env: on_iteration(env.iteration + 1, env.end_iteration))
         self.booster_ = lgb.train(self._params(), train_set, num_boost_round=self.n_estimators,
@@ -146,7 +146,7 @@ class FailurePointModel:
             raise ModelError("this FailurePointModel is not fitted: call fit() or FailurePointModel.load()")
 
     def _proba_matrix(self, X: np.ndarray) -> np.ndarray:
-        return self.booster_.predict(X, num_iteration=self.best_iteration_)
+        return np.asarray(self.booster_.predict(X, num_iteration=self.best_iteration_))
 
     def matrix(self, turns_or_features: pl.DataFrame) -> np.ndarray:
         """The model's input matrix for these turns (for explanations and benchmarks)."""

@@ -5,9 +5,11 @@ SVG text stays text and ids are salted, so the page is small and byte-for-byte s
 from __future__ import annotations
 
 import io
+from typing import Literal
 
 import numpy as np
 
+from fpi.report import Report, SliceTable
 from fpi.schema import COMPONENTS
 
 COLOURS = {"wake": "#7b61c9", "asr": "#d1495b", "nlu": "#edae49", "er": "#00798c", "result": "#30638e", "defects": "#1d2330"}
@@ -24,7 +26,7 @@ def _svg(figure) -> str:
     return text[text.index("<svg"):]  # drop the XML prolog and DOCTYPE: the SVG sits inside HTML
 
 
-def _components(report: dict):
+def _components(report: Report):
     import matplotlib.pyplot as plt
 
     rows = {row["failure_point"]: row for row in report["components"]}
@@ -46,7 +48,7 @@ def _components(report: dict):
     return figure
 
 
-def _by_day(table: dict):
+def _by_day(table: SliceTable):
     """All defects with its 95% band above; each component's line below (bands there would hide the lines)."""
     import matplotlib.pyplot as plt
 
@@ -54,7 +56,7 @@ def _by_day(table: dict):
     x = np.arange(len(days))
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5.2), sharex=True, height_ratios=[1, 1.3])
 
-    def series(name: str, key: str) -> np.ndarray:
+    def series(name: str, key: Literal["rate", "ci_low", "ci_high"]) -> np.ndarray:
         return np.array([row["rates"][name][key] for row in table["values"]]) * 100
 
     top.fill_between(x, series("defects", "ci_low"), series("defects", "ci_high"), color=COLOURS["defects"], alpha=0.12,
@@ -74,7 +76,7 @@ def _by_day(table: dict):
     return figure
 
 
-def _heatmap(table: dict):
+def _heatmap(table: SliceTable):
     import matplotlib.pyplot as plt
 
     values = table["values"][:HEATMAP_MAX_VALUES]
@@ -119,7 +121,7 @@ def _confusion(confusion: dict):
     return figure
 
 
-def report_figures(report: dict) -> dict[str, list[tuple[str, str]]]:
+def report_figures(report: Report) -> dict[str, list[tuple[str, str]]]:
     """(caption, inline SVG) per report table key."""
     import matplotlib
 
@@ -127,8 +129,9 @@ def report_figures(report: dict) -> dict[str, list[tuple[str, str]]]:
     with matplotlib.rc_context({"svg.hashsalt": "fpi", "svg.fonttype": "none", "font.size": 9}):
         figures = {"components": [("Defect rate per component with 95% Wilson intervals"
                                    + (" and the baseline's rate" if "baseline" in report else ""), _svg(_components(report)))]}
-        if report.get("by_day") and len(report["by_day"]["values"]) > 1:
-            figures["slice:day"] = [("Rate by day: all defects with its 95% interval, and each component", _svg(_by_day(report["by_day"])))]
+        by_day = report.get("by_day")
+        if by_day and len(by_day["values"]) > 1:
+            figures["slice:day"] = [("Rate by day: all defects with its 95% interval, and each component", _svg(_by_day(by_day)))]
         for table in report["slices"]:
             if table["field"] == "day":
                 continue

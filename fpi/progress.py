@@ -22,12 +22,12 @@ class Steps:
         self._task = progress.add_task(description, total=total) if progress else None
 
     def advance(self, description: str | None = None, steps: int = 1) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, advance=steps, **({"description": description} if description else {}))
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, advance=steps, description=description)
 
     def update(self, completed: int, total: int | None = None) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, completed=completed, **({"total": total} if total else {}))
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=completed, total=total or None)
 
 
 @contextmanager

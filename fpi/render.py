@@ -10,11 +10,12 @@ import html
 import io
 from dataclasses import dataclass, field
 
+from rich.box import HEAVY_HEAD
 from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from fpi.report import Report
+from fpi.report import Rate, Report, SliceTable
 from fpi.schema import COMPONENTS, LABELS
 
 DEFECTS = "defects"  # the column/row of all defects together
@@ -24,7 +25,7 @@ def percent(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
-def rate_cell(cell: dict) -> str:
+def rate_cell(cell: Rate) -> str:
     """A rate with its 95% interval, e.g. `3.65% [2.91, 4.56]`."""
     return f"{percent(cell['rate'])} [{100 * cell['ci_low']:.2f}, {100 * cell['ci_high']:.2f}]"
 
@@ -97,15 +98,16 @@ def tables(report: Report) -> list[Table]:
                            f"{row['p_value']:.4f}", row["verdict"]])
         out.append(t)
     slices = list(report["slices"])
-    if report.get("by_day") and not any(s["field"] == "day" for s in slices):
-        slices.append(report["by_day"])
+    by_day = report.get("by_day")
+    if by_day and not any(s["field"] == "day" for s in slices):
+        slices.append(by_day)
     for table in slices:
         t = Table(f"slice:{table['field']}", f"By {table['field']}: rate of each failure point [95% CI]",
                   [table["field"], "turns", *COMPONENTS, "all defects", "flag"],
                   note=f"flag `small`: fewer than {table['min_cell']} turns; read its rates with care.")
-        for row in table["values"]:
-            t.rows.append([row["value"], str(row["turns"]), *(rate_cell(row["rates"][c]) for c in (*COMPONENTS, DEFECTS)),
-                           "small" if row["small"] else ""])
+        for value in table["values"]:
+            t.rows.append([value["value"], str(value["turns"]), *(rate_cell(value["rates"][c]) for c in (*COMPONENTS, DEFECTS)),
+                           "small" if value["small"] else ""])
         out.append(t)
     return out
 
@@ -116,7 +118,7 @@ def print_table(table: Table, console: Console) -> None:
     """A table on a terminal; cells are shown as text, whatever brackets the data holds."""
     rich_table = RichTable(title=Text(table.title) if table.title else None, title_justify="left",
                            caption=Text(table.note) if table.note else None, caption_justify="left",
-                           **({"show_header": False, "box": None} if table.plain else {}))
+                           show_header=not table.plain, box=None if table.plain else HEAVY_HEAD)
     for i, column in enumerate(table.columns):
         rich_table.add_column(Text(column), justify="right" if table.numeric(i) else "left", overflow="fold",
                               style="bold" if table.plain and i == 0 else None)
@@ -161,14 +163,15 @@ def csv_text(report: Report) -> str:
     overall = report["overall"]
     writer.writerow({"table": "components", "failure_point": DEFECTS, "turns": report["turns"], "count": overall["turns"],
                      "rate": overall["rate"], "ci_low": overall["ci_low"], "ci_high": overall["ci_high"], "share_of_defects": 1.0})
-    slices = list(report["slices"]) + ([report["by_day"]] if report.get("by_day") else [])
+    by_day = report.get("by_day")
+    slices: list[SliceTable] = list(report["slices"]) + ([by_day] if by_day else [])
     for table in slices:
-        for row in table["values"]:
+        for value in table["values"]:
             for name in (*COMPONENTS, DEFECTS):
-                cell = row["rates"][name]
-                writer.writerow({"table": "by_day" if table is report.get("by_day") else "slice", "failure_point": name,
-                                 "field": table["field"], "value": row["value"], "turns": row["turns"], "count": cell["count"],
-                                 "rate": cell["rate"], "ci_low": cell["ci_low"], "ci_high": cell["ci_high"], "small": row["small"]})
+                cell = value["rates"][name]
+                writer.writerow({"table": "by_day" if table is by_day else "slice", "failure_point": name,
+                                 "field": table["field"], "value": value["value"], "turns": value["turns"], "count": cell["count"],
+                                 "rate": cell["rate"], "ci_low": cell["ci_low"], "ci_high": cell["ci_high"], "small": value["small"]})
     if "baseline" in report:
         base = report["baseline"]
         for row in [*base["components"], {"failure_point": DEFECTS, **base["overall"]}]:

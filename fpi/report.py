@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
+import numpy as np
 import polars as pl
 
 from fpi.errors import UsageError
@@ -170,7 +171,7 @@ def slice_table(records: pl.DataFrame, field: str, min_cell: int) -> SliceTable:
     counts = counts.sort("value") if field == "day" else counts.sort(["turns", "value"], descending=[True, False])
     n = counts["turns"].to_numpy()
     columns = {label: counts[label].to_numpy() for label in LABELS}
-    columns["defects"] = sum(columns[c] for c in COMPONENTS)
+    columns["defects"] = np.sum([columns[c] for c in COMPONENTS], axis=0)
     intervals = {name: wilson(columns[name], n) for name in (*COMPONENTS, "defects")}
     rows = []
     for i, slice_value in enumerate(counts["value"].to_list()):

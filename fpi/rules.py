@@ -151,6 +151,7 @@ def load_rule_file(path: Path, compiler: Compiler | None = None) -> tuple[list[R
         return [], problems
     compiler = compiler or Compiler(FIELD_TYPES)
     rules, found = [], []
+    assert isinstance(document.data, dict)
     for i, raw in enumerate(document.data["rules"]):
         (effect, value), = raw["then"].items()
         condition = pl.lit(False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
@@ -202,7 +203,7 @@ def _expected(field: Field) -> str:
             "array": "an array", "number": "a number"}[field.kind]
 
 
-def _check_value(field: Field, value: object, path: str, problems: list[tuple[str, str]]) -> None:
+def _check_value(field: Field, value: Any, path: str, problems: list[tuple[str, str]]) -> None:
     if value is None:
         if field.required:
             problems.append((path, f"expected {_expected(field)}, got null"))

@@ -60,6 +60,7 @@ def explain(
             console.print(verdict)
             show(explanation_tables(explained, DESCRIPTIONS))
             return exit_for(result)
+        assert output is not None
         features = build_features(result.turns)
         with steps(min(sample, features.height), "explaining") as bar:
             numbers = summarize(features, pipeline.model, output, sample=sample, seed=seed,
