@@ -1,6 +1,7 @@
 import json
 
 import polars as pl
+import pytest
 
 from fpi import FailurePointModel, classify, load_traces
 from conftest import run_cli, turn, write_jsonl
@@ -61,6 +62,7 @@ def test_missing_model_directory_is_exit_2(fixture_traces, tmp_path):
     assert result.exit_code == 2 and "not a model directory" in result.stderr
 
 
+@pytest.mark.slow
 def test_train_then_eval_with_the_trained_model(tmp_path):
     data = tmp_path / "train.jsonl"
     assert run_cli("simulate", "-n", "4000", "--seed", "3", "-o", data).exit_code == 0
@@ -72,6 +74,7 @@ def test_train_then_eval_with_the_trained_model(tmp_path):
     assert result.exit_code == 0 and report["model"]["turns"] == 4000 and 0.3 < report["model"]["macro_f1"] <= 1
 
 
+@pytest.mark.slow
 def test_eval_against_the_annotator(tmp_path):
     data = tmp_path / "held_out.jsonl"
     assert run_cli("simulate", "-n", "3000", "--seed", "77", "--annotator-noise", "0.1", "-o", data).exit_code == 0

@@ -19,6 +19,7 @@ def fixture_setup(fixture_traces):
     return turns, model, features, model.matrix(features)
 
 
+@pytest.mark.slow
 def test_local_accuracy_on_every_fixture_turn(fixture_setup):
     _, model, _, X = fixture_setup
     explained = shap_values(model, X)
@@ -27,6 +28,7 @@ def test_local_accuracy_on_every_fixture_turn(fixture_setup):
     assert np.abs(explained.values.sum(axis=1) + explained.expected - raw).max() < 1e-6
 
 
+@pytest.mark.slow
 def test_same_values_as_shap_tree_explainer(fixture_setup):
     _, model, _, X = fixture_setup
     ours = shap_values(model, X[:200])
@@ -38,6 +40,7 @@ def test_same_values_as_shap_tree_explainer(fixture_setup):
     assert np.allclose(explainer.expected_value, ours.expected, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_per_class_boosters_give_the_same_contributions(fixture_setup):
     _, model, _, X = fixture_setup
     full = shap_values(model, X[:300])
@@ -83,6 +86,7 @@ def test_low_asr_confidence_and_a_rephrase_explain_asr(tmp_path):
     assert records.row(1, named=True)["explanation"] is None  # correct turns are not explained by default
 
 
+@pytest.mark.slow
 def test_rule_decided_turns_name_the_rule(fixture_traces):
     turns = load_traces(fixture_traces)
     records = classify(turns, FailurePointModel.load(), load_rules(), explain_top_k=2, explain_all=True)
@@ -103,6 +107,7 @@ def test_waterfall_adds_up(fixture_setup):
     assert magnitudes == sorted(magnitudes, reverse=True)
 
 
+@pytest.mark.slow
 def test_summary_writes_numbers_and_plots(fixture_setup, tmp_path):
     _, model, features, _ = fixture_setup
     numbers = summarize(features, model, tmp_path, sample=300, seed=1)
@@ -118,6 +123,7 @@ def test_summary_writes_numbers_and_plots(fixture_setup, tmp_path):
     assert again == numbers
 
 
+@pytest.mark.slow
 def test_explain_cli(fixture_traces, tmp_path):
     turn_id = load_traces(fixture_traces)["turn_id"][3]
     result = run_cli("explain", fixture_traces, "--turn", turn_id)
@@ -129,6 +135,7 @@ def test_explain_cli(fixture_traces, tmp_path):
     assert result.exit_code == 0 and (tmp_path / "s" / "importance.json").exists()
 
 
+@pytest.mark.slow
 def test_classify_explain_cli_and_csv(fixture_traces, tmp_path):
     out = tmp_path / "r.jsonl"
     assert run_cli("classify", fixture_traces, "--explain", "--top-k", "4", "-o", out).exit_code == 0

@@ -172,6 +172,7 @@ def _normalise(field_list, obj):
 turns_strategy = st.lists(_object(TURN_FIELDS), min_size=1, max_size=6)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(turns_strategy)
 def test_round_trip_of_any_valid_turns(tmp_path_factory, turns):
@@ -187,6 +188,7 @@ _json = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.floats(
                      lambda children: st.lists(children, max_size=3) | st.dictionaries(_text, children, max_size=3), max_leaves=6)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(_object(TURN_FIELDS), st.sampled_from([f.name for f in TURN_FIELDS] + ["asr.confidence", "nlu.slots", "er.entities", "wake.verified"]), _json)
 @example({"turn_id": "a", "session_id": "s", "turn_index": 0}, "turn_index", True)

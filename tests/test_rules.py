@@ -174,6 +174,7 @@ def sample():
     return turns, Pipeline(FailurePointModel.load(), None).run(turns).records
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.lists(st.tuples(_condition, _effect, st.integers(-2, 2)), min_size=1, max_size=5))
 def test_any_schema_valid_rule_file_compiles_and_keeps_turns(tmp_path_factory, sample, specs):

@@ -13,6 +13,7 @@ def sim() -> pl.DataFrame:
     return simulate(100_000, seed=21, annotator_noise=0.1)
 
 
+@pytest.mark.slow
 def test_simulate_100k_is_valid_and_has_every_label(sim):
     buffer = io.BytesIO()
     sim.write_ndjson(buffer)

@@ -1,0 +1,59 @@
+"""The pipeline: one path from turns to records for the library and every command."""
+
+import json
+import subprocess
+import sys
+
+import polars as pl
+
+from conftest import run_cli, turn, write_jsonl
+from fpi import FailurePointModel, Pipeline, classify, load_traces, write_records
+from fpi.records import COLUMN_NAMES
+
+
+def test_classify_explain_and_the_library_give_identical_records(fixture_traces, tmp_path):
+    cli_out, library_out = tmp_path / "cli.jsonl", tmp_path / "library.jsonl"
+    assert run_cli("classify", fixture_traces, "--explain", "--top-k", "2", "-o", cli_out).exit_code == 0
+    write_records(classify(load_traces(fixture_traces), explain_top_k=2), library_out)
+    assert cli_out.read_bytes() == library_out.read_bytes()
+    first = json.loads(cli_out.read_text().splitlines()[0])
+    assert list(first) == list(COLUMN_NAMES)
+
+
+def test_batch_keeps_row_aligned_frames_of_every_step(fixture_traces):
+    turns = load_traces(fixture_traces).head(300)
+    batch = Pipeline(FailurePointModel.load()).run(turns)
+    for frame in (batch.neighbours, batch.features, batch.verdicts, batch.matches, batch.records):
+        assert frame.height == turns.height
+    assert batch.features["turn_id"].to_list() == batch.records["turn_id"].to_list() == turns["turn_id"].to_list()
+    assert batch.matches.columns == [rule.id for rule in Pipeline().rules.rules]
+    decided = batch.records.filter(pl.col("rule").is_not_null())
+    assert decided.height > 0
+    for record in decided.iter_rows(named=True):
+        assert batch.matches.row(turns["turn_id"].to_list().index(record["turn_id"]), named=True)[record["rule"]]
+
+
+def test_sessions_classify_alike_alone_or_together(tmp_path):
+    # a batch is whole sessions: splitting the input by session gives the same records
+    rows = [turn(turn_id=f"a{i}", session_id="a", turn_index=i, asr={"text": "turn on the light", "confidence": 0.4 + i / 10})
+            for i in range(3)]
+    rows += [turn(turn_id=f"b{i}", session_id="b", turn_index=i, asr={"text": "play jazz", "confidence": 0.9}) for i in range(2)]
+    turns = load_traces(write_jsonl(tmp_path / "t.jsonl", rows))
+    together = classify(turns)
+    apart = pl.concat([classify(turns.filter(pl.col("session_id") == s)) for s in ("a", "b")])
+    assert together.drop("turn_id").equals(apart.drop("turn_id")) and together["turn_id"].equals(apart["turn_id"])
+
+
+def _modules_after(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
+    return set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+
+
+def test_rendering_a_report_never_loads_the_model():
+    loaded = _modules_after("import fpi.report, fpi.render, fpi.records, fpi.plots")
+    assert not {"lightgbm", "shap", "fpi.model", "fpi.explain", "sklearn"} & loaded
+
+
+def test_the_command_line_loads_no_data_library_until_a_command_runs():
+    loaded = _modules_after("import fpi, fpi.cli")
+    assert not {"polars", "numpy", "lightgbm", "shap", "pyarrow"} & loaded
