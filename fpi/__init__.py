@@ -22,7 +22,12 @@ _EXPORTS = {
     "load_rules": "fpi.rules",
     "simulate": "fpi.simulator", "write_traces": "fpi.simulator",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Batch", "FEATURE_NAMES", "FailurePointModel", "FpiError", "LABELS", "LoadResult", "Metrics", "ModelError",
+    "Pipeline", "STAGES", "TraceError", "UsageError", "build_features", "build_report", "classify", "defect_rates",
+    "evaluate", "load_policy", "load_rules", "load_traces", "read_records", "read_traces", "run_gate", "simulate",
+    "write_records", "write_traces",
+]
 
 if TYPE_CHECKING:
     from fpi.errors import FpiError, ModelError, TraceError, UsageError

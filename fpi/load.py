@@ -12,7 +12,6 @@ import gzip
 import hashlib
 import io
 import json
-import re
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -27,7 +26,6 @@ from fpi.errors import TraceError
 from fpi.output import atomic_write_bytes
 from fpi.schema import (
     EVENT_STAGES,
-    TURN_EVENT_FIELDS,
     TURN_FIELD_NAMES,
     TURN_FIELDS,
     TURN_SCHEMA,

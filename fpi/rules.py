@@ -21,7 +21,7 @@ from fpi.conditions import Compiler, ConditionError, FieldType
 from fpi.errors import DocumentError
 from fpi.metrics import evaluate
 from fpi.features import CATEGORICAL, FEATURES, next_of, prev_of
-from fpi.schema import EXPLICIT_FEEDBACK, LABELS, RESULT_STATUSES, STAGES, TURN_FIELDS
+from fpi.schema import LABELS, RESULT_STATUSES, STAGES, TURN_FIELDS
 from fpi.yamldoc import package_schema, read_yaml, schema_problems
 
 RULES_SCHEMA = "rules-v1.schema.json"

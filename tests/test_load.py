@@ -1,5 +1,4 @@
 import gzip
-from datetime import datetime
 import json
 import math
 
@@ -9,8 +8,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fpi import TraceError, load_traces, read_traces, simulate
-from fpi.schema import TURN_FIELD_NAMES, TURN_FIELDS, Field, validate_turn
+from fpi.schema import TURN_FIELD_NAMES, TURN_FIELDS, validate_turn
 from fpi.simulator import stage_events
+from fpi.testing import any_json, as_loaded, objects, sessions
 from conftest import FIXTURES, run_cli, turn, write_jsonl
 
 BAD_CASES = sorted(p.name.removesuffix(".jsonl") for p in (FIXTURES / "bad").glob("*.jsonl"))
@@ -129,68 +129,19 @@ def test_stage_form_conflicting_events_are_rejected_with_their_lines(tmp_path):
 
 # ---------------------------------------------------------------- properties
 
-_text = st.text(max_size=12)
-_score = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
-
-
-def _value(field: Field):
-    if field.enum:
-        return st.sampled_from(field.enum)
-    if field.name == "timestamp":
-        return st.datetimes(datetime(1970, 1, 1), datetime(2100, 1, 1)).map(lambda d: d.strftime("%Y-%m-%dT%H:%M:%S") + "Z")
-    if field.kind == "string":
-        return _text
-    if field.kind == "integer":
-        return st.integers(min_value=0, max_value=10**6)
-    if field.kind == "number":
-        return _score if field.maximum == 1.0 else st.floats(min_value=0, max_value=1e7, allow_nan=False)
-    if field.kind == "boolean":
-        return st.booleans()
-    members = _object(field.fields)
-    return st.lists(members, max_size=3) if field.kind == "array" else members
-
-
-def _object(fields):
-    required = {f.name: _value(f) for f in fields if f.required}
-    optional = {f.name: st.one_of(st.none(), _value(f)) for f in fields if not f.required}
-    return st.fixed_dictionaries(required, optional=optional)
-
-
-def _normalise(field_list, obj):
-    """What the loader returns for `obj`: absent fields as null, integers as ints."""
-    out = {}
-    for f in field_list:
-        value = obj.get(f.name)
-        if value is not None and f.kind == "object":
-            value = _normalise(f.fields, value)
-        elif value is not None and f.kind == "array":
-            value = [_normalise(f.fields, v) for v in value]
-        out[f.name] = value
-    return out
-
-
-turns_strategy = st.lists(_object(TURN_FIELDS), min_size=1, max_size=6)
-
-
 @pytest.mark.slow
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(turns_strategy)
+@given(sessions())
 def test_round_trip_of_any_valid_turns(tmp_path_factory, turns):
-    for i, t in enumerate(turns):
-        t["turn_id"], t["session_id"], t["turn_index"] = f"t{i}", "s", i
     path = tmp_path_factory.mktemp("rt") / "t.jsonl"
     write_jsonl(path, turns)
     loaded = load_traces(path).select(TURN_FIELD_NAMES).to_dicts()
-    assert loaded == [_normalise(TURN_FIELDS, t) for t in turns]
-
-
-_json = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=False, allow_infinity=False) | _text,
-                     lambda children: st.lists(children, max_size=3) | st.dictionaries(_text, children, max_size=3), max_leaves=6)
+    assert loaded == [as_loaded(t) for t in turns]
 
 
 @pytest.mark.slow
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(_object(TURN_FIELDS), st.sampled_from([f.name for f in TURN_FIELDS] + ["asr.confidence", "nlu.slots", "er.entities", "wake.verified"]), _json)
+@given(objects(TURN_FIELDS), st.sampled_from([f.name for f in TURN_FIELDS] + ["asr.confidence", "nlu.slots", "er.entities", "wake.verified"]), any_json())
 @example({"turn_id": "a", "session_id": "s", "turn_index": 0}, "turn_index", True)
 @example({"turn_id": "a", "session_id": "s", "turn_index": 0}, "turn_id", 5)
 @example({"turn_id": "a", "session_id": "s", "turn_index": 0, "asr": {"text": "x"}}, "asr.confidence", True)

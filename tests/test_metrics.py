@@ -23,3 +23,25 @@ def test_human_relative_and_length_mismatch():
     assert human_relative({"macro_f1": 0.9}, {"macro_f1": 0.8}) == 112.5
     with pytest.raises(ValueError):
         evaluate(["asr"], [])
+
+
+def test_scores_are_scikit_learns_on_random_labels():
+    import numpy as np
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    from fpi.schema import LABELS
+
+    rng = np.random.default_rng(5)
+    for size, labels in ((500, list(LABELS)), (40, ["asr", "nlu", "correct"])):
+        gold = rng.choice(labels, size).tolist()
+        predicted = rng.choice(labels, size).tolist()
+        ours = evaluate(gold, predicted)
+        present = sorted(set(gold) | set(predicted), key=LABELS.index)
+        precision, recall, f1, support = precision_recall_fscore_support(gold, predicted, labels=list(LABELS), zero_division=0)
+        assert ours["accuracy"] == round(accuracy_score(gold, predicted), 6)
+        assert ours["macro_f1"] == round(f1_score(gold, predicted, labels=present, average="macro", zero_division=0), 6)
+        for i, label in enumerate(LABELS):
+            row = ours["per_label"][label]
+            assert (row["precision"], row["recall"], row["f1"], row["support"]) == (
+                round(precision[i], 6), round(recall[i], 6), round(f1[i], 6), support[i])
+        assert ours["confusion"]["matrix"] == confusion_matrix(gold, predicted, labels=list(LABELS)).tolist()

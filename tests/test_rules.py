@@ -7,37 +7,30 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fpi import FailurePointModel, build_features, load_traces, simulate
+from fpi import FailurePointModel, load_traces, simulate
 from fpi.pipeline import Pipeline, classify
+from fpi.rule_cases import load_cases, run_cases
 from fpi.rules import RuleError, RuleSet, audit_rules, default_rules_path, lint_rules, load_rules
 from conftest import ROOT, run_cli
 
-CASES = yaml.safe_load((Path(__file__).parent / "rule_cases" / "default.yaml").read_text())
+CASES_FILE = Path(__file__).parent / "rule_cases" / "default.yaml"
+CASES = load_cases(CASES_FILE)
 
 
-def _case_ids():
-    for case in CASES:
-        for kind in ("should_fire", "should_not_fire"):
-            for i, session in enumerate(case.get(kind, [])):
-                yield pytest.param(case["rule"], kind, session, id=f"{case['rule']}-{kind}-{i}")
+@pytest.fixture(scope="module")
+def case_results():
+    return {r.case.name: r for r in run_cases(CASES, Pipeline())}
 
 
-def _matched_on_first_turn(session: list[dict]) -> list[str]:
-    turns = [{"turn_id": f"t{i}", "session_id": "s", "turn_index": i, **t} for i, t in enumerate(session)]
-    loaded = load_traces("\n".join(json.dumps(t) for t in turns).encode(), name="case.jsonl")
-    records = classify(loaded, FailurePointModel.load())
-    return records["rules_matched"][0].to_list()
-
-
-@pytest.mark.parametrize(("rule_id", "kind", "session"), list(_case_ids()))
-def test_shipped_rule_cases(rule_id, kind, session):
-    matched = _matched_on_first_turn(session)
-    assert (rule_id in matched) == (kind == "should_fire"), matched
+@pytest.mark.parametrize("name", [c.name for c in CASES])
+def test_shipped_rule_cases(name, case_results):
+    result = case_results[name]
+    assert result.passed, result.message()
 
 
 def test_every_shipped_rule_has_cases_both_ways():
     ids = {r.id for r in load_rules().rules}
-    covered = {c["rule"] for c in CASES if c.get("should_fire") and c.get("should_not_fire")}
+    covered = {c.rule for c in CASES if c.should_fire} & {c.rule for c in CASES if not c.should_fire}
     assert ids == covered
 
 
@@ -245,3 +238,26 @@ def test_rule_sets_are_empty_safe():
 def test_rule_error_is_raised_by_load(tmp_path):
     with pytest.raises(RuleError):
         load_rules([_write(tmp_path, "rules: 5\n")])
+
+
+def test_rules_test_command_names_the_failing_case(tmp_path):
+    cases = _write(tmp_path, """- rule: false-wake-unverified-no-speech
+  should_fire:
+    - - {wake: {detected: true, score: 0.5, verified: false}, asr: {text: "", confidence: 0.2}, result: {status: none}}
+  should_not_fire:
+    - - {wake: {detected: true, score: 0.5, verified: false}, asr: {text: "", confidence: 0.2}, result: {status: none}}
+""", "cases.yaml")
+    result = run_cli("rules", "test", cases)
+    assert result.exit_code == 1
+    assert f"{cases}:5: false-wake-unverified-no-speech should not fire and fires" in result.stderr
+    assert "2 cases, 1 passed, 1 failed" in result.stderr
+    assert run_cli("rules", "test", CASES_FILE).exit_code == 0
+
+
+def test_rules_test_refuses_unknown_rules_and_bad_turns(tmp_path):
+    unknown = _write(tmp_path, "- rule: false-wake-unverifed\n  should_fire:\n    - - {}\n", "unknown.yaml")
+    result = run_cli("rules", "test", unknown)
+    assert result.exit_code == 2 and "did you mean 'false-wake-unverified-no-speech'?" in result.stderr
+    bad = _write(tmp_path, "- rule: false-wake-unverified-no-speech\n  should_fire:\n    - - {asr: {text: 3}}\n", "bad.yaml")
+    result = run_cli("rules", "test", bad)
+    assert result.exit_code == 2 and f"{bad}:3: asr.text: expected a string" in result.stderr

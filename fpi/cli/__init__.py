@@ -18,9 +18,10 @@ app.command("explain")(explain.explain)
 app.command("gate")(gate.gate)
 app.command("report")(report.report)
 
-rules_app = typer.Typer(help="Lint, audit and list the fields of the rule layer.", no_args_is_help=True)
+rules_app = typer.Typer(help="Lint, audit, test and list the fields of the rule layer.", no_args_is_help=True)
 rules_app.command("lint")(rules.lint)
 rules_app.command("check")(rules.check)
+rules_app.command("test")(rules.test)
 rules_app.command("fields")(rules.fields)
 app.add_typer(rules_app, name="rules")
 

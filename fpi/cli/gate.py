@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import (LabeledArg, ModelOpt, NoRulesOpt, OnError, OnErrorOpt, QuarantineOpt, RulesOpt, read, rule_set,
+from fpi.cli.common import (ModelOpt, NoRulesOpt, OnError, OnErrorOpt, QuarantineOpt, RulesOpt, read, rule_set,
                             run, say, show, stdout_console)
 
 

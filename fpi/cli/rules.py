@@ -10,7 +10,7 @@ import typer
 
 from fpi.cli.common import (LabeledArg, ModelOpt, OnError, OnErrorOpt, QuarantineOpt, RulesOpt, TableFormat, TableFormatOpt,
                             exit_for, read, require_labels, run, say, show, stdout_console)
-from fpi.errors import EXIT_ERROR, EXIT_OK
+from fpi.errors import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 
 
 def lint(paths: Annotated[list[Path] | None, typer.Argument(help="Rule files or folders (default: the shipped rules).")] = None) -> None:
@@ -57,6 +57,28 @@ def check(
         show([rule_audit_table(audit)])
         stdout_console().print(RULE_AUDIT_LEGEND, markup=False, highlight=False)
         return exit_for(result)
+    run(work)
+
+
+def test(
+    cases: Annotated[list[Path], typer.Argument(help="Rule case files (YAML): sessions each rule must or must not match.")],
+    rules: RulesOpt = None,
+    model: ModelOpt = None,
+) -> None:
+    """Run rule cases: exit 0 when every case holds, 1 when one fails, 2 when a file or rule is wrong."""
+    def work() -> int:
+        from fpi.model import FailurePointModel
+        from fpi.pipeline import Pipeline
+        from fpi.rule_cases import load_cases, run_cases
+        from fpi.rules import load_rules
+
+        pipeline = Pipeline(FailurePointModel.load(model), load_rules(rules))
+        results = run_cases([case for path in cases for case in load_cases(path)], pipeline)
+        failed = [r for r in results if not r.passed]
+        for result in failed:
+            say(result.message())
+        say(f"{len(results)} cases, {len(results) - len(failed)} passed, {len(failed)} failed")
+        return EXIT_FAIL if failed else EXIT_OK
     run(work)
 
 
