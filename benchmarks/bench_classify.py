@@ -24,8 +24,7 @@ from pathlib import Path
 def _phase(name: str, traces: Path, out: Path) -> dict:
     import polars as pl
 
-    from fpi import FailurePointModel, build_features, classify, load_traces, simulate, write_traces
-    from fpi.output import write_records
+    from fpi import FailurePointModel, Pipeline, build_features, classify, load_traces, simulate, write_records, write_traces
 
     started = time.perf_counter()
     timings: dict[str, float | tuple[float, int]] = {}
@@ -53,22 +52,24 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
         model._proba_matrix(X)
         timings["predict"] = time.perf_counter() - t
     elif name == "rules":
-        from fpi.classify import model_records
-        from fpi.rules import apply_rules, load_rules
-        model, rules = FailurePointModel.load(), load_rules()
+        from fpi.features import neighbour_rows
+        from fpi.rules import decide, evaluation_frame, rule_matches
+        pipeline = Pipeline()
         turns = load_traces(traces)
-        features = build_features(turns)
-        records = model_records(turns, model, features)
+        neighbours = neighbour_rows(turns)
+        features = build_features(turns, neighbours)
+        verdicts = pipeline.verdicts(turns, features)
         t = time.perf_counter()
-        apply_rules(records, turns, features, rules)
-        timings[f"rules ({len(rules)})"] = time.perf_counter() - t
+        matches = rule_matches(evaluation_frame(turns, features, verdicts, neighbours), pipeline.rules)
+        decide(matches, pipeline.rules, verdicts["model_failure_point"])
+        timings[f"rules ({len(pipeline.rules)})"] = time.perf_counter() - t
     elif name == "explain":
-        from fpi.classify import model_records
         from fpi.explain import explanations, shap_values
         model = FailurePointModel.load()
         turns = load_traces(traces).head(100_000)
         features = build_features(turns)
-        records = model_records(turns, model, features).with_columns(rule=pl.lit(None, pl.String))
+        records = (Pipeline(model, None).verdicts(turns, features)
+                   .with_columns(failure_point=pl.col("model_failure_point"), rule=pl.lit(None, pl.String)))
         t = time.perf_counter()
         explanations(records, features, model, top_k=3, explain_all=True)
         timings["explain, own class (100k)"] = (time.perf_counter() - t, turns.height)
@@ -85,8 +86,9 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
         write_records(classify(load_traces(traces), FailurePointModel.load(), None), out)
         timings["classify, no rules"] = time.perf_counter() - started
     elif name == "report":  # on the records the classify phase wrote
+        from fpi.records import read_records
         from fpi.render import html_page
-        from fpi.report import build_report, read_records
+        from fpi.report import build_report
         records = read_records(out)
         timings["report: read jsonl"] = time.perf_counter() - started
         t = time.perf_counter()

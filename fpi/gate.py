@@ -240,11 +240,6 @@ def load_policy(path: str | Path) -> Policy:
     return policy_from_document(document)
 
 
-def load_baseline(path: str | Path) -> Metrics:
-    """A metrics file written by `fpi eval --save-metrics`."""
-    return Metrics.read(path)
-
-
 # ------------------------------------------------------------------ running
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Read trace logs into one typed polars frame, and say exactly what was wrong
 with every line that could not be read.
 
-Clean files take a polars-only path: lines are decoded by polars and checked
-with vectorised expressions. Only lines that fail there are parsed again in
-Python, to name the field and the reason."""
+Clean files take a fast path: polars splits the lines, Arrow's JSON reader decodes
+them against the schema with strict types, and vectorised polars expressions check
+them. Only lines that fail there are parsed again in Python, to name the field and
+the reason."""
 
 from __future__ import annotations
 
@@ -112,8 +113,10 @@ def load_traces(source: str | Path | bytes, *, on_error: OnError = "fail",
 
 
 def turns_fingerprint(turns: pl.DataFrame) -> str:
-    """Identifies a set of turns by content, whatever file form they came in."""
-    return hashlib.sha256(turns.drop("line", strict=False).write_ndjson().encode("utf-8")).hexdigest()
+    """Identifies a set of turns by the content of their trace fields, whatever file form they
+    came in (JSONL, Parquet, per-stage events) and whatever extra fields they carry."""
+    canonical = turns.select(pl.col(name).cast(dtype) for name, dtype in TURN_SCHEMA.items())
+    return hashlib.sha256(canonical.write_ndjson().encode("utf-8")).hexdigest()
 
 
 def empty_turns() -> pl.DataFrame:
@@ -211,14 +214,6 @@ def _strict_json(text: str) -> object:
     def reject_constant(name: str) -> float:
         raise ValueError(f"{name} is not valid JSON")
     return json.loads(text, parse_constant=reject_constant)
-
-
-def _json_problem(text: str) -> str | None:
-    try:
-        _strict_json(text)
-    except ValueError as exc:
-        return f"malformed JSON: {exc}"
-    return None
 
 
 def _arrow_type(dtype: Any) -> pa.DataType:
@@ -438,7 +433,7 @@ def _read_parquet(data: bytes, label: str) -> LoadResult:
             raise TraceError([f"{label}: column {f.name}: expected {target}, got {table.schema[f.name]} ({type(exc).__name__})"]) from exc
         columns.append(pl.col(f.name).cast(target))
     extra = [c for c in table.columns if c not in TURN_FIELD_NAMES]
-    turns = table.select(columns, *extra).with_row_index("line", offset=1).cast({"line": pl.UInt32})
+    turns = table.select(*columns, *extra).with_row_index("line", offset=1).cast({"line": pl.UInt32})
     turns = turns.with_columns(raw=pl.struct(pl.all().exclude("line")).struct.json_encode())
     return _validate_rows(turns, label, from_text=False)
 

@@ -16,8 +16,6 @@ from fpi.errors import TraceError, UsageError
 from fpi.output import atomic_write
 from fpi.schema import LABELS, STAGES
 
-FORMAT = "records-v1"
-
 EXPLANATION_DTYPE = pl.Struct({
     "decided_by": pl.String, "rule": pl.String,
     "features": pl.List(pl.Struct({"feature": pl.String, "name": pl.String, "value": pl.String, "contribution": pl.Float64})),

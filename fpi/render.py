@@ -60,7 +60,8 @@ class Table:
         self.rows.append(list(cells))
 
 
-def tables(report: Report) -> list[Table]:
+def tables(report: Report, with_components: bool = True) -> list[Table]:
+    """The report as tables: per component (unless `with_components` is off), confusion, baseline, slices."""
     has_reasons = any(row["top_reasons"] for row in report["components"])
     components = Table(
         "components", f"Failure points of {report['turns']} turns ({report['source']}): defect rate with 95% Wilson interval",
@@ -79,7 +80,7 @@ def tables(report: Report) -> list[Table]:
             overall = report["overall"]
             components.rows.append(["all defects", str(overall["turns"]), rate_cell(overall), percent(1.0) if overall["turns"] else "-",
                                     "", "", "", "", ""])
-    out = [components]
+    out = [components] if with_components else []
     if "confusion" in report:
         confusion = report["confusion"]
         t = Table("confusion", f"Predicted vs gold failure point ({confusion['turns']} labeled turns; accuracy {confusion['accuracy']:.4f}, "
@@ -128,16 +129,16 @@ def print_table(table: Table, console: Console) -> None:
     console.print(rich_table)
 
 
-def print_report(report: Report, console: Console) -> None:
-    for table in tables(report):
+def print_report(report: Report, console: Console, with_components: bool = True) -> None:
+    for table in tables(report, with_components):
         print_table(table, console)
 
 
-def markdown(report: Report) -> str:
+def markdown(report: Report, with_components: bool = True) -> str:
     def escape(text: str) -> str:
         return text.replace("|", "\\|")
     parts = ["# fpi report", ""]
-    for table in tables(report):
+    for table in tables(report, with_components):
         parts += [f"## {escape(table.title)}", "", "| " + " | ".join(map(escape, table.columns)) + " |",
                   "|" + "|".join("---" for _ in table.columns) + "|"]
         parts += ["| " + " | ".join(escape(cell) for cell in row) + " |" for row in table.rows]
@@ -222,7 +223,7 @@ def _html_table(table: Table) -> str:
     return f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>{note}"
 
 
-def html_page(report: Report) -> str:
+def html_page(report: Report, with_components: bool = True) -> str:
     """One self-contained page: inline styles, tables, and plots as inline SVG (no network)."""
     from fpi.plots import report_figures
 
@@ -235,7 +236,7 @@ def html_page(report: Report) -> str:
         f'<p class="meta">{report["turns"]} turns from {html.escape(report["source"])}; all defects '
         f"{rate_cell(report['overall'])} of turns (95% Wilson interval).</p>",
     ]
-    for table in tables(report):
+    for table in tables(report, with_components):
         parts.append(f"<h2>{html.escape(table.title)}</h2>")
         for caption, svg in figures.get(table.key, []):
             parts.append(f"<figure>{svg}<figcaption class=\"note\">{html.escape(caption)}</figcaption></figure>")

@@ -10,7 +10,6 @@ from typing import Any
 
 import polars as pl
 
-FORMAT_VERSION = 1
 STAGES = ("wake", "asr", "nlu", "er", "result")
 LABELS = (*STAGES, "correct")
 COMPONENTS = STAGES  # the labels that are defects
@@ -100,7 +99,6 @@ TURN_FIELD_NAMES = tuple(f.name for f in TURN_FIELDS)
 
 # Per-stage form: one line per stage event, joined into turns by the loader.
 EVENT_STAGES = (*STAGES, "feedback", "turn")
-TURN_EVENT_FIELDS = ("timestamp", "locale", "device", "label")
 
 
 def _dtype(field: Field, *, decode: bool = False) -> pl.DataType:

@@ -364,12 +364,8 @@ def _decoy_utterances(rng: np.random.Generator, bank: Bank, utterance: np.ndarra
     return np.select([error_kind == 1, error_kind == 2], [same, other], utterance)
 
 
-def _choose(rng: np.random.Generator, options: tuple[str, ...], n: int) -> np.ndarray:
-    return np.array(options, dtype=object)[rng.integers(len(options), size=n)]
-
-
 RESPONSES = {
-    "success": "Okay.", "partial": "I could only do part of that.", "clarify": "Did you mean {a} or {b}?",
+    "success": "Okay.", "partial": "I could only do part of that.",
     "fallback": "Sorry, I don't know that one.", "unsupported": "Sorry, I can't do that yet.",
     "error": "Sorry, something went wrong.",
 }

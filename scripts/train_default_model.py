@@ -6,7 +6,6 @@ Same fpi, same seeds: the same booster.txt and model.json, byte for byte."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import polars as pl
@@ -24,7 +23,6 @@ ANNOTATOR_NOISE = (0.05, 0.10, 0.15)
 
 
 def main() -> None:
-    started = time.perf_counter()
     train = simulate(TRAIN_TURNS, seed=TRAIN_SEED)
     model = FailurePointModel(seed=MODEL_SEED).fit(train)
     model.save(ROOT / "fpi" / "models" / "default")
@@ -44,12 +42,12 @@ def main() -> None:
             "annotator": evaluate(gold, test["human_label"].to_list()),
         }
         rows.append((noise, scores))
-    card = render_card(model, threshold, rows, time.perf_counter() - started)
+    card = render_card(model, threshold, rows)
     (ROOT / "docs" / "model-card.md").write_text(card, encoding="utf-8")
     print(card)
 
 
-def render_card(model: FailurePointModel, threshold: float, rows: list, seconds: float) -> str:
+def render_card(model: FailurePointModel, threshold: float, rows: list) -> str:
     noise, headline = next((n, s) for n, s in rows if n == 0.10)
     m, r, b, a = headline["model"], headline["model + rules"], headline["baseline"], headline["annotator"]
     lines = [
@@ -89,7 +87,7 @@ def render_card(model: FailurePointModel, threshold: float, rows: list, seconds:
         lines.append(f"| {noise:.2f} | {scores['annotator']['macro_f1']:.4f} | {scores['model']['macro_f1']:.4f} | "
                      f"{human_relative(scores['model'], scores['annotator']):.1f}% | "
                      f"{human_relative(scores['model + rules'], scores['annotator']):.1f}% |")
-    lines += ["", f"Rebuilt in {seconds:.0f} s on a 2-core machine.", ""]
+    lines.append("")
     return "\n".join(lines)
 
 

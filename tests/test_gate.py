@@ -13,7 +13,7 @@ from conftest import FIXTURES, run_cli
 from fpi.errors import EXIT_ERROR, EXIT_FAIL, EXIT_OK, UsageError
 from fpi.ci_formats import github_annotations, junit_xml
 from fpi.metrics import Metrics
-from fpi.gate import PolicyError, load_baseline, load_policy, policy_json_schema, run_gate
+from fpi.gate import PolicyError, load_policy, policy_json_schema, run_gate
 
 GATE = FIXTURES / "gate"
 
@@ -218,7 +218,7 @@ def test_eval_save_metrics_writes_a_baseline_the_gate_reads(tmp_path, fixture_tr
     out = tmp_path / "metrics.json"
     result = run_cli("eval", fixture_traces, "--save-metrics", out, "--format", "json")
     assert result.exit_code == EXIT_OK
-    baseline = load_baseline(out)
+    baseline = Metrics.read(out)
     assert baseline.metrics == json.loads(result.stdout)["model"]
     assert len(baseline.model_fingerprint) == len(baseline.data_fingerprint) == 64
     assert baseline.rules["ids"] and baseline.turns == 2000
@@ -231,7 +231,7 @@ def test_baseline_that_is_not_a_metrics_file_is_refused(tmp_path):
     path = tmp_path / "m.json"
     path.write_text('{"accuracy": 0.9}', encoding="utf-8")
     with pytest.raises(UsageError, match="not an fpi metrics file"):
-        load_baseline(path)
+        Metrics.read(path)
 
 
 def test_shipped_policy_schema_is_the_generated_one():

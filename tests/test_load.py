@@ -193,3 +193,18 @@ def test_floats_survive_the_round_trip_exactly(tmp_path):
     loaded = load_traces(write_jsonl(tmp_path / "f.jsonl", rows))
     got = loaded["asr"].struct.field("confidence").to_list()
     assert all(math.isclose(a, b, rel_tol=0, abs_tol=0) for a, b in zip(got, values))
+
+
+def test_fingerprint_is_the_same_for_every_form_and_parquet_keeps_extra_columns(tmp_path):
+    from fpi.load import turns_fingerprint
+    from fpi.simulator import write_traces
+
+    frame = simulate(200, seed=3, annotator_noise=0.1)  # human_label: a field beyond the format
+    prints = set()
+    for name, form in (("a.jsonl", "turn"), ("b.parquet", "turn"), ("c.jsonl", "stage")):
+        write_traces(frame, tmp_path / name, form=form)
+        turns = load_traces(tmp_path / name)
+        assert turns.height == 200
+        prints.add(turns_fingerprint(turns))
+    assert len(prints) == 1
+    assert "human_label" in load_traces(tmp_path / "b.parquet").columns

@@ -177,3 +177,18 @@ def test_report_errors_name_file_and_line(tmp_path, classified):
     traces = write_jsonl(tmp_path / "t.jsonl", [turn(), turn(turn_id="t2", turn_index=1, asr={"text": 3})])
     broken = run_cli("report", traces)
     assert broken.exit_code == EXIT_ERROR and "t.jsonl:2" in broken.stderr
+
+
+def test_by_component_selects_the_component_view(fixture_traces, tmp_path):
+    records = tmp_path / "r.jsonl"
+    assert run_cli("classify", fixture_traces, "-o", records).exit_code == 0
+    plain = run_cli("report", records)
+    sliced = run_cli("report", records, "--by", "domain")
+    both = run_cli("report", records, "--by", "domain", "--by-component")
+    assert "Failure points of 2000 turns" in plain.stdout and "By domain" not in plain.stdout
+    assert "Failure points of 2000 turns" not in sliced.stdout and "By domain" in sliced.stdout
+    assert "Failure points of 2000 turns" in both.stdout and "By domain" in both.stdout
+    markdown_sliced = run_cli("report", records, "--by", "domain", "--format", "markdown").stdout
+    assert "## Failure points" not in markdown_sliced and "## By domain" in markdown_sliced
+    # machine formats carry every number whatever the view
+    assert '"components"' in run_cli("report", records, "--by", "domain", "--format", "json").stdout

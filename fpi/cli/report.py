@@ -51,7 +51,8 @@ def _records(path: str, model: Path | None, rules: list[Path] | None, no_rules: 
 
 def report(
     records: Annotated[str, typer.Argument(help="`fpi classify` output (.jsonl, .csv, .parquet), or raw traces to classify now.")],
-    by_component: Annotated[bool, typer.Option("--by-component", help="Defect rate per failure point (always shown; the default view).")] = True,
+    by_component: Annotated[bool, typer.Option("--by-component", help="Show the defect rate per failure point (the view "
+                                               "shown when no --by is given); with --by, show it beside the slices.")] = False,
     by: Annotated[list[str] | None, typer.Option("--by", help="Slice by a field (repeatable): nlu.domain, nlu.intent, "
                                                  "device.type, locale, day, or any column of the records.")] = None,
     baseline: Annotated[str | None, typer.Option("--baseline", help="Another run (records or traces) to compare with, "
@@ -79,14 +80,15 @@ def report(
         before = _records(baseline, model, rules, no_rules, on_error, None)[0] if baseline else None
         numbers = build_report(current, source=result.source if result else records, by=by, baseline=before,
                                baseline_source=baseline or "", min_cell=min_cell, top=top, alpha=alpha)
+        components = by_component or not by
         if output_format is ReportFormat.table:
             if output is not None:
                 raise UsageError("-o needs --format json, csv, markdown or html")
-            print_report(numbers, stdout_console())
+            print_report(numbers, stdout_console(), components)
         else:
             text = {ReportFormat.json: lambda: json.dumps(numbers, indent=2, sort_keys=True) + "\n",
-                    ReportFormat.csv: lambda: csv_text(numbers), ReportFormat.markdown: lambda: markdown(numbers),
-                    ReportFormat.html: lambda: html_page(numbers)}[output_format]()
+                    ReportFormat.csv: lambda: csv_text(numbers), ReportFormat.markdown: lambda: markdown(numbers, components),
+                    ReportFormat.html: lambda: html_page(numbers, components)}[output_format]()
             if output is None:
                 sys.stdout.write(text)
             else:
