@@ -7,27 +7,22 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import (ModelOpt, NoRulesOpt, OnError, OnErrorOpt, QuarantineOpt, RulesOpt, TracesArg, exit_for, read,
-                            rule_set, run, show)
+from fpi.cli.common import Classifier, Input, TracesArg, exit_for, options, run, show
 from fpi.errors import UsageError
 
 
+@options
 def classify(
     traces: TracesArg,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Records file (.jsonl, .csv, .parquet); default stdout as JSON Lines.")] = None,
-    model: ModelOpt = None,
-    rules: RulesOpt = None,
-    no_rules: NoRulesOpt = False,
+    classifier: Classifier = Classifier(),
     explain: Annotated[bool, typer.Option("--explain", help="Add each turn's top SHAP features (or the deciding rule).")] = False,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Features per explanation.")] = 3,
     explain_all: Annotated[bool, typer.Option("--explain-all", help="Explain `correct` turns too (slower).")] = False,
-    on_error: OnErrorOpt = OnError.fail,
-    quarantine: QuarantineOpt = None,
+    bad_records: Input = Input(),
 ) -> None:
     """Name each turn's failure point (wake, asr, nlu, er, result) or `correct`."""
     def work() -> int:
-        from fpi.model import FailurePointModel
-        from fpi.pipeline import Pipeline
         from fpi.progress import steps
         from fpi.records import check_output_path, failure_point_counts, write_records
         from fpi.tables import counts_table
@@ -36,10 +31,9 @@ def classify(
             raise UsageError("--explain-all goes with --explain")
         check_output_path(output)
         with steps(5 if explain else 4, "loading model") as bar:
-            pipeline = Pipeline(FailurePointModel.load(model), rule_set(rules, no_rules),
-                                explain_top_k=top_k if explain else None, explain_all=explain_all)
+            pipeline = classifier.pipeline(explain_top_k=top_k if explain else None, explain_all=explain_all)
             bar.advance("reading traces")
-            result = read(traces, on_error, quarantine)
+            result = bad_records.read(traces)
             batch = pipeline.run(result.turns, on_step=lambda name: bar.advance(name))
         write_records(batch.records, output)
         show([counts_table(failure_point_counts(batch.records), batch.records.height)], stderr=True)

@@ -4,11 +4,15 @@ when they run, so `fpi --help` loads none of them."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import sys
+import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,6 +23,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from fpi.load import LoadResult
+    from fpi.pipeline import Pipeline
     from fpi.render import Table
     from fpi.rules import RuleSet
 
@@ -43,6 +48,63 @@ NoRulesOpt = Annotated[bool, typer.Option("--no-rules", help="Run the model alon
 QuarantineOpt = Annotated[Path | None, typer.Option("--quarantine", help="Where --on-error skip writes bad records "
                                                     "(default: <traces>.quarantine.jsonl).")]
 TableFormatOpt = Annotated[TableFormat, typer.Option("--format", help="table (terminal) or json (stdout).")]
+
+
+# ------------------------------------------------------------------ option groups
+
+@dataclass(frozen=True)
+class Classifier:
+    """--model, --rules, --no-rules: what classifies the turns."""
+
+    model: ModelOpt = None
+    rules: RulesOpt = None
+    no_rules: NoRulesOpt = False
+
+    def given(self) -> bool:
+        return self.model is not None or bool(self.rules) or self.no_rules
+
+    def pipeline(self, **explain: Any) -> Pipeline:
+        from fpi.model import FailurePointModel
+        from fpi.pipeline import Pipeline
+
+        return Pipeline(FailurePointModel.load(self.model), rule_set(self.rules, self.no_rules), **explain)
+
+
+@dataclass(frozen=True)
+class Input:
+    """--on-error, --quarantine: what happens to bad records."""
+
+    on_error: OnErrorOpt = OnError.fail
+    quarantine: QuarantineOpt = None
+
+    def read(self, traces: str) -> LoadResult:
+        return read(traces, self.on_error, self.quarantine)
+
+
+def options(command: Callable[..., None]) -> Callable[..., None]:
+    """Let a command take option groups: each parameter typed with a group dataclass (`Classifier`,
+    `Input`) shows on the command line as the group's options, and reaches the command as one object."""
+    hints = typing.get_type_hints(command, include_extras=True)
+    parameters, groups = [], {}
+    for parameter in inspect.signature(command).parameters.values():
+        kind = hints[parameter.name]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            members = typing.get_type_hints(kind, include_extras=True)
+            groups[parameter.name] = (kind, [f.name for f in dataclasses.fields(kind)])
+            parameters += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=members[f.name])
+                           for f in dataclasses.fields(kind)]
+        else:
+            parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=kind))
+
+    def expanded(**values: Any) -> None:
+        for name, (kind, members) in groups.items():
+            values[name] = kind(**{member: values.pop(member) for member in members})
+        command(**values)
+
+    expanded.__name__, expanded.__doc__ = command.__name__, command.__doc__
+    expanded.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    expanded.__annotations__ = {p.name: p.annotation for p in parameters}
+    return expanded
 
 
 def run(work: Callable[[], int | None]) -> None:

@@ -8,36 +8,33 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import (LabeledArg, ModelOpt, NoRulesOpt, OnError, OnErrorOpt, QuarantineOpt, RulesOpt, TableFormat,
-                            TableFormatOpt, exit_for, read, require_labels, rule_set, run, say, show, stdout_console)
+from fpi.cli.common import (Classifier, Input, LabeledArg, TableFormat, TableFormatOpt, exit_for, options, require_labels, run, say,
+                            show, stdout_console)
 
 
+@options
 def evaluate(
     traces: LabeledArg,
-    model: ModelOpt = None,
+    classifier: Classifier = Classifier(),
     output_format: TableFormatOpt = TableFormat.table,
     human: Annotated[str | None, typer.Option(help="Field with one annotator's labels (e.g. human_label): score the "
                                               "annotator too and report the model as % of human macro-F1.")] = None,
     save_metrics: Annotated[Path | None, typer.Option("--save-metrics", help="Also write the metrics, defect rates and the "
                                                       "model, rules and data fingerprints to this JSON file: the "
                                                       "baseline `fpi gate --baseline` reads.")] = None,
-    rules: RulesOpt = None,
-    no_rules: NoRulesOpt = False,
-    on_error: OnErrorOpt = OnError.fail,
-    quarantine: QuarantineOpt = None,
+    bad_records: Input = Input(),
 ) -> None:
     """Score the model against gold labels: accuracy, macro-F1, per-label P/R/F1, confusion."""
     def work() -> int:
         import json
 
         from fpi.metrics import annotator_labels, score_against_annotator
-        from fpi.model import FailurePointModel
         from fpi.output import atomic_write_bytes
-        from fpi.pipeline import Pipeline, measure
+        from fpi.pipeline import measure
         from fpi.tables import metrics_tables
 
-        pipeline = Pipeline(FailurePointModel.load(model), rule_set(rules, no_rules))
-        result = read(traces, on_error, quarantine)
+        pipeline = classifier.pipeline()
+        result = bad_records.read(traces)
         turns = require_labels(result)
         batch = pipeline.run(turns)
         metrics = measure(pipeline, batch, result.source)

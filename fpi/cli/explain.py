@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import (ModelOpt, NoRulesOpt, OnError, OnErrorOpt, QuarantineOpt, RulesOpt, TracesArg, exit_for, read,
-                            rule_set, run, say, show, stdout_console)
+from fpi.cli.common import Classifier, Input, TracesArg, exit_for, options, run, say, show, stdout_console
 from fpi.errors import UsageError
 
 
+@options
 def explain(
     traces: TracesArg,
     turn: Annotated[str | None, typer.Option("--turn", help="Explain this turn_id: stages, probabilities and a SHAP waterfall.")] = None,
@@ -19,11 +19,8 @@ def explain(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for --summary files.")] = None,
     sample: Annotated[int, typer.Option(min=1, help="Turns sampled for --summary.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the --summary sample.")] = 0,
-    model: ModelOpt = None,
-    rules: RulesOpt = None,
-    no_rules: NoRulesOpt = False,
-    on_error: OnErrorOpt = OnError.fail,
-    quarantine: QuarantineOpt = None,
+    classifier: Classifier = Classifier(),
+    bad_records: Input = Input(),
 ) -> None:
     """Show why fpi named a failure point: one turn (--turn) or the whole set (--summary)."""
     def work() -> int:
@@ -31,8 +28,6 @@ def explain(
 
         from fpi.explain import explain_turn, summarize
         from fpi.features import DESCRIPTIONS, build_features
-        from fpi.model import FailurePointModel
-        from fpi.pipeline import Pipeline
         from fpi.progress import steps
         from fpi.tables import explanation_tables, importance_table, stages_table
 
@@ -40,8 +35,8 @@ def explain(
             raise UsageError("give either --turn TURN_ID or --summary -o DIR")
         if summary and output is None:
             raise UsageError("--summary needs -o DIR for its JSON and plots")
-        pipeline = Pipeline(FailurePointModel.load(model), rule_set(rules, no_rules))
-        result = read(traces, on_error, quarantine)
+        pipeline = classifier.pipeline()
+        result = bad_records.read(traces)
         if turn is not None:
             batch = pipeline.run(result.turns)
             explained = explain_turn(turn, batch.turns, batch.features, pipeline.model)

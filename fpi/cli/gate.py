@@ -9,8 +9,7 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import (ModelOpt, NoRulesOpt, OnError, OnErrorOpt, QuarantineOpt, RulesOpt, read, rule_set,
-                            run, say, show, stdout_console)
+from fpi.cli.common import Classifier, Input, options, run, say, show, stdout_console
 
 
 class GateFormat(str, Enum):
@@ -19,6 +18,7 @@ class GateFormat(str, Enum):
     github = "github"
 
 
+@options
 def gate(
     traces: Annotated[str, typer.Argument(help="Labeled traces the gate measures (a held-out, human-labeled set).")],
     policy: Annotated[Path, typer.Option("--policy", help="Gate policy YAML: floors, ceilings, regression limits (docs/ci.md).")],
@@ -27,20 +27,16 @@ def gate(
     junit: Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML: one testcase per check.")] = None,
     output_format: Annotated[GateFormat, typer.Option("--format", help="human (table), json, or github "
                                                       "(GitHub Actions annotations).")] = GateFormat.human,
-    model: ModelOpt = None,
-    rules: RulesOpt = None,
-    no_rules: NoRulesOpt = False,
-    on_error: OnErrorOpt = OnError.fail,
-    quarantine: QuarantineOpt = None,
+    classifier: Classifier = Classifier(),
+    bad_records: Input = Input(),
 ) -> None:
     """Pass or fail a release on labeled traces: exit 0 all checks pass, 1 a check failed, 2 usage, policy or input error."""
     def work() -> int:
         from fpi.ci_formats import github_annotations, junit_xml
         from fpi.metrics import Metrics
         from fpi.gate import load_policy, run_gate
-        from fpi.model import FailurePointModel
         from fpi.output import atomic_write_bytes
-        from fpi.pipeline import Pipeline, measure
+        from fpi.pipeline import measure
         from fpi.progress import steps
         from fpi.tables import gate_context, gate_table
 
@@ -48,8 +44,8 @@ def gate(
         previous = Metrics.read(baseline) if baseline is not None else None
         if previous is not None and not gate_policy.has("regression"):
             say(f"note: {policy} sets no regression limits; --baseline {baseline} is not used")
-        pipeline = Pipeline(FailurePointModel.load(model), rule_set(rules, no_rules))
-        result = read(traces, on_error, quarantine)
+        pipeline = classifier.pipeline()
+        result = bad_records.read(traces)
         with steps(2, "classifying") as bar:
             batch = pipeline.run(result.turns)
             bar.advance("measuring")

@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fpi.cli.common import (ModelOpt, NoRulesOpt, OnError, OnErrorOpt, QuarantineOpt, RulesOpt, exit_for, read, rule_set, run,
-                            say, stdout_console)
+from fpi.cli.common import Classifier, Input, exit_for, options, run, say, stdout_console
 from fpi.errors import EXIT_OK, UsageError
 
 if TYPE_CHECKING:
@@ -27,28 +26,26 @@ class ReportFormat(str, Enum):
     html = "html"
 
 
-def _records(path: str, model: Path | None, rules: list[Path] | None, no_rules: bool,
-             on_error: OnError, quarantine: Path | None) -> tuple[pl.DataFrame, LoadResult | None]:
+def _records(path: str, classifier: Classifier, bad_records: Input) -> tuple[pl.DataFrame, LoadResult | None]:
     """Classified records as they are, or raw traces classified now with the given (or shipped) model."""
     from fpi.records import is_classified, read_records
 
     if path != "-" and Path(path).is_file() and is_classified(path):
-        if model is not None or rules or no_rules:
+        if classifier.given():
             raise UsageError(f"{path} is already classified (it has failure_point); --model, --rules and --no-rules "
                              "apply to raw traces")
         return read_records(path), None
-    from fpi.model import FailurePointModel
-    from fpi.pipeline import Pipeline
     from fpi.progress import steps
 
-    pipeline = Pipeline(FailurePointModel.load(model), rule_set(rules, no_rules))
-    result = read(path, on_error, quarantine)
+    pipeline = classifier.pipeline()
+    result = bad_records.read(path)
     with steps(1, "classifying") as bar:
         records = pipeline.run(result.turns).records
         bar.advance()
     return records, result
 
 
+@options
 def report(
     records: Annotated[str, typer.Argument(help="`fpi classify` output (.jsonl, .csv, .parquet), or raw traces to classify now.")],
     by_component: Annotated[bool, typer.Option("--by-component", help="Show the defect rate per failure point (the view "
@@ -62,11 +59,8 @@ def report(
     min_cell: Annotated[int, typer.Option("--min-cell", min=1, help="Slice values with fewer turns are flagged small.")] = 30,
     top: Annotated[int, typer.Option("--top", min=1, help="Intents, domains, reasons listed per failure point.")] = 3,
     alpha: Annotated[float, typer.Option("--alpha", min=0.0001, max=0.5, help="Significance level of the baseline comparison.")] = 0.05,
-    model: ModelOpt = None,
-    rules: RulesOpt = None,
-    no_rules: NoRulesOpt = False,
-    on_error: OnErrorOpt = OnError.fail,
-    quarantine: QuarantineOpt = None,
+    classifier: Classifier = Classifier(),
+    bad_records: Input = Input(),
 ) -> None:
     """Where the assistant fails: defect rate per component with intervals, slices, a baseline, confusion."""
     def work() -> int:
@@ -76,8 +70,8 @@ def report(
         from fpi.render import csv_text, html_page, markdown, print_report
         from fpi.report import build_report
 
-        current, result = _records(records, model, rules, no_rules, on_error, quarantine)
-        before = _records(baseline, model, rules, no_rules, on_error, None)[0] if baseline else None
+        current, result = _records(records, classifier, bad_records)
+        before = _records(baseline, classifier, Input(bad_records.on_error))[0] if baseline else None
         numbers = build_report(current, source=result.source if result else records, by=by, baseline=before,
                                baseline_source=baseline or "", min_cell=min_cell, top=top, alpha=alpha)
         components = by_component or not by

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import (LabeledArg, ModelOpt, OnError, OnErrorOpt, QuarantineOpt, RulesOpt, TableFormat, TableFormatOpt,
-                            exit_for, read, require_labels, run, say, show, stdout_console)
+from fpi.cli.common import (Input, LabeledArg, ModelOpt, RulesOpt, TableFormat, TableFormatOpt, exit_for, options, require_labels, run,
+                            say, show, stdout_console)
 from fpi.errors import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 
 
@@ -29,13 +29,13 @@ def lint(paths: Annotated[list[Path] | None, typer.Argument(help="Rule files or 
     run(work)
 
 
+@options
 def check(
     traces: LabeledArg,
     rules: RulesOpt = None,
     model: ModelOpt = None,
     output_format: TableFormatOpt = TableFormat.table,
-    on_error: OnErrorOpt = OnError.fail,
-    quarantine: QuarantineOpt = None,
+    bad_records: Input = Input(),
 ) -> None:
     """Audit each rule against gold labels: matches, changes, precision, and macro-F1 with and without it."""
     def work() -> int:
@@ -47,7 +47,7 @@ def check(
         from fpi.tables import RULE_AUDIT_LEGEND, rule_audit_table
 
         pipeline = Pipeline(FailurePointModel.load(model), load_rules(rules))
-        result = read(traces, on_error, quarantine)
+        result = bad_records.read(traces)
         turns = require_labels(result)
         batch = pipeline.run(turns)
         audit = audit_rules(batch.matches, pipeline.rules, batch.verdicts["model_failure_point"], turns["label"])

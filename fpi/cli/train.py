@@ -7,16 +7,16 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import LabeledArg, OnError, OnErrorOpt, QuarantineOpt, exit_for, read, run, say, show
+from fpi.cli.common import Input, LabeledArg, exit_for, options, run, say, show
 
 
+@options
 def train(
     traces: LabeledArg,
     output: Annotated[Path, typer.Option("-o", "--output", help="Model directory to write.")],
     seed: Annotated[int, typer.Option(help="Seed for the validation split and LightGBM.")] = 0,
     valid_fraction: Annotated[float, typer.Option(min=0.01, max=0.9, help="Share of sessions held out for early stopping.")] = 0.15,
-    on_error: OnErrorOpt = OnError.fail,
-    quarantine: QuarantineOpt = None,
+    bad_records: Input = Input(),
 ) -> None:
     """Train a failure-point model on your labeled traces."""
     def work() -> int:
@@ -24,7 +24,7 @@ def train(
         from fpi.progress import steps
         from fpi.tables import metrics_tables
 
-        result = read(traces, on_error, quarantine)
+        result = bad_records.read(traces)
         estimator = FailurePointModel(seed=seed, valid_fraction=valid_fraction)
         with steps(estimator.n_estimators, "training") as bar:
             estimator.fit(result.turns, on_iteration=lambda i, total: bar.update(i, total))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fpi.cli.common import OnError, OnErrorOpt, QuarantineOpt, TracesArg, exit_for, read, run
+from fpi.cli.common import Input, TracesArg, exit_for, options, run
 
 
-def validate(traces: TracesArg, on_error: OnErrorOpt = OnError.fail, quarantine: QuarantineOpt = None) -> None:
+@options
+def validate(traces: TracesArg, bad_records: Input = Input()) -> None:
     """Check traces against trace format v1 and report every bad record with file, line and field."""
-    run(lambda: exit_for(read(traces, on_error, quarantine)))
+    run(lambda: exit_for(bad_records.read(traces)))
