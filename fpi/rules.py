@@ -139,9 +139,12 @@ def _rule_hint(error: jsonschema.ValidationError) -> tuple[tuple, str] | None:
     return None
 
 
+SHIPPED_LABEL = "fpi:rules/default.yaml"  # how messages and audits name the shipped rules, wherever fpi is installed
+
+
 def load_rule_file(path: Path, compiler: Compiler | None = None) -> tuple[list[Rule], list[str]]:
     """Rules of one file and every problem found in it (schema, conditions, effects)."""
-    document, problems = read_yaml(path)
+    document, problems = read_yaml(path, SHIPPED_LABEL if path == default_rules_path() else None)
     if document is None:
         return [], problems
     if document.data is None:

@@ -47,9 +47,9 @@ def _line_map(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
     return lines
 
 
-def read_yaml(path: Path) -> tuple[YamlDocument | None, list[str]]:
+def read_yaml(path: Path, label: str | None = None) -> tuple[YamlDocument | None, list[str]]:
     """Load `path` with PyYAML's safe loader; on failure, no document and the problem."""
-    label = str(path)
+    label = label or str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
