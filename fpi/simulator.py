@@ -23,6 +23,7 @@ import polars as pl
 
 from fpi.errors import UsageError
 from fpi.output import atomic_write
+from fpi.profiles import Profile, draw_profile, opaque_name, profile_named, with_error_rates
 from fpi.schema import LABELS, RESULT_STATUSES, STAGES
 
 DEFAULT_ERROR_RATES = {"wake": 0.03, "asr": 0.11, "nlu": 0.07, "er": 0.08, "result": 0.05}
@@ -50,6 +51,7 @@ BACKGROUND = ("", "uh", "hmm", "okay", "yeah right", "no no", "the game", "and t
               "so anyway", "i told her", "last night", "turn", "play", "she said", "oh really")
 AFFIRM = ("yes", "yes please", "yeah", "the first one", "the second one", "that one", "correct", "yep that one")
 DENY = ("no", "neither", "no that's wrong", "nope", "no not that")
+CORRECTIONS = ("no ", "no i said ", "i said ", "not that ", "no no ")
 
 
 # ----------------------------------------------------------------- the bank
@@ -221,11 +223,12 @@ def _pick(rng: np.random.Generator, n: int, choices: dict[int, float]) -> np.nda
 class _Sessions:
     """Per-session state: context that stays fixed and what the user will do next."""
 
-    def __init__(self, rng: np.random.Generator, n: int, start: datetime):
-        self.device = rng.choice(len(DEVICES), size=n, p=DEVICE_SHARE)
+    def __init__(self, rng: np.random.Generator, n: int, start: datetime, profile: Profile):
+        share = [profile.devices.get(d, 0.0) for d in DEVICES] if profile.devices else DEVICE_SHARE
+        self.device = rng.choice(len(DEVICES), size=n, p=share)
         self.locale = rng.choice(len(LOCALES), size=n, p=LOCALE_SHARE)
         self.noise = rng.choice(3, size=n, p=NOISE_SHARE)
-        self.planned = np.minimum(1 + rng.geometric(0.45, size=n) - 1 + (rng.random(n) < 0.5), MAX_SESSION_TURNS)
+        self.planned = np.minimum(1 + rng.geometric(profile.session_end, size=n) - 1 + (rng.random(n) < 0.5), MAX_SESSION_TURNS)
         self.clock = start.timestamp() + rng.random(n) * 30 * 86400
         self.next_kind = np.zeros(n, dtype=np.int8)  # 0 new, 1 rephrase, 2 answer to a clarification
         self.last_utterance = np.zeros(n, dtype=np.int64)
@@ -233,7 +236,8 @@ class _Sessions:
         self.active = np.ones(n, dtype=bool)
 
 
-def _simulate_position(rng: np.random.Generator, bank: Bank, s: _Sessions, k: int, rates: dict[str, float]) -> dict:
+def _simulate_position(rng: np.random.Generator, bank: Bank, s: _Sessions, k: int, rates: dict[str, float],
+                       profile: Profile) -> dict:
     idx = np.flatnonzero(s.active)
     n = idx.size
     kind = s.next_kind[idx]
@@ -252,6 +256,7 @@ def _simulate_position(rng: np.random.Generator, bank: Bank, s: _Sessions, k: in
     previous = s.last_utterance[idx]
     utterance = np.where(rephrase, np.where(exact_repeat, previous, bank.by_intent[previous]), utterance)
     false_wake = ~answer & ~rephrase & (rng.random(n) < rates["wake"] * DEVICE_FALSE_WAKE[device] * np.sqrt(NOISE_ASR[noise]))
+    false_wake &= profile.wake
     unsupported = bank.domain[utterance] == "unsupported"
 
     # ---- ASR: 0 right, 1 function word, 2 entity misheard, 3 garbled
@@ -275,10 +280,10 @@ def _simulate_position(rng: np.random.Generator, bank: Bank, s: _Sessions, k: in
     decoy = _decoy_utterances(rng, bank, utterance, nlu_error_kind)
 
     # ---- ER on the first resolvable entity
-    er_runs = bank.has_entity[utterance] & ~false_wake & ~answer
+    er_runs = bank.has_entity[utterance] & ~false_wake & ~answer & profile.er
     intent_right = ~nlu_wrong | (nlu_error_kind == 3)
     misheard_entity = (asr_kind == 2) & intent_right
-    fuzzy_fix = misheard_entity & (rng.random(n) < 0.45)
+    fuzzy_fix = misheard_entity & (rng.random(n) < 0.45) & profile.er  # without ER a misheard value is used as heard
     er_own = er_runs & ~misheard_entity & intent_right & (rng.random(n) < rates["er"])
     er_own_kind = _pick(rng, n, {3: 0.35, 4: 0.4, 5: 0.25})  # unresolved, wrong, ambiguous
     er_caused_kind = np.where(rng.random(n) < 0.6, 3, 4)
@@ -313,11 +318,12 @@ def _simulate_position(rng: np.random.Generator, bank: Bank, s: _Sessions, k: in
     # ---- the user's reaction
     r = rng.random(n)
     succeeded_looking = status == 0
-    barge_in = rng.random(n) < np.select([label == 0, failed], [0.3, np.where(succeeded_looking, 0.4, 0.25)], 0.05)
-    explicit = np.select([failed & (rng.random(n) < 0.12), ~failed & (rng.random(n) < 0.015),
-                          ~failed & (rng.random(n) < 0.05)], [2, 2, 1], 0)
-    asks_again = (failed & (label > 0) & (r < 0.55)) | (~failed & (r < 0.04))
-    abandons = failed & (r >= 0.55) & (r < 0.75)
+    barge_in = rng.random(n) < np.select([label == 0, failed], [0.3, np.where(succeeded_looking, 0.4, 0.25)], 0.05) * profile.barge_in
+    feedback = profile.explicit_feedback
+    explicit = np.select([failed & (rng.random(n) < 0.12 * feedback), ~failed & (rng.random(n) < 0.015 * feedback),
+                          ~failed & (rng.random(n) < 0.05 * feedback)], [2, 2, 1], 0)
+    asks_again = (failed & (label > 0) & (r < 0.55 * profile.rephrase)) | (~failed & (r < 0.04))
+    abandons = failed & (r >= 0.55 * profile.rephrase) & (r < 0.55 * profile.rephrase + 0.2)
     continues = (k + 1 < s.planned[idx]) | asks_again | clarified | (nlu_clarify | er_clarify)
     continues &= ~abandons & (k + 1 < MAX_SESSION_TURNS)
     will_answer = (nlu_clarify | er_clarify) & (rng.random(n) < 0.9)
@@ -339,7 +345,7 @@ def _simulate_position(rng: np.random.Generator, bank: Bank, s: _Sessions, k: in
         "label": label, "barge_in": barge_in, "explicit": explicit, "clarify": nlu_clarify | er_clarify,
         "recovered": ~failed & ((asr_kind > 0) | nlu_wrong | (er_kind >= 2)),
         "silent_failure": failed & ~barge_in & (explicit != 2) & ~asks_again,
-        "unsupported": unsupported,
+        "unsupported": unsupported, "rephrase": rephrase,
     }
 
     # ---- the next turn
@@ -371,7 +377,7 @@ RESPONSES = {
 }
 
 
-def _stage_columns(rng: np.random.Generator, bank: Bank, t: dict[str, np.ndarray]) -> pl.DataFrame:
+def _stage_columns(rng: np.random.Generator, bank: Bank, t: dict[str, np.ndarray], profile: Profile) -> pl.DataFrame:
     """Observable trace fields for each simulated turn, as trace-format struct columns."""
     n = t["utterance"].size
     u, asr_kind, fw, answer = t["utterance"], t["asr_kind"], t["false_wake"], t["answer"]
@@ -380,7 +386,7 @@ def _stage_columns(rng: np.random.Generator, bank: Bank, t: dict[str, np.ndarray
     # wake
     verifies = DEVICE_VERIFIES_WAKE[t["device"]]
     verified = np.where(fw, rng.random(n) < 0.35, rng.random(n) < 0.97)
-    wake_score = np.where(fw, _beta(rng, 4, 4, n), _beta(rng, 9, 2, n))
+    wake_score = profile.wake_calibration.apply(np.where(fw, _beta(rng, 4, 4, n), _beta(rng, 9, 2, n)), rng)
 
     # asr: text indices into bank.texts
     silent = rng.random(n) < 0.3  # many false wakes catch no speech at all
@@ -389,7 +395,7 @@ def _stage_columns(rng: np.random.Generator, bank: Bank, t: dict[str, np.ndarray
     asr_text = np.select(kinds, [t["answer_text"], background, bank.minor_at + u, bank.entity_at + u, bank.major_at + u], u)
     shape_a = np.select(kinds, [12.0, 2.0, 9.0, 6.0, 3.0], 12.0)
     shape_b = np.select(kinds, [2.0, 5.0, 3.0, 3.5, 4.0], 2.2)
-    asr_confidence = rng.beta(shape_a, shape_b) * (1 - 0.04 * t["noise"])
+    asr_confidence = profile.asr_calibration.apply(rng.beta(shape_a, shape_b) * (1 - 0.04 * t["noise"]), rng)
     truth = rng.random(n) < 0.5
     alt1 = np.select([answer | fw, asr_kind == 0, asr_kind == 3, asr_kind == 1],
                      [bank.background_at + rng.integers(len(BACKGROUND) + len(AFFIRM), size=n), bank.minor_at + u,
@@ -400,7 +406,7 @@ def _stage_columns(rng: np.random.Generator, bank: Bank, t: dict[str, np.ndarray
     close = (asr_kind > 0) | fw
     c2 = asr_confidence * np.where(close, rng.uniform(0.6, 1.0, n), rng.uniform(0.15, 0.8, n))
     c3 = c2 * rng.uniform(0.3, 0.9, n)
-    nbest_size = rng.choice(4, size=n, p=(0.12, 0.18, 0.35, 0.35))
+    nbest_size = rng.choice(len(profile.asr_nbest), size=n, p=profile.asr_nbest)
     asr_empty = fw & (asr_text == bank.background_at)  # the first background entry is silence
 
     # nlu: intent codes into bank.intents
@@ -416,33 +422,46 @@ def _stage_columns(rng: np.random.Generator, bank: Bank, t: dict[str, np.ndarray
     nlu_confidence = np.select([answer, fw, wrong_intent, slot_error],
                                [_beta(rng, 12, 2, n), _beta(rng, 2.5, 4, n), _beta(rng, 4, 3.5, n), _beta(rng, 7, 3, n)],
                                _beta(rng, 10, 2, n))
+    nlu_confidence = profile.nlu_calibration.apply(nlu_confidence, rng)
     nlu_c2 = nlu_confidence * np.where(wrong_intent | t["clarify"], rng.uniform(0.6, 1.0, n), rng.uniform(0.05, 0.6, n))
-    nlu_nbest_size = rng.choice(3, size=n, p=(0.1, 0.2, 0.7))
+    nlu_nbest_size = rng.choice(len(profile.nlu_nbest), size=n, p=profile.nlu_nbest)
     slot_variant = np.select([answer | (fw & (rng.random(n) < 0.7)), slot_error, asr_kind == 2], [-1, 2, 1], 0)
     slot_index = np.where(slot_variant < 0, -1, 3 * heard + np.maximum(slot_variant, 0))
 
     # result
     status = t["status"]
+    if profile.statuses:
+        logged = np.array([RESULT_STATUSES.index(profile.statuses.get(s, s)) for s in RESULT_STATUSES])
+        status = logged[status]
     latency = np.exp(rng.normal(6.3, 0.45, n))
     latency = np.where((status == 5) & (rng.random(n) < 0.3), 8000 + rng.exponential(1500, n), latency)
 
     texts, intents, domains = bank.texts, bank.intents, bank.domains
+    spoken = texts.gather(asr_text)
+    if profile.corrections:
+        corrects = t["rephrase"] & (rng.random(n) < profile.corrections)
+        opening = pl.Series(CORRECTIONS).gather(rng.integers(len(CORRECTIONS), size=n))
+        spoken = pl.select(pl.when(pl.Series(corrects)).then(opening + spoken).otherwise(spoken)).to_series()
+    if profile.rename_vocabulary:
+        salt = profile.rename_vocabulary
+        intents = intents.map_elements(lambda name: opaque_name(salt, name), return_dtype=pl.String)
+        domains = domains.map_elements(lambda name: opaque_name(salt, name), return_dtype=pl.String)
     frame = pl.DataFrame({
         "row": np.arange(n), "fw": fw, "answer": answer, "asr_empty": asr_empty, "verifies": verifies,
-        "verified": verified, "wake_score": wake_score, "asr_text": texts.gather(asr_text), "asr_confidence": asr_confidence,
+        "verified": verified, "wake_score": wake_score, "asr_text": spoken, "asr_confidence": asr_confidence,
         "alt1": texts.gather(alt1), "alt2": texts.gather(alt2), "c2": c2, "c3": c3, "nbest_size": nbest_size,
         "intent": intents.gather(intent), "domain": domains.gather(domain), "nlu_confidence": nlu_confidence,
         "second": intents.gather(second), "second_domain": domains.gather(second_domain), "nlu_c2": nlu_c2,
         "nlu_nbest_size": nlu_nbest_size, "status": pl.Series(RESULT_STATUSES).gather(status),
         "latency_ms": np.round(latency, 1), "er_kind": t["er_kind"], "slot_index": slot_index,
     })
-    slots, entities = _slots_and_entities(rng, bank, frame)
+    slots, entities = _slots_and_entities(rng, bank, frame, profile)
     c = pl.col
     ran = c("status") != "none"
     response = (pl.when(c("status") == "clarify").then(pl.format("Did you mean {} or {}?", c("intent"), c("second")))
                 .otherwise(c("status").replace_strict(RESPONSES, default=None)))
     return frame.join(slots, on="row", how="left").join(entities, on="row", how="left").sort("row").select(
-        wake=pl.when(c("answer")).then(None).otherwise(pl.struct(
+        wake=pl.when(c("answer") | (not profile.wake)).then(None).otherwise(pl.struct(
             detected=pl.lit(True), score=c("wake_score").round(4),
             verified=pl.when(c("verifies")).then(c("verified")).otherwise(None))),
         asr=pl.struct(text=c("asr_text"), confidence=c("asr_confidence").round(4),
@@ -457,7 +476,7 @@ def _stage_columns(rng: np.random.Generator, bank: Bank, t: dict[str, np.ndarray
                 pl.struct(domain=c("domain"), intent=c("intent"), confidence=c("nlu_confidence").round(4)),
                 pl.struct(domain=c("second_domain"), intent=c("second"), confidence=c("nlu_c2").round(4)),
             ).list.head(c("nlu_nbest_size"))))),
-        er=pl.when(c("entities").is_null() | c("asr_empty")).then(None).otherwise(pl.struct(entities=c("entities"))),
+        er=pl.when(c("entities").is_null() | c("asr_empty") | (not profile.er)).then(None).otherwise(pl.struct(entities=c("entities"))),
         result=pl.struct(status=c("status"),
                          action=pl.when(c("status").is_in(["success", "partial"])).then(c("intent")).otherwise(None),
                          response=pl.when(ran).then(response).otherwise(None),
@@ -465,7 +484,8 @@ def _stage_columns(rng: np.random.Generator, bank: Bank, t: dict[str, np.ndarray
     )
 
 
-def _slots_and_entities(rng: np.random.Generator, bank: Bank, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _slots_and_entities(rng: np.random.Generator, bank: Bank, frame: pl.DataFrame,
+                        profile: Profile) -> tuple[pl.DataFrame, pl.DataFrame]:
     """NLU slot lists and ER entity lists; the first resolvable entity carries the turn's ER outcome."""
     has_slots = frame.filter(pl.col("slot_index") >= 0)
     exploded = (has_slots.select("row", "er_kind", slots=bank.slots.gather(has_slots["slot_index"].cast(pl.Int64)))
@@ -476,8 +496,9 @@ def _slots_and_entities(rng: np.random.Generator, bank: Bank, frame: pl.DataFram
     score = np.select([kind == 2, kind == 3, kind == 4, kind == 5],
                       [_beta(rng, 5, 2.5, m), _beta(rng, 1.5, 6, m), _beta(rng, 5, 3, m), _beta(rng, 4, 4, m)],
                       _beta(rng, 9, 1.8, m))
+    score = profile.er_calibration.apply(score, rng)
     misheard = exploded["value"].to_numpy() != exploded["canonical"].to_numpy()
-    slot_confidence = np.where(misheard, _beta(rng, 5, 3, m), _beta(rng, 8, 2, m))
+    slot_confidence = profile.nlu_calibration.apply(np.where(misheard, _beta(rng, 5, 3, m), _beta(rng, 8, 2, m)), rng)
     exploded = exploded.with_columns(kind=pl.Series(kind), score=pl.Series(score).round(4),
                                      slot_confidence=pl.Series(slot_confidence).round(4))
     c = pl.col
@@ -530,34 +551,46 @@ def parse_error_rates(items: list[str]) -> dict[str, float]:
     return rates
 
 
+RANDOM_BATCH_TURNS = 5_000
+
+
 def simulate(n_turns: int, *, seed: int = 0, error_rates: dict[str, float] | None = None,
-             annotator_noise: float | None = None,
+             annotator_noise: float | None = None, profile: Profile | str = "default",
+             batch_turns: int = RANDOM_BATCH_TURNS,
              start: datetime = datetime(2026, 10, 1, tzinfo=timezone.utc)) -> pl.DataFrame:
     """`n_turns` labeled turns in trace format v1 (columns as `load_traces` returns, less line/raw).
 
-    `error_rates` sets each stage's base error rate (see DEFAULT_ERROR_RATES); context
-    (noise, device, locale, domain) scales it, cascades and recoveries shape the final
+    `profile` is the assistant (`fpi.profiles`): a name, a `Profile`, or "random" for a new
+    random assistant every `batch_turns` turns (then an `assistant` column names each one).
+    `error_rates` sets each stage's base error rate over the profile's (see DEFAULT_ERROR_RATES);
+    context (noise, device, locale, domain) scales it, cascades and recoveries shape the final
     mix. `annotator_noise` adds `human_label`, one annotator's labels with that error rate."""
     if n_turns < 1:
         raise ValueError("n_turns must be at least 1")
-    rates = {**DEFAULT_ERROR_RATES, **(error_rates or {})}
+    if profile == "random":
+        return _simulate_random(n_turns, seed=seed, error_rates=error_rates, annotator_noise=annotator_noise,
+                                batch_turns=batch_turns, start=start)
+    assistant = profile_named(profile) if isinstance(profile, str) else profile
+    assistant = with_error_rates(assistant, error_rates or {})
+    rates = {**DEFAULT_ERROR_RATES, **assistant.error_rates}
     unknown = set(rates) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stage in error_rates: {', '.join(sorted(unknown))}; expected {', '.join(STAGES)}")
     bank = load_bank()
     rng = np.random.default_rng(seed)
-    sessions = _Sessions(rng, max(8, int(n_turns / 1.6) + 16), start)
+    sessions = _Sessions(rng, max(8, int(n_turns / 1.6) + 16), start, assistant)
     positions = []
     for k in range(MAX_SESSION_TURNS):
         if not sessions.active.any():
             break
-        positions.append(_simulate_position(rng, bank, sessions, k, rates))
+        positions.append(_simulate_position(rng, bank, sessions, k, rates, assistant))
     turns = {key: np.concatenate([p[key] for p in positions]) for key in positions[0]}
     if turns["session"].size < n_turns:
-        return simulate(n_turns, seed=seed + 7919, error_rates=error_rates, annotator_noise=annotator_noise, start=start)
+        return simulate(n_turns, seed=seed + 7919, error_rates=error_rates, annotator_noise=annotator_noise, profile=profile,
+                        start=start)
     keep = np.lexsort((turns["position"], turns["session"]))[:n_turns]
     turns = {key: value[keep] for key, value in turns.items()}
-    stages = _stage_columns(rng, bank, turns)
+    stages = _stage_columns(rng, bank, turns, assistant)
     labels = np.array(LABELS, dtype=object)
     frame = pl.DataFrame({
         "turn_id": pl.Series(np.arange(n_turns)).cast(pl.String).str.zfill(8),
@@ -583,6 +616,20 @@ def simulate(n_turns: int, *, seed: int = 0, error_rates: dict[str, float] | Non
     if annotator_noise is not None:
         frame = frame.with_columns(human_label=pl.Series(labels[_annotator_labels(rng, turns, annotator_noise)].astype(str)))
     return frame.sort("epoch_ms", "turn_id").drop("epoch_ms")
+
+
+def _simulate_random(n_turns: int, *, seed: int, error_rates: dict[str, float] | None, annotator_noise: float | None,
+                     batch_turns: int, start: datetime) -> pl.DataFrame:
+    """A new random assistant for every batch of turns; ids stay unique across batches."""
+    parts = []
+    for i, begin in enumerate(range(0, n_turns, batch_turns)):
+        name = f"random-{seed}-{i}"
+        assistant = draw_profile(np.random.default_rng([seed, i, 1]), name)
+        part = simulate(min(batch_turns, n_turns - begin), seed=int(np.random.default_rng([seed, i, 2]).integers(2**31)),
+                        error_rates=error_rates, annotator_noise=annotator_noise, profile=assistant, start=start)
+        parts.append(part.with_columns(turn_id=pl.lit(f"a{i}-") + pl.col("turn_id"),
+                                       session_id=pl.lit(f"a{i}-") + pl.col("session_id"), assistant=pl.lit(name)))
+    return pl.concat(parts)
 
 
 def stage_events(frame: pl.DataFrame) -> pl.Series:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from fpi.cli.common import run, say
+from fpi.errors import UsageError
 
 
 class TraceForm(str, Enum):
@@ -25,6 +26,10 @@ def simulate(
     error_rate: Annotated[list[str] | None, typer.Option(help="Base error rate of a stage, STAGE=P (repeatable), "
                                                          "e.g. --error-rate asr=0.2.")] = None,
     form: Annotated[TraceForm, typer.Option(help="turn: one line per turn; stage: one line per stage event.")] = TraceForm.turn,
+    profile: Annotated[str, typer.Option(help="The assistant: default, telephone-slot-filling, push-to-talk, in-car, "
+                                         "terse-speaker (docs/simulator.md), or random: a new random assistant every "
+                                         "--batch-turns turns.")] = "default",
+    batch_turns: Annotated[int, typer.Option(min=100, help="With --profile random: turns per random assistant.")] = 5_000,
 ) -> None:
     """Write labeled traces from a causal simulation of an assistant and its users."""
     def work() -> None:
@@ -32,9 +37,14 @@ def simulate(
         from fpi.schema import LABELS
         from fpi.simulator import parse_error_rates, simulate, write_traces
 
+        from fpi.profiles import PROFILES
+
         rates = parse_error_rates(error_rate or [])
+        if profile != "random" and profile not in PROFILES:
+            raise UsageError(f"--profile {profile}: unknown profile; expected one of {', '.join([*PROFILES, 'random'])}")
         with steps(2, "simulating") as bar:
-            frame = simulate(n, seed=seed, error_rates=rates, annotator_noise=annotator_noise)
+            frame = simulate(n, seed=seed, error_rates=rates, annotator_noise=annotator_noise, profile=profile,
+                             batch_turns=batch_turns)
             bar.advance("writing")
             write_traces(frame, output, form=form.value)
             bar.advance()
