@@ -13,7 +13,10 @@ import numpy as np
 import polars as pl
 from rapidfuzz import fuzz, process
 
+from fpi import normalise
+
 c = pl.col
+CORRECTION = r"^(no|nope|not|wrong|i said|i meant|that's not|that is not)\b"
 
 
 @dataclass(frozen=True)
@@ -180,13 +183,17 @@ def _feature_list() -> list[Feature]:
         F("next_word_count", "words in the next turn's ASR text", next_of(c("_text").str.count_matches(r"\S+")).cast(pl.Float64), group="dialogue"),
         F("next_barge_in", "the user interrupted the next turn's response", _flag(next_of(feedback.struct.field("barge_in"))), group="dialogue"),
         F("same_intent_in_session", "other turns of the session with this intent", (pl.len().over(*session, "_intent") - 1).cast(pl.Float64), group="dialogue"),
+        F("next_correction", "the next turn opens with a correction (no, i said, not that, ...)",
+          _flag(next_text.str.contains(CORRECTION)), group="words"),
+        F("text_is_correction", "this turn opens with a correction: it corrects the previous one",
+          _flag(c("_text").str.contains(CORRECTION)), group="words"),
     ]
 
 
 FEATURES: tuple[Feature, ...] = tuple(_feature_list())
-FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+FEATURE_NAMES: tuple[str, ...] = (*(f.name for f in FEATURES), *normalise.NAMES)
 CATEGORICAL: tuple[str, ...] = tuple(f.name for f in FEATURES if f.categorical)
-DESCRIPTIONS: dict[str, str] = {f.name: f.description for f in FEATURES}
+DESCRIPTIONS: dict[str, str] = {**{f.name: f.description for f in FEATURES}, **normalise.DESCRIPTIONS}
 
 
 def feature_plan(turns: pl.DataFrame, neighbours: pl.DataFrame | None = None) -> pl.LazyFrame:
@@ -197,19 +204,28 @@ def feature_plan(turns: pl.DataFrame, neighbours: pl.DataFrame | None = None) ->
     return lf.sort("_row").select("turn_id", *[f.expr.alias(f.name) for f in FEATURES])
 
 
-def build_features(turns: pl.DataFrame, neighbours: pl.DataFrame | None = None) -> pl.DataFrame:
-    """Features of every turn, in input order: numeric columns as Float64, categorical as String."""
-    return feature_plan(turns, neighbours).collect()
+def build_features(turns: pl.DataFrame, neighbours: pl.DataFrame | None = None, *,
+                   reference: normalise.Reference | None = None) -> pl.DataFrame:
+    """Features of every turn, in input order: numeric columns as Float64, categorical as String.
+    Quantile features are relative to these turns (one assistant's), or to `reference`'s tables
+    for a source with too few values here."""
+    base = feature_plan(turns, neighbours).collect()
+    return normalise.Reference.fit(base).over(reference).apply(base)
 
 
 def features_markdown() -> str:
     """docs/features.md, generated from the feature list so the two cannot drift."""
     lines = ["# Features", "",
              "Generated from `fpi/features.py` (`python -m fpi.features > docs/features.md`). A stage that did not run gives null,",
-             "never 0. Dialogue features look at the same `session_id`, ordered by `turn_index`.", "",
+             "never 0. Dialogue features look at the same `session_id`, ordered by `turn_index`. Relative features",
+             "(`fpi/normalise.py`) place a score among the turns of the same assistant: fitted on the input being",
+             "classified, or on the model's stored tables where the input has fewer than "
+             f"{normalise.MIN_VALUES} values of a score.", "",
              "| feature | group | kind | meaning |", "|---|---|---|---|"]
     for f in FEATURES:
         lines.append(f"| `{f.name}` | {f.group} | {'categorical' if f.categorical else 'numeric'} | {f.description} |")
+    for name, description in normalise.DESCRIPTIONS.items():
+        lines.append(f"| `{name}` | relative | numeric | {description} |")
     return "\n".join(lines) + "\n"
 
 

@@ -18,11 +18,16 @@ import polars as pl
 from fpi.errors import ModelError, UsageError
 from fpi.metrics import evaluate
 from fpi.features import CATEGORICAL, FEATURE_NAMES, build_features
+from fpi.normalise import Reference
 from fpi.output import atomic_write_bytes
-from fpi.schema import LABELS
+from fpi.schema import LABELS, STAGES
 
 MODEL_FORMAT = 1
 BOOSTER_FILE = "booster.txt"
+CV_BELOW = 5_000  # fewer labels than this: rounds by cross-validation, not one held-out split
+CV_FOLDS = 5
+SELF_TRAINING_ROUNDS = 3  # more drifted further from the truth on simulated assistants (docs/learning.md)
+MIN_CATEGORY_TURNS = 300  # rarer categories (another assistant's intent names) are unknown to the model, as at inference
 METADATA_FILE = "model.json"
 
 
@@ -37,10 +42,38 @@ def _version(package: str) -> str:
         return "unknown"
 
 
-def _as_features(turns_or_features: pl.DataFrame) -> pl.DataFrame:
+def _as_features(turns_or_features: pl.DataFrame, reference: Reference | None = None) -> pl.DataFrame:
     if "wake_missing" in turns_or_features.columns:
         return turns_or_features
-    return build_features(turns_or_features)
+    return build_features(turns_or_features, reference=reference)
+
+
+def features_by_assistant(turns: pl.DataFrame) -> pl.DataFrame:
+    """Features of training turns, each assistant's relative to its own turns (an `assistant`
+    column names them; without one, all turns are one assistant), in input order."""
+    if "assistant" not in turns.columns or turns["assistant"].n_unique() == 1:
+        return build_features(turns)
+    indexed = turns.with_row_index("_order")
+    parts = [build_features(group.drop("_order")).with_columns(group["_order"])
+             for _, group in indexed.group_by("assistant", maintain_order=True)]
+    return pl.concat(parts).sort("_order").drop("_order")
+
+
+def impossible(features: pl.DataFrame, classes: list[str]) -> np.ndarray:
+    """Which labels a turn cannot have: a stage that did not run on it cannot be where it failed."""
+    mask = np.zeros((features.height, len(classes)), dtype=bool)
+    for k, label in enumerate(classes):
+        if label in STAGES:
+            mask[:, k] = (features[f"{label}_missing"] == 1.0).fill_null(False).to_numpy()
+    return mask
+
+
+def session_folds(sessions: pl.Series, folds: int, seed: int) -> np.ndarray:
+    """The fold (0..folds-1) of each row; every turn of a session falls in the same fold."""
+    unique = np.sort(sessions.unique().to_numpy())
+    order = np.random.default_rng(seed).permutation(len(unique))
+    fold_of = dict(zip(unique[order], np.arange(len(unique)) % folds, strict=True))
+    return np.array([fold_of[s] for s in sessions.to_list()])
 
 
 def session_split(sessions: pl.Series, valid_fraction: float, seed: int) -> np.ndarray:
@@ -54,6 +87,13 @@ def session_split(sessions: pl.Series, valid_fraction: float, seed: int) -> np.n
 
 class FailurePointModel:
     """Predicts each turn's failure point from its features; scikit-learn conventions."""
+
+    booster_: lgb.Booster
+    feature_names_: list[str]
+    classes_: list[str]
+    vocabularies_: dict[str, list[str]]
+    best_iteration_: int
+    init_rounds_: int
 
     def __init__(self, *, n_estimators: int = 600, learning_rate: float = 0.2, num_leaves: int = 63,
                  min_child_samples: int = 50, feature_fraction: float = 0.8, lambda_l2: float = 1.0,
@@ -87,57 +127,147 @@ class FailurePointModel:
         frame = pl.DataFrame(columns)
         return frame.to_numpy(allow_copy=True).astype(np.float64, copy=False)
 
-    def _params(self) -> dict:
-        return {
+    def _params(self, labeled: int) -> dict:
+        """LightGBM's parameters; with few labels, small shallow trees and strong regularisation."""
+        params = {
             "objective": "multiclass", "num_class": len(LABELS), "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves, "min_data_in_leaf": self.min_child_samples,
             "feature_fraction": self.feature_fraction, "feature_fraction_seed": self.seed, "lambda_l2": self.lambda_l2,
             "seed": self.seed, "deterministic": True, "force_col_wise": True, "num_threads": self.num_threads,
             "verbosity": -1, "max_cat_to_onehot": 8, "cat_smooth": 10.0, "metric": "multi_logloss",
         }
+        if labeled < CV_BELOW:
+            params.update(learning_rate=min(self.learning_rate, 0.05), num_leaves=min(self.num_leaves, 7),
+                          min_data_in_leaf=max(5, labeled // 50), lambda_l2=max(self.lambda_l2, 10.0),
+                          min_data_per_group=5, cat_smooth=20.0)
+        return params
 
     # ------------------------------------------------------------ fitting
 
-    def fit(self, turns: pl.DataFrame, labels: pl.Series | None = None, *,
+    def fit(self, turns: pl.DataFrame, labels: pl.Series | None = None, *, weights: pl.Series | None = None,
+            init: FailurePointModel | None = None,
             on_iteration: Callable[[int, int], None] | None = None) -> FailurePointModel:
-        """Fit on loaded turns (or their features plus `session_id`) and their gold labels."""
+        """Fit on loaded turns and their labels. Turns without a label still give their neighbours'
+        dialogue context; `weights` scales each labeled turn (weak labels count less). With `init`,
+        boosting continues from that model's trees (its features, classes and vocabularies).
+        With fewer than CV_BELOW labels, the number of rounds comes from session-grouped cross-validation."""
         if labels is None:
             if "label" not in turns.columns or turns["label"].null_count() == turns.height:
                 raise UsageError("training needs gold labels: the traces have no `label` field")
             labels = turns["label"]
-        if labels.null_count():
-            raise UsageError(f"training needs a gold label on every turn: {labels.null_count()} turns have none")
-        features = _as_features(turns)
-        self.feature_names_ = list(FEATURE_NAMES)
-        self.classes_ = list(LABELS)
-        self.vocabularies_ = {name: sorted(v for v in features[name].drop_nulls().unique().to_list()) for name in CATEGORICAL}
+        labeled = labels.is_not_null().to_numpy()
+        if not labeled.any():
+            raise UsageError("training needs labels: no turn has one")
+        features = turns if "wake_missing" in turns.columns else features_by_assistant(turns)
+        self.reference_ = Reference.fit(features).global_only()  # the fallback for sources an input has too few of
+        if init is not None:
+            init._check_fitted()
+            self.feature_names_, self.classes_, self.vocabularies_ = list(init.feature_names_), list(init.classes_), init.vocabularies_
+        else:
+            self.feature_names_, self.classes_ = list(FEATURE_NAMES), list(LABELS)
+            self.vocabularies_ = {name: sorted(features[name].drop_nulls().value_counts()
+                                               .filter(pl.col("count") >= MIN_CATEGORY_TURNS)[name].to_list())
+                                  for name in CATEGORICAL}
+        features = features.filter(pl.Series(labeled))
+        labels = labels.filter(pl.Series(labeled))
         X = self._matrix(features)
         y = labels.replace_strict(self.classes_, list(range(len(self.classes_))), return_dtype=pl.Int32).to_numpy()
-        valid = session_split(turns["session_id"], self.valid_fraction, self.seed)
+        scale = np.ones(len(y)) if weights is None else weights.filter(pl.Series(labeled)).fill_null(1.0).to_numpy()
+        sessions = turns["session_id"].filter(pl.Series(labeled))
+        self.init_rounds_ = init.best_iteration_ if init is not None else 0
+        gold = scale >= 1.0  # weak labels (weight below 1) train, never validate
+        if not gold.any():
+            self._self_trained(X, y, scale, init, on_iteration)
+            self.training_rows_ = {"train": len(y), "valid": 0}
+        elif gold.all() and len(y) >= CV_BELOW:
+            valid = self._holdout(X, y, scale, sessions, features, labels, init, on_iteration)
+            self.training_rows_ = {"train": int((~valid).sum()), "valid": int(valid.sum())}
+        else:
+            self._cross_validated(X, y, scale, gold, sessions, features, labels, init, on_iteration)
+            self.training_rows_ = {"train": len(y), "valid": 0}
+        digest = hashlib.sha256(X.tobytes())
+        digest.update(y.astype(np.int32).tobytes())
+        digest.update(scale.astype(np.float64).tobytes())
+        self.data_fingerprint_ = digest.hexdigest()
+        self.labels_used_ = {"turns": len(y), "by_label": {label: int((y == k).sum()) for k, label in enumerate(self.classes_)}}
+        return self
+
+    def _class_weights(self, counts: np.ndarray) -> np.ndarray:
+        """Weight of each class: sqrt of its inverse share, so rare failure points are not ignored."""
+        if self.class_weight != "sqrt_balanced":
+            return np.ones(len(counts))
+        return np.sqrt(counts.sum() / (len(counts) * np.maximum(counts, 1)))
+
+    def _weights(self, y: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        return self._class_weights(np.bincount(y, weights=scale, minlength=len(self.classes_)))[y] * scale
+
+    def _dataset(self, X: np.ndarray, y: np.ndarray, weights: np.ndarray, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+        categorical = [self.feature_names_.index(n) for n in CATEGORICAL]
+        return lgb.Dataset(X, y, weight=weights, feature_name=self.feature_names_, categorical_feature=categorical,
+                           free_raw_data=False, reference=reference)
+
+    def _holdout(self, X: np.ndarray, y: np.ndarray, scale: np.ndarray, sessions: pl.Series, features: pl.DataFrame,
+                 labels: pl.Series, init: FailurePointModel | None, on_iteration: Callable[[int, int], None] | None) -> np.ndarray:
+        """Many labels: early stopping on a session-grouped validation split."""
+        valid = session_split(sessions, self.valid_fraction, self.seed)
         if valid.all() or not valid.any():
             raise UsageError("too few sessions to hold out a validation set; lower --valid-fraction or add traces")
-        counts = np.bincount(y[~valid], minlength=len(self.classes_)).astype(float)
-        weights = np.ones(len(y))
-        if self.class_weight == "sqrt_balanced":
-            class_weight = np.sqrt(counts.sum() / (len(counts) * np.maximum(counts, 1)))
-            weights = class_weight[y]
-        categorical = [self.feature_names_.index(n) for n in CATEGORICAL]
-        train_set = lgb.Dataset(X[~valid], y[~valid], weight=weights[~valid], feature_name=self.feature_names_,
-                                categorical_feature=categorical, free_raw_data=True)
-        valid_set = lgb.Dataset(X[valid], y[valid], weight=weights[valid], reference=train_set)
+        weights = self._class_weights(np.bincount(y[~valid], weights=scale[~valid], minlength=len(self.classes_)))[y] * scale
+        train_set = self._dataset(X[~valid], y[~valid], weights[~valid])
+        valid_set = self._dataset(X[valid], y[valid], weights[valid], reference=train_set)
         callbacks: list[Callable] = [lgb.early_stopping(self.early_stopping_rounds, verbose=False)]
         if on_iteration is not None:
             callbacks.append(lambda env: on_iteration(env.iteration + 1, env.end_iteration))
-        self.booster_ = lgb.train(self._params(), train_set, num_boost_round=self.n_estimators,
-                                  valid_sets=[valid_set], valid_names=["valid"], callbacks=callbacks)
-        self.best_iteration_ = int(self.booster_.best_iteration or self.n_estimators)
-        predicted = np.asarray(self.classes_)[self._proba_matrix(X[valid]).argmax(axis=1)]
-        self.validation_metrics_ = evaluate(labels.filter(pl.Series(valid)).to_list(), predicted.tolist())
-        digest = hashlib.sha256(X.tobytes())
-        digest.update(y.astype(np.int32).tobytes())
-        self.data_fingerprint_ = digest.hexdigest()
-        self.training_rows_ = {"train": int((~valid).sum()), "valid": int(valid.sum())}
-        return self
+        self.booster_ = lgb.train(self._params(len(y)), train_set, num_boost_round=self.n_estimators, valid_sets=[valid_set],
+                                  valid_names=["valid"], callbacks=callbacks, init_model=init.booster_ if init else None)
+        self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
+        chosen = pl.Series(valid)
+        predicted = np.asarray(self.classes_)[self._possible(self._proba_matrix(X[valid]), features.filter(chosen)).argmax(axis=1)]
+        self.validation_metrics_ = evaluate(labels.filter(chosen).to_list(), predicted.tolist())
+        return valid
+
+    def _cross_validated(self, X: np.ndarray, y: np.ndarray, scale: np.ndarray, gold: np.ndarray, sessions: pl.Series,
+                         features: pl.DataFrame, labels: pl.Series, init: FailurePointModel | None,
+                         on_iteration: Callable[[int, int], None] | None) -> None:
+        """Few gold labels: rounds chosen by session-grouped k-fold cross-validation over the gold
+        labels (weak ones only ever train; out-of-fold predictions give the validation metrics),
+        then one model on every label."""
+        fold = np.full(len(y), -1)
+        fold[gold] = session_folds(sessions.filter(pl.Series(gold)), CV_FOLDS, self.seed)
+        params = self._params(int(gold.sum()))
+        best, out_of_fold = [], np.zeros((len(y), len(self.classes_)))
+        for k in range(CV_FOLDS):
+            held = fold == k
+            if not held.any() or held.sum() == gold.sum():
+                continue
+            train_set = self._dataset(X[~held], y[~held], self._weights(y[~held], scale[~held]))
+            valid_set = self._dataset(X[held], y[held], self._weights(y[held], scale[held]), reference=train_set)
+            booster = lgb.train(params, train_set, num_boost_round=self.n_estimators, valid_sets=[valid_set],
+                                callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
+                                init_model=init.booster_ if init else None)
+            rounds = int(booster.best_iteration or booster.current_iteration())
+            best.append(rounds - self.init_rounds_)
+            out_of_fold[held] = booster.predict(X[held], num_iteration=rounds)
+        self._final(X, y, scale, params, max(0, int(np.median(best))) if best else 1, init, on_iteration)
+        chosen = pl.Series(gold)
+        predicted = np.asarray(self.classes_)[self._possible(out_of_fold[gold], features.filter(chosen)).argmax(axis=1)]
+        self.validation_metrics_ = evaluate(labels.filter(chosen).to_list(), predicted.tolist())
+
+    def _self_trained(self, X: np.ndarray, y: np.ndarray, scale: np.ndarray, init: FailurePointModel | None,
+                      on_iteration: Callable[[int, int], None] | None) -> None:
+        """Weak labels only: nothing to validate on, so a few gentle rounds (see `fpi adapt`)."""
+        self._final(X, y, scale, self._params(len(y)) | {"learning_rate": 0.05}, SELF_TRAINING_ROUNDS, init, on_iteration)
+        self.validation_metrics_ = {}
+
+    def _final(self, X: np.ndarray, y: np.ndarray, scale: np.ndarray, params: dict, rounds: int,
+               init: FailurePointModel | None, on_iteration: Callable[[int, int], None] | None) -> None:
+        if rounds == 0 and init is not None:  # the labels say: do not change the model
+            self.booster_, self.best_iteration_ = init.booster_, init.best_iteration_
+            return
+        callbacks: list[Callable] = [] if on_iteration is None else [lambda env: on_iteration(env.iteration + 1, env.end_iteration)]
+        self.booster_ = lgb.train(params, self._dataset(X, y, self._weights(y, scale)), num_boost_round=max(rounds, 1),
+                                  callbacks=callbacks, init_model=init.booster_ if init else None)
+        self.best_iteration_ = self.booster_.current_iteration()
 
     # ------------------------------------------------------------ prediction
 
@@ -148,14 +278,23 @@ class FailurePointModel:
     def _proba_matrix(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(self.booster_.predict(X, num_iteration=self.best_iteration_))
 
+    def _possible(self, probabilities: np.ndarray, features: pl.DataFrame) -> np.ndarray:
+        """Probabilities with the labels a turn cannot have set to 0, renormalised."""
+        kept = np.where(impossible(features, self.classes_), 0.0, probabilities)
+        total = kept.sum(axis=1, keepdims=True)
+        return np.divide(kept, total, out=np.asarray(probabilities, dtype=float).copy(), where=total > 0)
+
     def matrix(self, turns_or_features: pl.DataFrame) -> np.ndarray:
         """The model's input matrix for these turns (for explanations and benchmarks)."""
         self._check_fitted()
-        return self._matrix(_as_features(turns_or_features))
+        return self._matrix(_as_features(turns_or_features, self.reference_))
 
     def predict_proba(self, turns_or_features: pl.DataFrame) -> np.ndarray:
-        """Probability of each label (columns in `classes_` order), one row per turn."""
-        return self._proba_matrix(self.matrix(turns_or_features))
+        """Probability of each label (columns in `classes_` order), one row per turn; a label whose
+        stage did not run on the turn gets 0."""
+        self._check_fitted()
+        features = _as_features(turns_or_features, self.reference_)
+        return self._possible(self._proba_matrix(self._matrix(features)), features)
 
     def predict(self, turns_or_features: pl.DataFrame) -> list[str]:
         probabilities = self.predict_proba(turns_or_features)
@@ -172,7 +311,8 @@ class FailurePointModel:
             "classes": self.classes_, "features": self.feature_names_, "categorical": list(CATEGORICAL),
             "vocabularies": self.vocabularies_, "params": params, "best_iteration": self.best_iteration_,
             "training_rows": self.training_rows_, "data_fingerprint": self.data_fingerprint_,
-            "validation_metrics": self.validation_metrics_,
+            "validation_metrics": self.validation_metrics_, "reference": self.reference_.to_json(),
+            "labels_used": self.labels_used_, "continued_from_rounds": self.init_rounds_,
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -219,6 +359,9 @@ class FailurePointModel:
         model.validation_metrics_ = meta.get("validation_metrics", {})
         model.data_fingerprint_ = meta.get("data_fingerprint", "")
         model.training_rows_ = meta.get("training_rows", {})
+        model.reference_ = Reference.from_json(meta.get("reference") or {})
+        model.labels_used_ = meta.get("labels_used", {})
+        model.init_rounds_ = int(meta.get("continued_from_rounds", 0))
         return model
 
     def fingerprint(self) -> str:
@@ -226,5 +369,6 @@ class FailurePointModel:
         (not the versions that wrote or read it)."""
         self._check_fitted()
         digest = hashlib.sha256(self.booster_.model_to_string(num_iteration=self.best_iteration_).encode())
-        digest.update(json.dumps([self.classes_, self.feature_names_, self.vocabularies_], sort_keys=True).encode())
+        digest.update(json.dumps([self.classes_, self.feature_names_, self.vocabularies_, self.reference_.to_json()],
+                                 sort_keys=True).encode())
         return digest.hexdigest()

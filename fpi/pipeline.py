@@ -70,7 +70,7 @@ class Pipeline:
         step = on_step or (lambda name: None)
         step("features")
         neighbours = neighbour_rows(turns)
-        features = features if features is not None else build_features(turns, neighbours)
+        features = features if features is not None else build_features(turns, neighbours, reference=self.model.reference_)
         step("predicting")
         verdicts = self.verdicts(turns, features)
         step("rules")

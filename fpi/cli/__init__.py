@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from fpi.cli import classify, evaluate, explain, gate, report, rules, simulate, train, validate
+from fpi.cli import classify, evaluate, explain, gate, report, rules, sample, simulate, train, validate
 
 app = typer.Typer(help="Failure-point isolation for voice and conversational assistants.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False)
@@ -13,6 +13,8 @@ app.command("simulate")(simulate.simulate)
 app.command("validate")(validate.validate)
 app.command("classify")(classify.classify)
 app.command("train")(train.train)
+app.command("adapt")(train.adapt)
+app.command("sample")(sample.sample)
 app.command("eval")(evaluate.evaluate)
 app.command("explain")(explain.explain)
 app.command("gate")(gate.gate)
@@ -24,6 +26,10 @@ rules_app.command("check")(rules.check)
 rules_app.command("test")(rules.test)
 rules_app.command("fields")(rules.fields)
 app.add_typer(rules_app, name="rules")
+
+label_app = typer.Typer(help="Labels from a filled labeling sheet.", no_args_is_help=True)
+label_app.command("merge")(sample.merge)
+app.add_typer(label_app, name="label")
 
 
 def main() -> None:

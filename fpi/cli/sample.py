@@ -1,0 +1,64 @@
+"""`fpi sample` and `fpi label merge`: the turns worth labeling, and the labels back onto traces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fpi.cli.common import Classifier, Input, TracesArg, exit_for, options, run, say
+from fpi.errors import UsageError
+
+
+@options
+def sample(
+    traces: TracesArg,
+    n: Annotated[int, typer.Option("-n", "--turns", min=1, help="How many turns to choose.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The labeling sheet: .csv (opens in a spreadsheet), .tsv or .jsonl.")],
+    seed: Annotated[int, typer.Option(help="Seed for ties; same traces, model and seed give the same sheet.")] = 0,
+    classifier: Classifier = Classifier(),
+    bad_records: Input = Input(),
+) -> None:
+    """Choose the turns whose labels would teach the model most, as a sheet to fill in."""
+    def work() -> int:
+        from fpi.output import atomic_write
+        from fpi.sample import choose, sheet
+
+        suffix = output.suffix.lower()
+        if suffix not in (".csv", ".tsv", ".jsonl"):
+            raise UsageError(f"{output}: unknown sheet format {suffix or '(none)'}: expected .csv, .tsv or .jsonl")
+        pipeline = classifier.pipeline()
+        result = bad_records.read(traces)
+        batch = pipeline.run(result.turns)
+        rows = sheet(batch, choose(batch, min(n, batch.turns.height), seed=seed))
+        writers = {".csv": lambda tmp: rows.write_csv(tmp), ".tsv": lambda tmp: rows.write_csv(tmp, separator="\t"),
+                   ".jsonl": lambda tmp: rows.write_ndjson(tmp)}
+        atomic_write(output, writers[suffix])
+        mix = rows["model_guess"].value_counts().sort("model_guess")
+        say(f"wrote {rows.height} turns to label to {output} (model's guesses: "
+            + ", ".join(f"{label} {count}" for label, count in mix.iter_rows()) + "); fill the `label` column, then "
+            f"`fpi train {traces} --labels {output} --from default --unlabeled -o MODEL_DIR`")
+        return exit_for(result)
+    run(work)
+
+
+@options
+def merge(
+    traces: TracesArg,
+    sheet: Annotated[Path, typer.Argument(help="A filled labeling sheet (.csv, .tsv or .jsonl).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Labeled traces to write (.jsonl).")],
+    bad_records: Input = Input(),
+) -> None:
+    """Write the traces with the sheet's labels on them (trace format v1 JSON Lines)."""
+    def work() -> int:
+        from fpi.labels import labeled_traces, merge_labels, read_sheet
+        from fpi.output import atomic_write_bytes
+
+        result = bad_records.read(traces)
+        filled = read_sheet(sheet)
+        turns = merge_labels(result.turns, filled, str(sheet))
+        atomic_write_bytes(output, labeled_traces(turns).encode("utf-8"))
+        say(f"wrote {turns.height} turns to {output}, {filled.height} labeled from {sheet}")
+        return exit_for(result)
+    run(work)
