@@ -26,6 +26,7 @@ MODEL_FORMAT = 1
 BOOSTER_FILE = "booster.txt"
 CV_BELOW = 5_000  # fewer labels than this: rounds by cross-validation, not one held-out split
 CV_FOLDS = 5
+MANY_LABELS = 50_000  # from here on, the shipped model's own parameters
 SELF_TRAINING_ROUNDS = 3  # more drifted further from the truth on simulated assistants (docs/learning.md)
 MIN_CATEGORY_TURNS = 300  # rarer categories (another assistant's intent names) are unknown to the model, as at inference
 METADATA_FILE = "model.json"
@@ -140,6 +141,9 @@ class FailurePointModel:
             params.update(learning_rate=min(self.learning_rate, 0.05), num_leaves=min(self.num_leaves, 7),
                           min_data_in_leaf=max(5, labeled // 50), lambda_l2=max(self.lambda_l2, 10.0),
                           min_data_per_group=5, cat_smooth=20.0)
+        elif labeled < MANY_LABELS:  # one assistant's labeled logs: finer steps than the large default
+            params.update(learning_rate=min(self.learning_rate, 0.05), num_leaves=min(self.num_leaves, 31),
+                          min_data_in_leaf=min(self.min_child_samples, 20), lambda_l2=max(self.lambda_l2, 5.0))
         return params
 
     # ------------------------------------------------------------ fitting
