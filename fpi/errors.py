@@ -4,6 +4,7 @@ EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_ERROR = 2
 EXIT_PARTIAL = 3  # output written, but some input records were quarantined
+EXIT_INTERNAL = 70  # a bug in fpi (EX_SOFTWARE): never the code a gate or bad input gives
 
 
 class FpiError(Exception):

@@ -27,6 +27,7 @@ from fpi.errors import TraceError
 from fpi.output import atomic_write_bytes
 from fpi.schema import (
     EVENT_STAGES,
+    STAGES,
     TURN_FIELD_NAMES,
     TURN_FIELDS,
     TURN_SCHEMA,
@@ -88,16 +89,86 @@ class LoadResult:
 
 
 def read_traces(source: str | Path | bytes, *, name: str | None = None) -> LoadResult:
-    """Read traces (JSONL, gzipped JSONL, Parquet; `-` is stdin) without raising on bad records."""
+    """Read traces (JSONL, gzipped JSONL, Parquet; `-` is stdin) without raising on bad records.
+    A file that is not traces at all (classified records, CSV, logs whose fields trace format v1
+    does not name) is one clear error, never a silent wrong answer."""
     data, label = _read_source(source, name)
     if data[:4] == b"PAR1":
-        return _read_parquet(data, label)
+        return _no_stages_check(_read_parquet(data, label), label)
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError) as exc:
             raise TraceError([f"{label}: not a readable gzip file ({exc})"]) from exc
-    return _read_jsonl(data, label)
+    _refuse_other_formats(data, label)
+    return _no_stages_check(_read_jsonl(data, label), label)
+
+
+RECORD_MARKERS = ("failure_point", "model_failure_point")
+MOSTLY = 0.5
+
+
+def _first_line(data: bytes) -> bytes:
+    for line in data[:1 << 20].lstrip(b"\xef\xbb\xbf").splitlines():
+        if line.strip():
+            return line.strip()
+    return b""
+
+
+def _refuse_other_formats(data: bytes, label: str) -> None:
+    """Say what a file is when it is plainly not JSON Lines traces, once, instead of once per line."""
+    first = _first_line(data)
+    if not first or first.startswith(b"{"):
+        try:
+            fields = json.loads(first) if first else {}
+        except ValueError:
+            return
+        if isinstance(fields, dict) and any(m in fields for m in RECORD_MARKERS) and not any(s in fields for s in STAGES):
+            raise TraceError([f"{label}: holds classified records (the output of `fpi classify`), not traces; "
+                              "`fpi report` reads records, and the other commands read traces (docs/trace-format.md)"])
+        return
+    try:
+        text = first.decode("utf-8")
+    except UnicodeDecodeError:
+        return  # binary: its lines are rejected one by one, as bad lines
+    if any(ch < " " and ch != "\t" for ch in text):
+        return
+    separator = b"\t" if b"\t" in first else b"," if b"," in first else None
+    if separator is not None and not first.startswith((b"[", b'"')):
+        kind = "TSV" if separator == b"\t" else "CSV"
+        header = ", ".join(name.decode("utf-8", "replace").strip().strip('"') for name in first.split(separator)[:12])
+        raise TraceError([f"{label}: looks like {kind} (header: {header}); fpi reads trace format v1 as JSON Lines or "
+                          "Parquet: convert the export to one JSON object per turn (docs/trace-format.md)"])
+
+
+def _no_stages_check(result: LoadResult, label: str) -> LoadResult:
+    """Refuse input where most turns carry none of the stages but fields the format does not name:
+    its fields are named otherwise, and classifying it would be a confident wrong answer."""
+    turns = result.turns
+    if turns.height == 0:
+        return result
+    empty = turns.select(pl.all_horizontal(pl.col(s).is_null() for s in (*STAGES, "feedback")).mean()).item()
+    if empty <= MOSTLY:
+        return result
+    seen = _fields_seen(turns)
+    if not set(seen) - set(TURN_FIELD_NAMES):
+        return result  # turns that carry only what the format names (ids, context) are valid, if thin
+    raise TraceError([f"{label}: {empty:.0%} of the turns carry none of the stages trace format v1 names "
+                      f"({', '.join(STAGES)}); the fields seen are: {', '.join(seen) or 'none beyond the ids'}. "
+                      "Name them as docs/trace-format.md does (e.g. asr.text, nlu.intent, result.status)"])
+
+
+def _fields_seen(turns: pl.DataFrame, rows: int = 50) -> list[str]:
+    """Top-level field names in the first records, in the order first seen."""
+    seen: dict[str, None] = {}
+    for raw in turns["raw"].head(rows).to_list():
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            seen.update(dict.fromkeys(map(str, obj)))
+    return list(seen)
 
 
 def load_traces(source: str | Path | bytes, *, on_error: OnError = "fail",

@@ -5,6 +5,7 @@ a report needs this module and never the model."""
 
 from __future__ import annotations
 
+import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,9 +116,14 @@ def failure_point_counts(records: pl.DataFrame) -> dict[str, int]:
 
 # ------------------------------------------------------------------ reading
 
-def is_classified(path: str | Path) -> bool:
-    """Whether a file holds classified records (rather than raw traces)."""
-    path = Path(path)
+def is_classified(source: str | Path | bytes) -> bool:
+    """Whether a file (or the bytes of one) holds classified records rather than raw traces."""
+    if isinstance(source, bytes):
+        if source[:4] == b"PAR1":
+            return "failure_point" in pl.read_parquet_schema(io.BytesIO(source))
+        first = source.lstrip()[:1 << 16].split(b"\n", 1)[0]
+        return b"failure_point" in first and not source.startswith(b"\x1f\x8b")
+    path = Path(source)
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return "failure_point" in pl.read_parquet_schema(path)
@@ -132,17 +138,22 @@ _CSV_TEXT_COLUMNS = ("rule", "label", "explanation", *CONTEXT, "rules_matched", 
 _REQUIRED_TO_READ = ("turn_id", "failure_point")
 
 
-def read_records(path: str | Path) -> pl.DataFrame:
-    """Classified records from JSON Lines, CSV or Parquet, normalised to one set of columns."""
-    label = str(path)
-    suffix = Path(path).suffix.lower()
+def read_records(path: str | Path | bytes, *, name: str | None = None) -> pl.DataFrame:
+    """Classified records from JSON Lines, CSV or Parquet (a path, or the bytes of a file such as
+    stdin), normalised to one set of columns."""
+    if isinstance(path, bytes):
+        label = name or "<bytes>"
+        suffix = ".parquet" if path[:4] == b"PAR1" else ".jsonl" if path.lstrip()[:1] == b"{" else ".csv"
+        source: str | Path | io.BytesIO = io.BytesIO(path)
+    else:
+        label, suffix, source = str(path), Path(path).suffix.lower(), path
     try:
         if suffix == ".parquet":
-            records = pl.read_parquet(path)
+            records = pl.read_parquet(source)
         elif suffix == ".csv":
-            records = pl.read_csv(path, infer_schema_length=None, schema_overrides={c: pl.String for c in _CSV_TEXT_COLUMNS})
+            records = pl.read_csv(source, infer_schema_length=None, schema_overrides={c: pl.String for c in _CSV_TEXT_COLUMNS})
         else:
-            records = pl.read_ndjson(path, infer_schema_length=None)
+            records = pl.read_ndjson(source, infer_schema_length=None)
     except FileNotFoundError:
         raise UsageError(f"{label}: no such file") from None
     except (pl.exceptions.PolarsError, OSError) as exc:

@@ -23,7 +23,7 @@ FIXTURES = ROOT / "fixtures"
 
 def run_cli(*args: str, input: bytes | str | None = None):
     """Invoke the CLI; a crash (anything but SystemExit) fails the test instead of passing as exit 1."""
-    result = CliRunner().invoke(app, [str(a) for a in args], input=input, catch_exceptions=True)
+    result = CliRunner().invoke(app, ["--debug", *[str(a) for a in args]], input=input, catch_exceptions=True)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import typer
 
-from fpi.cli import classify, evaluate, explain, gate, report, rules, sample, simulate, train, validate
+from fpi.cli import classify, common, evaluate, explain, gate, report, rules, sample, simulate, train, validate
 
 app = typer.Typer(help="Failure-point isolation for voice and conversational assistants.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False)
+
+
+@app.callback()
+def main_options(debug: bool = typer.Option(False, "--debug", help="Show the traceback of an internal error.")) -> None:
+    """Failure-point isolation for voice and conversational assistants."""
+    common.DEBUG["traceback"] = debug
+
+
 app.command("simulate")(simulate.simulate)
 app.command("validate")(validate.validate)
 app.command("classify")(classify.classify)

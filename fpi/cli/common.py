@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fpi.errors import EXIT_OK, EXIT_PARTIAL, FpiError, TraceError, UsageError
+from fpi.errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, FpiError, TraceError, UsageError
 
 if TYPE_CHECKING:
     import polars as pl
@@ -77,8 +77,8 @@ class Input:
     on_error: OnErrorOpt = OnError.fail
     quarantine: QuarantineOpt = None
 
-    def read(self, traces: str) -> LoadResult:
-        return read(traces, self.on_error, self.quarantine)
+    def read(self, traces: str, data: bytes | None = None) -> LoadResult:
+        return read(traces, self.on_error, self.quarantine, data)
 
 
 def options(command: Callable[..., None]) -> Callable[..., None]:
@@ -107,15 +107,27 @@ def options(command: Callable[..., None]) -> Callable[..., None]:
     return expanded
 
 
+DEBUG = {"traceback": False}  # set by `fpi --debug`
+
+
 def run(work: Callable[[], int | None]) -> None:
-    """Run a command body; expected errors become a message on stderr and their exit code."""
+    """Run a command body; expected errors become a message on stderr and their exit code, and an
+    unexpected one says so in a line and exits 70 (with --debug, its traceback instead)."""
+    from rich.text import Text
+
     try:
         code = work()
     except FpiError as exc:
-        from rich.text import Text
-
         stderr_console().print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if DEBUG["traceback"]:
+            raise
+        stderr_console().print(Text.assemble(("internal error:", "bold red"), f" {type(exc).__name__}: {exc} "
+                                             "(run with --debug for the traceback)"), highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERNAL) from None
     raise typer.Exit(code or EXIT_OK)
 
 
@@ -145,11 +157,12 @@ def show(tables: list[Table], *, stderr: bool = False) -> None:
         print_table(table, console)
 
 
-def read(traces: str, on_error: OnError, quarantine: Path | None) -> LoadResult:
-    """Read traces under the --on-error policy; report what was rejected and where it went."""
+def read(traces: str, on_error: OnError, quarantine: Path | None, data: bytes | None = None) -> LoadResult:
+    """Read traces (or `data`, already read from `traces`) under the --on-error policy; report what
+    was rejected and where it went."""
     from fpi.load import read_traces, write_quarantine
 
-    result = read_traces(traces)
+    result = read_traces(traces) if data is None else read_traces(data, name="<stdin>" if traces == "-" else traces)
     if result.rejected and on_error is OnError.fail:
         raise TraceError(result.problems(), summary=f"{result.source}: {len(result.rejected)} bad records; nothing was written "
                                                     "(use --on-error skip to go on with the valid turns)")

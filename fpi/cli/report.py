@@ -30,15 +30,16 @@ def _records(path: str, classifier: Classifier, bad_records: Input) -> tuple[pl.
     """Classified records as they are, or raw traces classified now with the given (or shipped) model."""
     from fpi.records import is_classified, read_records
 
-    if path != "-" and Path(path).is_file() and is_classified(path):
+    data = sys.stdin.buffer.read() if path == "-" else None  # stdin is read once, then recognised by content
+    if (data is not None and is_classified(data)) or (data is None and Path(path).is_file() and is_classified(path)):
         if classifier.given():
             raise UsageError(f"{path} is already classified (it has failure_point); --model, --rules and --no-rules "
                              "apply to raw traces")
-        return read_records(path), None
+        return read_records(data if data is not None else path, name="<stdin>"), None
     from fpi.progress import steps
 
     pipeline = classifier.pipeline()
-    result = bad_records.read(path)
+    result = bad_records.read(path, data)
     with steps(1, "classifying") as bar:
         records = pipeline.run(result.turns).records
         bar.advance()
