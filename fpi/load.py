@@ -88,10 +88,23 @@ class LoadResult:
         return [m for r in self.rejected for m in r.messages()]
 
 
-def read_traces(source: str | Path | bytes, *, name: str | None = None) -> LoadResult:
-    """Read traces (JSONL, gzipped JSONL, Parquet; `-` is stdin) without raising on bad records.
-    A file that is not traces at all (classified records, CSV, logs whose fields trace format v1
-    does not name) is one clear error, never a silent wrong answer."""
+Source = str | Path | bytes | pl.DataFrame | Any  # Any: a pandas DataFrame or an Arrow table
+
+
+def read_traces(source: Source, *, name: str | None = None) -> LoadResult:
+    """Read traces without raising on bad records: a file (JSONL, gzipped JSONL, Parquet; `-` is
+    stdin), its bytes, or a frame a notebook already has (polars or pandas DataFrame, Arrow table),
+    checked by the same rules. Input that is not traces at all (classified records, CSV, logs whose
+    fields trace format v1 does not name) is one clear error, never a silent wrong answer."""
+    frame = _as_frame(source)
+    if frame is not None:
+        label = name or f"<{type(source).__name__}>"
+        if frame.height == 0:
+            raise TraceError([f"{label}: no rows: expected at least one turn"])
+        return _no_stages_check(_read_table(frame, label), label)
+    if not isinstance(source, str | Path | bytes):
+        raise TraceError([f"{type(source).__name__}: not traces: expected a path, bytes, or a polars or pandas "
+                          "DataFrame or Arrow table"])
     data, label = _read_source(source, name)
     if data[:4] == b"PAR1":
         return _no_stages_check(_read_parquet(data, label), label)
@@ -171,9 +184,9 @@ def _fields_seen(turns: pl.DataFrame, rows: int = 50) -> list[str]:
     return list(seen)
 
 
-def load_traces(source: str | Path | bytes, *, on_error: OnError = "fail",
+def load_traces(source: Source, *, on_error: OnError = "fail",
                 quarantine: str | Path | None = None, name: str | None = None) -> pl.DataFrame:
-    """Typed turns of a trace file. `on_error="fail"` raises TraceError naming every bad
+    """Typed turns of a trace file or frame (see `read_traces`). `on_error="fail"` raises TraceError naming every bad
     line; `"skip"` keeps the valid turns and writes the bad lines to `quarantine`."""
     result = read_traces(source, name=name)
     if result.rejected and on_error == "fail":
@@ -484,6 +497,19 @@ def _join_stage_events(lines: pl.DataFrame, label: str) -> tuple[pl.DataFrame, l
 
 # ------------------------------------------------------------------ parquet
 
+def _as_frame(source: object) -> pl.DataFrame | None:
+    """A polars frame of a DataFrame-like source (polars, pandas, Arrow), or None for files and bytes."""
+    if isinstance(source, pl.DataFrame):
+        return source
+    if isinstance(source, pa.Table):
+        frame = pl.from_arrow(source)
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+    if type(source).__module__.split(".")[0] == "pandas" and type(source).__name__ == "DataFrame":
+        return pl.from_pandas(source)
+    return None
+
+
 def _read_parquet(data: bytes, label: str) -> LoadResult:
     try:
         table = pl.read_parquet(io.BytesIO(data))
@@ -491,6 +517,12 @@ def _read_parquet(data: bytes, label: str) -> LoadResult:
         raise TraceError([f"{label}: not a readable Parquet file ({exc})"]) from exc
     if table.height == 0:
         raise TraceError([f"{label}: empty file: expected at least one turn"])
+    return _read_table(table, label)
+
+
+def _read_table(table: pl.DataFrame, label: str) -> LoadResult:
+    """Turns of a typed table (Parquet, a DataFrame): columns cast to the format's types, each
+    row checked like a JSON line (its number stands for the line)."""
     decode = turn_dtype(decode=True)
     columns = []
     for f in TURN_FIELDS:

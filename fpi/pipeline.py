@@ -17,11 +17,11 @@ import polars as pl
 from fpi.metrics import Metrics
 from fpi.explain import explanations
 from fpi.features import build_features, neighbour_rows
-from fpi.load import turns_fingerprint
+from fpi.load import Source, load_traces, turns_fingerprint
 from fpi.model import FailurePointModel
 from fpi.records import CONTEXT_COLUMNS, in_contract_order
 from fpi.rules import RuleSet, decide, evaluation_frame, load_rules, rule_matches
-from fpi.schema import LABELS
+from fpi.schema import LABELS, TURN_SCHEMA
 
 PROBABILITY_DIGITS = 6
 
@@ -100,13 +100,16 @@ def measure(pipeline: Pipeline, batch: Batch, source: str) -> Metrics:
                            gold=turns["label"].to_list() if labeled else None)
 
 
-def classify(turns: pl.DataFrame, model: FailurePointModel | None = None,
+def classify(turns: Source, model: FailurePointModel | None = None,
              rules: RuleSet | Literal["default"] | None = "default", *,
              features: pl.DataFrame | None = None, explain_top_k: int | None = None,
              explain_all: bool = False, on_explained: Progress | None = None) -> pl.DataFrame:
     """One record per input turn, in input order (the records-v1 contract, `fpi.records`):
     ids, `failure_point` (final), `model_failure_point`, `confidence`, `probabilities`, `rule`,
     `rules_matched`, `recovered_from`, the context reports slice by, `explanation` with
-    `explain_top_k`, and the gold `label` when present. `rules=None` runs the model alone."""
+    `explain_top_k`, and the gold `label` when present. `rules=None` runs the model alone. `turns` are
+    loaded turns, or anything `fpi.load_traces` reads (a path, a pandas DataFrame, an Arrow table, ...)."""
+    if not (isinstance(turns, pl.DataFrame) and set(TURN_SCHEMA) <= set(turns.columns)):
+        turns = load_traces(turns)
     pipeline = Pipeline(model, rules, explain_top_k=explain_top_k, explain_all=explain_all)
     return pipeline.run(turns, features=features, on_explained=on_explained).records

@@ -3,6 +3,7 @@ records are recognised wherever they come from; a bug is exit 70, never the gate
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from conftest import run_cli, write_jsonl
@@ -62,3 +63,22 @@ def test_an_unexpected_error_is_exit_70_with_one_line(fixture_traces, monkeypatc
     assert result.exit_code == EXIT_INTERNAL
     assert "internal error: RuntimeError: something fpi did not expect (run with --debug for the traceback)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_frames_a_notebook_has_are_read_with_the_same_rules(fixture_traces):
+    import pandas as pd
+    import polars as pl
+
+    import fpi
+
+    from_file = fpi.classify(fpi.load_traces(fixture_traces)).drop("timestamp")
+    frame = pl.read_ndjson(fixture_traces, infer_schema_length=None)
+    for source in (frame, frame.to_pandas(), frame.to_arrow()):
+        records = fpi.classify(source).drop("timestamp")
+        assert records.equals(from_file), type(source)
+    bad = pd.DataFrame([{"turn_id": "a", "session_id": "s", "turn_index": 0},
+                        {"turn_id": "b", "session_id": "s", "turn_index": -1}])
+    result = fpi.read_traces(bad, name="notebook")
+    assert result.accepted == 1 and result.problems() == ["notebook:2: turn_index: expected an integer >= 0, got -1.0"]
+    with pytest.raises(fpi.TraceError, match="not traces"):
+        fpi.load_traces(42)
