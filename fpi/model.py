@@ -19,7 +19,7 @@ from fpi.errors import ModelError, UsageError
 from fpi.metrics import evaluate
 from fpi.features import CATEGORICAL, FEATURE_NAMES, build_features
 from fpi.normalise import Reference
-from fpi.output import atomic_write_bytes
+from fpi.output import atomic_write_dir
 from fpi.schema import LABELS, STAGES
 
 MODEL_FORMAT = 1
@@ -30,6 +30,10 @@ MANY_LABELS = 50_000  # from here on, the shipped model's own parameters
 SELF_TRAINING_ROUNDS = 3  # more drifted further from the truth on simulated assistants (docs/learning.md)
 MIN_CATEGORY_TURNS = 300  # rarer categories (another assistant's intent names) are unknown to the model, as at inference
 METADATA_FILE = "model.json"
+
+
+def is_model_dir(path: Path) -> bool:
+    return (path / METADATA_FILE).is_file() and (path / BOOSTER_FILE).is_file()
 
 
 def default_model_dir() -> Path:
@@ -324,8 +328,8 @@ class FailurePointModel:
         meta = self.metadata()
         out = Path(directory)
         booster = self.booster_.model_to_string(num_iteration=self.best_iteration_)
-        atomic_write_bytes(out / BOOSTER_FILE, booster.encode("utf-8"))
-        atomic_write_bytes(out / METADATA_FILE, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        atomic_write_dir(out, {BOOSTER_FILE: booster.encode("utf-8"),
+                               METADATA_FILE: (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8")})
         return out
 
     @classmethod

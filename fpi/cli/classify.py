@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import Classifier, Input, TracesArg, exit_for, options, run, show
+from fpi.cli.common import Classifier, Input, TracesArg, exit_for, guard_paths, options, run, show
 from fpi.errors import UsageError
 
 
@@ -30,6 +30,7 @@ def classify(
         if explain_all and not explain:
             raise UsageError("--explain-all goes with --explain")
         check_output_path(output)
+        guard_paths([traces, *classifier.inputs()], [output, bad_records.quarantine_path(traces)])
         with steps(5 if explain else 4, "loading model") as bar:
             pipeline = classifier.pipeline(explain_top_k=top_k if explain else None, explain_all=explain_all)
             bar.advance("reading traces")

@@ -60,6 +60,9 @@ class Classifier:
     rules: RulesOpt = None
     no_rules: NoRulesOpt = False
 
+    def inputs(self) -> list[str | Path | None]:
+        return [self.model, *(self.rules or [])]
+
     def given(self) -> bool:
         return self.model is not None or bool(self.rules) or self.no_rules
 
@@ -79,6 +82,10 @@ class Input:
 
     def read(self, traces: str, data: bytes | None = None) -> LoadResult:
         return read(traces, self.on_error, self.quarantine, data)
+
+    def quarantine_path(self, traces: str) -> Path | None:
+        """Where bad records of `traces` would go, for `guard_paths` (None when they cannot)."""
+        return default_quarantine(traces, self.quarantine) if self.on_error is OnError.skip else None
 
 
 def options(command: Callable[..., None]) -> Callable[..., None]:
@@ -131,6 +138,29 @@ def run(work: Callable[[], int | None]) -> None:
     raise typer.Exit(code or EXIT_OK)
 
 
+def guard_paths(inputs: list[str | Path | None], outputs: list[str | Path | None]) -> None:
+    """Before anything is read: no output may be an input or another output (a quarantine pointed at
+    its own input would replace it). Stdin and stdout (`-`) are not files."""
+    def key(path: str | Path) -> Path:
+        return Path(path).expanduser().resolve()
+
+    read = {key(p): str(p) for p in inputs if p is not None and str(p) != "-"}
+    written: dict[Path, str] = {}
+    for path in outputs:
+        if path is None or str(path) == "-":
+            continue
+        where = key(path)
+        if where in read:
+            raise UsageError(f"{path} is also an input ({read[where]}); writing it would replace what is being read")
+        if where in written:
+            raise UsageError(f"{path} is given for two outputs ({written[where]} and {path})")
+        written[where] = str(path)
+
+
+def default_quarantine(traces: str, quarantine: Path | None) -> Path:
+    return quarantine or Path(("stdin" if traces == "-" else traces) + ".quarantine.jsonl")
+
+
 def stderr_console() -> Console:
     from fpi.progress import stderr_console as console
 
@@ -167,7 +197,7 @@ def read(traces: str, on_error: OnError, quarantine: Path | None, data: bytes | 
         raise TraceError(result.problems(), summary=f"{result.source}: {len(result.rejected)} bad records; nothing was written "
                                                     "(use --on-error skip to go on with the valid turns)")
     if result.rejected:
-        where = quarantine or Path(("stdin" if traces == "-" else traces) + ".quarantine.jsonl")
+        where = default_quarantine(traces, quarantine)
         write_quarantine(result.rejected, where)
         for message in result.problems()[:10]:
             say(message)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import (Classifier, Input, LabeledArg, TableFormat, TableFormatOpt, exit_for, options, require_labels, run, say,
+from fpi.cli.common import (Classifier, Input, LabeledArg, TableFormat, TableFormatOpt, exit_for, guard_paths, options, require_labels, run, say,
                             show, stdout_console)
 
 
@@ -33,6 +33,7 @@ def evaluate(
         from fpi.pipeline import measure
         from fpi.tables import metrics_tables
 
+        guard_paths([traces, *classifier.inputs()], [save_metrics, bad_records.quarantine_path(traces)])
         pipeline = classifier.pipeline()
         result = bad_records.read(traces)
         turns = require_labels(result)

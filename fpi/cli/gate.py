@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import Classifier, Input, options, run, say, show, stdout_console
+from fpi.cli.common import Classifier, Input, guard_paths, options, run, say, show, stdout_console
 
 
 class GateFormat(str, Enum):
@@ -40,6 +40,7 @@ def gate(
         from fpi.progress import steps
         from fpi.tables import gate_context, gate_table
 
+        guard_paths([traces, policy, baseline, *classifier.inputs()], [junit, bad_records.quarantine_path(traces)])
         gate_policy = load_policy(policy)
         previous = Metrics.read(baseline) if baseline is not None else None
         if previous is not None and not gate_policy.has("regression"):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fpi.cli.common import Classifier, Input, exit_for, options, run, say, stdout_console
+from fpi.cli.common import Classifier, Input, exit_for, guard_paths, options, run, say, stdout_console
 from fpi.errors import EXIT_OK, UsageError
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ def report(
         from fpi.render import csv_text, html_page, markdown, print_report
         from fpi.report import build_report
 
+        guard_paths([records, baseline, *classifier.inputs()], [output, bad_records.quarantine_path(records)])
         current, result = _records(records, classifier, bad_records)
         before = _records(baseline, classifier, Input(bad_records.on_error))[0] if baseline else None
         numbers = build_report(current, source=result.source if result else records, by=by, baseline=before,

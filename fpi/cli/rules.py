@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import (Input, LabeledArg, ModelOpt, RulesOpt, TableFormat, TableFormatOpt, exit_for, options, require_labels, run,
+from fpi.cli.common import (Input, LabeledArg, ModelOpt, RulesOpt, TableFormat, TableFormatOpt, exit_for, guard_paths, options, require_labels, run,
                             say, show, stdout_console)
 from fpi.errors import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 
@@ -46,6 +46,7 @@ def check(
         from fpi.rules import audit_rules, load_rules
         from fpi.tables import RULE_AUDIT_LEGEND, rule_audit_table
 
+        guard_paths([traces, model, *(rules or [])], [bad_records.quarantine_path(traces)])
         pipeline = Pipeline(FailurePointModel.load(model), load_rules(rules))
         result = bad_records.read(traces)
         turns = require_labels(result)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import Classifier, Input, TracesArg, exit_for, options, run, say
+from fpi.cli.common import Classifier, Input, TracesArg, exit_for, guard_paths, options, run, say
 from fpi.errors import UsageError
 
 
@@ -28,6 +28,7 @@ def sample(
         suffix = output.suffix.lower()
         if suffix not in (".csv", ".tsv", ".jsonl"):
             raise UsageError(f"{output}: unknown sheet format {suffix or '(none)'}: expected .csv, .tsv or .jsonl")
+        guard_paths([traces, *classifier.inputs()], [output, bad_records.quarantine_path(traces)])
         pipeline = classifier.pipeline()
         result = bad_records.read(traces)
         batch = pipeline.run(result.turns)
@@ -55,6 +56,7 @@ def merge(
         from fpi.labels import labeled_traces, merge_labels, read_sheet
         from fpi.output import atomic_write_bytes
 
+        guard_paths([traces, sheet], [output, bad_records.quarantine_path(traces)])
         result = bad_records.read(traces)
         filled = read_sheet(sheet)
         turns = merge_labels(result.turns, filled, str(sheet))

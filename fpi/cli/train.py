@@ -7,7 +7,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fpi.cli.common import Input, LabeledArg, TracesArg, exit_for, options, run, say, show
+from fpi.cli.common import (
+    Input,
+    LabeledArg,
+    TracesArg,
+    exit_for,
+    guard_paths,
+    options,
+    run,
+    say,
+    show,
+)
+from fpi.errors import UsageError
 
 if TYPE_CHECKING:
     from fpi.learn import Training
@@ -17,6 +28,24 @@ FromOpt = Annotated[str | None, typer.Option("--from", help="Continue from a mod
                                              "directory. Few labels then go a long way.")]
 OutputOpt = Annotated[Path, typer.Option("-o", "--output", help="Model directory to write.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed for the validation split and LightGBM.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the model already in --output.")]
+
+
+def check_model_output(output: Path, force: bool) -> None:
+    """A model is written only into a new folder, or over a model folder with --force: never over a file
+    or a folder of other things."""
+    from fpi.model import is_model_dir
+
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise UsageError(f"{output} is a file; -o takes a folder for the model (booster.txt, model.json)")
+    if not is_model_dir(output):
+        if any(output.iterdir()):
+            raise UsageError(f"{output} is a folder of other files, not a model; give a new or empty folder")
+        return
+    if not force:
+        raise UsageError(f"{output} already holds a model; add --force to replace it")
 
 
 def _base(name: str | None) -> FailurePointModel | None:
@@ -55,6 +84,7 @@ def train(
     unlabeled: Annotated[bool, typer.Option("--unlabeled", help="Also learn from turns without a label, where the user's "
                                             "reaction agrees with a confident verdict (weak labels).")] = False,
     seed: SeedOpt = 0,
+    force: ForceOpt = False,
     valid_fraction: Annotated[float, typer.Option(min=0.01, max=0.9, help="Share of sessions held out for early stopping "
                                                   "(5,000 labels or more; fewer are cross-validated).")] = 0.15,
     bad_records: Input = Input(),
@@ -64,6 +94,8 @@ def train(
         from fpi.labels import merge_labels, read_sheet
         from fpi.learn import train as fit
 
+        guard_paths([traces, labels, None if base in (None, "default") else base], [output, bad_records.quarantine_path(traces)])
+        check_model_output(output, force)
         result = bad_records.read(traces)
         turns = result.turns
         if labels is not None:
@@ -81,12 +113,15 @@ def adapt(
     output: OutputOpt,
     base: FromOpt = "default",
     seed: SeedOpt = 0,
+    force: ForceOpt = False,
     bad_records: Input = Input(),
 ) -> None:
     """Fit a model to your unlabeled logs: their own confidence scales, and self-training where implicit feedback agrees."""
     def work() -> int:
         from fpi.learn import adapt as fit
 
+        guard_paths([traces, None if base == "default" else base], [output, bad_records.quarantine_path(traces)])
+        check_model_output(output, force)
         result = bad_records.read(traces)
         start = _base(base)
         assert start is not None
