@@ -54,6 +54,8 @@ _TOKEN = re.compile(r"""
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)
 """, re.VERBOSE)
 _KEYWORDS = {"and", "or", "not", "in", "is", "null", "true", "false"}
+MAX_LENGTH = 2_000  # characters of a condition; a rule that needs more wants splitting
+MAX_DEPTH = 40  # nested `not` and parentheses
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,14 @@ class _Parser:
     def __init__(self, text: str):
         self.tokens = tokenize(text)
         self.i = 0
+        self.depth = 0
+
+    def deeper(self, token: Token) -> None:
+        """One more level of `not` or parentheses; past MAX_DEPTH, an error rather than a stack overflow."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ConditionError(f"the condition nests deeper than {MAX_DEPTH} levels", token.column,
+                                 "simplify its `not` and parentheses")
 
     def peek(self) -> Token:
         return self.tokens[self.i]
@@ -169,7 +179,10 @@ class _Parser:
     def negation(self) -> Node:
         if self.peek().text == "not" and self.peek().kind == "keyword":
             token = self.take()
-            return Not(token.column, self.negation())
+            self.deeper(token)
+            node = Not(token.column, self.negation())
+            self.depth -= 1
+            return node
         return self.comparison()
 
     def comparison(self) -> Node:
@@ -222,14 +235,19 @@ class _Parser:
         if token.kind == "name":
             return FieldRef(token.column, token.text)
         if token.text == "(":
+            self.deeper(token)
             node = self.logical("or")
             self.expect(")")
+            self.depth -= 1
             return node
         found = repr(token.text) if token.kind != "end" else "the end of the condition"
         raise ConditionError(f"expected a field, a value or '(', found {found}", token.column)
 
 
 def parse(text: str) -> Node:
+    if len(text) > MAX_LENGTH:
+        raise ConditionError(f"the condition is {len(text):,} characters long; at most {MAX_LENGTH:,}", 1,
+                             "split it into several rules")
     return _Parser(text).parse()
 
 

@@ -133,7 +133,7 @@ def _refuse_other_formats(data: bytes, label: str) -> None:
     first = _first_line(data)
     if not first or first.startswith(b"{"):
         try:
-            fields = json.loads(first) if first else {}
+            fields = _strict_json(first.decode("utf-8", "replace")) if first else {}
         except ValueError:
             return
         if isinstance(fields, dict) and any(m in fields for m in RECORD_MARKERS) and not any(s in fields for s in STAGES):
@@ -176,7 +176,7 @@ def _fields_seen(turns: pl.DataFrame, rows: int = 50) -> list[str]:
     seen: dict[str, None] = {}
     for raw in turns["raw"].head(rows).to_list():
         try:
-            obj = json.loads(raw)
+            obj = _strict_json(raw)
         except ValueError:
             continue
         if isinstance(obj, dict):
@@ -286,7 +286,7 @@ def _read_jsonl(data: bytes, label: str) -> LoadResult:
 
 def _is_stage_form(first_line: str) -> bool:
     try:
-        obj = json.loads(first_line)
+        obj = _strict_json(first_line)
     except ValueError:
         return False
     return isinstance(obj, dict) and "stage" in obj and "data" in obj and not any(s in obj for s in ("asr", "nlu", "result"))
@@ -295,9 +295,14 @@ def _is_stage_form(first_line: str) -> bool:
 # ------------------------------------------------------------------ decoding
 
 def _strict_json(text: str) -> object:
+    """Standard JSON only (no NaN or Infinity); nesting too deep to parse is a ValueError like any
+    other malformed line, never a crash."""
     def reject_constant(name: str) -> float:
         raise ValueError(f"{name} is not valid JSON")
-    return json.loads(text, parse_constant=reject_constant)
+    try:
+        return json.loads(text, parse_constant=reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deep (more levels than any trace needs)") from None
 
 
 def _arrow_type(dtype: Any) -> pa.DataType:

@@ -90,6 +90,58 @@ def session_split(sessions: pl.Series, valid_fraction: float, seed: int) -> np.n
     return np.isin(sessions.to_numpy(), valid_sessions)
 
 
+_METADATA_TYPES: dict[str, tuple[type, ...]] = {
+    "classes": (list,), "features": (list,), "vocabularies": (dict,), "best_iteration": (int,), "params": (dict,)}
+
+
+def _metadata_problems(meta: dict) -> list[tuple[str, str]]:
+    """What is missing or mistyped in model.json (beyond format and features, checked first)."""
+    problems = []
+    for key, kinds in _METADATA_TYPES.items():
+        value = meta.get(key)
+        if key not in meta:
+            problems.append((key, "required field is missing; the model folder is damaged, write it again with `fpi train`"))
+        elif not isinstance(value, kinds) or isinstance(value, bool):
+            problems.append((key, f"expected {'an integer' if kinds == (int,) else kinds[0].__name__}, got {type(value).__name__}"))
+    if isinstance(meta.get("best_iteration"), int) and not isinstance(meta.get("best_iteration"), bool) and meta["best_iteration"] < 1:
+        problems.append(("best_iteration", f"expected at least 1, got {meta['best_iteration']}"))
+    vocabularies = meta.get("vocabularies")
+    if isinstance(vocabularies, dict):
+        for name in CATEGORICAL:
+            values = vocabularies.get(name)
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                problems.append((f"vocabularies.{name}", "expected a list of strings"))
+    if "reference" in meta and not isinstance(meta["reference"], dict):
+        problems.append(("reference", f"expected an object, got {type(meta['reference']).__name__}"))
+    return problems
+
+
+def _check_booster(text: str, meta: dict, path: Path) -> None:
+    """A LightGBM text model that agrees with model.json, checked before LightGBM reads it: LightGBM
+    trusts the header's tree sizes, and a truncated file would crash the process, not raise."""
+    head, found, rest = text.partition("\nTree=0\n")
+    if not found or "end of trees" not in rest:
+        raise ModelError(f"{path}: not a complete LightGBM text model (no trees, or cut short before `end of trees`); "
+                         "write it again with `fpi train`")
+    fields = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
+    try:
+        sizes = [int(size) for size in fields.get("tree_sizes", "").split()]
+        classes, features = int(fields.get("num_class", "")), fields.get("feature_names", "").split()
+    except ValueError:
+        raise ModelError(f"{path}: the LightGBM header is damaged (tree_sizes or num_class not numbers)") from None
+    trees = len(("Tree=0\n" + rest[:rest.index("end of trees")]).encode("utf-8"))
+    if not sizes or sum(sizes) != trees:
+        raise ModelError(f"{path}: the trees take {trees:,} bytes but the header promises {sum(sizes):,}: the file is "
+                         "truncated or edited; write it again with `fpi train`")
+    if classes != len(meta["classes"]):
+        raise ModelError(f"{path}: {classes} classes, but model.json names {len(meta['classes'])}")
+    if features != list(meta["features"]):
+        raise ModelError(f"{path}: {len(features)} features, not the {len(meta['features'])} model.json names (or in "
+                         "another order)")
+    if len(sizes) < meta["best_iteration"] * classes:
+        raise ModelError(f"{path}: {len(sizes)} trees, fewer than best_iteration {meta['best_iteration']} x {classes} classes")
+
+
 class FailurePointModel:
     """Predicts each turn's failure point from its features; scikit-learn conventions."""
 
@@ -355,10 +407,18 @@ class FailurePointModel:
                 f"unknown to this fpi: {', '.join(sorted(theirs - ours))}" if theirs - ours else "",
                 f"missing: {', '.join(sorted(ours - theirs))}" if ours - theirs else "") if part) or "order or classes differ"
             raise ModelError(f"{meta_path}: the model's features do not match this fpi's ({detail}); retrain it with `fpi train`")
+        problems = [f"{meta_path}: {where_}: {what}" for where_, what in _metadata_problems(meta)]
+        if problems:
+            raise ModelError("\n".join(problems))
         model = cls(**{k: v for k, v in meta.get("params", {}).items() if k in cls().__dict__})
         try:
-            model.booster_ = lgb.Booster(model_str=booster_path.read_text(encoding="utf-8"))
-        except (lgb.basic.LightGBMError, UnicodeDecodeError) as exc:
+            text = booster_path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ModelError(f"{booster_path}: not a LightGBM text model (not UTF-8 text: {exc})") from exc
+        _check_booster(text, meta, booster_path)
+        try:
+            model.booster_ = lgb.Booster(model_str=text)
+        except lgb.basic.LightGBMError as exc:
             raise ModelError(f"{booster_path}: not a readable LightGBM text model ({exc})") from exc
         model.feature_names_ = meta["features"]
         model.classes_ = meta["classes"]

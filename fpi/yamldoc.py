@@ -47,22 +47,62 @@ def _line_map(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
     return lines
 
 
+MAX_BYTES = 5 * 2**20  # a rules file or a policy is a page or two, never megabytes
+MAX_DEPTH = 50
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, stricter: no aliases (a few lines of them expand to gigabytes), no
+    duplicate keys (the last would silently win), no nesting deeper than MAX_DEPTH."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed here; write the value out",
+                                              event.start_mark)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in first:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}, first on line {first[key]}; "
+                                                        "keep one", key_node.start_mark)
+            first[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path, label: str | None = None) -> tuple[YamlDocument | None, list[str]]:
     """Load `path` with PyYAML's safe loader; on failure, no document and the problem."""
     label = label or str(path)
     try:
+        if path.is_file() and path.stat().st_size > MAX_BYTES:
+            return None, [f"{label}: {path.stat().st_size:,} bytes; a rules file or policy is at most {MAX_BYTES:,}"]
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None, [f"{label}: no such file"]
     except (OSError, UnicodeDecodeError) as exc:
         return None, [f"{label}: cannot be read ({exc})"]
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _StrictLoader(text)
         try:
             node = loader.get_single_node()
             data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
+    except RecursionError:
+        return None, [f"{label}: nested too deep to read"]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{label}:{mark.line + 1}" if mark else label

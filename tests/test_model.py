@@ -70,7 +70,7 @@ def test_loading_a_model_that_does_not_fit_this_fpi(small_model, tmp_path):
             FailurePointModel.load(tmp_path / "x")
     (tmp_path / "x" / METADATA_FILE).write_text(json.dumps(meta))
     (tmp_path / "x" / BOOSTER_FILE).write_text("not a booster")
-    with pytest.raises(ModelError, match="not a readable LightGBM text model"):
+    with pytest.raises(ModelError, match="not a complete LightGBM text model"):
         FailurePointModel.load(tmp_path / "x")
 
 

@@ -162,6 +162,13 @@ _effect = st.one_of(st.sampled_from(["asr", "nlu", "er"]).map(lambda s: {"recove
                     st.just({"not_defect": "reason"}))
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """YAML as a person writes it: shared values written out, not as aliases (which fpi refuses)."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
 @pytest.fixture(scope="module")
 def sample():
     turns = simulate(400, seed=31)
@@ -176,7 +183,7 @@ def test_any_schema_valid_rule_file_compiles_and_keeps_turns(tmp_path_factory, s
     document = {"version": 1, "rules": [{"id": f"r{i}", "description": "generated", "when": when, "then": then, "priority": p}
                                         for i, (when, then, p) in enumerate(specs)]}
     path = tmp_path_factory.mktemp("rules") / "gen.yaml"
-    path.write_text(yaml.safe_dump(document))
+    path.write_text(yaml.dump(document, Dumper=_PlainDumper))
     rules, problems = lint_rules([path])
     assert problems == []
     out = Pipeline(FailurePointModel.load(), rules).run(turns).records

@@ -8,8 +8,22 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import (Classifier, Input, LabeledArg, TableFormat, TableFormatOpt, exit_for, guard_paths, options, require_labels, run, say,
-                            show, stdout_console)
+from fpi.cli.common import (
+    Classifier,
+    Input,
+    LabeledArg,
+    TableFormat,
+    TableFormatOpt,
+    exit_for,
+    guard_paths,
+    options,
+    require_labels,
+    run,
+    say,
+    show,
+    stdout_console,
+)
+from fpi.errors import UsageError
 
 
 @options
@@ -33,6 +47,8 @@ def evaluate(
         from fpi.pipeline import measure
         from fpi.tables import metrics_tables
 
+        if human is not None and not human.strip():
+            raise UsageError("--human takes the name of a field with one annotator's labels, e.g. --human human_label")
         guard_paths([traces, *classifier.inputs()], [save_metrics, bad_records.quarantine_path(traces)])
         pipeline = classifier.pipeline()
         result = bad_records.read(traces)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import Classifier, Input, guard_paths, options, run, say, show, stdout_console
+from fpi.cli.common import Classifier, Input, exit_for, guard_paths, options, run, say, show, stdout_console
 
 
 class GateFormat(str, Enum):
@@ -62,5 +62,5 @@ def gate(
             for line in gate_context(outcome):
                 stdout_console().print(line, markup=False, highlight=False)
             show([gate_table(outcome)])
-        return outcome.exit_code
+        return outcome.exit_code or exit_for(result)  # a failed check says 1; a pass with quarantined input, 3
     run(work)

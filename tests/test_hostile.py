@@ -1,0 +1,101 @@
+"""Hostile input: no crash, no abort, no hang; every failure a clear error with its exit code."""
+
+import json
+import shutil
+
+import pytest
+
+from conftest import FIXTURES, run_cli, turn, write_jsonl
+from fpi import read_traces
+from fpi.conditions import MAX_DEPTH, ConditionError, parse
+from fpi.errors import ModelError
+from fpi.model import FailurePointModel, default_model_dir
+from fpi.yamldoc import read_yaml
+
+
+def test_json_nested_deep_inside_a_field_is_a_bad_line(tmp_path):
+    deep = '{"turn_id": "a", "session_id": "s", "turn_index": 0, "asr": ' + "[" * 50_000 + "]" * 50_000 + "}\n"
+    path = tmp_path / "deep.jsonl"
+    path.write_text(deep + json.dumps(turn(turn_id="b", turn_index=1)) + "\n")
+    result = read_traces(path)
+    assert result.accepted == 1 and "nested too deep" in result.problems()[0] and ":1:" in result.problems()[0]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("a: &a [1, 2]\nb: [*a, *a]\n", ":2: not valid YAML: aliases (*name) are not allowed"),
+    ("model:\n  accuracy: 0.9\nmodel:\n  macro_f1: 0.8\n", ":3: not valid YAML: duplicate key 'model', first on line 1"),
+    ("rules: " + "[" * 200 + "]" * 200 + "\n", "nested deeper than 50 levels"),
+])
+def test_yaml_refuses_aliases_duplicates_and_deep_nesting(tmp_path, text, expected):
+    path = tmp_path / "doc.yaml"
+    path.write_text(text)
+    document, problems = read_yaml(path)
+    assert document is None and expected in problems[0]
+
+
+def test_billion_laughs_is_refused_at_once(tmp_path):
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"{chr(97 + i)}: &{chr(97 + i)} [{','.join(['*' + chr(96 + i)] * 9)}]" for i in range(1, 9)]
+    path = tmp_path / "rules.yaml"
+    path.write_text("\n".join(lines) + "\nrules: *i\n")
+    result = run_cli("rules", "lint", path)
+    assert result.exit_code == 2 and "aliases" in result.stderr
+
+
+@pytest.mark.parametrize("condition", [
+    " and ".join(["asr.confidence < 0.5"] * 200),
+    "not " * (MAX_DEPTH + 5) + "feedback.barge_in",
+    "(" * (MAX_DEPTH + 5) + "feedback.barge_in" + ")" * (MAX_DEPTH + 5),
+])
+def test_conditions_too_long_or_deep_are_condition_errors(condition):
+    with pytest.raises(ConditionError):
+        parse(condition)
+
+
+def _damaged_model(tmp_path, edit):
+    where = tmp_path / "model"
+    shutil.copytree(default_model_dir(), where)
+    edit(where)
+    return where
+
+
+def test_a_truncated_booster_is_a_model_error_not_a_crash(tmp_path):
+    def truncate(where):
+        text = (where / "booster.txt").read_text()
+        (where / "booster.txt").write_text(text[: len(text) // 3])
+    with pytest.raises(ModelError, match="cut short"):
+        FailurePointModel.load(_damaged_model(tmp_path / "a", truncate))
+
+    def shorten_a_tree(where):
+        text = (where / "booster.txt").read_text()
+        (where / "booster.txt").write_text(text.replace("\nTree=1\n", "\nTree=1\nshrinkage=1\n", 1))
+    with pytest.raises(ModelError, match="header promises"):
+        FailurePointModel.load(_damaged_model(tmp_path / "b", shorten_a_tree))
+    result = run_cli("classify", FIXTURES / "traces.jsonl", "--model", _damaged_model(tmp_path / "c", truncate))
+    assert result.exit_code == 2
+
+
+def test_model_json_with_missing_or_mistyped_keys_names_them(tmp_path):
+    def damage(where):
+        meta = json.loads((where / "model.json").read_text())
+        del meta["vocabularies"]
+        meta["best_iteration"] = "many"
+        (where / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError) as info:
+        FailurePointModel.load(_damaged_model(tmp_path, damage))
+    assert "vocabularies: required field is missing" in str(info.value) and "best_iteration: expected an integer, got str" in str(info.value)
+
+
+def test_a_passing_gate_with_quarantined_input_exits_3(tmp_path):
+    rows = [json.loads(line) for line in (FIXTURES / "traces.jsonl").read_text().splitlines()]
+    rows.append(turn(turn_id="bad", label="?"))
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("model:\n  accuracy: 0.5\n")
+    result = run_cli("gate", path, "--policy", policy, "--on-error", "skip")
+    assert result.exit_code == 3 and "gate PASS" in result.stdout
+
+
+def test_empty_human_field_is_a_usage_error(fixture_traces):
+    result = run_cli("eval", fixture_traces, "--human", "")
+    assert result.exit_code == 2 and "--human takes the name of a field" in result.stderr
