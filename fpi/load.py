@@ -31,6 +31,7 @@ from fpi.schema import (
     TURN_FIELD_NAMES,
     TURN_FIELDS,
     TURN_SCHEMA,
+    Field,
     clean_turn_expr,
     turn_dtype,
     validate_turn,
@@ -502,6 +503,37 @@ def _join_stage_events(lines: pl.DataFrame, label: str) -> tuple[pl.DataFrame, l
 
 # ------------------------------------------------------------------ parquet
 
+def _type_problem(dtype: Any, field: Field, path: str) -> str | None:
+    """Where a typed column's type does not hold what `field` does (a string turn_index, a boolean
+    score), as `path: expected ..., got ...`; None when it does. Nothing is coerced."""
+    kind = field.kind
+    if dtype == pl.Null:
+        return None
+    if kind == "string":
+        ok = dtype == pl.String or isinstance(dtype, pl.Categorical | pl.Enum)
+    elif kind in ("integer", "number"):
+        ok = dtype.is_integer() or dtype.is_float()  # floats in an integer column are checked for fractions later
+    elif kind == "boolean":
+        ok = dtype == pl.Boolean
+    elif kind == "object":
+        if not isinstance(dtype, pl.Struct):
+            ok = False
+        else:
+            members = {m.name: m.dtype for m in dtype.fields}
+            for member in field.fields:
+                if member.name in members:
+                    problem = _type_problem(members[member.name], member, f"{path}.{member.name}")
+                    if problem:
+                        return problem
+            return None
+    else:  # array
+        if not isinstance(dtype, pl.List | pl.Array):
+            ok = False
+        else:
+            return _type_problem(dtype.inner, Field(field.name, "object", fields=field.fields), f"{path}[]")
+    return None if ok else f"{path}: expected {'an integer' if kind == 'integer' else 'a ' + kind}, got {dtype}"
+
+
 def _as_frame(source: object) -> pl.DataFrame | None:
     """A polars frame of a DataFrame-like source (polars, pandas, Arrow), or None for files and bytes."""
     if isinstance(source, pl.DataFrame):
@@ -535,10 +567,9 @@ def _read_table(table: pl.DataFrame, label: str) -> LoadResult:
         if f.name not in table.columns:
             columns.append(pl.lit(None, dtype=target).alias(f.name))
             continue
-        try:
-            table.select(pl.col(f.name).cast(target, strict=True))
-        except pl.exceptions.PolarsError as exc:
-            raise TraceError([f"{label}: column {f.name}: expected {target}, got {table.schema[f.name]} ({type(exc).__name__})"]) from exc
+        wrong = _type_problem(table.schema[f.name], f, f.name)
+        if wrong:
+            raise TraceError([f"{label}: column {wrong}"])
         columns.append(pl.col(f.name).cast(target))
     extra = [c for c in table.columns if c not in TURN_FIELD_NAMES]
     turns = table.select(*columns, *extra).with_row_index("line", offset=1).cast({"line": pl.UInt32})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import polars as pl
@@ -225,7 +226,7 @@ def _check_value(field: Field, value: Any, path: str, problems: list[tuple[str, 
             problems.append((path, f"expected {_expected(field)}, got {value}"))
     elif field.enum and value not in field.enum:
         problems.append((path, f"expected {_expected(field)}, got {_describe(value)}"))
-    elif field.pattern and not _TIMESTAMP_RE.match(value):
+    elif field.pattern and not (_TIMESTAMP_RE.match(value) and _is_real_moment(value)):
         problems.append((path, f"expected {_expected(field)}, got {_describe(value)}"))
     elif kind == "object":
         _check_members(field.fields, value, path, problems)
@@ -259,6 +260,28 @@ def validate_turn(obj: object) -> list[tuple[str, str]]:
 
 # ------------------------------------------------------- vectorised fast check
 
+def _is_real_moment(text: str) -> bool:
+    """A date that exists on the calendar and a time of day that exists (leap second allowed)."""
+    try:
+        date(int(text[:4]), int(text[5:7]), int(text[8:10]))
+    except ValueError:
+        return False
+    hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    offset = re.search(r"[+-](\d{2}):(\d{2})$", text)
+    return hour <= 23 and minute <= 59 and second <= 60 and (offset is None or (int(offset[1]) <= 23 and int(offset[2]) <= 59))
+
+
+def _real_moment(value: pl.Expr) -> pl.Expr:
+    """The vectorised twin of `_is_real_moment`."""
+    def part(start: int) -> pl.Expr:
+        return value.str.slice(start, 2).cast(pl.Int32, strict=False)
+    offset = value.str.extract(r"[+-](\d{2}):(\d{2})$", 1).cast(pl.Int32, strict=False)
+    offset_minutes = value.str.extract(r"[+-]\d{2}:(\d{2})$", 1).cast(pl.Int32, strict=False)
+    return (value.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False).is_not_null()
+            & (part(11) <= 23) & (part(14) <= 59) & (part(17) <= 60)
+            & (offset.is_null() | ((offset <= 23) & (offset_minutes <= 59))))
+
+
 def _value_ok(field: Field, value: pl.Expr) -> pl.Expr:
     """True where `value` meets `field` (the fast twin of `_check_value`)."""
     if field.kind in ("number", "integer"):
@@ -272,7 +295,7 @@ def _value_ok(field: Field, value: pl.Expr) -> pl.Expr:
     elif field.enum:
         ok = value.is_in(list(field.enum))
     elif field.pattern:
-        ok = value.str.contains(field.pattern)
+        ok = value.str.contains(field.pattern) & _real_moment(value)
     elif field.kind == "object":
         ok = _members_ok(field.fields, value)
     elif field.kind == "array":

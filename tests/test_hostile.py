@@ -99,3 +99,25 @@ def test_a_passing_gate_with_quarantined_input_exits_3(tmp_path):
 def test_empty_human_field_is_a_usage_error(fixture_traces):
     result = run_cli("eval", fixture_traces, "--human", "")
     assert result.exit_code == 2 and "--human takes the name of a field" in result.stderr
+
+
+def test_impossible_dates_are_refused_by_both_paths():
+    rows = [turn(turn_id="a", timestamp="2026-02-30T10:00:00Z"), turn(turn_id="b", turn_index=1, timestamp="2026-02-28T24:00:00Z"),
+            turn(turn_id="c", turn_index=2, timestamp="2024-02-29T23:59:60.5+05:30")]
+    result = read_traces("\n".join(json.dumps(r) for r in rows).encode(), name="t.jsonl")
+    assert result.accepted == 1
+    assert [m.split(":")[1] for m in result.problems()] == ["1", "2"]
+    assert "got a string '2026-02-30T10:00:00Z'" in result.problems()[0]
+
+
+def test_typed_columns_of_the_wrong_type_are_refused_not_coerced(tmp_path):
+    import polars as pl
+
+    from fpi import TraceError, load_traces
+
+    for frame, expected in ((pl.DataFrame({"turn_id": ["a"], "session_id": ["s"], "turn_index": ["3"]}), "turn_index: expected an integer, got String"),
+                            (pl.DataFrame({"turn_id": ["a"], "session_id": ["s"], "turn_index": [0],
+                                           "asr": [{"text": "x", "confidence": True}]}), "asr.confidence: expected a number, got Boolean")):
+        frame.write_parquet(tmp_path / "t.parquet")
+        with pytest.raises(TraceError, match=expected):
+            load_traces(tmp_path / "t.parquet")
