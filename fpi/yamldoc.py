@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -107,7 +108,21 @@ def read_yaml(path: Path, label: str | None = None) -> tuple[YamlDocument | None
         mark = getattr(exc, "problem_mark", None)
         where = f"{label}:{mark.line + 1}" if mark else label
         return None, [f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}"]
-    return YamlDocument(label, data, _line_map(node) if node is not None else {}), []
+    document = YamlDocument(label, data, _line_map(node) if node is not None else {})
+    not_numbers = [f"{label}:{document.line(path)}: {'/'.join(map(str, path))}: {value} is not a number; write a number"
+                   for path, value in _not_finite(data)]
+    return (None, not_numbers) if not_numbers else (document, [])
+
+
+def _not_finite(node: object, path: tuple = ()) -> list[tuple[tuple, float]]:
+    """NaN and infinities anywhere in a document: they pass every range check (NaN compares false)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return [(path, node)]
+    if isinstance(node, dict):
+        return [found for key, value in node.items() for found in _not_finite(value, (*path, key))]
+    if isinstance(node, list):
+        return [found for i, value in enumerate(node) for found in _not_finite(value, (*path, i))]
+    return []
 
 
 def _generic_hint(error: jsonschema.ValidationError) -> tuple[tuple, str]:

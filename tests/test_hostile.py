@@ -121,3 +121,16 @@ def test_typed_columns_of_the_wrong_type_are_refused_not_coerced(tmp_path):
         frame.write_parquet(tmp_path / "t.parquet")
         with pytest.raises(TraceError, match=expected):
             load_traces(tmp_path / "t.parquet")
+
+
+def test_nan_and_infinity_in_a_policy_or_rule_name_their_lines(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("model:\n  accuracy: .nan\n  macro_f1: .inf\n")
+    document, problems = read_yaml(policy)
+    assert document is None
+    assert problems == [f"{policy}:2: model/accuracy: nan is not a number; write a number",
+                        f"{policy}:3: model/macro_f1: inf is not a number; write a number"]
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - id: a\n    description: d\n    when: asr.confidence < 0.5\n    then: {assign: asr}\n    priority: .nan\n")
+    result = run_cli("rules", "lint", rules)
+    assert result.exit_code == 2 and ":6: rules/0/priority: nan is not a number" in result.stderr
