@@ -4,6 +4,7 @@ human annotator, so a model can be read as a percentage of human performance."""
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,6 +92,32 @@ def defect_rates(failure_points: Sequence[str], labels: Sequence[str] = LABELS) 
 METRICS_FORMAT = 1
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _shape_problems(data: dict) -> list[str]:
+    """What a metrics file lacks that the gate reads: defect rates, and the scores when present."""
+    problems = []
+    rates = data.get("defect_rates")
+    if not isinstance(rates, dict) or not isinstance(rates.get("predicted"), dict):
+        return ["defect_rates.predicted: missing"]
+    for source, values in rates.items():
+        if not isinstance(values, dict) or not _number(values.get("overall")) or not isinstance(values.get("per_component"), dict) \
+                or not all(_number(values["per_component"].get(c)) for c in LABELS if c != "correct"):
+            problems.append(f"defect_rates.{source}: expected overall and per_component rates")
+    scores = data.get("metrics")
+    if scores is not None:
+        if not isinstance(scores, dict) or not all(_number(scores.get(k)) for k in ("accuracy", "macro_f1")):
+            problems.append("metrics: expected accuracy and macro_f1")
+        elif not isinstance(scores.get("per_label"), dict) or not all(
+                isinstance(scores["per_label"].get(label), dict)
+                and all(_number(scores["per_label"][label].get(k)) for k in ("precision", "recall", "f1", "support"))
+                for label in LABELS):
+            problems.append("metrics.per_label: expected precision, recall, f1 and support for every label")
+    return problems
+
+
 @dataclass(frozen=True)
 class Metrics:
     """The metrics file: what `fpi eval --save-metrics` writes and `fpi gate --baseline` reads.
@@ -135,6 +162,10 @@ class Metrics:
         if data.get("format_version") != METRICS_FORMAT:
             raise UsageError(f"{label}: metrics format {data.get('format_version')} is not supported (expected {METRICS_FORMAT}); "
                              "save the baseline again with this fpi")
+        problems = _shape_problems(data)
+        if problems:
+            raise UsageError(f"{label}: " + "; ".join(problems) + " (a metrics file is written by `fpi eval --save-metrics`; "
+                             "save it again)")
         return cls(source=str(data.get("source")), data_fingerprint=str(data.get("data_fingerprint")),
                    model_fingerprint=str(data.get("model_fingerprint")), rules=data.get("rules") or {},
                    turns=data.get("turns", 0), defect_rates=data.get("defect_rates") or {}, metrics=data.get("metrics"))

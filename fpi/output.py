@@ -8,12 +8,19 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from fpi.errors import UsageError
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    if target.is_dir():
+        raise UsageError(f"{path} is a folder; give the name of a file to write")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write there ({exc.strerror})") from None
     os.close(fd)
     tmp = Path(tmp_name)
     umask = os.umask(0)

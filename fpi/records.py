@@ -6,6 +6,7 @@ a report needs this module and never the model."""
 from __future__ import annotations
 
 import io
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,10 +126,13 @@ def is_classified(source: str | Path | bytes) -> bool:
         return b"failure_point" in first and not source.startswith(b"\x1f\x8b")
     path = Path(source)
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return "failure_point" in pl.read_parquet_schema(path)
-    if suffix == ".csv":
-        return "failure_point" in pl.read_csv(path, n_rows=0).columns
+    try:
+        if suffix == ".parquet":
+            return "failure_point" in pl.read_parquet_schema(path)
+        if suffix == ".csv":
+            return "failure_point" in pl.read_csv(path, n_rows=0).columns
+    except (pl.exceptions.PolarsError, OSError):
+        return False  # unreadable as records: the traces reader says what is wrong with it
     with path.open("rb") as handle:
         first = handle.readline()
     return b'"failure_point"' in first and not first.startswith(b"\x1f\x8b")
@@ -157,7 +161,8 @@ def read_records(path: str | Path | bytes, *, name: str | None = None) -> pl.Dat
     except FileNotFoundError:
         raise UsageError(f"{label}: no such file") from None
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise TraceError([f"{label}: not readable as classified records ({str(exc).splitlines()[0]})"]) from None
+        where = _first_bad_line(path if isinstance(path, bytes) else None, source if not isinstance(path, bytes) else None, suffix)
+        raise TraceError([f"{label}{where}: not readable as classified records ({str(exc).splitlines()[0]})"]) from None
     missing = [c for c in _REQUIRED_TO_READ if c not in records.columns]
     if missing:
         raise TraceError([f"{label}: no `{missing[0]}` column; expected the output of `fpi classify`"])
@@ -177,6 +182,25 @@ def read_records(path: str | Path | bytes, *, name: str | None = None) -> pl.Dat
     if "explanation" in records.columns and records.schema["explanation"] == pl.String:
         records = records.with_columns(pl.col("explanation").str.json_decode(EXPLANATION_DTYPE))
     return records.with_columns(pl.lit(None, pl.String).alias(c) for c in CONTEXT if c not in records.columns)
+
+
+def _first_bad_line(data: bytes | None, path: object, suffix: str) -> str:
+    """`:N` for the first JSON Lines record that is not a JSON object (a truncated last line, say)."""
+    if suffix in (".parquet", ".csv"):
+        return ""
+    try:
+        text = data if data is not None else Path(str(path)).read_bytes()
+    except OSError:
+        return ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            if not isinstance(json.loads(line), dict):
+                return f":{number}"
+        except (ValueError, RecursionError):
+            return f":{number}"
+    return ""
 
 
 # ------------------------------------------------------------------ writing

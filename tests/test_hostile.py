@@ -134,3 +134,24 @@ def test_nan_and_infinity_in_a_policy_or_rule_name_their_lines(tmp_path):
     rules.write_text("rules:\n  - id: a\n    description: d\n    when: asr.confidence < 0.5\n    then: {assign: asr}\n    priority: .nan\n")
     result = run_cli("rules", "lint", rules)
     assert result.exit_code == 2 and ":6: rules/0/priority: nan is not a number" in result.stderr
+
+
+def test_damaged_outputs_and_inputs_of_report_and_gate_are_clear_errors(fixture_traces, tmp_path):
+    records = tmp_path / "records.jsonl"
+    run_cli("classify", fixture_traces, "-o", records)
+    truncated = tmp_path / "truncated.jsonl"
+    truncated.write_bytes(records.read_bytes()[:2000])
+    result = run_cli("report", truncated)
+    assert result.exit_code == 2 and f"{truncated}:" in result.stderr and "not readable as classified records" in result.stderr
+    corrupt = tmp_path / "corrupt.parquet"
+    corrupt.write_bytes(b"PAR1" + b"\0" * 40 + b"PAR1")
+    result = run_cli("report", corrupt)
+    assert result.exit_code == 2 and "not a readable Parquet file" in result.stderr
+    folder = tmp_path / "out"
+    folder.mkdir()
+    result = run_cli("report", records, "--format", "html", "-o", folder)
+    assert result.exit_code == 2 and "is a folder" in result.stderr
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"format": "fpi-metrics", "format_version": 1, "defect_rates": {"predicted": {}}}))
+    result = run_cli("gate", fixture_traces, "--policy", FIXTURES / "gate" / "policy.yaml", "--baseline", baseline)
+    assert result.exit_code == 2 and "defect_rates.predicted: expected overall and per_component rates" in result.stderr

@@ -138,9 +138,10 @@ def run(work: Callable[[], int | None]) -> None:
     raise typer.Exit(code or EXIT_OK)
 
 
-def guard_paths(inputs: list[str | Path | None], outputs: list[str | Path | None]) -> None:
+def guard_paths(inputs: list[str | Path | None], outputs: list[str | Path | None], folders: tuple[Path, ...] = ()) -> None:
     """Before anything is read: no output may be an input or another output (a quarantine pointed at
-    its own input would replace it). Stdin and stdout (`-`) are not files."""
+    its own input would replace it), nor a folder where a file goes (`folders` are outputs that are
+    folders). Stdin and stdout (`-`) are not files."""
     def key(path: str | Path) -> Path:
         return Path(path).expanduser().resolve()
 
@@ -154,6 +155,8 @@ def guard_paths(inputs: list[str | Path | None], outputs: list[str | Path | None
             raise UsageError(f"{path} is also an input ({read[where]}); writing it would replace what is being read")
         if where in written:
             raise UsageError(f"{path} is given for two outputs ({written[where]} and {path})")
+        if where.is_dir() and Path(path) not in folders:
+            raise UsageError(f"{path} is a folder; give the name of a file to write")
         written[where] = str(path)
 
 

@@ -94,7 +94,8 @@ def train(
         from fpi.labels import merge_labels, read_sheet
         from fpi.learn import train as fit
 
-        guard_paths([traces, labels, None if base in (None, "default") else base], [output, bad_records.quarantine_path(traces)])
+        guard_paths([traces, labels, None if base in (None, "default") else base], [output, bad_records.quarantine_path(traces)],
+                    folders=(output,))
         check_model_output(output, force)
         result = bad_records.read(traces)
         turns = result.turns
@@ -120,7 +121,7 @@ def adapt(
     def work() -> int:
         from fpi.learn import adapt as fit
 
-        guard_paths([traces, None if base == "default" else base], [output, bad_records.quarantine_path(traces)])
+        guard_paths([traces, None if base == "default" else base], [output, bad_records.quarantine_path(traces)], folders=(output,))
         check_model_output(output, force)
         result = bad_records.read(traces)
         start = _base(base)
