@@ -120,7 +120,7 @@ def _check_booster(text: str, meta: dict, path: Path) -> None:
     """A LightGBM text model that agrees with model.json, checked before LightGBM reads it: LightGBM
     trusts the header's tree sizes, and a truncated file would crash the process, not raise."""
     head, found, rest = text.partition("\nTree=0\n")
-    if not found or "end of trees" not in rest:
+    if not found or "end of trees" not in rest or "end of parameters" not in rest:
         raise ModelError(f"{path}: not a complete LightGBM text model (no trees, or cut short before `end of trees`); "
                          "write it again with `fpi train`")
     fields = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)

@@ -18,6 +18,7 @@ RESULT_STATUSES = ("success", "partial", "clarify", "fallback", "unsupported", "
 ER_STATUSES = ("resolved", "ambiguous", "unresolved")
 EXPLICIT_FEEDBACK = ("positive", "negative")
 
+MAX_INDEX = 2**53  # the largest integer every JSON reader holds exactly
 # RFC 3339 / ISO 8601 date-time; a missing offset means UTC.
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})?$"
 _TIMESTAMP_RE = re.compile(TIMESTAMP_PATTERN)
@@ -45,7 +46,7 @@ def _score(name: str, doc: str = "") -> Field:
 TURN_FIELDS: tuple[Field, ...] = (
     Field("turn_id", "string", required=True, doc="unique in a file"),
     Field("session_id", "string", required=True),
-    Field("turn_index", "integer", required=True, minimum=0, doc="order of the turn in its session"),
+    Field("turn_index", "integer", required=True, minimum=0, maximum=MAX_INDEX, doc="order of the turn in its session"),
     Field("timestamp", "string", pattern=TIMESTAMP_PATTERN, doc="ISO 8601 date-time; no offset means UTC"),
     Field("locale", "string"),
     Field("device", "object", fields=(Field("type", "string"), Field("has_screen", "boolean"))),
@@ -195,7 +196,8 @@ def _expected(field: Field) -> str:
     if field.kind == "number" and field.minimum is not None:
         return f"a number >= {field.minimum:g}"
     if field.kind == "integer":
-        return "an integer >= 0" if field.minimum == 0 else "an integer"
+        bound = " and <= 2^53" if field.maximum == MAX_INDEX else ""
+        return ("an integer >= 0" if field.minimum == 0 else "an integer") + bound
     if field.pattern == TIMESTAMP_PATTERN:
         return "an ISO 8601 date-time such as 2026-01-31T09:30:00Z"
     return {"string": "a string", "boolean": "true or false", "object": "an object",

@@ -40,6 +40,13 @@ CASES: dict[str, bytes] = {
     "out_of_range": "\n".join([turn(), turn(turn_id="t2", turn_index=1, nlu__confidence=1.7)]).encode(),
     "negative_index": "\n".join([turn(), turn(turn_id="t2", turn_index=-1)]).encode(),
     "fractional_index": "\n".join([turn(), turn(turn_id="t2", turn_index=1.5)]).encode(),
+    "huge_index": "\n".join([turn(), turn(turn_id="t2", turn_index=10**19)]).encode(),
+    "impossible_date": "\n".join([turn(), turn(turn_id="t2", turn_index=1, timestamp="2026-02-30T09:00:00Z")]).encode(),
+    "nested_too_deep": ("\n".join([turn(), '{"turn_id": "t2", "session_id": "s1", "turn_index": 1, "asr": '
+                                    + "[" * 3000 + "]" * 3000 + "}"])).encode(),
+    "csv_export": b"turn_id,session_id,turn_index,asr_text\nt1,s1,0,turn on the light\n",
+    "other_field_names": "\n".join(json.dumps({"turn_id": f"t{i}", "session_id": "s1", "turn_index": i, "asr_text": "lights on",
+                                               "intent": "lights_on", "status": "ok"}) for i in range(3)).encode(),
     "nan": (turn() + "\n" + turn(turn_id="t2", turn_index=1).replace('"confidence": 0.91', '"confidence": NaN')).encode(),
     "infinity": (turn() + "\n" + turn(turn_id="t2", turn_index=1).replace('"confidence": 0.91', '"confidence": 1e999')).encode(),
     "bad_enum": "\n".join([turn(), turn(turn_id="t2", turn_index=1, result__status="done")]).encode(),
@@ -69,7 +76,7 @@ def main() -> None:
     for name, data in CASES.items():
         path = BAD / f"{name}.jsonl"
         path.write_bytes(data)
-        run = subprocess.run([sys.executable, "-m", "fpi.cli", "validate", str(path.relative_to(ROOT))],
+        run = subprocess.run([sys.executable, "-m", "fpi", "validate", str(path.relative_to(ROOT))],
                              cwd=ROOT, capture_output=True, text=True)
         messages = [line.removeprefix("error: ") for line in run.stderr.splitlines() if "fixtures/bad/" in line]
         expected = {"exit_code": run.returncode, "messages": messages}

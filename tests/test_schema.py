@@ -35,7 +35,7 @@ def test_validator_reports_missing_required_and_wrong_root():
     assert validate_turn([]) == [("", "expected a JSON object for the turn, got an array")]
     problems = dict(validate_turn({"turn_index": True}))
     assert set(problems) == {"turn_id", "session_id", "turn_index"}
-    assert problems["turn_index"] == "expected an integer >= 0, got a boolean true"
+    assert problems["turn_index"] == "expected an integer >= 0 and <= 2^53, got a boolean true"
 
 
 def test_frame_schema_covers_every_field():
