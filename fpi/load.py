@@ -276,13 +276,33 @@ def _read_jsonl(data: bytes, label: str) -> LoadResult:
     if _is_stage_form(lines["raw"][0]):
         turns, stage_rejected, turn_lines = _join_stage_events(lines, label)
         result = _decode_turns(turns, label, turn_lines)
-        result.rejected = sorted(rejected + stage_rejected + result.rejected, key=lambda r: r.line)
+        per_event = [event for r in result.rejected for event in _per_event(r, turn_lines)]
+        result.rejected = sorted(rejected + stage_rejected + per_event, key=lambda r: r.line)
         result.read, result.form = read, "stage"
         return result
     result = _decode_turns(lines.with_columns(json=pl.col("raw")), label, None, intact)
     result.rejected = sorted(rejected + result.rejected, key=lambda r: r.line)
     result.read = read
     return result
+
+
+def _per_event(rejected: RejectedRecord, stage_lines: dict[str, dict[str, int]]) -> list[RejectedRecord]:
+    """A rejected turn joined from event lines, back as one record per line with its own bytes: the line
+    at fault with the problems, the turn's other lines pointing at it."""
+    if isinstance(rejected.raw, bytes) or "\n" not in rejected.raw:
+        return [rejected]
+    raws = rejected.raw.split("\n")
+    try:
+        turn_id = str(_strict_json(raws[0]).get("turn_id"))  # type: ignore[attr-defined]
+    except (ValueError, AttributeError):
+        return [rejected]
+    numbers = sorted(n for stage, n in stage_lines.get(turn_id, {}).items() if stage != "first")
+    if len(numbers) != len(raws):
+        return [rejected]
+    at_fault = rejected.line if rejected.line in numbers else numbers[0]
+    return [RejectedRecord(rejected.source, n, rejected.problems if n == at_fault else
+                           (("", f"turn {turn_id!r} has a rejected event on line {at_fault}"),), raw)
+            for n, raw in zip(numbers, raws, strict=True)]
 
 
 def _is_stage_form(first_line: str) -> bool:

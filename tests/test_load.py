@@ -208,3 +208,17 @@ def test_fingerprint_is_the_same_for_every_form_and_parquet_keeps_extra_columns(
         prints.add(turns_fingerprint(turns))
     assert len(prints) == 1
     assert "human_label" in load_traces(tmp_path / "b.parquet").columns
+
+
+def test_a_stage_form_turn_with_one_bad_event_is_quarantined_line_by_line(tmp_path):
+    events = [{"turn_id": "t1", "session_id": "s", "turn_index": 0, "stage": "asr", "data": {"text": "hi", "confidence": 0.9}},
+              {"turn_id": "t1", "session_id": "s", "turn_index": 0, "stage": "nlu", "data": {"intent": 5}},
+              {"turn_id": "t1", "session_id": "s", "turn_index": 0, "stage": "result", "data": {"status": "success"}},
+              {"turn_id": "t2", "session_id": "s", "turn_index": 1, "stage": "asr", "data": {"text": "ok"}}]
+    lines = [json.dumps(e) for e in events]
+    result = read_traces(("\n".join(lines) + "\n").encode(), name="events.jsonl")
+    assert (result.read, result.accepted, len(result.rejected), result.turns.height) == (4, 1, 3, 1)
+    assert [r.raw for r in result.rejected] == lines[:3]
+    assert result.problems() == ["events.jsonl:1: turn 't1' has a rejected event on line 2",
+                                 "events.jsonl:2: nlu.intent: expected a string, got a number 5",
+                                 "events.jsonl:3: turn 't1' has a rejected event on line 2"]
