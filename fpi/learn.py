@@ -22,8 +22,7 @@ class Training:
     weak: WeakLabels | None
 
 
-def _weak(turns: pl.DataFrame, labeller: FailurePointModel, weight: float) -> WeakLabels:
-    features = build_features(turns, reference=labeller.reference_)
+def _weak(features: pl.DataFrame, labeller: FailurePointModel, weight: float) -> WeakLabels:
     return weak_labels(features, labeller.predict_proba(features), labeller.classes_, weight=weight)
 
 
@@ -36,15 +35,18 @@ def train(turns: pl.DataFrame, *, base: FailurePointModel | None = None, unlabel
     if gold.null_count() == turns.height:
         raise UsageError("training needs gold labels: no turn has a `label` (to learn from unlabeled logs alone, "
                          "use `fpi adapt`)")
-    labels, weights, weak = gold, None, None
+    labels, weights, weak, features = gold, None, None, None
     if unlabeled:
-        weak = _weak(turns, base or FailurePointModel.load(), weight=WEAK_WEIGHT)
+        labeller = base or FailurePointModel.load()
+        features = build_features(turns, reference=labeller.reference_)  # built once: weak labels and training
+        weak = _weak(features, labeller, weight=WEAK_WEIGHT)
         use_weak = gold.is_null() & weak.labels.is_not_null()
         labels = pl.select(pl.when(use_weak).then(weak.labels).otherwise(gold)).to_series().alias("label")
         weights = pl.select(pl.when(use_weak).then(weak.weights).otherwise(pl.lit(1.0))).to_series()
         kept = {label: int((use_weak & (weak.labels == label)).sum()) for label in weak.counts}
         weak = WeakLabels(weak.labels, weak.weights, kept)
-    model = FailurePointModel(seed=seed, valid_fraction=valid_fraction).fit(turns, labels, weights=weights, init=base)
+    model = FailurePointModel(seed=seed, valid_fraction=valid_fraction).fit(turns, labels, weights=weights, init=base,
+                                                                            features=features)
     counts = dict(gold.drop_nulls().value_counts().iter_rows())
     return Training(model, {label: int(counts.get(label, 0)) for label in model.classes_}, weak)
 
@@ -52,11 +54,12 @@ def train(turns: pl.DataFrame, *, base: FailurePointModel | None = None, unlabel
 def adapt(turns: pl.DataFrame, *, base: FailurePointModel, seed: int = 0) -> Training:
     """Fit `base` to unlabeled logs: its fallback quantile tables re-fitted on them, and a few gentle rounds of
     boosting on the turns where implicit feedback agrees with a confident verdict of `base` (self-training)."""
-    weak = _weak(turns, base, weight=WEAK_WEIGHT)
+    features = build_features(turns, reference=base.reference_)
+    weak = _weak(features, base, weight=WEAK_WEIGHT)
     if weak.labels.null_count() == turns.height:
         raise UsageError("no turn has both a confident verdict and a user reaction that agrees with it; "
                          "adapt needs logs with dialogue context (sessions of several turns)")
     if len({label for label, n in weak.counts.items() if n}) < 2:
         raise UsageError(f"the weak labels hold one label only ({weak.summary()}); adapt needs more varied logs")
-    model = FailurePointModel(seed=seed).fit(turns, weak.labels, weights=weak.weights, init=base)
+    model = FailurePointModel(seed=seed).fit(turns, weak.labels, weights=weak.weights, init=base, features=features)
     return Training(model, {label: 0 for label in model.classes_}, weak)

@@ -25,6 +25,7 @@ import pyarrow.json as pa_json
 
 from fpi.errors import TraceError
 from fpi.output import atomic_write_bytes
+from fpi.records import is_classified
 from fpi.schema import (
     EVENT_STAGES,
     STAGES,
@@ -118,12 +119,11 @@ def read_traces(source: Source, *, name: str | None = None) -> LoadResult:
     return _no_stages_check(_read_jsonl(data, label), label)
 
 
-RECORD_MARKERS = ("failure_point", "model_failure_point")
 MOSTLY = 0.5
 
 
 def _first_line(data: bytes) -> bytes:
-    for line in data[:1 << 20].lstrip(b"\xef\xbb\xbf").splitlines():
+    for line in data[:1 << 20].removeprefix(b"\xef\xbb\xbf").splitlines():
         if line.strip():
             return line.strip()
     return b""
@@ -133,11 +133,7 @@ def _refuse_other_formats(data: bytes, label: str) -> None:
     """Say what a file is when it is plainly not JSON Lines traces, once, instead of once per line."""
     first = _first_line(data)
     if not first or first.startswith(b"{"):
-        try:
-            fields = _strict_json(first.decode("utf-8", "replace")) if first else {}
-        except ValueError:
-            return
-        if isinstance(fields, dict) and any(m in fields for m in RECORD_MARKERS) and not any(s in fields for s in STAGES):
+        if is_classified(data):
             raise TraceError([f"{label}: holds classified records (the output of `fpi classify`), not traces; "
                               "`fpi report` reads records, and the other commands read traces (docs/trace-format.md)"])
         return

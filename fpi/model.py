@@ -75,10 +75,9 @@ def impossible(features: pl.DataFrame, classes: list[str]) -> np.ndarray:
 
 def session_folds(sessions: pl.Series, folds: int, seed: int) -> np.ndarray:
     """The fold (0..folds-1) of each row; every turn of a session falls in the same fold."""
-    unique = np.sort(sessions.unique().to_numpy())
-    order = np.random.default_rng(seed).permutation(len(unique))
-    fold_of = dict(zip(unique[order], np.arange(len(unique)) % folds, strict=True))
-    return np.array([fold_of[s] for s in sessions.to_list()])
+    unique = sessions.unique().sort()
+    shuffled = unique.gather(np.random.default_rng(seed).permutation(len(unique)))
+    return sessions.replace_strict(shuffled, np.arange(len(unique)) % folds, return_dtype=pl.Int64).to_numpy()
 
 
 def session_split(sessions: pl.Series, valid_fraction: float, seed: int) -> np.ndarray:
@@ -205,12 +204,13 @@ class FailurePointModel:
     # ------------------------------------------------------------ fitting
 
     def fit(self, turns: pl.DataFrame, labels: pl.Series | None = None, *, weights: pl.Series | None = None,
-            init: FailurePointModel | None = None,
+            init: FailurePointModel | None = None, features: pl.DataFrame | None = None,
             on_iteration: Callable[[int, int], None] | None = None) -> FailurePointModel:
         """Fit on loaded turns and their labels. Turns without a label still give their neighbours'
         dialogue context; `weights` scales each labeled turn (weak labels count less). With `init`,
         boosting continues from that model's trees (its features, classes and vocabularies).
-        With fewer than CV_BELOW labels, the number of rounds comes from session-grouped cross-validation."""
+        With fewer than CV_BELOW labels, the number of rounds comes from session-grouped cross-validation.
+        `features` are the turns' features when the caller has built them already."""
         if labels is None:
             if "label" not in turns.columns or turns["label"].null_count() == turns.height:
                 raise UsageError("training needs gold labels: the traces have no `label` field")
@@ -218,7 +218,8 @@ class FailurePointModel:
         labeled = labels.is_not_null().to_numpy()
         if not labeled.any():
             raise UsageError("training needs labels: no turn has one")
-        features = turns if "wake_missing" in turns.columns else features_by_assistant(turns)
+        if features is None:
+            features = turns if "wake_missing" in turns.columns else features_by_assistant(turns)
         self.reference_ = Reference.fit(features).global_only()  # the fallback for sources an input has too few of
         if init is not None:
             init._check_fitted()

@@ -96,11 +96,14 @@ class Reference:
             columns[f"{name}_q"] = _quantiles(values, self.tables[name]) if name in self.tables else np.full(values.size, np.nan)
         within = columns[f"{BY_INTENT}_q"].copy()
         if self.by_intent and "nlu_intent" in features.columns:
-            intents = features["nlu_intent"].to_numpy()
+            names, codes = np.unique(features["nlu_intent"].fill_null("").to_numpy().astype(str), return_inverse=True)
+            order = np.argsort(codes, kind="stable")  # the rows of each intent, found once
+            bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
             values = features[BY_INTENT].cast(pl.Float64).fill_null(np.nan).to_numpy()
-            for intent, table in self.by_intent.items():
-                rows = intents == intent
-                within[rows] = _quantiles(values[rows], table)
+            for k, intent in enumerate(names):
+                if intent in self.by_intent:
+                    rows = order[bounds[k]:bounds[k + 1]]
+                    within[rows] = _quantiles(values[rows], self.by_intent[intent])
         columns["nlu_confidence_intent_q"] = within
         stages = np.vstack([columns["asr_confidence_q"], columns["nlu_confidence_q"], columns["er_min_score_q"]])
         with np.errstate(invalid="ignore"):

@@ -118,26 +118,29 @@ def failure_point_counts(records: pl.DataFrame) -> dict[str, int]:
 # ------------------------------------------------------------------ reading
 
 def is_classified(source: str | Path | bytes) -> bool:
-    """Whether a file (or the bytes of one) holds classified records rather than raw traces."""
-    if isinstance(source, bytes):
-        if source[:4] == b"PAR1":
-            return "failure_point" in pl.read_parquet_schema(io.BytesIO(source))
-        first = source.lstrip()[:1 << 16].split(b"\n", 1)[0]
-        return b"failure_point" in first and not source.startswith(b"\x1f\x8b")
-    path = Path(source)
-    suffix = path.suffix.lower()
+    """Whether a file (or the bytes of one) holds classified records rather than raw traces: a verdict
+    column, and in JSON Lines a first record with a verdict and no stage."""
+    path = None if isinstance(source, bytes) else Path(source)
     try:
-        if suffix == ".parquet":
-            return "failure_point" in pl.read_parquet_schema(path)
-        if suffix == ".csv":
+        if path is not None and path.suffix.lower() == ".csv":
             return "failure_point" in pl.read_csv(path, n_rows=0).columns
+        if path is not None:
+            with path.open("rb") as handle:
+                source = handle.read(4) + handle.readline(1 << 20)
+        assert isinstance(source, bytes)
+        if source[:4] == b"PAR1":
+            return "failure_point" in pl.read_parquet_schema(io.BytesIO(source) if path is None else path)
     except (pl.exceptions.PolarsError, OSError):
         return False  # unreadable as records: the traces reader says what is wrong with it
-    with path.open("rb") as handle:
-        first = handle.readline()
-    return b'"failure_point"' in first and not first.startswith(b"\x1f\x8b")
+    first = source.removeprefix(b"\xef\xbb\xbf").lstrip()[:1 << 20].split(b"\n", 1)[0]
+    try:
+        fields = json.loads(first)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(fields, dict) and any(m in fields for m in RECORD_MARKERS) and not any(s in fields for s in STAGES)
 
 
+RECORD_MARKERS = ("failure_point", "model_failure_point")
 _CSV_TEXT_COLUMNS = ("rule", "label", "explanation", *CONTEXT, "rules_matched", "recovered_from")
 _REQUIRED_TO_READ = ("turn_id", "failure_point")
 

@@ -237,11 +237,10 @@ def rule_matches(frame: pl.DataFrame, rules: RuleSet) -> pl.DataFrame:
 def decide(matches: pl.DataFrame, rules: RuleSet, model_failure_point: pl.Series) -> pl.DataFrame:
     """From the match of each rule: `failure_point` decided by the first rule that matched (else the
     model's), `rule` (that rule's id or null), `rules_matched` and `recovered_from`."""
-    n = len(model_failure_point)
     if not len(rules):
-        return pl.DataFrame({"failure_point": model_failure_point, "rule": pl.Series([None] * n, dtype=pl.String),
-                             "rules_matched": pl.Series([[]] * n, dtype=pl.List(pl.String)),
-                             "recovered_from": pl.Series([[]] * n, dtype=pl.List(pl.String))})
+        nothing = pl.lit([], dtype=pl.List(pl.String))
+        return model_failure_point.alias("failure_point").to_frame().with_columns(
+            rule=pl.lit(None, pl.String), rules_matched=nothing, recovered_from=nothing)
     c = pl.col
     ids = [rule.id for rule in rules.rules]
     recovered = [rule for rule in rules.rules if rule.effect == "recovered"]

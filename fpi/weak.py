@@ -67,6 +67,6 @@ def weak_labels(features: pl.DataFrame, probabilities: np.ndarray, classes: list
     failed, clean = reactions["something_failed"].to_numpy(), reactions["clean"].to_numpy()
     is_correct = predicted == "correct"
     agree = np.where(is_correct, clean & (confidence >= CORRECT_CONFIDENCE), failed & (confidence >= FAILURE_CONFIDENCE))
-    labels = pl.select(pl.when(pl.Series(agree)).then(pl.Series(predicted.tolist(), dtype=pl.String))).to_series().alias("label")
+    labels = pl.select(pl.when(pl.Series(agree)).then(pl.Series(predicted, dtype=pl.String))).to_series().alias("label")
     counts = {label: int(((predicted == label) & agree).sum()) for label in LABELS}
     return WeakLabels(labels, pl.Series("weight", np.where(agree, weight, np.nan)).fill_nan(None), counts)

@@ -56,7 +56,7 @@ def explain(
             show(explanation_tables(explained, DESCRIPTIONS))
             return exit_for(result)
         assert output is not None
-        features = build_features(result.turns)
+        features = build_features(result.turns, reference=pipeline.model.reference_)
         with steps(min(sample, features.height), "explaining") as bar:
             numbers = summarize(features, pipeline.model, output, sample=sample, seed=seed,
                                 on_progress=lambda n: bar.advance(steps=n))
