@@ -24,8 +24,11 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 
 from fpi.errors import TraceError
+from fpi.mapping import Mapping, apply_mapping, load_mapping
+from fpi.otlp import is_otlp
 from fpi.output import atomic_write_bytes
 from fpi.records import is_classified
+from fpi.sources import read_any
 from fpi.schema import (
     EVENT_STAGES,
     STAGES,
@@ -74,6 +77,7 @@ class LoadResult:
     read: int = 0
     source: str = ""
     form: str = "turn"
+    otlp: bytes | None = None  # the spans as read, for writing them back with verdicts
 
     @property
     def accepted(self) -> int:
@@ -93,30 +97,64 @@ class LoadResult:
 Source = str | Path | bytes | pl.DataFrame | Any  # Any: a pandas DataFrame or an Arrow table
 
 
-def read_traces(source: Source, *, name: str | None = None) -> LoadResult:
+def read_traces(source: Source, *, name: str | None = None, mapping: Mapping | str | Path | None = None) -> LoadResult:
     """Read traces without raising on bad records: a file (JSONL, gzipped JSONL, Parquet; `-` is
     stdin), its bytes, or a frame a notebook already has (polars or pandas DataFrame, Arrow table),
-    checked by the same rules. Input that is not traces at all (classified records, CSV, logs whose
-    fields trace format v1 does not name) is one clear error, never a silent wrong answer."""
+    checked by the same rules. With a `mapping` (a shipped mapping's name, a file, or a loaded
+    `Mapping`), records of another shape are read too: other field names, CSV/TSV, OpenTelemetry
+    spans. Input that is not traces at all (classified records, CSV or spans without a mapping, logs
+    whose fields trace format v1 does not name) is one clear error, never a silent wrong answer."""
+    if mapping is not None and not isinstance(mapping, Mapping):
+        mapping = load_mapping(mapping)
     frame = _as_frame(source)
     if frame is not None:
         label = name or f"<{type(source).__name__}>"
         if frame.height == 0:
             raise TraceError([f"{label}: no rows: expected at least one turn"])
+        if mapping is not None:
+            rows = frame.with_row_index("line", offset=1).cast({"line": pl.UInt32})
+            rows = rows.with_columns(raw=pl.struct(pl.all().exclude("line")).struct.json_encode())
+            return _no_stages_check(_read_mapped(rows, [], label, mapping), label, mapping)
         return _no_stages_check(_read_table(frame, label), label)
     if not isinstance(source, str | Path | bytes):
         raise TraceError([f"{type(source).__name__}: not traces: expected a path, bytes, or a polars or pandas "
                           "DataFrame or Arrow table"])
     data, label = _read_source(source, name)
-    if data[:4] == b"PAR1":
-        return _no_stages_check(_read_parquet(data, label), label)
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError) as exc:
             raise TraceError([f"{label}: not a readable gzip file ({exc})"]) from exc
+    if mapping is not None:
+        if is_classified(data):
+            raise TraceError([f"{label}: holds classified records (the output of `fpi classify`), not traces; "
+                              "`fpi report` reads records"])
+        rows, bad, form = read_any(data, label, mapping)
+        if rows.height == 0 and not bad:
+            raise TraceError([f"{label}: empty file: expected at least one record"])
+        result = _no_stages_check(_read_mapped(rows, bad, label, mapping), label, mapping)
+        result.form = form
+        result.otlp = data if form == "otlp" else None
+        return result
+    if data[:4] == b"PAR1":
+        return _no_stages_check(_read_parquet(data, label), label)
     _refuse_other_formats(data, label)
     return _no_stages_check(_read_jsonl(data, label), label)
+
+
+def _read_mapped(rows: pl.DataFrame, bad: list[tuple[int, str, str]], label: str, mapping: Mapping) -> LoadResult:
+    """Rows of another shape through a mapping, then the same checks as native traces."""
+    turns, unconverted = apply_mapping(mapping, rows, label)
+    rejected = [RejectedRecord(label, number, (("", message),), raw) for number, raw, message in bad]
+    if unconverted:
+        failing = turns.filter(pl.col("line").is_in(list(unconverted)))
+        rejected += [RejectedRecord(label, number, tuple(unconverted[number]), raw)
+                     for number, raw in failing.select("line", "raw").iter_rows()]
+        turns = turns.filter(~pl.col("line").is_in(list(unconverted)))
+    result = _validate_rows(turns, label, from_text=False)
+    result.rejected = sorted(rejected + result.rejected, key=lambda r: r.line)
+    result.read = rows.height + len(bad)
+    return result
 
 
 MOSTLY = 0.5
@@ -131,6 +169,10 @@ def _first_line(data: bytes) -> bytes:
 
 def _refuse_other_formats(data: bytes, label: str) -> None:
     """Say what a file is when it is plainly not JSON Lines traces, once, instead of once per line."""
+    if is_otlp(data):
+        raise TraceError([f"{label}: holds OpenTelemetry spans (OTLP/JSON); spans need a mapping that says which spans "
+                          "are turns and which attributes are stages: --mapping pipecat, livekit, openinference or "
+                          f"your own (docs/mapping.md; `fpi map infer {label}` drafts one)"])
     first = _first_line(data)
     if not first or first.startswith(b"{"):
         if is_classified(data):
@@ -147,13 +189,13 @@ def _refuse_other_formats(data: bytes, label: str) -> None:
     if separator is not None and not first.startswith((b"[", b'"')):
         kind = "TSV" if separator == b"\t" else "CSV"
         header = ", ".join(name.decode("utf-8", "replace").strip().strip('"') for name in first.split(separator)[:12])
-        raise TraceError([f"{label}: looks like {kind} (header: {header}); fpi reads trace format v1 as JSON Lines or "
-                          "Parquet: convert the export to one JSON object per turn (docs/trace-format.md)"])
+        raise TraceError([f"{label}: looks like {kind} (header: {header}); {kind} needs a mapping that names its columns: "
+                          f"--mapping FILE (docs/mapping.md), drafted by `fpi map infer {label}`"])
 
 
-def _no_stages_check(result: LoadResult, label: str) -> LoadResult:
-    """Refuse input where most turns carry none of the stages but fields the format does not name:
-    its fields are named otherwise, and classifying it would be a confident wrong answer."""
+def _no_stages_check(result: LoadResult, label: str, mapping: Mapping | None = None) -> LoadResult:
+    """Refuse input where most turns carry none of the stages but fields the format (or the mapping)
+    does not name: its fields are named otherwise, and classifying it would be a confident wrong answer."""
     turns = result.turns
     if turns.height == 0:
         return result
@@ -161,11 +203,16 @@ def _no_stages_check(result: LoadResult, label: str) -> LoadResult:
     if empty <= MOSTLY:
         return result
     seen = _fields_seen(turns)
+    if mapping is not None:
+        raise TraceError([f"{label}: {empty:.0%} of the turns get none of the stages ({', '.join(STAGES)}) through "
+                          f"{mapping.source}; the fields seen are: {', '.join(seen[:30]) or 'none'}. Map the stage "
+                          "fields (docs/mapping.md), or draft a mapping with `fpi map infer " + label + "`"])
     if not set(seen) - set(TURN_FIELD_NAMES):
         return result  # turns that carry only what the format names (ids, context) are valid, if thin
     raise TraceError([f"{label}: {empty:.0%} of the turns carry none of the stages trace format v1 names "
-                      f"({', '.join(STAGES)}); the fields seen are: {', '.join(seen) or 'none beyond the ids'}. "
-                      "Name them as docs/trace-format.md does (e.g. asr.text, nlu.intent, result.status)"])
+                      f"({', '.join(STAGES)}); the fields seen are: {', '.join(seen[:30]) or 'none beyond the ids'}. "
+                      "Read them through a mapping (--mapping FILE; docs/mapping.md), drafted by "
+                      f"`fpi map infer {label}`, or name them as docs/trace-format.md does"])
 
 
 def _fields_seen(turns: pl.DataFrame, rows: int = 50) -> list[str]:
@@ -181,11 +228,11 @@ def _fields_seen(turns: pl.DataFrame, rows: int = 50) -> list[str]:
     return list(seen)
 
 
-def load_traces(source: Source, *, on_error: OnError = "fail",
-                quarantine: str | Path | None = None, name: str | None = None) -> pl.DataFrame:
+def load_traces(source: Source, *, on_error: OnError = "fail", quarantine: str | Path | None = None,
+                name: str | None = None, mapping: Mapping | str | Path | None = None) -> pl.DataFrame:
     """Typed turns of a trace file or frame (see `read_traces`). `on_error="fail"` raises TraceError naming every bad
     line; `"skip"` keeps the valid turns and writes the bad lines to `quarantine`."""
-    result = read_traces(source, name=name)
+    result = read_traces(source, name=name, mapping=mapping)
     if result.rejected and on_error == "fail":
         raise TraceError(result.problems(), summary=f"{result.source}: {len(result.rejected)} bad records; nothing was written")
     if result.rejected and quarantine is not None:

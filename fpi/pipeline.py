@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -18,6 +19,7 @@ from fpi.metrics import Metrics
 from fpi.explain import explanations
 from fpi.features import build_features, neighbour_rows
 from fpi.load import Source, load_traces, turns_fingerprint
+from fpi.mapping import Mapping
 from fpi.model import FailurePointModel
 from fpi.records import CONTEXT_COLUMNS, in_contract_order
 from fpi.rules import RuleSet, decide, evaluation_frame, load_rules, rule_matches
@@ -103,13 +105,15 @@ def measure(pipeline: Pipeline, batch: Batch, source: str) -> Metrics:
 def classify(turns: Source, model: FailurePointModel | None = None,
              rules: RuleSet | Literal["default"] | None = "default", *,
              features: pl.DataFrame | None = None, explain_top_k: int | None = None,
-             explain_all: bool = False, on_explained: Progress | None = None) -> pl.DataFrame:
+             explain_all: bool = False, on_explained: Progress | None = None,
+             mapping: Mapping | str | Path | None = None) -> pl.DataFrame:
     """One record per input turn, in input order (the records-v1 contract, `fpi.records`):
     ids, `failure_point` (final), `model_failure_point`, `confidence`, `probabilities`, `rule`,
     `rules_matched`, `recovered_from`, the context reports slice by, `explanation` with
     `explain_top_k`, and the gold `label` when present. `rules=None` runs the model alone. `turns` are
-    loaded turns, or anything `fpi.load_traces` reads (a path, a pandas DataFrame, an Arrow table, ...)."""
-    if not (isinstance(turns, pl.DataFrame) and set(TURN_SCHEMA) <= set(turns.columns)):
-        turns = load_traces(turns)
+    loaded turns, or anything `fpi.load_traces` reads (a path, a pandas DataFrame, an Arrow table, ...),
+    read through `mapping` when given."""
+    if mapping is not None or not (isinstance(turns, pl.DataFrame) and set(TURN_SCHEMA) <= set(turns.columns)):
+        turns = load_traces(turns, mapping=mapping)
     pipeline = Pipeline(model, rules, explain_top_k=explain_top_k, explain_all=explain_all)
     return pipeline.run(turns, features=features, on_explained=on_explained).records

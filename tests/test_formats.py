@@ -20,6 +20,7 @@ def test_logs_with_other_field_names_are_refused_naming_the_fields(tmp_path):
         assert result.exit_code == 2, command
         assert "none of the stages trace format v1 names" in result.stderr
         assert "asr_text, intent, status" in result.stderr
+        assert "--mapping" in result.stderr and "fpi map infer" in result.stderr
     assert not out.exists()
 
 
@@ -39,6 +40,7 @@ def test_csv_gets_one_clear_message(tmp_path):
     result = run_cli("validate", path)
     assert result.exit_code == 2
     assert result.stderr.count("looks like CSV") == 1 and "header: turn_id, session_id, asr_text" in result.stderr
+    assert "needs a mapping" in result.stderr and "--mapping" in result.stderr
 
 
 def test_report_reads_records_from_stdin_as_by_file_name(fixture_traces, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from fpi.cli import classify, common, evaluate, explain, gate, report, rules, sample, simulate, train, validate
+from fpi.cli import classify, common, evaluate, explain, gate, maps, report, rules, sample, simulate, train, validate
 
 app = typer.Typer(help="Failure-point isolation for voice and conversational assistants.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False)
@@ -34,6 +34,14 @@ rules_app.command("check")(rules.check)
 rules_app.command("test")(rules.test)
 rules_app.command("fields")(rules.fields)
 app.add_typer(rules_app, name="rules")
+
+map_app = typer.Typer(help="Mappings: read logs of another shape (other field names, CSV, OpenTelemetry spans).",
+                      no_args_is_help=True)
+map_app.command("list")(maps.list_mappings)
+map_app.command("show")(maps.show_mapping)
+map_app.command("check")(maps.check)
+map_app.command("infer")(maps.infer)
+app.add_typer(map_app, name="map")
 
 label_app = typer.Typer(help="Labels from a filled labeling sheet.", no_args_is_help=True)
 label_app.command("merge")(sample.merge)

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fpi.cli.common import Classifier, Input, TracesArg, exit_for, guard_paths, options, run, show
+from fpi.cli.common import Classifier, Input, TracesArg, exit_for, guard_paths, options, run, say, show
 from fpi.errors import UsageError
+
+if TYPE_CHECKING:
+    from fpi.pipeline import Batch
 
 
 @options
 def classify(
     traces: TracesArg,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Records file (.jsonl, .csv, .parquet); default stdout as JSON Lines.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Records file (.jsonl, .csv, .parquet); default stdout as JSON "
+                                                "Lines. For OpenTelemetry input, a name like x.otlp.json gets the spans "
+                                                "back with the verdict on each turn span.")] = None,
     classifier: Classifier = Classifier(),
     explain: Annotated[bool, typer.Option("--explain", help="Add each turn's top SHAP features (or the deciding rule).")] = False,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Features per explanation.")] = 3,
@@ -23,20 +28,48 @@ def classify(
 ) -> None:
     """Name each turn's failure point (wake, asr, nlu, er, result) or `correct`."""
     def work() -> int:
+        from fpi.otlp import is_otlp_path
         from fpi.progress import steps
         from fpi.records import check_output_path, failure_point_counts, write_records
         from fpi.tables import counts_table
 
         if explain_all and not explain:
             raise UsageError("--explain-all goes with --explain")
-        check_output_path(output)
-        guard_paths([traces, *classifier.inputs()], [output, bad_records.quarantine_path(traces)])
+        spans_out = is_otlp_path(output)
+        if not spans_out:
+            check_output_path(output)
+        guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()], [output, bad_records.quarantine_path(traces)])
         with steps(5 if explain else 4, "loading model") as bar:
             pipeline = classifier.pipeline(explain_top_k=top_k if explain else None, explain_all=explain_all)
             bar.advance("reading traces")
             result = bad_records.read(traces)
             batch = pipeline.run(result.turns, on_step=lambda name: bar.advance(name))
-        write_records(batch.records, output)
+        if spans_out:
+            assert output is not None
+            if result.otlp is None:
+                raise UsageError(f"{output}: spans can be written back only for OpenTelemetry input; name the records "
+                                 ".jsonl, .csv or .parquet")
+            marked = write_spans(result.otlp, result.source, batch, output)
+            say(f"{marked} turn spans marked with their verdict in {output}")
+        else:
+            write_records(batch.records, output)
         show([counts_table(failure_point_counts(batch.records), batch.records.height)], stderr=True)
         return exit_for(result)
     run(work)
+
+
+def write_spans(spans: bytes, source: str, batch: Batch, output: Path) -> int:
+    """The input spans with each turn span's verdict: failure point, confidence, deciding rule, reasons."""
+    import polars as pl
+
+    from fpi.otlp import KEY_COLUMN, write_back
+
+    reasons = pl.col("explanation").struct.field("features").list.eval(pl.element().struct.field("name"))
+    rows = batch.records.select(
+        pl.Series(KEY_COLUMN, batch.turns[KEY_COLUMN]),
+        pl.col("failure_point").alias("fpi.failure_point"),
+        pl.col("confidence").alias("fpi.confidence"),
+        pl.col("rule").alias("fpi.rule"),
+        (reasons if "explanation" in batch.records.columns else pl.lit(None, pl.List(pl.String))).alias("fpi.reasons"))
+    verdicts = {row.pop(KEY_COLUMN): row for row in rows.to_dicts()}
+    return write_back(spans, source, verdicts, output)

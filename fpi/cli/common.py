@@ -48,6 +48,9 @@ NoRulesOpt = Annotated[bool, typer.Option("--no-rules", help="Run the model alon
 QuarantineOpt = Annotated[Path | None, typer.Option("--quarantine", help="Where --on-error skip writes bad records "
                                                     "(default: <traces>.quarantine.jsonl).")]
 TableFormatOpt = Annotated[TableFormat, typer.Option("--format", help="table (terminal) or json (stdout).")]
+MappingOpt = Annotated[str | None, typer.Option("--mapping", help="Read records of another shape (other field names, CSV, "
+                                                "OpenTelemetry spans) through a mapping: a file, or a shipped one "
+                                                "(`fpi map list`: pipecat, livekit, openinference).")]
 
 
 # ------------------------------------------------------------------ option groups
@@ -75,13 +78,20 @@ class Classifier:
 
 @dataclass(frozen=True)
 class Input:
-    """--on-error, --quarantine: what happens to bad records."""
+    """--mapping, --on-error, --quarantine: how records are read, and what happens to bad ones."""
 
+    mapping: MappingOpt = None
     on_error: OnErrorOpt = OnError.fail
     quarantine: QuarantineOpt = None
 
     def read(self, traces: str, data: bytes | None = None) -> LoadResult:
-        return read(traces, self.on_error, self.quarantine, data)
+        return read(traces, self.on_error, self.quarantine, data, self.mapping)
+
+    def mapping_file(self) -> str | None:
+        """The mapping as an input path (for `guard_paths`), None when it is a shipped one."""
+        from fpi.mapping import shipped_mappings
+
+        return None if self.mapping is None or self.mapping in shipped_mappings() else self.mapping
 
     def quarantine_path(self, traces: str) -> Path | None:
         """Where bad records of `traces` would go, for `guard_paths` (None when they cannot)."""
@@ -190,12 +200,14 @@ def show(tables: list[Table], *, stderr: bool = False) -> None:
         print_table(table, console)
 
 
-def read(traces: str, on_error: OnError, quarantine: Path | None, data: bytes | None = None) -> LoadResult:
-    """Read traces (or `data`, already read from `traces`) under the --on-error policy; report what
-    was rejected and where it went."""
+def read(traces: str, on_error: OnError, quarantine: Path | None, data: bytes | None = None,
+         mapping: str | None = None) -> LoadResult:
+    """Read traces (or `data`, already read from `traces`) under the --on-error policy, through
+    `mapping` when given; report what was rejected and where it went."""
     from fpi.load import read_traces, write_quarantine
 
-    result = read_traces(traces) if data is None else read_traces(data, name="<stdin>" if traces == "-" else traces)
+    result = (read_traces(traces, mapping=mapping) if data is None
+              else read_traces(data, name="<stdin>" if traces == "-" else traces, mapping=mapping))
     if result.rejected and on_error is OnError.fail:
         raise TraceError(result.problems(), summary=f"{result.source}: {len(result.rejected)} bad records; nothing was written "
                                                     "(use --on-error skip to go on with the valid turns)")

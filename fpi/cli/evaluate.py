@@ -49,7 +49,7 @@ def evaluate(
 
         if human is not None and not human.strip():
             raise UsageError("--human takes the name of a field with one annotator's labels, e.g. --human human_label")
-        guard_paths([traces, *classifier.inputs()], [save_metrics, bad_records.quarantine_path(traces)])
+        guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()], [save_metrics, bad_records.quarantine_path(traces)])
         pipeline = classifier.pipeline()
         result = bad_records.read(traces)
         turns = require_labels(result)

@@ -40,7 +40,7 @@ def gate(
         from fpi.progress import steps
         from fpi.tables import gate_context, gate_table
 
-        guard_paths([traces, policy, baseline, *classifier.inputs()], [junit, bad_records.quarantine_path(traces)])
+        guard_paths([bad_records.mapping_file(), traces, policy, baseline, *classifier.inputs()], [junit, bad_records.quarantine_path(traces)])
         gate_policy = load_policy(policy)
         previous = Metrics.read(baseline) if baseline is not None else None
         if previous is not None and not gate_policy.has("regression"):

@@ -71,7 +71,7 @@ def report(
         from fpi.render import csv_text, html_page, markdown, print_report
         from fpi.report import build_report
 
-        guard_paths([records, baseline, *classifier.inputs()], [output, bad_records.quarantine_path(records)])
+        guard_paths([bad_records.mapping_file(), records, baseline, *classifier.inputs()], [output, bad_records.quarantine_path(records)])
         current, result = _records(records, classifier, bad_records)
         before = _records(baseline, classifier, Input(bad_records.on_error))[0] if baseline else None
         numbers = build_report(current, source=result.source if result else records, by=by, baseline=before,

@@ -46,7 +46,7 @@ def check(
         from fpi.rules import audit_rules, load_rules
         from fpi.tables import RULE_AUDIT_LEGEND, rule_audit_table
 
-        guard_paths([traces, model, *(rules or [])], [bad_records.quarantine_path(traces)])
+        guard_paths([bad_records.mapping_file(), traces, model, *(rules or [])], [bad_records.quarantine_path(traces)])
         pipeline = Pipeline(FailurePointModel.load(model), load_rules(rules))
         result = bad_records.read(traces)
         turns = require_labels(result)

@@ -28,7 +28,7 @@ def sample(
         suffix = output.suffix.lower()
         if suffix not in (".csv", ".tsv", ".jsonl"):
             raise UsageError(f"{output}: unknown sheet format {suffix or '(none)'}: expected .csv, .tsv or .jsonl")
-        guard_paths([traces, *classifier.inputs()], [output, bad_records.quarantine_path(traces)])
+        guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()], [output, bad_records.quarantine_path(traces)])
         pipeline = classifier.pipeline()
         result = bad_records.read(traces)
         batch = pipeline.run(result.turns)
@@ -56,7 +56,7 @@ def merge(
         from fpi.labels import labeled_traces, merge_labels, read_sheet
         from fpi.output import atomic_write_bytes
 
-        guard_paths([traces, sheet], [output, bad_records.quarantine_path(traces)])
+        guard_paths([bad_records.mapping_file(), traces, sheet], [output, bad_records.quarantine_path(traces)])
         result = bad_records.read(traces)
         filled = read_sheet(sheet)
         turns = merge_labels(result.turns, filled, str(sheet))

@@ -94,7 +94,7 @@ def train(
         from fpi.labels import merge_labels, read_sheet
         from fpi.learn import train as fit
 
-        guard_paths([traces, labels, None if base in (None, "default") else base], [output, bad_records.quarantine_path(traces)],
+        guard_paths([bad_records.mapping_file(), traces, labels, None if base in (None, "default") else base], [output, bad_records.quarantine_path(traces)],
                     folders=(output,))
         check_model_output(output, force)
         result = bad_records.read(traces)
@@ -121,7 +121,7 @@ def adapt(
     def work() -> int:
         from fpi.learn import adapt as fit
 
-        guard_paths([traces, None if base == "default" else base], [output, bad_records.quarantine_path(traces)], folders=(output,))
+        guard_paths([bad_records.mapping_file(), traces, None if base == "default" else base], [output, bad_records.quarantine_path(traces)], folders=(output,))
         check_model_output(output, force)
         result = bad_records.read(traces)
         start = _base(base)

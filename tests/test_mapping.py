@@ -1,0 +1,188 @@
+"""Mappings: a team's records of another shape (other names, CSV, nested JSON, frames) read as
+trace format v1, with file:line errors for the mapping and for the records, and the same verdicts
+as the same turns written natively."""
+
+import json
+
+import polars as pl
+import pytest
+from conftest import run_cli, write_jsonl
+
+from fpi import classify, load_traces, simulate
+from fpi.errors import TraceError
+from fpi.load import read_traces
+from fpi.mapping import (
+    MappingError,
+    load_mapping,
+    mapping_json_schema,
+    shipped_mappings,
+)
+
+WAREHOUSE = """\
+format: csv
+stages: [asr, nlu, result, feedback]
+order: ts
+fields:
+  session_id: call_id
+  asr.text: transcript
+  asr.confidence: {from: asr_score, scale: [0, 100]}
+  nlu.intent: intent
+  nlu.confidence: intent_confidence
+  result.status:
+    from: status
+    values: {ok: success, failed: error, no_match: fallback}
+  result.response: response
+  feedback.barge_in: interrupted
+  timestamp: {from: ts, time: unix_ms}
+  label: gold
+"""
+
+
+def _export(turns: pl.DataFrame) -> pl.DataFrame:
+    """The turns as a warehouse would export them: flat, other names, a 0-100 scale, epoch ms, their status words."""
+    asr, nlu, result = pl.col("asr").struct, pl.col("nlu").struct, pl.col("result").struct
+    return turns.select(
+        call_id="session_id", transcript=asr.field("text"), asr_score=(asr.field("confidence") * 100).round(2),
+        intent=nlu.field("intent"), intent_confidence=nlu.field("confidence"),
+        status=result.field("status").replace({"success": "ok", "error": "failed", "fallback": "no_match"}),
+        response=result.field("response"), interrupted=pl.col("feedback").struct.field("barge_in"),
+        ts=pl.col("timestamp").str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_zone="UTC").dt.epoch("ms"), gold="label")
+
+
+def _native(turns: pl.DataFrame) -> pl.DataFrame:
+    """The same information in trace format v1."""
+    asr, nlu, result = pl.col("asr").struct, pl.col("nlu").struct, pl.col("result").struct
+    native = turns.select(
+        "session_id", "turn_index", "label",
+        turn_id=pl.col("session_id") + "#" + pl.col("turn_index").cast(pl.String),
+        timestamp=pl.col("timestamp").str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_zone="UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"),
+        asr=pl.when(asr.field("text").is_not_null()).then(pl.struct(
+            text=asr.field("text"), confidence=(asr.field("confidence") * 100).round(2) / 100)),
+        nlu=pl.when(nlu.field("intent").is_not_null()).then(pl.struct(intent=nlu.field("intent"), confidence=nlu.field("confidence"))),
+        result=pl.when(result.field("status").is_not_null()).then(pl.struct(status=result.field("status"), response=result.field("response"))),
+        feedback=pl.struct(barge_in=pl.col("feedback").struct.field("barge_in")))
+    return native
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("warehouse")
+    turns = simulate(1500, seed=21, profile="telephone-slot-filling")
+    _export(turns).write_csv(folder / "export.csv")
+    write_jsonl(folder / "native.jsonl", [json.loads(line) for line in _native(turns).write_ndjson().splitlines()])
+    (folder / "warehouse.yaml").write_text(WAREHOUSE)
+    return folder
+
+
+def test_the_shipped_mapping_schema_is_the_generated_one():
+    from conftest import ROOT
+
+    assert json.loads((ROOT / "fpi" / "schemas" / "mapping-v1.schema.json").read_text()) == mapping_json_schema()
+
+
+def test_csv_through_a_mapping_gives_the_native_turns_and_verdicts(warehouse):
+    mapped = load_traces(warehouse / "export.csv", mapping=warehouse / "warehouse.yaml")
+    native = load_traces(warehouse / "native.jsonl")
+    for column in ("turn_id", "session_id", "turn_index", "timestamp", "asr", "nlu", "result", "feedback", "label"):
+        assert mapped[column].equals(native[column], null_equal=True), column
+    assert mapped["line"][0] == 2  # the header is line 1
+    by_cli = warehouse / "mapped.jsonl"
+    assert run_cli("classify", warehouse / "export.csv", "--mapping", warehouse / "warehouse.yaml", "-o", by_cli).exit_code == 0
+    records = pl.read_ndjson(by_cli)
+    assert records["failure_point"].to_list() == classify(native)["failure_point"].to_list()
+
+
+def test_frames_and_nested_json_read_through_the_same_mapping(warehouse):
+    export = pl.read_csv(warehouse / "export.csv", infer_schema=False)
+    from_polars = load_traces(export, mapping=warehouse / "warehouse.yaml")
+    from_pandas = load_traces(export.to_pandas(), mapping=warehouse / "warehouse.yaml")
+    assert from_polars.drop("raw").equals(from_pandas.drop("raw"))
+    nested = [{"call": {"id": "c1", "ts": 1_790_000_000_000 + i}, "stt": {"text": "lights on", "score": 90},
+               "nlu": {"top": {"name": "lights_on"}}, "outcome": "ok"} for i in range(3)]
+    mapping = warehouse / "nested.yaml"
+    mapping.write_text("order: call.ts\nfields:\n  session_id: call.id\n  asr.text: stt.text\n"
+                       "  asr.confidence: {from: stt.score, scale: [0, 100]}\n  nlu.intent: nlu.top.name\n"
+                       "  result.status: {from: outcome, values: {ok: success}}\n")
+    turns = load_traces(write_jsonl(warehouse / "nested.jsonl", nested), mapping=mapping)
+    assert turns["turn_index"].to_list() == [0, 1, 2]
+    assert turns["turn_id"].to_list() == ["c1#0", "c1#1", "c1#2"]
+    assert turns["asr"].struct.field("confidence").to_list() == [0.9, 0.9, 0.9]
+    assert turns["result"].struct.field("status").to_list() == ["success"] * 3
+
+
+def test_a_value_that_does_not_convert_names_the_line_field_and_source(warehouse):
+    mapping = warehouse / "warehouse.yaml"
+    lines = (warehouse / "export.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    row = lines[3].split(",")
+    row[header.index("asr_score")] = "loud"
+    bad = warehouse / "bad.csv"
+    bad.write_text("\n".join([lines[0], *lines[1:3], ",".join(row), *lines[4:10], "too,few"]) + "\n")
+    result = read_traces(bad, mapping=mapping)
+    messages = result.problems()
+    assert any(m.startswith(f"{bad}:4: asr.confidence: expected a number, got 'loud' (from asr_score") for m in messages)
+    assert any(m.startswith(f"{bad}:11: expected 10 cells as in the header, got 2") for m in messages)
+    assert result.read == result.accepted + len(result.rejected) == 10
+    out, quarantine = warehouse / "partial.jsonl", warehouse / "q.jsonl"
+    cli = run_cli("classify", bad, "--mapping", mapping, "-o", out, "--on-error", "skip", "--quarantine", quarantine)
+    assert cli.exit_code == 3 and len(out.read_text().splitlines()) == 8
+    assert [json.loads(line)["line"] for line in quarantine.read_text().splitlines()] == [4, 11]
+
+
+def test_mapping_errors_name_file_line_and_a_fix(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("stages: [asr, nlu]\nfields:\n  session_id: call\n  asr.txt: transcript\n"
+                    "  nlu.intent: {from: intent, vaules: {}}\n  result.status: status\n"
+                    "  asr.confidence: {from: conf, scale: [1, 1]}\n")
+    with pytest.raises(MappingError) as caught:
+        load_mapping(path)
+    problems = caught.value.problems
+    assert f"{path}:4: fields: 'asr.txt' is not a trace field; did you mean 'asr.text'?" in problems
+    assert f"{path}:5: fields/nlu.intent: unknown key 'vaules'; did you mean 'values'?" in problems
+    result = run_cli("map", "check", path)
+    assert result.exit_code == 2 and f"{path}:4:" in result.stderr
+    path.write_text("stages: [asr, nlu]\nfields:\n  session_id: call\n  result.status: status\n"
+                    "  asr.confidence: {from: conf, scale: [1, 1]}\n")
+    problems = pytest.raises(MappingError, load_mapping, path).value.problems
+    assert problems == [f"{path}:4: fields/result.status: stage 'result' is not in `stages` (asr, nlu); add it or drop the field",
+                        f"{path}:5: fields/asr.confidence: scale [1, 1] is empty; give [low, high]"]
+    path.write_text("extends: m.yaml\n")
+    assert "extends itself" in pytest.raises(MappingError, load_mapping, path).value.problems[0]
+    assert "did you mean 'pipecat'" in pytest.raises(MappingError, load_mapping, "pipecatt").value.problems[0]
+
+
+def test_a_field_the_input_lacks_is_named_with_a_suggestion(warehouse, tmp_path):
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("fields:\n  session_id: call_id\n  asr.text: transcrpt\n")
+    with pytest.raises(TraceError) as caught:
+        load_traces(warehouse / "export.csv", mapping=mapping)
+    assert "fields/asr.text: 'transcrpt' is not in" in str(caught.value) and "did you mean 'transcript'?" in str(caught.value)
+
+
+def test_a_mapping_that_yields_no_stages_is_refused(warehouse, tmp_path):
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("fields:\n  session_id: call_id\n  locale: intent\n")
+    result = run_cli("classify", warehouse / "export.csv", "--mapping", mapping, "-o", tmp_path / "out.jsonl")
+    assert result.exit_code == 2 and "get none of the stages" in result.stderr and "fpi map infer" in result.stderr
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_map_infer_drafts_a_mapping_that_reads_the_export(warehouse, tmp_path):
+    draft = tmp_path / "draft.yaml"
+    assert run_cli("map", "infer", warehouse / "export.csv", "-o", draft).exit_code == 0
+    text = draft.read_text()
+    for line in ("session_id: call_id", "asr.text: transcript", "scale: [0, 100]", "nlu.confidence: intent_confidence",
+                 '"no_match": fallback', "time: unix_ms", "label: gold"):
+        assert line in text, line
+    turns = load_traces(warehouse / "export.csv", mapping=draft)
+    assert turns.height == 1500 and turns["asr"].struct.field("confidence").max() <= 1
+
+
+def test_shipped_mappings_are_listed_shown_and_valid():
+    assert set(shipped_mappings()) == {"pipecat", "livekit", "openinference"}
+    listed = run_cli("map", "list")
+    assert listed.exit_code == 0 and all(name in listed.stdout for name in shipped_mappings())
+    shown = run_cli("map", "show", "pipecat")
+    assert shown.exit_code == 0 and "turn: {name: turn}" in shown.stdout
+    for name in shipped_mappings():
+        assert load_mapping(name).format == "otlp"
