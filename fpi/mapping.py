@@ -512,6 +512,13 @@ def _member_dtype(member: Field) -> pl.DataType:
 def apply_mapping(mapping: Mapping, frame: pl.DataFrame, label: str) -> tuple[pl.DataFrame, dict[int, list[tuple[str, str]]]]:
     """Trace-format columns (decode types, as the JSON reader gives them) for each row of `frame`, with
     `line` and `raw` carried over; and, by line, the values that did not convert."""
+    try:
+        return _apply(mapping, frame, label)
+    except pl.exceptions.PolarsError as exc:  # e.g. a `time` format polars cannot use
+        raise TraceError([f"{mapping.source}: cannot be applied to {label}: {str(exc).splitlines()[0]}"]) from None
+
+
+def _apply(mapping: Mapping, frame: pl.DataFrame, label: str) -> tuple[pl.DataFrame, dict[int, list[tuple[str, str]]]]:
     ctx = _Context(mapping, frame.schema, label)
     decode = pl.Schema(turn_dtype(decode=True).to_schema())
     compiled: dict[str, _Compiled] = {}
@@ -572,13 +579,16 @@ def _with_identity(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     if "turn_index" not in mapping.fields:
         if mapping.order is not None:
             ctx = _Context(mapping, frame.schema, mapping.source)
-            order, _, _ = _source(ctx, mapping.order, Field("order", "number"), "order")
+            order, _, _ = _source(ctx, mapping.order, Field("order", "string"), "order")
             if ctx.missing:
                 raise TraceError([f"{mapping.source}: order: {ctx.missing[0][1]!r} is not in the input"])
-            rank = order.rank("ordinal").over("session_id") - 1
+            # numbers in numeric order (text "9" before "10"), anything else as text, ties in input order
+            keys = frame.with_row_index("_row").with_columns(_text=order, _number=order.cast(pl.Float64, strict=False))
+            ranked = (keys.sort("session_id", "_number", "_text", "_row", nulls_last=True)
+                      .with_columns(turn_index=pl.int_range(pl.len()).over("session_id").cast(pl.Float64)).sort("_row"))
+            frame = ranked.drop("_row", "_text", "_number")
         else:
-            rank = pl.int_range(pl.len()).over("session_id")
-        frame = frame.with_columns(turn_index=rank.cast(pl.Float64))
+            frame = frame.with_columns(turn_index=pl.int_range(pl.len()).over("session_id").cast(pl.Float64))
     if "turn_id" not in mapping.fields:
         frame = frame.with_columns(turn_id=pl.col("session_id") + "#" + pl.col("turn_index").cast(pl.Int64).cast(pl.String))
     return frame

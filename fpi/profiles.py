@@ -63,6 +63,7 @@ class Profile:
     barge_in: float = 1.0  # scales barge-in rates
     explicit_feedback: float = 1.0  # scales explicit feedback ("no", thumbs); 0: none logged
     corrections: float = 0.0  # share of rephrases the user opens with a correction ("no ...", "i said ...")
+    scores: tuple[str, ...] = ("wake", "asr", "nlu", "er")  # stages that log a confidence (an LLM agent's log none)
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -100,6 +101,12 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
             asr_calibration=Calibration(power=0.5), nlu_calibration=Calibration(power=0.5),
             er_calibration=Calibration(power=0.5), wake_calibration=Calibration(power=0.5),
             asr_nbest=(1.0,), nlu_nbest=(1.0,), rephrase=0.5, explicit_feedback=0.0),
+    Profile("llm-agent",
+            "a voice agent built on an LLM (as Pipecat or LiveKit trace one): no wake word, no ER, no confidences "
+            "and no n-best logged, the tool called stands for the intent, results only succeed or fail",
+            wake=False, er=False, scores=(), asr_nbest=(1.0,), nlu_nbest=(1.0,),
+            statuses={"partial": "success", "unsupported": "success", "clarify": "success", "fallback": "success"},
+            rename_vocabulary="agent", devices=_PHONE, session_end=0.3, explicit_feedback=0.0, barge_in=1.3),
 )}
 
 
@@ -139,6 +146,7 @@ def draw_profile(rng: np.random.Generator, name: str) -> Profile:
         barge_in=round(float(rng.uniform(0.2, 2.0)), 3),
         explicit_feedback=round(float(rng.choice([0.0, rng.uniform(0.2, 1.5)])), 3),
         corrections=round(float(rng.choice([0.0, rng.uniform(0.1, 0.6)])), 3),
+        scores=tuple(s for s in ("wake", "asr", "nlu", "er") if rng.random() >= 0.15),
     )
 
 

@@ -484,6 +484,28 @@ def _stage_columns(rng: np.random.Generator, bank: Bank, t: dict[str, np.ndarray
     )
 
 
+def _without_scores(stages: pl.DataFrame, profile: Profile) -> pl.DataFrame:
+    """Blank the confidences an assistant does not log (everywhere they appear: n-best, slots, entities)."""
+    c = pl.col
+
+    def blank(items: pl.Expr, member: str) -> pl.Expr:
+        return items.list.eval(pl.element().struct.with_fields(pl.lit(None, pl.Float64).alias(member)))
+
+    changes = []
+    if "wake" not in profile.scores:
+        changes.append(c("wake").struct.with_fields(score=pl.lit(None, pl.Float64)).alias("wake"))
+    if "asr" not in profile.scores:
+        changes.append(c("asr").struct.with_fields(confidence=pl.lit(None, pl.Float64),
+                                                   nbest=blank(pl.field("nbest"), "confidence")).alias("asr"))
+    if "nlu" not in profile.scores:
+        changes.append(c("nlu").struct.with_fields(confidence=pl.lit(None, pl.Float64), nbest=blank(pl.field("nbest"), "confidence"),
+                                                   slots=blank(pl.field("slots"), "confidence")).alias("nlu"))
+    if "er" not in profile.scores:
+        changes.append(c("er").struct.with_fields(entities=blank(pl.field("entities"), "score")).alias("er"))
+    # with_fields on a null struct gives a struct of nulls: keep a stage that did not run absent
+    return stages.with_columns(pl.when(c(e.meta.output_name()).is_not_null()).then(e) for e in changes) if changes else stages
+
+
 def _slots_and_entities(rng: np.random.Generator, bank: Bank, frame: pl.DataFrame,
                         profile: Profile) -> tuple[pl.DataFrame, pl.DataFrame]:
     """NLU slot lists and ER entity lists; the first resolvable entity carries the turn's ER outcome."""
@@ -590,7 +612,7 @@ def simulate(n_turns: int, *, seed: int = 0, error_rates: dict[str, float] | Non
                         start=start)
     keep = np.lexsort((turns["position"], turns["session"]))[:n_turns]
     turns = {key: value[keep] for key, value in turns.items()}
-    stages = _stage_columns(rng, bank, turns, assistant)
+    stages = _without_scores(_stage_columns(rng, bank, turns, assistant), assistant)
     labels = np.array(LABELS, dtype=object)
     frame = pl.DataFrame({
         "turn_id": pl.Series(np.arange(n_turns)).cast(pl.String).str.zfill(8),

@@ -82,7 +82,7 @@ def test_low_asr_confidence_and_a_rephrase_explain_asr(tmp_path):
     top = [f["feature"] for f in first["explanation"]["features"]]
     # the ASR evidence, raw or relative to this input's turns
     assert top[0] in ("asr_nbest_margin", "asr_confidence", "asr_nbest_margin_q", "asr_confidence_q")
-    assert {"asr_confidence", "asr_confidence_q"} & set(top)
+    assert sum(feature.startswith("asr_") for feature in top) >= 2  # confidence or n-best margin, raw or relative
     contributions = [f["contribution"] for f in first["explanation"]["features"]]
     assert contributions == sorted(contributions, reverse=True) and contributions[0] > 0
     assert records.row(1, named=True)["explanation"] is None  # correct turns are not explained by default

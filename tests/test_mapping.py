@@ -186,3 +186,26 @@ def test_shipped_mappings_are_listed_shown_and_valid():
     assert shown.exit_code == 0 and "turn: {name: turn}" in shown.stdout
     for name in shipped_mappings():
         assert load_mapping(name).format == "otlp"
+
+
+def test_order_sorts_numbers_as_numbers_and_dates_as_text(tmp_path):
+    rows = [{"call": "c", "n": n, "when": when, "text": f"say {n}"}
+            for n, when in ((10, "2026-01-01T10:00:02Z"), (9, "2026-01-01T10:00:01Z"), (100, "2026-01-01T10:00:03Z"))]
+    path = write_jsonl(tmp_path / "logs.jsonl", rows)
+    for order, expected in (("n", [1, 0, 2]), ("when", [1, 0, 2])):
+        mapping = tmp_path / f"{order}.yaml"
+        mapping.write_text(f"order: {order}\nfields:\n  session_id: call\n  asr.text: text\n")
+        assert load_traces(path, mapping=mapping)["turn_index"].to_list() == expected, order
+    csv = tmp_path / "logs.csv"
+    csv.write_text("call,n,text\nc,10,a\nc,9,b\n")
+    mapping = tmp_path / "csv.yaml"
+    mapping.write_text("order: n\nfields:\n  session_id: call\n  asr.text: text\n")
+    assert load_traces(csv, mapping=mapping)["turn_index"].to_list() == [1, 0]
+
+
+def test_a_time_format_that_cannot_be_used_is_a_clear_error(tmp_path):
+    path = write_jsonl(tmp_path / "logs.jsonl", [{"call": "c", "t": "x", "text": "hi"}])
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("fields:\n  session_id: call\n  asr.text: text\n  timestamp: {from: t, time: '%Q%Q'}\n")
+    result = run_cli("validate", path, "--mapping", mapping)
+    assert result.exit_code in (2, 3) and "Traceback" not in result.stderr
