@@ -324,9 +324,25 @@ def _read_jsonl(data: bytes, label: str) -> LoadResult:
         result.read, result.form = read, "stage"
         return result
     result = _decode_turns(lines.with_columns(json=pl.col("raw")), label, None, intact)
-    result.rejected = sorted(rejected + result.rejected, key=lambda r: r.line)
+    result.turns, events = _stage_events_among_turns(result.turns, label)
+    result.rejected = sorted(rejected + result.rejected + events, key=lambda r: r.line)
     result.read = read
     return result
+
+
+MIXED_FORMS = "the first line set the form; write every line in one form (docs/trace-format.md)"
+
+
+def _stage_events_among_turns(turns: pl.DataFrame, label: str) -> tuple[pl.DataFrame, list[RejectedRecord]]:
+    """A per-stage event line in a file of whole turns would read as a turn with no stages: say so instead."""
+    empty = pl.all_horizontal(pl.col(s).is_null() for s in (*STAGES, "feedback"))
+    suspects = turns.filter(empty & pl.col("raw").str.contains('"stage"') & pl.col("raw").str.contains('"data"'))
+    events = [(number, raw) for number, raw in suspects.select("line", "raw").iter_rows() if _is_stage_form(raw)]
+    if not events:
+        return turns, []
+    rejected = [RejectedRecord(label, number, (("stage", f"a per-stage event in a file of whole turns; {MIXED_FORMS}"),), raw)
+                for number, raw in events]
+    return turns.filter(~pl.col("line").is_in([number for number, _ in events])), rejected
 
 
 def _per_event(rejected: RejectedRecord, stage_lines: dict[str, dict[str, int]]) -> list[RejectedRecord]:
@@ -527,6 +543,9 @@ def _join_stage_events(lines: pl.DataFrame, label: str) -> tuple[pl.DataFrame, l
             continue
         if not isinstance(event, dict):
             rejected.append(RejectedRecord(label, number, (("", "expected a JSON object for the stage event"),), raw))
+            continue
+        if "stage" not in event and any(stage in event for stage in (*STAGES, "feedback")):
+            rejected.append(RejectedRecord(label, number, (("", f"a whole turn in a file of per-stage events; {MIXED_FORMS}"),), raw))
             continue
         problems = [(key, f"required field is missing ({check(None)})") if key not in event and key != "data"
                     else (key, problem) for key, check in _ENVELOPE_PROBLEMS.items()

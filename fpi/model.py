@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from importlib import metadata, resources
 from pathlib import Path
@@ -139,6 +140,47 @@ def _check_booster(text: str, meta: dict, path: Path) -> None:
                          "another order)")
     if len(sizes) < meta["best_iteration"] * classes:
         raise ModelError(f"{path}: {len(sizes)} trees, fewer than best_iteration {meta['best_iteration']} x {classes} classes")
+    for number, tree in enumerate(("Tree=0\n" + rest[:rest.index("end of trees")]).split("\nTree=")):
+        problem = _tree_problem(tree, len(features))
+        if problem:
+            raise ModelError(f"{path}: tree {number} is damaged ({problem}); write the model again with `fpi train`")
+
+
+def _tree_problem(tree: str, features: int) -> str | None:
+    """What in one tree would send LightGBM out of bounds or round a cycle (it trusts the file): every
+    child is a later node or an existing leaf, every split feature and category index is in range,
+    every number parses. None when the tree is sound."""
+    fields = dict(line.split("=", 1) for line in tree.splitlines() if "=" in line)
+    try:
+        leaves = int(fields["num_leaves"])
+        values = [float(v) for v in fields["leaf_value"].split()]
+        if leaves < 1 or len(values) != leaves or not all(math.isfinite(v) for v in values):
+            return "leaf values do not match num_leaves"
+        if leaves == 1:
+            return None
+        nodes = leaves - 1
+        columns = {name: [int(v) for v in fields[name].split()] for name in ("split_feature", "decision_type", "left_child", "right_child")}
+        thresholds = [float(v) for v in fields["threshold"].split()]
+        categories = int(fields.get("num_cat", "0"))
+        boundaries = [int(v) for v in fields.get("cat_boundaries", "0").split()] if categories else [0]
+        bitsets = len(fields.get("cat_threshold", "").split()) if categories else 0
+    except (KeyError, ValueError):
+        return "a field is missing or not a number"
+    if any(len(column) != nodes for column in (*columns.values(), thresholds)):
+        return "node lists do not match num_leaves"
+    if any(not 0 <= f < features for f in columns["split_feature"]):
+        return "a split feature out of range"
+    for node, (left, right) in enumerate(zip(columns["left_child"], columns["right_child"], strict=True)):
+        for child in (left, right):
+            if (child >= 0 and not node < child < nodes) or (child < 0 and not 0 <= ~child < leaves):
+                return f"node {node} has child {child}, which is neither a later node nor a leaf"
+    if categories:
+        if len(boundaries) != categories + 1 or boundaries[0] != 0 or boundaries[-1] != bitsets or boundaries != sorted(boundaries):
+            return "categorical boundaries do not match their bitsets"
+        for kind, threshold in zip(columns["decision_type"], thresholds, strict=True):
+            if kind & 1 and not (threshold.is_integer() and 0 <= threshold < categories):
+                return "a categorical split points past its categories"
+    return None
 
 
 class FailurePointModel:
@@ -378,9 +420,9 @@ class FailurePointModel:
 
     def save(self, directory: str | Path) -> Path:
         """Write booster.txt (LightGBM text) and model.json (metadata) into `directory`."""
-        meta = self.metadata()
-        out = Path(directory)
         booster = self.booster_.model_to_string(num_iteration=self.best_iteration_)
+        meta = {**self.metadata(), "booster_sha256": hashlib.sha256(booster.encode("utf-8")).hexdigest()}
+        out = Path(directory)
         atomic_write_dir(out, {BOOSTER_FILE: booster.encode("utf-8"),
                                METADATA_FILE: (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8")})
         return out
@@ -416,6 +458,10 @@ class FailurePointModel:
             text = booster_path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise ModelError(f"{booster_path}: not a LightGBM text model (not UTF-8 text: {exc})") from exc
+        written = meta.get("booster_sha256")
+        if written is not None and written != hashlib.sha256(text.encode("utf-8")).hexdigest():
+            raise ModelError(f"{booster_path}: changed since model.json was written (its checksum differs); the model "
+                             "folder is damaged or mixed from two models: write it again with `fpi train`")
         _check_booster(text, meta, booster_path)
         try:
             model.booster_ = lgb.Booster(model_str=text)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,24 +77,25 @@ def any_value(value: Any) -> Any:
         return None
     kind, inner = next(iter(value.items()))
     if kind in ("stringValue", "string_value"):
-        return inner
+        return inner if isinstance(inner, str) else json.dumps(inner)
     if kind in ("boolValue", "bool_value"):
         return bool(inner)
     if kind in ("intValue", "int_value"):
-        return int(inner)
+        return int(inner) if isinstance(inner, int | str) and not isinstance(inner, bool) else None
     if kind in ("doubleValue", "double_value"):
-        return float(inner)
+        number = float(inner) if isinstance(inner, int | float | str) and not isinstance(inner, bool) else None
+        return number if number is not None and math.isfinite(number) else None
     if kind in ("arrayValue", "array_value"):
-        return [any_value(v) for v in (inner or {}).get("values", [])]
+        return [any_value(v) for v in _objects((inner or {}).get("values") if isinstance(inner, dict) else None, "arrayValue")]
     if kind in ("kvlistValue", "kvlist_value"):
-        return attributes((inner or {}).get("values", []))
+        return attributes(_objects((inner or {}).get("values") if isinstance(inner, dict) else None, "kvlistValue"))
     if kind in ("bytesValue", "bytes_value"):
         return inner
     return None
 
 
 def attributes(items: list | None) -> dict[str, Any]:
-    return {item["key"]: any_value(item.get("value")) for item in items or [] if isinstance(item, dict) and "key" in item}
+    return {str(item["key"]): any_value(item.get("value")) for item in items or [] if isinstance(item, dict) and "key" in item}
 
 
 def _hex_id(value: Any) -> str:
@@ -133,23 +135,61 @@ def _requests(data: bytes, label: str) -> tuple[list[tuple[int, dict]], list[tup
     return good, bad, False
 
 
+def _time(raw: dict, key: str) -> int:
+    value = _get(raw, key)
+    if value in (None, ""):
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+        raise ValueError(f"{key}: expected Unix nanoseconds, got {json.dumps(value)[:40]}")
+    return int(value)
+
+
+def _objects(value: Any, where: str) -> list[dict]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ValueError(f"{where}: expected a list of objects")
+    return value
+
+
+def _spans_of(number: int, request: dict) -> list[Span]:
+    """The spans of one request; ValueError names the first thing that is not OTLP."""
+    spans = []
+    for resource_spans in _objects(_get(request, "resourceSpans"), "resourceSpans"):
+        resource_object = _get(resource_spans, "resource") or {}
+        if not isinstance(resource_object, dict):
+            raise ValueError("resource: expected an object")
+        resource = attributes(_objects(resource_object.get("attributes"), "resource.attributes"))
+        for scope_spans in _objects(_get(resource_spans, "scopeSpans"), "scopeSpans"):
+            for raw in _objects(_get(scope_spans, "spans"), "spans"):
+                status = _get(raw, "status") or {}
+                if not isinstance(status, dict):
+                    raise ValueError("status: expected an object")
+                code = _get(status, "code") or 0
+                kind = _get(raw, "kind") or 0
+                spans.append(Span(
+                    line=number, trace_id=_hex_id(_get(raw, "traceId")), span_id=_hex_id(_get(raw, "spanId")),
+                    parent_id=_hex_id(_get(raw, "parentSpanId")), name=str(_get(raw, "name") or ""),
+                    kind=_KIND.get(kind, str(kind)) if isinstance(kind, int | str) else "unspecified",
+                    start=_time(raw, "startTimeUnixNano"), end=_time(raw, "endTimeUnixNano"),
+                    status=_STATUS.get(code, "unset") if isinstance(code, int | str) else "unset",
+                    status_message=str(_get(status, "message") or ""),
+                    attributes=attributes(_objects(_get(raw, "attributes"), "attributes")), resource=resource))
+    return spans
+
+
 def read_spans(data: bytes, label: str) -> tuple[list[Span], list[tuple[int, str, str]]]:
-    """Every span of the file, linked to its parent and children whatever order they came in."""
+    """Every span of the file, linked to its parent and children whatever order they came in. A request
+    that is not OTLP as the exporter writes it is a bad line, with what is wrong."""
     requests, bad, _ = _requests(data, label)
     spans: list[Span] = []
+    lines = data.decode("utf-8-sig", errors="replace").split("\n")
     for number, request in requests:
-        for resource_spans in _get(request, "resourceSpans") or []:
-            resource = attributes((_get(resource_spans, "resource") or {}).get("attributes"))
-            for scope_spans in _get(resource_spans, "scopeSpans") or []:
-                for raw in _get(scope_spans, "spans") or []:
-                    status = _get(raw, "status") or {}
-                    spans.append(Span(
-                        line=number, trace_id=_hex_id(_get(raw, "traceId")), span_id=_hex_id(_get(raw, "spanId")),
-                        parent_id=_hex_id(_get(raw, "parentSpanId")), name=str(_get(raw, "name") or ""),
-                        kind=_KIND.get(_get(raw, "kind") or 0, str(_get(raw, "kind"))),
-                        start=int(_get(raw, "startTimeUnixNano") or 0), end=int(_get(raw, "endTimeUnixNano") or 0),
-                        status=_STATUS.get(_get(status, "code") or 0, "unset"), status_message=str(_get(status, "message") or ""),
-                        attributes=attributes(_get(raw, "attributes")), resource=resource))
+        try:
+            spans += _spans_of(number, request)
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+            raw = lines[number - 1] if len(requests) > 1 or number <= len(lines) else ""
+            bad.append((number, raw, f"not an OTLP trace request: {exc}"))
     by_id = {(s.trace_id, s.span_id): s for s in spans}
     for span in spans:
         parent = by_id.get((span.trace_id, span.parent_id)) if span.parent_id else None

@@ -68,7 +68,45 @@ CASES: dict[str, bytes] = {
         json.dumps({"turn_id": "t2", "session_id": "s1", "turn_index": 1, "stage": "asr", "data": {"text": "hi"}}),
         json.dumps({"turn_id": "t2", "session_id": "s1", "turn_index": 1, "stage": "nlu", "data": {"intent": 5}}),
     ]).encode(),
+    "mixed_forms_turn_first": "\n".join([
+        turn(),
+        json.dumps({"turn_id": "t2", "session_id": "s1", "turn_index": 1, "stage": "asr", "data": {"text": "hi"}}),
+    ]).encode(),
+    "mixed_forms_stage_first": "\n".join([
+        json.dumps({"turn_id": "t1", "session_id": "s1", "turn_index": 0, "stage": "asr", "data": GOOD["asr"]}),
+        turn(turn_id="t2", turn_index=1),
+    ]).encode(),
+    "spans_without_mapping": json.dumps({"resourceSpans": [{"resource": {}, "scopeSpans": [{"spans": [
+        {"traceId": "0" * 31 + "1", "spanId": "0" * 15 + "1", "name": "turn", "startTimeUnixNano": "1"}]}]}]}).encode() + b"\n",
 }
+
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(12))
+
+# Documents people write (rules, gate policies, mappings) and a damaged model: each with the command that reads it.
+DOCUMENTS: dict[str, tuple[str, bytes, list[str]]] = {
+    "rules_aliases": ("yaml", LAUGHS.encode(), ["rules", "lint", "{path}"]),
+    "rules_duplicate_key": ("yaml", b"rules:\n  - id: a\n    description: d\n    when: asr.confidence < 0.5\n"
+                                    b"    when: nlu.confidence < 0.5\n    then: {assign: asr}\n", ["rules", "lint", "{path}"]),
+    "rules_condition_too_deep": ("yaml", ("rules:\n  - id: a\n    description: d\n    when: " + "(" * 60 + "asr.confidence < 0.5"
+                                          + ")" * 60 + "\n    then: {assign: asr}\n").encode(), ["rules", "lint", "{path}"]),
+    "policy_nan_threshold": ("yaml", b"model:\n  macro_f1: .nan\n",
+                             ["gate", "fixtures/traces.jsonl", "--policy", "{path}"]),
+    "policy_two_model_blocks": ("yaml", b"model:\n  macro_f1: 0.5\nmodel:\n  accuracy: 0.9\n",
+                                ["gate", "fixtures/traces.jsonl", "--policy", "{path}"]),
+    "mapping_unknown_field": ("yaml", b"fields:\n  session_id: call\n  asr.txt: transcript\n", ["map", "check", "{path}"]),
+    "mapping_aliases": ("yaml", LAUGHS.encode(), ["map", "check", "{path}"]),
+    "mapping_bad_value": ("csv", b"call,text,score\nc1,hello,90\nc1,again,loud\n",
+                          ["validate", "{path}", "--mapping", "fixtures/bad/documents/mapping_for_csv.yaml"]),
+}
+EXTRA_FILES = {"mapping_for_csv.yaml": b"fields:\n  session_id: call\n  asr.text: text\n  asr.confidence: {from: score, scale: [0, 100]}\n"}
+
+
+def _expect(args: list[str], where: Path) -> dict:
+    run = subprocess.run([sys.executable, "-m", "fpi", *args], cwd=ROOT, capture_output=True, text=True)
+    messages = [line.removeprefix("error: ") for line in run.stderr.splitlines() if "fixtures/bad/" in line]
+    print(f"{where.name}: exit {run.returncode}: {messages}")
+    return {"exit_code": run.returncode, "messages": messages}
 
 
 def main() -> None:
@@ -76,12 +114,18 @@ def main() -> None:
     for name, data in CASES.items():
         path = BAD / f"{name}.jsonl"
         path.write_bytes(data)
-        run = subprocess.run([sys.executable, "-m", "fpi", "validate", str(path.relative_to(ROOT))],
-                             cwd=ROOT, capture_output=True, text=True)
-        messages = [line.removeprefix("error: ") for line in run.stderr.splitlines() if "fixtures/bad/" in line]
-        expected = {"exit_code": run.returncode, "messages": messages}
+        expected = _expect(["validate", str(path.relative_to(ROOT))], path)
         (BAD / f"{name}.expected.json").write_text(json.dumps(expected, indent=2) + "\n", encoding="utf-8")
-        print(f"{name}: exit {run.returncode}: {messages}")
+    documents = BAD / "documents"
+    documents.mkdir(exist_ok=True)
+    for name, data in EXTRA_FILES.items():
+        (documents / name).write_bytes(data)
+    for name, (extension, data, command) in DOCUMENTS.items():
+        path = documents / f"{name}.{extension}"
+        path.write_bytes(data)
+        args = [part.replace("{path}", str(path.relative_to(ROOT))) for part in command]
+        expected = {"command": args, **_expect(args, path)}
+        (documents / f"{name}.expected.json").write_text(json.dumps(expected, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

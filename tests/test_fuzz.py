@@ -166,3 +166,129 @@ def test_an_index_beyond_exact_integers_is_a_bad_line_not_a_crash():
     frame = pl.DataFrame({"turn_id": ["a", "b"], "session_id": ["s", "s"], "turn_index": [0.0, 9.223372036854776e18]})
     result = read_traces(frame, name="frame")
     assert result.accepted == 1 and "expected an integer >= 0 and <= 2^53" in result.problems()[0]
+
+
+# ---------------------------------------------------------------- mappings and their readers
+
+_CSV_MAPPING = None
+
+
+def _csv_mapping():
+    global _CSV_MAPPING
+    if _CSV_MAPPING is None:
+        from fpi.mapping import Mapping
+
+        _CSV_MAPPING = Mapping(name="fuzz", source="fuzz.yaml", format="csv", order="n", fields={
+            "session_id": "call", "asr.text": "text", "asr.confidence": {"from": "score", "scale": [0, 100]},
+            "result.status": {"from": "status", "values": {"ok": "success"}}, "feedback.barge_in": "cut",
+            "timestamp": {"from": "ts", "time": "unix_ms"}})
+    return _CSV_MAPPING
+
+
+_cell = st.one_of(st.text(max_size=12), st.integers(-10**20, 10**20).map(str), st.floats(allow_nan=True).map(str),
+                  st.sampled_from(["", "ok", "true", "no", "1e999", "\"", ",", "\n"]))
+
+
+@FUZZ
+@given(st.lists(st.lists(_cell, min_size=0, max_size=8), max_size=8))
+@example([["c", "hello", "50", "ok", "true", "1790000000000", "1"], ["c", "", "x", "", "maybe", "-1e30", "x"]])
+def test_any_csv_through_a_mapping_is_read_or_refused_and_nothing_is_lost(rows):
+    header = "call,text,score,status,cut,ts,n\n"
+    body = "".join(",".join(json.dumps(c) if any(ch in c for ch in ',"\n') else c for c in row) + "\n" for row in rows)
+    data = (header + body).encode("utf-8")
+    try:
+        result = read_traces(data, name="fuzz.csv", mapping=_csv_mapping())
+    except FpiError:
+        return
+    assert result.read == result.accepted + len(result.rejected)
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+@example(b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "turn", "spanId": "zz", "parentSpanId": "zz"}]}]}]}\n')
+@example(b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "turn", "startTimeUnixNano": "x"}]}]}]}\n')
+@example(b'{"resourceSpans": 7}\n')
+def test_any_bytes_as_spans_are_read_or_refused(data):
+    for payload in (data, b'{"resourceSpans": [' + data + b"]}\n"):
+        try:
+            result = read_traces(payload, name="fuzz.otlp.jsonl", mapping="pipecat")
+        except FpiError:
+            continue
+        assert result.read == result.accepted + len(result.rejected)
+
+
+_span = st.fixed_dictionaries({
+    "traceId": st.sampled_from(["0" * 32, "a" * 32, "", "xyz"]), "spanId": st.sampled_from(["1" * 16, "2" * 16, "3" * 16, ""]),
+    "parentSpanId": st.sampled_from(["1" * 16, "2" * 16, "", "9" * 16]),
+    "name": st.sampled_from(["conversation", "turn", "stt", "llm", "tts", "x"]),
+    "startTimeUnixNano": st.one_of(st.integers(0, 2**63).map(str), st.sampled_from(["", "x", "-1"])),
+    "status": st.one_of(st.just({}), st.fixed_dictionaries({"code": st.sampled_from([0, 1, 2, 7, "STATUS_CODE_ERROR", None])})),
+    "attributes": st.lists(st.fixed_dictionaries({
+        "key": st.sampled_from(["transcript", "turn.number", "turn.was_interrupted", "conversation.id", "tool.function_name",
+                                "tool.result_status", "gen_ai.operation.name", "text"]),
+        "value": any_json(max_leaves=3)}), max_size=4),
+})
+
+
+@FUZZ
+@given(st.lists(_span, max_size=8))
+def test_structured_spans_are_read_or_refused(spans):
+    request = {"resourceSpans": [{"resource": {}, "scopeSpans": [{"spans": spans}]}]}
+    try:
+        result = read_traces(json.dumps(request).encode(), name="fuzz.otlp.jsonl", mapping="pipecat")
+    except FpiError:
+        return
+    assert result.read == result.accepted + len(result.rejected)
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=300), any_json(max_leaves=10).map(lambda v: json.dumps(v))))
+@example("extends: pipecat\nfields:\n  asr.confidence: {from: 'stt:x', scale: [0, 0]}\n")
+@example("fields:\n  asr.text: {first_of: []}\n")
+@example("a: &a [1]\nfields: *a\n")
+def test_any_mapping_text_gives_a_mapping_or_problems(tmp_path_factory, text):
+    from fpi.mapping import MappingError, load_mapping
+
+    path = tmp_path_factory.mktemp("m") / "mapping.yaml"
+    path.write_text(text)
+    try:
+        mapping = load_mapping(path)
+    except MappingError as exc:
+        assert exc.problems and all(p.startswith(str(path)) or p.startswith("fpi:") for p in exc.problems)
+        return
+    try:  # a mapping that loads applies to a small file, or says why not
+        read_traces(b'{"session_id": "s", "text": "hi"}\n', name="x.jsonl", mapping=mapping)
+    except FpiError:
+        pass
+
+
+@pytest.mark.slow
+def test_hostile_inputs_stay_within_memory_and_time(tmp_path):
+    """Under a 4 GB address-space limit and a deadline, in a fresh process: a billion-laughs rules file and
+    mapping, JSON nested a million deep, a condition of 100k parentheses, a 50 MB line; each is refused with
+    exit 2 (or read, for the long line), never a crash, a hang or an allocation failure."""
+    import subprocess
+    import sys
+
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(20))
+    (tmp_path / "laughs.yaml").write_text(laughs)
+    (tmp_path / "deep.jsonl").write_text('{"turn_id": "a", "session_id": "s", "turn_index": 0, "asr": ' + "[" * 1_000_000 + "\n")
+    (tmp_path / "paren.yaml").write_text("rules:\n  - id: deep\n    description: d\n    when: " + "(" * 100_000 + "x" + ")" * 100_000
+                                        + "\n    then: {assign: asr}\n")
+    (tmp_path / "long.jsonl").write_text(json.dumps({"turn_id": "a", "session_id": "s", "turn_index": 0,
+                                                     "asr": {"text": "x" * 50_000_000}}) + "\n")
+    traces = str(tmp_path / "long.jsonl")
+    cases = [
+        (["rules", "lint", str(tmp_path / "laughs.yaml")], {2}),
+        (["validate", traces, "--mapping", str(tmp_path / "laughs.yaml")], {2}),
+        (["validate", str(tmp_path / "deep.jsonl")], {2}),
+        (["rules", "lint", str(tmp_path / "paren.yaml")], {2}),
+        (["validate", traces], {0}),
+    ]
+    limit = "import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)); " \
+            "sys.argv = ['fpi'] + sys.argv[1:]; runpy.run_module('fpi', run_name='__main__')"
+    for args, codes in cases:
+        done = subprocess.run([sys.executable, "-c", limit, *args], capture_output=True, timeout=120)
+        assert done.returncode in codes, (args, done.returncode, done.stderr[-500:])
+        assert b"Traceback" not in done.stderr and b"MemoryError" not in done.stderr, args

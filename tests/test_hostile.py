@@ -1,6 +1,7 @@
 """Hostile input: no crash, no abort, no hang; every failure a clear error with its exit code."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -52,11 +53,61 @@ def test_conditions_too_long_or_deep_are_condition_errors(condition):
         parse(condition)
 
 
-def _damaged_model(tmp_path, edit):
+def _damaged_model(tmp_path, edit, *, checksum: bool = False):
+    """A copy of the shipped model with `edit` applied; without its booster checksum unless `checksum`
+    (as a model written by hand or by an older fpi), so the structural checks are what must catch it."""
     where = tmp_path / "model"
     shutil.copytree(default_model_dir(), where)
+    if not checksum:
+        meta = json.loads((where / "model.json").read_text())
+        meta.pop("booster_sha256", None)
+        (where / "model.json").write_text(json.dumps(meta))
     edit(where)
     return where
+
+
+def _edit_tree_line(where, field: str, edit):
+    """Change the first tree's `field=` line in place, keeping the file's length."""
+    text = (where / "booster.txt").read_text()
+    start = text.index("\nTree=0\n")
+    at = text.index(f"\n{field}=", start) + len(field) + 2
+    end = text.index("\n", at)
+    new = edit(text[at:end])
+    assert len(new) == end - at
+    (where / "booster.txt").write_text(text[:at] + new + text[end:])
+
+
+def test_a_booster_changed_after_it_was_written_is_named(tmp_path):
+    def flip(where):
+        _edit_tree_line(where, "leaf_value", lambda values: values.replace("1", "2", 1))
+    with pytest.raises(ModelError, match="changed since model.json was written"):
+        FailurePointModel.load(_damaged_model(tmp_path, flip, checksum=True))
+
+
+def _first(value: str):
+    """An edit putting `value` (padded to the same width) in place of the first number of a line."""
+    def edit(line: str) -> str:
+        first, _, others = line.partition(" ")
+        assert len(value) <= len(first) + len(others) + 1
+        return (value.rjust(len(first)) + " " + others) if len(value) <= len(first) else value + line[len(value):]
+    return edit
+
+
+@pytest.mark.parametrize("field,edit,expected", [
+    ("left_child", _first("0"), "neither a later node nor a leaf"),  # node 0 its own child: a cycle
+    ("right_child", lambda v: re.sub(r"(?<= )-\d\d(?= )", "-99", v, count=1), "neither a later node nor a leaf"),  # no such leaf
+    ("split_feature", lambda v: re.sub(r"(?<= )\d\d(?= )", "99", v, count=1), "split feature out of range"),
+    ("leaf_value", _first("x"), "not a number"),
+    ("cat_threshold", lambda v: v[:2] + " " + v[3:], "boundaries do not match"),  # one bitset word more
+])
+def test_a_tree_edited_to_the_same_length_is_caught_before_lightgbm(tmp_path, field, edit, expected):
+    """LightGBM trusts a tree's structure: a child that points back loops forever, one out of range reads
+    past the end. Same-length edits pass the header's size check, so each tree is checked."""
+    model = _damaged_model(tmp_path, lambda where: _edit_tree_line(where, field, edit))
+    with pytest.raises(ModelError, match=expected):
+        FailurePointModel.load(model)
+    result = run_cli("classify", FIXTURES / "traces.jsonl", "--model", model)
+    assert result.exit_code == 2 and "tree 0 is damaged" in result.stderr
 
 
 def test_a_truncated_booster_is_a_model_error_not_a_crash(tmp_path):

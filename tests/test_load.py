@@ -27,7 +27,21 @@ def test_bad_fixture_gives_its_messages_and_exit_code(name, monkeypatch):
     assert expected["messages"], "every bad fixture names at least one problem"
 
 
-@pytest.mark.parametrize("name", [n for n in BAD_CASES if n not in ("empty", "blank_lines_only", "csv_export", "other_field_names")])
+DOCUMENT_CASES = sorted(p.name.removesuffix(".expected.json") for p in (FIXTURES / "bad" / "documents").glob("*.expected.json"))
+
+
+@pytest.mark.parametrize("name", DOCUMENT_CASES)
+def test_bad_document_gives_its_messages_and_exit_code(name, monkeypatch):
+    """Rules, gate policies, mappings and mapped records: each kind of bad document names file:line."""
+    monkeypatch.chdir(FIXTURES.parent)
+    expected = json.loads((FIXTURES / "bad" / "documents" / f"{name}.expected.json").read_text())
+    result = run_cli(*expected["command"])
+    assert result.exit_code == expected["exit_code"] == 2
+    assert expected["messages"] and all(message in result.stderr for message in expected["messages"])
+
+
+@pytest.mark.parametrize("name", [n for n in BAD_CASES if n not in ("empty", "blank_lines_only", "csv_export", "other_field_names",
+                                                                    "spans_without_mapping")])
 def test_skip_policy_keeps_valid_turns_and_quarantines_the_rest(name, tmp_path):
     source = FIXTURES / "bad" / f"{name}.jsonl"
     quarantine = tmp_path / "q.jsonl"

@@ -1,0 +1,52 @@
+"""The README's exit-code table, held for every command that reads traces: 2 for input that cannot be
+used (nothing written), 3 when some records were quarantined and the rest went on, 0 otherwise."""
+
+import json
+
+import pytest
+
+from conftest import FIXTURES, run_cli
+
+POLICY = "model:\n  macro_f1: 0.1\n"
+
+
+def _commands(traces, tmp_path):
+    """Each command that reads traces, with its outputs; `{out}` is a fresh output path."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    return {
+        "validate": ["validate", traces],
+        "classify": ["classify", traces, "-o", tmp_path / "out.jsonl"],
+        "eval": ["eval", traces, "--save-metrics", tmp_path / "out.json"],
+        "explain": ["explain", traces, "--turn", "t00001897"],
+        "gate": ["gate", traces, "--policy", policy],
+        "report": ["report", traces, "--format", "json", "-o", tmp_path / "out.json"],
+        "rules check": ["rules", "check", traces],
+        "sample": ["sample", traces, "-n", "5", "-o", tmp_path / "out.csv"],
+        "adapt": ["adapt", traces, "-o", tmp_path / "model"],
+    }
+
+
+@pytest.fixture(scope="module")
+def with_a_bad_line(tmp_path_factory):
+    lines = (FIXTURES / "traces.jsonl").read_text().splitlines()[:600]
+    path = tmp_path_factory.mktemp("codes") / "traces.jsonl"
+    path.write_text("\n".join([*lines[:300], '{"turn_id": "broken",', *lines[300:]]) + "\n")
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["validate", "classify", "eval", "explain", "gate", "report", "rules check", "sample", "adapt"])
+def test_every_reading_command_keeps_the_exit_code_table(command, with_a_bad_line, tmp_path):
+    args = _commands(with_a_bad_line, tmp_path)[command]
+    outputs = [a for a in args if str(a).startswith(str(tmp_path)) and not str(a).endswith("policy.yaml")]
+    refused = run_cli(*args)
+    assert refused.exit_code == 2, refused.stderr
+    assert f"{with_a_bad_line}:301: malformed JSON" in refused.stderr
+    assert not any(path.exists() for path in outputs), "nothing is written when a command refuses"
+    missing = run_cli(*_commands(tmp_path / "no-such.jsonl", tmp_path)[command])
+    assert missing.exit_code == 2 and "no such file" in missing.stderr
+    quarantine = tmp_path / "q.jsonl"
+    skipped = run_cli(*args, "--on-error", "skip", "--quarantine", quarantine)
+    assert skipped.exit_code == 3, skipped.stderr
+    assert [json.loads(line)["line"] for line in quarantine.read_text().splitlines()] == [301]
