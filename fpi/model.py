@@ -166,7 +166,7 @@ def _tree_problem(tree: str, features: int) -> str | None:
         bitsets = len(fields.get("cat_threshold", "").split()) if categories else 0
     except (KeyError, ValueError):
         return "a field is missing or not a number"
-    if any(len(column) != nodes for column in (*columns.values(), thresholds)):
+    if any(len(column) != nodes for column in columns.values()) or len(thresholds) != nodes:
         return "node lists do not match num_leaves"
     if any(not 0 <= f < features for f in columns["split_feature"]):
         return "a split feature out of range"

@@ -19,8 +19,8 @@ from fpi.errors import TraceError
 from fpi.mapping import Mapping, Selector
 from fpi.output import atomic_write_bytes
 
-_STATUS = {0: "unset", 1: "ok", 2: "error", "STATUS_CODE_UNSET": "unset", "STATUS_CODE_OK": "ok", "STATUS_CODE_ERROR": "error"}
-_KIND = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+_STATUS: dict[int | str, str] = {0: "unset", 1: "ok", 2: "error", "STATUS_CODE_UNSET": "unset", "STATUS_CODE_OK": "ok", "STATUS_CODE_ERROR": "error"}
+_KIND: dict[int | str, str] = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 KEY_COLUMN = "_otlp_key"
 
 
