@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from fpi.about import version
+
+        return version()
     if name not in _EXPORTS:
         raise AttributeError(f"module 'fpi' has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name]), name)

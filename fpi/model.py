@@ -9,13 +9,14 @@ import hashlib
 import json
 import math
 from collections.abc import Callable
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
 import polars as pl
 
+from fpi.about import version
 from fpi.errors import ModelError, UsageError
 from fpi.metrics import evaluate
 from fpi.features import CATEGORICAL, FEATURE_NAMES, build_features
@@ -39,13 +40,6 @@ def is_model_dir(path: Path) -> bool:
 
 def default_model_dir() -> Path:
     return Path(str(resources.files("fpi").joinpath("models", "default")))
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _as_features(turns_or_features: pl.DataFrame, reference: Reference | None = None) -> pl.DataFrame:
@@ -410,7 +404,7 @@ class FailurePointModel:
         params = {k: v for k, v in vars(self).items() if not k.endswith("_")}
         return {
             "format": "fpi-model", "format_version": MODEL_FORMAT,
-            "fpi_version": _version("fpi"), "lightgbm_version": lgb.__version__,
+            "fpi_version": version(), "lightgbm_version": lgb.__version__,
             "classes": self.classes_, "features": self.feature_names_, "categorical": list(CATEGORICAL),
             "vocabularies": self.vocabularies_, "params": params, "best_iteration": self.best_iteration_,
             "training_rows": self.training_rows_, "data_fingerprint": self.data_fingerprint_,

@@ -9,6 +9,7 @@ Vectorised over sessions, one step per turn position."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import random
@@ -669,12 +670,22 @@ def stage_events(frame: pl.DataFrame) -> pl.Series:
     return pl.concat(parts).sort("_row", "_order")["line"]
 
 
+TRACE_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+
+
 def write_traces(frame: pl.DataFrame, path: str | Path, *, form: str = "turn") -> None:
-    """Write turns as JSON Lines (one per turn, or per stage event with form="stage"), or Parquet, atomically."""
-    if str(path).endswith(".parquet"):
+    """Write turns as JSON Lines (one per turn, or per stage event with form="stage"; gzipped when the
+    name ends .gz), or Parquet, atomically. Other names are refused: a trace file is one of these."""
+    name = str(path).lower()
+    if not name.endswith(TRACE_SUFFIXES):
+        raise UsageError(f"{path}: trace files are {', '.join(TRACE_SUFFIXES)}; name the output so")
+    if name.endswith(".parquet"):
+        if form == "stage":
+            raise UsageError(f"{path}: the per-stage form is JSON Lines only; name the output .jsonl or .jsonl.gz")
         atomic_write(path, lambda tmp: frame.write_parquet(tmp))
-    elif form == "stage":
-        lines = stage_events(frame)
-        atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines.to_list()) + "\n", encoding="utf-8"))
-    else:
-        atomic_write(path, lambda tmp: frame.write_ndjson(tmp))
+        return
+    text = ("\n".join(stage_events(frame).to_list()) + "\n") if form == "stage" else frame.write_ndjson()
+    data = text.encode("utf-8")
+    if name.endswith(".gz"):
+        data = gzip.compress(data, compresslevel=6, mtime=0)  # mtime 0: the same traces give the same bytes
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))

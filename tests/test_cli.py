@@ -103,3 +103,35 @@ def test_simulate_rejects_bad_error_rates(tmp_path):
     result = run_cli("simulate", "-n", "10", "--error-rate", "tts=0.1", "-o", tmp_path / "x.jsonl")
     assert result.exit_code == 2 and "unknown stage 'tts'" in result.stderr
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_version_is_the_distributions():
+    from importlib import metadata
+
+    import fpi
+    from fpi.about import DISTRIBUTION
+
+    result = run_cli("--version")
+    assert result.exit_code == 0
+    assert result.stdout == f"fpi {metadata.version(DISTRIBUTION)} ({DISTRIBUTION})\n"
+    assert fpi.__version__ == metadata.version("fpi-voice")
+
+
+def test_simulate_writes_the_format_its_name_says(tmp_path):
+    import gzip
+
+    assert run_cli("simulate", "-n", "50", "--seed", "3", "-o", tmp_path / "t.jsonl.gz").exit_code == 0
+    assert run_cli("simulate", "-n", "50", "--seed", "3", "-o", tmp_path / "t.jsonl").exit_code == 0
+    assert gzip.decompress((tmp_path / "t.jsonl.gz").read_bytes()) == (tmp_path / "t.jsonl").read_bytes()
+    refused = run_cli("simulate", "-n", "50", "-o", tmp_path / "t.csv")
+    assert refused.exit_code == 2 and ".jsonl, .jsonl.gz, .parquet" in refused.stderr and not (tmp_path / "t.csv").exists()
+    stage = run_cli("simulate", "-n", "50", "--form", "stage", "-o", tmp_path / "t.parquet")
+    assert stage.exit_code == 2 and "JSON Lines only" in stage.stderr
+
+
+def test_options_that_need_another_say_so(fixture_traces, tmp_path):
+    top_k = run_cli("classify", fixture_traces, "--top-k", "5", "-o", tmp_path / "out.jsonl")
+    assert top_k.exit_code == 2 and "--top-k goes with --explain" in top_k.stderr
+    quarantine = run_cli("validate", fixture_traces, "--quarantine", tmp_path / "q.jsonl")
+    assert quarantine.exit_code == 2 and "--quarantine goes with --on-error skip" in quarantine.stderr
+    assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "q.jsonl").exists()

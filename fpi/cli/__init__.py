@@ -11,8 +11,18 @@ app = typer.Typer(help="Failure-point isolation for voice and conversational ass
                   no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False)
 
 
+def _show_version(asked: bool) -> None:
+    if asked:
+        from fpi.about import DISTRIBUTION, version
+
+        typer.echo(f"fpi {version()} ({DISTRIBUTION})")
+        raise typer.Exit()
+
+
 @app.callback()
-def main_options(debug: bool = typer.Option(False, "--debug", help="Show the traceback of an internal error.")) -> None:
+def main_options(debug: bool = typer.Option(False, "--debug", help="Show the traceback of an internal error."),
+                 version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                              help="Show fpi's version and exit.")) -> None:
     """Failure-point isolation for voice and conversational assistants."""
     common.DEBUG["traceback"] = debug
 

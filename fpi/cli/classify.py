@@ -22,7 +22,7 @@ def classify(
                                                 "back with the verdict on each turn span.")] = None,
     classifier: Classifier = Classifier(),
     explain: Annotated[bool, typer.Option("--explain", help="Add each turn's top SHAP features (or the deciding rule).")] = False,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Features per explanation.")] = 3,
+    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Features per explanation (default 3; with --explain).")] = None,
     explain_all: Annotated[bool, typer.Option("--explain-all", help="Explain `correct` turns too (slower).")] = False,
     bad_records: Input = Input(),
 ) -> None:
@@ -35,12 +35,14 @@ def classify(
 
         if explain_all and not explain:
             raise UsageError("--explain-all goes with --explain")
+        if top_k is not None and not explain:
+            raise UsageError("--top-k goes with --explain")
         spans_out = is_otlp_path(output)
         if not spans_out:
             check_output_path(output)
         guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()], [output, bad_records.quarantine_path(traces)])
         with steps(5 if explain else 4, "loading model") as bar:
-            pipeline = classifier.pipeline(explain_top_k=top_k if explain else None, explain_all=explain_all)
+            pipeline = classifier.pipeline(explain_top_k=(top_k or 3) if explain else None, explain_all=explain_all)
             bar.advance("reading traces")
             result = bad_records.read(traces)
             batch = pipeline.run(result.turns, on_step=lambda name: bar.advance(name))

@@ -95,6 +95,8 @@ class Input:
 
     def quarantine_path(self, traces: str) -> Path | None:
         """Where bad records of `traces` would go, for `guard_paths` (None when they cannot)."""
+        if self.quarantine is not None and self.on_error is not OnError.skip:
+            raise UsageError("--quarantine goes with --on-error skip (with --on-error fail nothing is quarantined)")
         return default_quarantine(traces, self.quarantine) if self.on_error is OnError.skip else None
 
 

@@ -20,14 +20,14 @@ class TraceForm(str, Enum):
 def simulate(
     n: Annotated[int, typer.Option("-n", "--turns", min=1, help="Number of turns.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same traces.")] = 0,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output file (.jsonl or .parquet).")] = Path("traces.jsonl"),
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output file: .jsonl, .jsonl.gz or .parquet.")] = Path("traces.jsonl"),
     annotator_noise: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Also write `human_label`: one annotator "
                                                           "with this error rate, mistakes concentrated on hard turns.")] = None,
     error_rate: Annotated[list[str] | None, typer.Option(help="Base error rate of a stage, STAGE=P (repeatable), "
                                                          "e.g. --error-rate asr=0.2.")] = None,
     form: Annotated[TraceForm, typer.Option(help="turn: one line per turn; stage: one line per stage event.")] = TraceForm.turn,
     profile: Annotated[str, typer.Option(help="The assistant: default, telephone-slot-filling, push-to-talk, in-car, "
-                                         "terse-speaker (docs/simulator.md), or random: a new random assistant every "
+                                         "terse-speaker, llm-agent (docs/simulator.md), or random: a new random assistant every "
                                          "--batch-turns turns.")] = "default",
     batch_turns: Annotated[int, typer.Option(min=100, help="With --profile random: turns per random assistant.")] = 5_000,
 ) -> None:
@@ -39,6 +39,10 @@ def simulate(
 
         from fpi.profiles import PROFILES
 
+        from fpi.simulator import TRACE_SUFFIXES
+
+        if not str(output).lower().endswith(TRACE_SUFFIXES):
+            raise UsageError(f"{output}: trace files are {', '.join(TRACE_SUFFIXES)}; name the output so")
         rates = parse_error_rates(error_rate or [])
         if profile != "random" and profile not in PROFILES:
             raise UsageError(f"--profile {profile}: unknown profile; expected one of {', '.join([*PROFILES, 'random'])}")
