@@ -1,8 +1,10 @@
-"""A gate's verdict in the formats CI systems read: JUnit XML (Jenkins/Ant) and GitHub
-Actions workflow commands (annotations on the policy's lines)."""
+"""A gate's verdict in the formats CI systems read: JUnit XML (Jenkins/Ant), GitHub Actions
+workflow commands (annotations on the policy's lines) and a Markdown job summary; and, when the
+gate could not run at all, the same formats saying so, so a CI step that publishes them finds them."""
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 from fpi.gate import GateResult
@@ -57,3 +59,39 @@ def github_annotations(result: GateResult) -> str:
                      f"title={_escape_property('fpi gate ' + check.name)}::{_escape_data(check.message())}")
     lines.append(f"::notice title=fpi gate::{_escape_data(result.summary())}")
     return "\n".join(lines) + "\n"
+
+
+def junit_error_xml(problems: list[str]) -> bytes:
+    """The gate could not run (usage, policy or input error): one testcase in error, with every problem."""
+    root = ET.Element("testsuites", name="fpi gate", tests="1", failures="0", errors="1", time="0")
+    suite = ET.SubElement(root, "testsuite", name="fpi gate", tests="1", failures="0", errors="1", skipped="0", time="0")
+    case = ET.SubElement(suite, "testcase", classname="fpi.gate", name="the gate runs", time="0")
+    error = ET.SubElement(case, "error", type="fpi error", message=problems[0] if problems else "error")
+    error.text = "\n".join(problems) + "\n"
+    ET.indent(root)
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8") + b"\n"
+
+
+_AT = re.compile(r"^(?P<file>[^:\s][^:]*):(?P<line>\d+): (?P<message>.*)$")
+
+
+def github_errors(problems: list[str]) -> str:
+    """An `::error` annotation per problem, on its file and line when the message names them."""
+    lines = []
+    for problem in problems:
+        at = _AT.match(problem)
+        where = f" file={_escape_property(at['file'])},line={at['line']}," if at else " "
+        lines.append(f"::error{where}title=fpi gate::{_escape_data(at['message'] if at else problem)}")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_summary(result: GateResult, context: list[str]) -> str:
+    """The verdict for a CI job summary (`$GITHUB_STEP_SUMMARY`): a heading, what was measured, the checks."""
+    from fpi.render import markdown_table
+    from fpi.tables import gate_table
+
+    mark = "✅" if result.exit_code == 0 else "❌"
+    parts = [f"# {mark} fpi gate: {result.summary()}", "", *[f"- {line}" for line in context], ""]
+    table = gate_table(result)
+    table.title = "checks"
+    return "\n".join([*parts, *markdown_table(table)])

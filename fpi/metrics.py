@@ -180,3 +180,14 @@ class Metrics:
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise UsageError(f"{label}: not a readable JSON metrics file ({exc})") from None
         return cls.from_json(data, label)
+
+
+def misclassified(turns: pl.DataFrame, records: pl.DataFrame) -> pl.DataFrame:
+    """The turns whose verdict is not their gold label, for a person to read: ids, gold and predicted
+    failure point, confidence, the deciding rule, top reasons, and what ASR heard and NLU decided."""
+    reasons = pl.col("explanation").struct.field("features").list.eval(
+        pl.element().struct.field("name") + " = " + pl.element().struct.field("value")).list.join("; ")
+    return (records.with_columns(asr_text=turns["asr"].struct.field("text"), nlu_intent=turns["nlu"].struct.field("intent"))
+            .filter(pl.col("label") != pl.col("failure_point"))
+            .select("turn_id", "session_id", "turn_index", gold="label", predicted="failure_point",
+                    confidence="confidence", rule="rule", reasons=reasons, asr_text="asr_text", nlu_intent="nlu_intent"))

@@ -134,17 +134,24 @@ def print_report(report: Report, console: Console, with_components: bool = True)
         print_table(table, console)
 
 
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown_table(table: Table) -> list[str]:
+    """A table as Markdown lines: its title as a heading, the rows, its note in italics."""
+    parts = [f"## {_md_escape(table.title)}", "", "| " + " | ".join(map(_md_escape, table.columns)) + " |",
+             "|" + "|".join("---" for _ in table.columns) + "|"]
+    parts += ["| " + " | ".join(_md_escape(cell) for cell in row) + " |" for row in table.rows]
+    if table.note:
+        parts += ["", f"_{_md_escape(table.note)}_"]
+    return [*parts, ""]
+
+
 def markdown(report: Report, with_components: bool = True) -> str:
-    def escape(text: str) -> str:
-        return text.replace("|", "\\|")
     parts = ["# fpi report", ""]
     for table in tables(report, with_components):
-        parts += [f"## {escape(table.title)}", "", "| " + " | ".join(map(escape, table.columns)) + " |",
-                  "|" + "|".join("---" for _ in table.columns) + "|"]
-        parts += ["| " + " | ".join(escape(cell) for cell in row) + " |" for row in table.rows]
-        if table.note:
-            parts += ["", f"_{escape(table.note)}_"]
-        parts.append("")
+        parts += markdown_table(table)
     return "\n".join(parts)
 
 

@@ -246,3 +246,28 @@ def test_metrics_file_round_trips_through_json():
     assert Metrics.from_json(json.loads(metrics.to_text()), "m.json") == metrics
     unlabeled = snapshot(CURRENT, gold=None)
     assert "metrics" not in unlabeled.to_json() and Metrics.from_json(unlabeled.to_json(), "m.json") == unlabeled
+
+
+def test_a_gate_that_cannot_run_still_writes_junit_and_annotations(tmp_path, fixture_traces):
+    import xml.etree.ElementTree as ET
+
+    junit = tmp_path / "junit.xml"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("model:\n  macro_f1: 0.5\nregression:\n  metrics:\n    macro_f1: 0.01\n")
+    result = run_cli("gate", fixture_traces, "--policy", policy, "--junit", junit, "--format", "github")
+    assert result.exit_code == 2
+    assert result.stdout.startswith(f"::error file={policy},line=3,title=fpi gate::the policy sets regression limits")
+    root = ET.fromstring(junit.read_bytes())
+    assert root.get("errors") == "1" and root.find(".//testcase/error") is not None
+    assert "give --baseline" in root.find(".//testcase/error").get("message")
+
+
+def test_gate_summary_is_markdown_for_the_job_summary(tmp_path, fixture_traces):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("model:\n  macro_f1: 0.99\n  accuracy: 0.5\n")
+    summary = tmp_path / "summary.md"
+    result = run_cli("gate", fixture_traces, "--policy", policy, "--summary", summary)
+    assert result.exit_code == 1
+    text = summary.read_text()
+    assert text.startswith("# ❌ fpi gate: gate FAIL")
+    assert "| model.macro_f1 |" in text and "| fail |" in text and "| model.accuracy |" in text

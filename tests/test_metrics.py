@@ -45,3 +45,23 @@ def test_scores_are_scikit_learns_on_random_labels():
             assert (row["precision"], row["recall"], row["f1"], row["support"]) == (
                 round(precision[i], 6), round(recall[i], 6), round(f1[i], 6), support[i])
         assert ours["confusion"]["matrix"] == confusion_matrix(gold, predicted, labels=list(LABELS)).tolist()
+
+
+def test_eval_errors_lists_each_misclassified_turn_with_reasons(fixture_traces, tmp_path):
+    import json
+
+    import polars as pl
+
+    from conftest import run_cli
+
+    errors = tmp_path / "errors.jsonl"
+    result = run_cli("eval", fixture_traces, "--errors", errors, "--format", "json")
+    assert result.exit_code == 0
+    scores = json.loads(result.stdout)["model"]
+    wrong = pl.read_ndjson(errors)
+    assert wrong.height == round(scores["turns"] * (1 - scores["accuracy"]))
+    assert (wrong["gold"] != wrong["predicted"]).all()
+    assert wrong.columns == ["turn_id", "session_id", "turn_index", "gold", "predicted", "confidence", "rule", "reasons",
+                             "asr_text", "nlu_intent"]
+    assert (wrong["reasons"].str.len_chars() > 0).mean() > 0.9  # each verdict's top reasons, `correct` ones too
+    assert f"{wrong.height} misclassified turns written to {errors}" in result.stderr

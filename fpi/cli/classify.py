@@ -56,6 +56,15 @@ def classify(
         else:
             write_records(batch.records, output)
         show([counts_table(failure_point_counts(batch.records), batch.records.height)], stderr=True)
+        if not spans_out:
+            say(f"{batch.records.height} records written to {output if output is not None and str(output) != '-' else 'stdout'}")
+        labels = batch.turns["label"]
+        if labels.len() and labels.null_count() == 0:
+            from fpi.metrics import evaluate
+
+            scores = evaluate(labels.to_list(), batch.records["failure_point"].to_list())
+            say(f"against the labels in {result.source}: accuracy {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f} "
+                "(`fpi eval` for each label's scores, `fpi report` for defect rates)")
         return exit_for(result)
     run(work)
 

@@ -36,6 +36,9 @@ def evaluate(
     save_metrics: Annotated[Path | None, typer.Option("--save-metrics", help="Also write the metrics, defect rates and the "
                                                       "model, rules and data fingerprints to this JSON file: the "
                                                       "baseline `fpi gate --baseline` reads.")] = None,
+    errors: Annotated[Path | None, typer.Option("--errors", help="Also write the misclassified turns (ids, gold and predicted "
+                                                "failure point, confidence, the deciding rule, top SHAP reasons, what "
+                                                "ASR heard and NLU decided) to this file: .jsonl, .csv or .parquet.")] = None,
     bad_records: Input = Input(),
 ) -> None:
     """Score the model against gold labels: accuracy, macro-F1, per-label P/R/F1, confusion."""
@@ -49,8 +52,13 @@ def evaluate(
 
         if human is not None and not human.strip():
             raise UsageError("--human takes the name of a field with one annotator's labels, e.g. --human human_label")
-        guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()], [save_metrics, bad_records.quarantine_path(traces)])
-        pipeline = classifier.pipeline()
+        guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()],
+                    [save_metrics, errors, bad_records.quarantine_path(traces)])
+        if errors is not None:
+            from fpi.records import check_output_path
+
+            check_output_path(errors)
+        pipeline = classifier.pipeline(explain_top_k=3, explain_all=True) if errors is not None else classifier.pipeline()
         result = bad_records.read(traces)
         turns = require_labels(result)
         batch = pipeline.run(turns)
@@ -58,6 +66,13 @@ def evaluate(
         if save_metrics is not None:
             atomic_write_bytes(save_metrics, metrics.to_text().encode("utf-8"))
             say(f"metrics written to {save_metrics}")
+        if errors is not None:
+            from fpi.metrics import misclassified
+            from fpi.records import write_records
+
+            wrong = misclassified(batch.turns, batch.records)
+            write_records(wrong, errors)
+            say(f"{wrong.height} misclassified turns written to {errors}")
         scores = metrics.metrics
         assert scores is not None
         report: dict = {"source": result.source, "model": scores}

@@ -27,12 +27,30 @@ def gate(
     junit: Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML: one testcase per check.")] = None,
     output_format: Annotated[GateFormat, typer.Option("--format", help="human (table), json, or github "
                                                       "(GitHub Actions annotations).")] = GateFormat.human,
+    summary: Annotated[Path | None, typer.Option("--summary", help="Also write the verdict as Markdown, e.g. "
+                                                 "--summary \"$GITHUB_STEP_SUMMARY\" for the job summary.")] = None,
     classifier: Classifier = Classifier(),
     bad_records: Input = Input(),
 ) -> None:
     """Pass or fail a release on labeled traces: exit 0 all checks pass, 1 a check failed, 2 usage, policy or input error."""
     def work() -> int:
-        from fpi.ci_formats import github_annotations, junit_xml
+        from fpi.errors import DocumentError, FpiError, TraceError
+
+        try:
+            return measure_and_judge()
+        except FpiError as exc:  # the gate could not run: say so in the formats CI reads, then as usual
+            from fpi.ci_formats import github_errors, junit_error_xml
+            from fpi.output import atomic_write_bytes
+
+            problems = exc.problems if isinstance(exc, DocumentError | TraceError) else str(exc).splitlines()
+            if junit is not None and not (junit.exists() and junit.is_dir()):
+                atomic_write_bytes(junit, junit_error_xml(problems))
+            if output_format is GateFormat.github:
+                sys.stdout.write(github_errors(problems))
+            raise
+
+    def measure_and_judge() -> int:
+        from fpi.ci_formats import github_annotations, junit_xml, markdown_summary
         from fpi.metrics import Metrics
         from fpi.gate import load_policy, run_gate
         from fpi.output import atomic_write_bytes
@@ -40,7 +58,8 @@ def gate(
         from fpi.progress import steps
         from fpi.tables import gate_context, gate_table
 
-        guard_paths([bad_records.mapping_file(), traces, policy, baseline, *classifier.inputs()], [junit, bad_records.quarantine_path(traces)])
+        guard_paths([bad_records.mapping_file(), traces, policy, baseline, *classifier.inputs()],
+                    [junit, summary, bad_records.quarantine_path(traces)])
         gate_policy = load_policy(policy)
         previous = Metrics.read(baseline) if baseline is not None else None
         if previous is not None and not gate_policy.has("regression"):
@@ -54,6 +73,8 @@ def gate(
             bar.advance()
         if junit is not None:
             atomic_write_bytes(junit, junit_xml(outcome))
+        if summary is not None:
+            atomic_write_bytes(summary, markdown_summary(outcome, gate_context(outcome)).encode("utf-8"))
         if output_format is GateFormat.json:
             sys.stdout.write(outcome.to_text())
         elif output_format is GateFormat.github:
