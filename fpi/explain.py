@@ -145,6 +145,31 @@ class TurnExplanation:
     contributions: list[tuple[str, str, float]]  # (feature, value, contribution), largest |contribution| first
     score: float
 
+    def to_json(self, record: dict) -> dict:
+        """The turn's verdict and its waterfall as plain data (log-odds of the explained class)."""
+        return {"turn_id": self.turn["turn_id"], "session_id": self.turn["session_id"], "turn_index": self.turn["turn_index"],
+                "failure_point": record["failure_point"], "model_failure_point": record["model_failure_point"],
+                "rule": record["rule"], "label": self.turn.get("label"), "probabilities": self.probabilities,
+                "explained_class": self.explained_class, "expected_value": self.expected, "score": self.score,
+                "contributions": [{"feature": f, "value": v, "contribution": c} for f, v, c in self.contributions]}
+
+
+def waterfall_png(explained: TurnExplanation, path: str | Path, max_display: int = 12) -> None:
+    """shap's own waterfall plot of one turn, from the class's expected value to its score, as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import shap
+
+    names, shown, values = zip(*explained.contributions, strict=True) if explained.contributions else ((), (), ())
+    explanation = shap.Explanation(values=np.array(values, dtype=float), base_values=explained.expected,
+                                   data=np.array(shown, dtype=object), feature_names=list(names))
+    plt.figure()
+    shap.plots.waterfall(explanation, max_display=max_display, show=False)
+    plt.title(f"turn {explained.turn['turn_id']}: why {explained.explained_class} (log-odds)")
+    atomic_write(path, lambda tmp: plt.savefig(tmp, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None}))
+    plt.close("all")
+
 
 def explain_turn(turn_id: str, turns: pl.DataFrame, features: pl.DataFrame, model: FailurePointModel,
                  explained_class: str | None = None) -> TurnExplanation:

@@ -151,3 +151,19 @@ def test_classify_explain_cli_and_csv(fixture_traces, tmp_path):
     frame = pl.read_csv(csv)
     assert frame.height == 2000 and "explanation" in frame.columns
     assert run_cli("classify", fixture_traces, "--explain-all").exit_code == 2
+
+
+def test_explain_turn_writes_json_and_shaps_waterfall(fixture_traces, tmp_path):
+    import math
+
+    from conftest import run_cli
+
+    first = json.loads(fixture_traces.read_text().splitlines()[0])["turn_id"]
+    result = run_cli("explain", fixture_traces, "--turn", first, "-o", tmp_path, "--format", "json")
+    assert result.exit_code == 0
+    printed = json.loads(result.stdout)
+    written = json.loads((tmp_path / f"{first}.json").read_text())
+    assert printed == written and printed["turn_id"] == first
+    total = printed["expected_value"] + sum(c["contribution"] for c in printed["contributions"])
+    assert math.isclose(total, printed["score"], abs_tol=1e-6)  # the waterfall adds up to the model's score
+    assert (tmp_path / f"{first}-waterfall.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fpi.cli.common import Classifier, Input, TracesArg, exit_for, options, run, say, show, stdout_console
+from fpi.cli.common import (Classifier, Input, TableFormat, TableFormatOpt, TracesArg, exit_for, guard_paths, options, run, say,
+                            show, stdout_console)
 from fpi.errors import UsageError
 
 
@@ -16,7 +19,10 @@ def explain(
     traces: TracesArg,
     turn: Annotated[str | None, typer.Option("--turn", help="Explain this turn_id: stages, probabilities and a SHAP waterfall.")] = None,
     summary: Annotated[bool, typer.Option("--summary", help="Global importance per failure point: table, JSON and PNG plots.")] = False,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for --summary files.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for the files: with --turn, TURN.json and "
+                                                "TURN-waterfall.png (shap's waterfall plot); with --summary, importance.json "
+                                                "and bar/beeswarm plots.")] = None,
+    output_format: Annotated[TableFormat, typer.Option("--format", help="With --turn: table (terminal) or json (stdout).")] = TableFormat.table,
     sample: Annotated[int, typer.Option(min=1, help="Turns sampled for --summary.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the --summary sample.")] = 0,
     classifier: Classifier = Classifier(),
@@ -35,12 +41,27 @@ def explain(
             raise UsageError("give either --turn TURN_ID or --summary -o DIR")
         if summary and output is None:
             raise UsageError("--summary needs -o DIR for its JSON and plots")
+        if summary and output_format is TableFormat.json:
+            raise UsageError("--format json goes with --turn (--summary writes importance.json into -o DIR)")
+        guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()], [bad_records.quarantine_path(traces)])
         pipeline = classifier.pipeline()
         result = bad_records.read(traces)
         if turn is not None:
             batch = pipeline.run(result.turns)
             explained = explain_turn(turn, batch.turns, batch.features, pipeline.model)
             record = batch.records.filter(batch.records["turn_id"] == turn).row(0, named=True)
+            if output is not None:
+                from fpi.explain import waterfall_png
+                from fpi.output import atomic_write_bytes
+
+                name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in turn)
+                output.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(output / f"{name}.json", (json.dumps(explained.to_json(record), indent=2) + "\n").encode())
+                waterfall_png(explained, output / f"{name}-waterfall.png")
+                say(f"wrote {name}.json and {name}-waterfall.png to {output}")
+            if output_format is TableFormat.json:
+                sys.stdout.write(json.dumps(explained.to_json(record), indent=2) + "\n")
+                return exit_for(result)
             one = explained.turn
             console = stdout_console()
             console.print(Text.assemble((f"turn {one['turn_id']}", "bold"), f" (session {one['session_id']}, index "
