@@ -70,7 +70,10 @@ def test_loading_a_model_that_does_not_fit_this_fpi(small_model, tmp_path):
             FailurePointModel.load(tmp_path / "x")
     (tmp_path / "x" / METADATA_FILE).write_text(json.dumps(meta))
     (tmp_path / "x" / BOOSTER_FILE).write_text("not a booster")
-    with pytest.raises(ModelError, match="not a complete LightGBM text model"):
+    with pytest.raises(ModelError, match="changed since model.json was written"):
+        FailurePointModel.load(tmp_path / "x")
+    (tmp_path / "x" / METADATA_FILE).write_text(json.dumps({k: v for k, v in meta.items() if k != "booster_sha256"}))
+    with pytest.raises(ModelError, match="not a complete LightGBM text model"):  # a model from before checksums
         FailurePointModel.load(tmp_path / "x")
 
 
