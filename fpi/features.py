@@ -205,12 +205,20 @@ def feature_plan(turns: pl.DataFrame, neighbours: pl.DataFrame | None = None) ->
 
 
 def build_features(turns: pl.DataFrame, neighbours: pl.DataFrame | None = None, *,
-                   reference: normalise.Reference | None = None) -> pl.DataFrame:
+                   reference: normalise.Reference | None = None, fitted: normalise.Reference | None = None) -> pl.DataFrame:
     """Features of every turn, in input order: numeric columns as Float64, categorical as String.
     Quantile features are relative to these turns (one assistant's), or to `reference`'s tables
-    for a source with too few values here."""
+    for a source with too few values here. `fitted`: tables already fitted on the whole input, of
+    which these turns are one batch."""
     base = feature_plan(turns, neighbours).collect()
-    return normalise.Reference.fit(base).over(reference).apply(base)
+    tables = fitted if fitted is not None else normalise.Reference.fit(normalise.Reference.sample(base))
+    return tables.over(reference).apply(base)
+
+
+def reference_rows(turns: pl.DataFrame) -> pl.DataFrame:
+    """What quantile tables are fitted on, per turn: its id, the sources and the intent (row-local,
+    so a streamed run collects them batch by batch)."""
+    return feature_plan(turns).select("turn_id", *normalise.SOURCES, "nlu_intent").collect()
 
 
 def features_markdown() -> str:

@@ -283,7 +283,7 @@ def _looks_compressed(data: bytes) -> bool:
     return zlib or data.startswith(b"\x28\xb5\x2f\xfd")
 
 
-def _split_lines(data: bytes, label: str) -> tuple[pl.DataFrame, list[RejectedRecord], bytes | None]:
+def _split_lines(data: bytes, label: str, first_line: int = 1) -> tuple[pl.DataFrame, list[RejectedRecord], bytes | None]:
     """Frame of (line number, text) for non-blank lines; lines that are not UTF-8 are rejected.
     Also `data` itself when it holds exactly those lines, so it can be decoded in place."""
     if data.startswith(b"\xef\xbb\xbf"):
@@ -295,7 +295,7 @@ def _split_lines(data: bytes, label: str) -> tuple[pl.DataFrame, list[RejectedRe
         lines = pl.read_lines(data, name="raw") if data else pl.DataFrame({"raw": []}, schema={"raw": pl.String})
     except (pl.exceptions.ComputeError, ValueError):
         texts = []
-        for number, raw in enumerate(data.split(b"\n"), start=1):
+        for number, raw in enumerate(data.split(b"\n"), start=first_line):
             try:
                 texts.append(raw.decode("utf-8").removesuffix("\r"))
             except UnicodeDecodeError as exc:
@@ -303,13 +303,14 @@ def _split_lines(data: bytes, label: str) -> tuple[pl.DataFrame, list[RejectedRe
                 texts.append("")
         lines = pl.DataFrame({"raw": texts}, schema={"raw": pl.String})
     every_line = lines.height
-    lines = lines.with_row_index("line", offset=1).filter(pl.col("raw").str.strip_chars() != "")
+    lines = lines.with_row_index("line", offset=first_line).filter(pl.col("raw").str.strip_chars() != "")
     intact = not rejected and lines.height == every_line
     return lines, rejected, data if intact else None
 
 
-def _read_jsonl(data: bytes, label: str) -> LoadResult:
-    lines, rejected, intact = _split_lines(data, label)
+def _read_jsonl(data: bytes, label: str, first_line: int = 1) -> LoadResult:
+    """JSON Lines; `first_line` is the number of `data`'s first line in its file (a streamed chunk's)."""
+    lines, rejected, intact = _split_lines(data, label, first_line)
     del data
     read = lines.height + len(rejected)
     if read == 0:
@@ -639,7 +640,7 @@ def _read_parquet(data: bytes, label: str) -> LoadResult:
     return _read_table(table, label)
 
 
-def _read_table(table: pl.DataFrame, label: str) -> LoadResult:
+def _read_table(table: pl.DataFrame, label: str, first_row: int = 1) -> LoadResult:
     """Turns of a typed table (Parquet, a DataFrame): columns cast to the format's types, each
     row checked like a JSON line (its number stands for the line)."""
     decode = turn_dtype(decode=True)
@@ -654,7 +655,7 @@ def _read_table(table: pl.DataFrame, label: str) -> LoadResult:
             raise TraceError([f"{label}: column {wrong}"])
         columns.append(pl.col(f.name).cast(target))
     extra = [c for c in table.columns if c not in TURN_FIELD_NAMES]
-    turns = table.select(*columns, *extra).with_row_index("line", offset=1).cast({"line": pl.UInt32})
+    turns = table.select(*columns, *extra).with_row_index("line", offset=first_row).cast({"line": pl.UInt32})
     turns = turns.with_columns(raw=pl.struct(pl.all().exclude("line")).struct.json_encode())
     return _validate_rows(turns, label, from_text=False)
 

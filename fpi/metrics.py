@@ -28,7 +28,12 @@ def evaluate(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str
     g = np.array([index[x] for x in gold], dtype=np.int64)
     p = np.array([index[x] for x in predicted], dtype=np.int64)
     k = len(labels)
-    confusion = np.bincount(g * k + p, minlength=k * k).reshape(k, k)
+    return scores(np.bincount(g * k + p, minlength=k * k).reshape(k, k), labels)
+
+
+def scores(confusion: np.ndarray, labels: Sequence[str] = LABELS) -> dict:
+    """`evaluate`'s numbers from a confusion matrix (rows gold, columns predicted): a streamed run adds
+    its batches' matrices instead of keeping every label."""
     true_positive = np.diag(confusion).astype(float)
     support = confusion.sum(axis=1)
     predicted_count = confusion.sum(axis=0)
@@ -38,8 +43,8 @@ def evaluate(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
     present = (support > 0) | (predicted_count > 0)
     return {
-        "turns": int(len(g)),
-        "accuracy": round(float((g == p).mean()) if len(g) else 0.0, 6),
+        "turns": int(confusion.sum()),
+        "accuracy": round(float(true_positive.sum() / confusion.sum()) if confusion.sum() else 0.0, 6),
         "macro_f1": round(float(f1[present].mean()) if present.any() else 0.0, 6),
         "per_label": {
             label: {"precision": round(float(precision[i]), 6), "recall": round(float(recall[i]), 6),

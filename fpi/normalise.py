@@ -4,8 +4,9 @@ turns of the same assistant (and, for NLU, of the same intent).
 A raw confidence of 0.3 means "unsure" on one assistant and "as sure as it gets" on
 another whose scores are log-probability-like. Its quantile among that assistant's own
 turns means the same on both. A `Reference` holds the quantile tables; it is fitted on
-the input being classified (all of it, before any batch), falling back to the model's
-stored tables for a source with too few values, and `fpi adapt` re-fits it on a team's logs."""
+the input being classified (all of it, or a sample of 200,000 turns chosen by turn_id, before
+any batch), falling back to the model's stored tables for a source with too few values, and
+`fpi adapt` re-fits it on a team's logs."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ BY_INTENT = "nlu_confidence"  # also normalised within each intent with enough t
 LEVELS = 101
 MIN_VALUES = 200  # fewer values of a source: use the fallback's table
 MIN_INTENT_VALUES = 50
+SAMPLE_TURNS = 200_000  # the tables rest on at most this many turns: those with the smallest hash of turn_id
 
 DESCRIPTIONS = {
     "wake_score_q": "wake score as a quantile among this assistant's turns",
@@ -75,6 +77,15 @@ class Reference:
                 if group.height >= MIN_INTENT_VALUES:
                     by_intent[str(intent[0])] = _table(group[BY_INTENT].to_numpy())
         return cls(tables, counts, dict(sorted(by_intent.items())))
+
+    @staticmethod
+    def sample(features: pl.DataFrame) -> pl.DataFrame:
+        """The turns the tables are fitted on: all of them, or the SAMPLE_TURNS with the smallest hash of
+        their turn_id. The choice depends on the turns alone, not on their order or on how they are split
+        into batches, so a streamed run fits the same tables as one in memory."""
+        if features.height <= SAMPLE_TURNS:
+            return features
+        return features.sort(pl.col("turn_id").hash(seed=0), "turn_id").head(SAMPLE_TURNS)
 
     def global_only(self) -> Reference:
         return Reference(self.tables, self.counts)

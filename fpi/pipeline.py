@@ -21,6 +21,7 @@ from fpi.features import build_features, neighbour_rows
 from fpi.load import Source, load_traces, turns_fingerprint
 from fpi.mapping import Mapping
 from fpi.model import FailurePointModel
+from fpi.normalise import Reference
 from fpi.records import CONTEXT_COLUMNS, in_contract_order
 from fpi.rules import RuleSet, decide, evaluation_frame, load_rules, rule_matches
 from fpi.schema import LABELS, TURN_SCHEMA
@@ -65,14 +66,16 @@ class Pipeline:
             model_failure_point=predicted, confidence=pl.Series(probabilities.max(axis=1)),
             probabilities=by_label.to_struct())
 
-    def run(self, turns: pl.DataFrame, *, features: pl.DataFrame | None = None,
+    def run(self, turns: pl.DataFrame, *, features: pl.DataFrame | None = None, fitted: Reference | None = None,
             on_step: Callable[[str], None] | None = None, on_explained: Progress | None = None) -> Batch:
-        """Classify one batch of whole sessions. `on_step` hears each step's name as it starts;
-        `on_explained` the number of turns explained so far, chunk by chunk."""
+        """Classify one batch of whole sessions. `fitted`: quantile tables fitted on the whole input when
+        this batch is one of several (else fitted on the batch). `on_step` hears each step's name as it
+        starts; `on_explained` the number of turns explained so far, chunk by chunk."""
         step = on_step or (lambda name: None)
         step("features")
         neighbours = neighbour_rows(turns)
-        features = features if features is not None else build_features(turns, neighbours, reference=self.model.reference_)
+        features = features if features is not None else build_features(turns, neighbours, reference=self.model.reference_,
+                                                                         fitted=fitted)
         step("predicting")
         verdicts = self.verdicts(turns, features)
         step("rules")

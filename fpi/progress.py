@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.text import Text
 
 
 def stderr_console() -> Console:
@@ -39,3 +41,33 @@ def steps(total: int, description: str, *, enabled: bool | None = None) -> Itera
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=stderr_console(), transient=True) as progress:
         yield Steps(progress, total, description)
+
+
+class RateColumn(ProgressColumn):
+    """Turns a second, once there is a rate to show."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:,.0f} turns/s" if task.speed else "", style="progress.data.speed")
+
+
+TurnsProgress = Callable[[str, int, "int | None"], None]
+
+
+@contextmanager
+def turns_progress(*, enabled: bool | None = None) -> Iterator[TurnsProgress]:
+    """A bar that counts turns, phase by phase (reading, classifying, writing), with rate and time left;
+    it clears itself when done. Silent when stderr is not a terminal."""
+    show = sys.stderr.isatty() if enabled is None else enabled
+    if not show:
+        yield lambda phase, done, total: None
+        return
+    columns = (TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=stderr_console(), transient=True) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def update(phase: str, done: int, total: int | None) -> None:
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(phase, total=total)
+            progress.update(tasks[phase], completed=done, total=total)
+        yield update

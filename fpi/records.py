@@ -10,6 +10,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import polars as pl
@@ -226,18 +227,63 @@ def _flat(records: pl.DataFrame) -> pl.DataFrame:
     return records.select(columns)
 
 
-WRITERS = {
-    ".jsonl": lambda records, tmp: records.write_ndjson(tmp),
-    ".ndjson": lambda records, tmp: records.write_ndjson(tmp),
-    ".json": lambda records, tmp: records.write_ndjson(tmp),
-    ".csv": lambda records, tmp: _flat(records).write_csv(tmp),
-    ".parquet": lambda records, tmp: records.write_parquet(tmp),
-}
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+PARQUET_ROW_GROUP = 100_000
+
+
+class RecordsWriter:
+    """Records written frame by frame to an open binary file in one format (jsonl, csv, parquet). The
+    bytes do not depend on how the records were cut into frames: CSV has one header, and Parquet row
+    groups hold PARQUET_ROW_GROUP records each whatever the frames' sizes, so a streamed run and one in
+    memory write the same file."""
+
+    def __init__(self, handle: BinaryIO, form: str):
+        self.handle, self.form = handle, form
+        self.written = 0
+        self._pending: list[pl.DataFrame] = []
+        self._parquet: Any = None
+        self._schema: Any = None
+
+    def write(self, records: pl.DataFrame) -> None:
+        if self.form == "jsonl":
+            self.handle.write(records.write_ndjson().encode("utf-8"))
+        elif self.form == "csv":
+            self.handle.write(_flat(records).write_csv(include_header=self.written == 0).encode("utf-8"))
+        else:
+            self._schema = self._schema or records.head(0).to_arrow().schema
+            self._pending.append(records)
+            if sum(f.height for f in self._pending) >= PARQUET_ROW_GROUP:
+                self._row_groups(final=False)
+        self.written += records.height
+
+    def _row_groups(self, final: bool) -> None:
+        import pyarrow.parquet as pq
+
+        pending = pl.concat(self._pending) if self._pending else pl.DataFrame()
+        whole = pending.height - pending.height % PARQUET_ROW_GROUP if not final else pending.height
+        if self._parquet is None and self._schema is not None:
+            self._parquet = pq.ParquetWriter(self.handle, self._schema, compression="zstd")
+        for start in range(0, whole, PARQUET_ROW_GROUP):
+            self._parquet.write_table(pending.slice(start, PARQUET_ROW_GROUP).to_arrow(), row_group_size=PARQUET_ROW_GROUP)
+        self._pending = [pending.slice(whole)] if whole < pending.height else []
+
+    def close(self, empty: pl.DataFrame | None = None) -> None:
+        """Finish the file; `empty` gives the columns of a Parquet file that got no records."""
+        if self.form == "parquet":
+            if self._schema is None and empty is not None:
+                self._schema = empty.head(0).to_arrow().schema
+            self._row_groups(final=True)
+            if self._parquet is not None:
+                self._parquet.close()
+
+
+def output_form(path: str | Path | None) -> str:
+    return "jsonl" if path is None or str(path) == "-" else FORMATS[Path(path).suffix.lower()]
 
 
 def check_output_path(path: str | Path | None) -> None:
     """Refuse an output format this module cannot write, before any work is done."""
-    if path is not None and str(path) != "-" and Path(path).suffix.lower() not in WRITERS:
+    if path is not None and str(path) != "-" and Path(path).suffix.lower() not in FORMATS:
         raise UsageError(f"{path}: unknown output format {Path(path).suffix.lower() or '(none)'}: "
                          "expected .jsonl, .csv or .parquet")
 
@@ -250,5 +296,10 @@ def write_records(records: pl.DataFrame, path: str | Path | None) -> None:
         sys.stdout.flush()
         return
     check_output_path(path)
-    write = WRITERS[Path(path).suffix.lower()]
-    atomic_write(path, lambda tmp: write(records, tmp))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            writer = RecordsWriter(handle, output_form(path))
+            writer.write(records)
+            writer.close(records)
+    atomic_write(path, write)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fpi.cli.common import Classifier, Input, TracesArg, exit_for, guard_paths, options, run, say, show
-from fpi.errors import UsageError
+from fpi.errors import EXIT_PARTIAL, UsageError
 
 if TYPE_CHECKING:
     from fpi.pipeline import Batch
@@ -24,14 +24,20 @@ def classify(
     explain: Annotated[bool, typer.Option("--explain", help="Add each turn's top SHAP features (or the deciding rule).")] = False,
     top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Features per explanation (default 3; with --explain).")] = None,
     explain_all: Annotated[bool, typer.Option("--explain-all", help="Explain `correct` turns too (slower).")] = False,
+    batch_turns: Annotated[int, typer.Option("--batch-turns", min=1000, help="Turns per batch of whole sessions: an input "
+                                             "larger than this is classified batch by batch in bounded memory, with the "
+                                             "same records (docs/scale.md).")] = 200_000,
     bad_records: Input = Input(),
 ) -> None:
     """Name each turn's failure point (wake, asr, nlu, er, result) or `correct`."""
+    from fpi.metrics import evaluate, scores
+    from fpi.otlp import is_otlp_path
+    from fpi.progress import steps
+    from fpi.records import check_output_path, failure_point_counts, write_records
+    from fpi.stream import estimated_turns, streamable
+    from fpi.tables import counts_table
+
     def work() -> int:
-        from fpi.otlp import is_otlp_path
-        from fpi.progress import steps
-        from fpi.records import check_output_path, failure_point_counts, write_records
-        from fpi.tables import counts_table
 
         if explain_all and not explain:
             raise UsageError("--explain-all goes with --explain")
@@ -41,6 +47,8 @@ def classify(
         if not spans_out:
             check_output_path(output)
         guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()], [output, bad_records.quarantine_path(traces)])
+        if bad_records.mapping is None and not spans_out and streamable(traces) and estimated_turns(Path(traces)) > batch_turns:
+            return classify_streamed()
         with steps(5 if explain else 4, "loading model") as bar:
             pipeline = classifier.pipeline(explain_top_k=(top_k or 3) if explain else None, explain_all=explain_all)
             bar.advance("reading traces")
@@ -55,17 +63,40 @@ def classify(
             say(f"{marked} turn spans marked with their verdict in {output}")
         else:
             write_records(batch.records, output)
-        show([counts_table(failure_point_counts(batch.records), batch.records.height)], stderr=True)
-        if not spans_out:
-            say(f"{batch.records.height} records written to {output if output is not None and str(output) != '-' else 'stdout'}")
         labels = batch.turns["label"]
-        if labels.len() and labels.null_count() == 0:
-            from fpi.metrics import evaluate
-
-            scores = evaluate(labels.to_list(), batch.records["failure_point"].to_list())
-            say(f"against the labels in {result.source}: accuracy {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f} "
-                "(`fpi eval` for each label's scores, `fpi report` for defect rates)")
+        labeled = labels.len() > 0 and labels.null_count() == 0
+        close(failure_point_counts(batch.records), batch.records.height, None if spans_out else output, result.source,
+              evaluate(labels.to_list(), batch.records["failure_point"].to_list()) if labeled else None)
         return exit_for(result)
+
+    def classify_streamed() -> int:
+        from fpi.cli.common import OnError, default_quarantine
+        from fpi.load import write_quarantine
+        from fpi.progress import turns_progress
+        from fpi.stream import classify_file
+
+        pipeline = classifier.pipeline(explain_top_k=(top_k or 3) if explain else None, explain_all=explain_all)
+        with turns_progress() as progress:
+            result = classify_file(traces, pipeline, output or "-", batch_turns=batch_turns,
+                                   on_error=bad_records.on_error.value, on_progress=progress)
+        if result.rejected:
+            where = default_quarantine(traces, bad_records.quarantine)
+            write_quarantine(result.rejected, where)
+            for message in result.problems()[:10]:
+                say(message)
+            say(f"quarantined records written to {where}")
+        say(result.summary())
+        close(result.counts, result.written, output, result.source, scores(result.confusion) if result.labeled else None)
+        return EXIT_PARTIAL if result.rejected else 0
+
+    def close(counts: dict[str, int], written: int, where: Path | None, source: str, labeled: dict | None) -> None:
+        """What was classified, where the records went and, with gold labels, how right they were."""
+        show([counts_table(counts, written)], stderr=True)
+        if where is not None or output is None:
+            say(f"{written} records written to {where if where is not None and str(where) != '-' else 'stdout'}")
+        if labeled is not None:
+            say(f"against the labels in {source}: accuracy {labeled['accuracy']:.3f}, macro-F1 {labeled['macro_f1']:.3f} "
+                "(`fpi eval` for each label's scores, `fpi report` for defect rates)")
     run(work)
 
 

@@ -1,0 +1,101 @@
+"""The streamed engine: any input in bounded memory, batch by batch of whole sessions, with the same
+records, byte for byte, as the in-memory run, and the same account of bad records."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import polars as pl
+import pytest
+from conftest import ROOT, run_cli
+
+from fpi import simulate
+from fpi.load import read_traces
+from fpi.normalise import SAMPLE_TURNS, Reference
+from fpi.pipeline import Pipeline
+from fpi.simulator import write_traces
+from fpi.stream import classify_file
+
+
+@pytest.fixture(scope="module")
+def interleaved(tmp_path_factory):
+    """Sessions interleaved as in real logs (turns in time order), in three forms."""
+    folder = tmp_path_factory.mktemp("stream")
+    turns = simulate(12_000, seed=17, profile="random", batch_turns=3000).sort("timestamp")
+    write_traces(turns, folder / "traces.jsonl")
+    write_traces(turns, folder / "traces.jsonl.gz")
+    write_traces(turns, folder / "traces.parquet")
+    return folder
+
+
+@pytest.mark.parametrize("name", ["traces.jsonl", "traces.jsonl.gz", "traces.parquet"])
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_streamed_records_are_the_in_memory_records_byte_for_byte(interleaved, tmp_path, name, suffix):
+    source = interleaved / name
+    whole, streamed = tmp_path / f"whole{suffix}", tmp_path / f"streamed{suffix}"
+    assert run_cli("classify", source, "-o", whole, "--batch-turns", "100000").exit_code == 0
+    result = run_cli("classify", source, "-o", streamed, "--batch-turns", "2000")
+    assert result.exit_code == 0 and "12000 records written" in result.stderr
+    assert streamed.read_bytes() == whole.read_bytes()
+
+
+def test_explanations_stream_alike(interleaved, tmp_path):
+    pipeline = Pipeline(explain_top_k=2)
+    whole = pipeline.run(read_traces(interleaved / "traces.jsonl").turns).records
+    classify_file(interleaved / "traces.jsonl", pipeline, tmp_path / "s.jsonl", batch_turns=3000)
+    assert (tmp_path / "s.jsonl").read_text() == whole.write_ndjson()
+
+
+def test_bad_records_are_named_and_quarantined_as_in_memory(interleaved, tmp_path):
+    lines = (interleaved / "traces.jsonl").read_text().splitlines()
+    early = json.loads(lines[10])
+    late_duplicate = json.dumps({**early, "turn_index": 999})  # its turn_id was used 9,000 lines earlier
+    broken = lines[:5000] + ['{"turn_id": "x",'] + lines[5000:9000] + [late_duplicate] + lines[9000:]
+    source = tmp_path / "bad.jsonl"
+    source.write_text("\n".join(broken) + "\n")
+    for batch, out in (("100000", "whole"), ("2000", "streamed")):
+        refused = run_cli("classify", source, "-o", tmp_path / f"{out}.jsonl", "--batch-turns", batch)
+        assert refused.exit_code == 2 and not (tmp_path / f"{out}.jsonl").exists()
+        assert f"{source}:5001: malformed JSON" in refused.stderr
+        assert f"{source}:9002: turn_id: duplicate turn_id {early['turn_id']!r}: expected a unique id, first used on line 11" \
+               in refused.stderr
+        skipped = run_cli("classify", source, "-o", tmp_path / f"{out}.jsonl", "--batch-turns", batch,
+                          "--on-error", "skip", "--quarantine", tmp_path / f"{out}-q.jsonl")
+        assert skipped.exit_code == 3 and "read 12002, accepted 12000, quarantined 2" in skipped.stderr
+    assert (tmp_path / "streamed.jsonl").read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
+    assert (tmp_path / "streamed-q.jsonl").read_bytes() == (tmp_path / "whole-q.jsonl").read_bytes()
+
+
+def test_records_to_stdout_stream_too(interleaved):
+    whole = run_cli("classify", interleaved / "traces.jsonl", "--batch-turns", "100000")
+    streamed = run_cli("classify", interleaved / "traces.jsonl", "--batch-turns", "2000")
+    assert streamed.exit_code == 0 and streamed.stdout == whole.stdout
+
+
+def test_quantile_tables_rest_on_a_sample_chosen_by_turn_id_alone():
+    rows = pl.DataFrame({"turn_id": [f"t{i}" for i in range(SAMPLE_TURNS + 500)]})
+    sample = Reference.sample(rows)
+    assert sample.height == SAMPLE_TURNS
+    assert Reference.sample(rows.reverse())["turn_id"].sort().equals(sample["turn_id"].sort())
+    small = rows.head(10)
+    assert Reference.sample(small).equals(small)
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_leaves_no_spill_and_the_old_output(interleaved, tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text("previous records\n")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "-m", "fpi", "classify", str(interleaved / "traces.jsonl"), "-o", str(out),
+                                "--batch-turns", "1000"], cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(p.name.startswith("fpi-spill-") for p in tmp_path.iterdir()):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    assert process.returncode != 0
+    assert out.read_text() == "previous records\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(("fpi-spill-", ".out.jsonl."))]
