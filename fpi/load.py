@@ -203,16 +203,21 @@ def _no_stages_check(result: LoadResult, label: str, mapping: Mapping | None = N
     if empty <= MOSTLY:
         return result
     seen = _fields_seen(turns)
-    if mapping is not None:
-        raise TraceError([f"{label}: {empty:.0%} of the turns get none of the stages ({', '.join(STAGES)}) through "
-                          f"{mapping.source}; the fields seen are: {', '.join(seen[:30]) or 'none'}. Map the stage "
-                          "fields (docs/mapping.md), or draft a mapping with `fpi map infer " + label + "`"])
-    if not set(seen) - set(TURN_FIELD_NAMES):
+    if mapping is None and not set(seen) - set(TURN_FIELD_NAMES):
         return result  # turns that carry only what the format names (ids, context) are valid, if thin
-    raise TraceError([f"{label}: {empty:.0%} of the turns carry none of the stages trace format v1 names "
-                      f"({', '.join(STAGES)}); the fields seen are: {', '.join(seen[:30]) or 'none beyond the ids'}. "
-                      "Read them through a mapping (--mapping FILE; docs/mapping.md), drafted by "
-                      f"`fpi map infer {label}`, or name them as docs/trace-format.md does"])
+    raise no_stages_error(empty, seen, label, mapping)
+
+
+def no_stages_error(empty: float, seen: list[str], label: str, mapping: Mapping | None = None) -> TraceError:
+    """Most turns carry no stage: say which fields were seen, and how to read them."""
+    if mapping is not None:
+        return TraceError([f"{label}: {empty:.0%} of the turns get none of the stages ({', '.join(STAGES)}) through "
+                           f"{mapping.source}; the fields seen are: {', '.join(seen[:30]) or 'none'}. Map the stage "
+                           "fields (docs/mapping.md), or draft a mapping with `fpi map infer " + label + "`"])
+    return TraceError([f"{label}: {empty:.0%} of the turns carry none of the stages trace format v1 names "
+                       f"({', '.join(STAGES)}); the fields seen are: {', '.join(seen[:30]) or 'none beyond the ids'}. "
+                       "Read them through a mapping (--mapping FILE; docs/mapping.md), drafted by "
+                       f"`fpi map infer {label}`, or name them as docs/trace-format.md does"])
 
 
 def _fields_seen(turns: pl.DataFrame, rows: int = 50) -> list[str]:

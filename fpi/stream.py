@@ -29,19 +29,13 @@ import pyarrow.parquet as pq
 
 from fpi.errors import TraceError
 from fpi.features import reference_rows
-from fpi.load import (
-    MOSTLY,
-    LoadResult,
-    RejectedRecord,
-    _read_jsonl,
-    _read_table,
-    _refuse_other_formats,
-)
+from fpi.load import (MOSTLY, LoadResult, RejectedRecord, _fields_seen, _read_jsonl, _read_table, _refuse_other_formats,
+                      no_stages_error)
 from fpi.normalise import SAMPLE_TURNS, Reference
 from fpi.output import atomic_write
 from fpi.pipeline import Pipeline
 from fpi.records import RecordsWriter, output_form
-from fpi.schema import LABELS, STAGES
+from fpi.schema import LABELS, STAGES, TURN_FIELD_NAMES
 
 BATCH_TURNS = 200_000
 CHUNK_BYTES = 64 << 20
@@ -212,6 +206,7 @@ class _Partitions:
     files: dict[int, list[Path]] = field(default_factory=dict)
     sample: _Sample = field(default_factory=_Sample)
     empty: int = 0  # turns with none of the stages, for the whole-input check
+    seen: list[str] = field(default_factory=list)  # the fields of the first records, for its message
 
 
 def estimated_turns(path: Path) -> float:
@@ -236,6 +231,8 @@ def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Callab
         turns, duplicates = _cross_chunk_duplicates(chunk.turns, label, ids, places)
         result.read += chunk.read
         result.rejected += chunk.rejected + duplicates
+        if number == 0:
+            partitions.seen = _fields_seen(turns)
         partitions.empty += int(turns.select(pl.all_horizontal(pl.col(s).is_null() for s in (*STAGES, "feedback")).sum()).item())
         if "label" in turns.columns and turns["label"].null_count():
             result.labeled = False
@@ -249,9 +246,8 @@ def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Callab
     if result.read == 0:
         raise TraceError([f"{label}: empty file: expected one JSON object per line (trace format v1)"])
     accepted = result.read - len(result.rejected)
-    if accepted and partitions.empty / accepted > MOSTLY:
-        raise TraceError([f"{label}: {partitions.empty / accepted:.0%} of the turns carry none of the stages trace format "
-                          "v1 names; read them through a mapping (--mapping FILE; docs/mapping.md)"])
+    if accepted and partitions.empty / accepted > MOSTLY and set(partitions.seen) - set(TURN_FIELD_NAMES):
+        raise no_stages_error(partitions.empty / accepted, partitions.seen, label)
     result.rejected.sort(key=lambda r: r.line)
     return result, partitions
 

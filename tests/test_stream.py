@@ -99,3 +99,15 @@ def test_an_interrupted_run_leaves_no_spill_and_the_old_output(interleaved, tmp_
     assert process.returncode != 0
     assert out.read_text() == "previous records\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(("fpi-spill-", ".out.jsonl."))]
+
+
+def test_a_large_file_of_other_field_names_is_refused_as_in_memory(tmp_path):
+    rows = "".join(json.dumps({"turn_id": f"t{i}", "session_id": f"s{i // 3}", "turn_index": i % 3, "asr_text": "on",
+                               "intent": "lights_on", "status": "ok"}) + "\n" for i in range(3000))
+    source = tmp_path / "logs.jsonl"
+    source.write_text(rows)
+    whole = run_cli("classify", source, "-o", tmp_path / "a.jsonl")
+    streamed = run_cli("classify", source, "-o", tmp_path / "b.jsonl", "--batch-turns", "1000")
+    assert whole.exit_code == streamed.exit_code == 2
+    assert whole.stderr == streamed.stderr and "asr_text, intent, status" in streamed.stderr
+    assert not (tmp_path / "a.jsonl").exists() and not (tmp_path / "b.jsonl").exists()
