@@ -126,9 +126,7 @@ def read_traces(source: Source, *, name: str | None = None, mapping: Mapping | s
         except (OSError, EOFError) as exc:
             raise TraceError([f"{label}: not a readable gzip file ({exc})"]) from exc
     if mapping is not None:
-        if is_classified(data):
-            raise TraceError([f"{label}: holds classified records (the output of `fpi classify`), not traces; "
-                              "`fpi report` reads records"])
+        _refuse_records(data, label)
         rows, bad, form = read_any(data, label, mapping)
         if rows.height == 0 and not bad:
             raise TraceError([f"{label}: empty file: expected at least one record"])
@@ -167,6 +165,12 @@ def _first_line(data: bytes) -> bytes:
     return b""
 
 
+def _refuse_records(data: bytes, label: str) -> None:
+    if is_classified(data):
+        raise TraceError([f"{label}: holds classified records (the output of `fpi classify`), not traces; "
+                          "`fpi report` reads records, and the other commands read traces (docs/trace-format.md)"])
+
+
 def _refuse_other_formats(data: bytes, label: str) -> None:
     """Say what a file is when it is plainly not JSON Lines traces, once, instead of once per line."""
     if is_otlp(data):
@@ -175,9 +179,7 @@ def _refuse_other_formats(data: bytes, label: str) -> None:
                           f"your own (docs/mapping.md; `fpi map infer {label}` drafts one)"])
     first = _first_line(data)
     if not first or first.startswith(b"{"):
-        if is_classified(data):
-            raise TraceError([f"{label}: holds classified records (the output of `fpi classify`), not traces; "
-                              "`fpi report` reads records, and the other commands read traces (docs/trace-format.md)"])
+        _refuse_records(data, label)
         return
     try:
         text = first.decode("utf-8")
@@ -506,6 +508,21 @@ def _rejection(label: str, number: int, raw: str, problems: list[tuple[str, str]
     return RejectedRecord(label, number, tuple(problems), raw)
 
 
+def duplicate_problem(turn_id: str, session_id: str, index: float, first_turn: int, first_index: int) -> tuple[str, str]:
+    """Why a turn is a duplicate: its turn_id was used before (on `first_turn`, 0 if not), else its place."""
+    if first_turn:
+        return "turn_id", f"duplicate turn_id {turn_id!r}: expected a unique id, first used on line {first_turn}"
+    return "turn_index", (f"duplicate turn_index {int(index)} in session {session_id!r}: expected one turn per index, "
+                          f"first used on line {first_index}")
+
+
+def bad_records_error(source: str, rejected: list[RejectedRecord]) -> TraceError:
+    """--on-error fail: every problem, and nothing written."""
+    return TraceError([m for r in rejected for m in r.messages()],
+                      summary=f"{source}: {len(rejected)} bad records; nothing was written "
+                              "(use --on-error skip to go on with the valid turns)")
+
+
 def _drop_duplicates(turns: pl.DataFrame, label: str) -> tuple[pl.DataFrame, list[RejectedRecord]]:
     first_turn_line = pl.col("line").first().over("turn_id")
     first_index_line = pl.col("line").first().over("session_id", "turn_index")
@@ -514,11 +531,7 @@ def _drop_duplicates(turns: pl.DataFrame, label: str) -> tuple[pl.DataFrame, lis
     rejected = []
     for number, raw, turn_id, session_id, index, first_turn, first_index in flagged.filter(duplicate).select(
             "line", "raw", "turn_id", "session_id", "turn_index", "first_turn", "first_index").iter_rows():
-        if first_turn != number:
-            problem = ("turn_id", f"duplicate turn_id {turn_id!r}: expected a unique id, first used on line {first_turn}")
-        else:
-            problem = ("turn_index", f"duplicate turn_index {int(index)} in session {session_id!r}: "
-                                     f"expected one turn per index, first used on line {first_index}")
+        problem = duplicate_problem(turn_id, session_id, index, first_turn if first_turn != number else 0, first_index)
         rejected.append(RejectedRecord(label, number, (problem,), raw))
     return flagged.filter(~duplicate).drop("first_turn", "first_index"), rejected
 

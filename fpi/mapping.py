@@ -19,10 +19,8 @@ from fpi.yamldoc import YamlDocument, read_yaml, schema_problems
 FORMATS = ("jsonl", "csv", "tsv", "parquet", "otlp")
 PICKS = ("first", "last", "join", "any", "count")
 TIME_UNITS = {"unix_s": 1_000_000, "unix_ms": 1_000, "unix_us": 1, "unix_ns": 0.001}  # to microseconds
-SPAN_FACTS = ("@name", "@status", "@status_message", "@span_id", "@trace_id", "@start", "@end", "@duration_ms", "@kind")
 ARRAY_TARGETS = {f"{stage.name}.{member.name}": member for stage in TURN_FIELDS if stage.kind == "object"
                  for member in stage.fields if member.kind == "array"}
-OBJECTS = tuple(f.name for f in TURN_FIELDS if f.kind == "object")
 FEEDBACK = "feedback"
 
 
@@ -529,7 +527,7 @@ def _apply(mapping: Mapping, frame: pl.DataFrame, label: str) -> tuple[pl.DataFr
     columns = []
     for top in TURN_FIELDS:
         if top.kind != "object":
-            columns.append(_top_level(top, compiled, mapping, decode).alias(top.name))
+            columns.append(_top_level(top, compiled, decode).alias(top.name))
             continue
         # A stage that ran (some member is there) with its text missing heard or understood nothing: text "".
         struct = decode[top.name]
@@ -567,7 +565,7 @@ def _shown(row: dict, source: str) -> str:
     return repr(value)[:60] if value is not None else "a value it could not convert"
 
 
-def _top_level(top: Field, compiled: dict[str, _Compiled], mapping: Mapping, decode: pl.Schema) -> pl.Expr:
+def _top_level(top: Field, compiled: dict[str, _Compiled], decode: pl.Schema) -> pl.Expr:
     if top.name in compiled:
         return compiled[top.name].value.cast(decode[top.name])
     return pl.lit(None, dtype=decode[top.name])

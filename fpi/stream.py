@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from fpi.errors import TraceError
 from fpi.features import reference_rows
 from fpi.load import (MOSTLY, LoadResult, RejectedRecord, _fields_seen, _read_jsonl, _read_table, _refuse_other_formats,
-                      no_stages_error)
+                      bad_records_error, duplicate_problem, no_stages_error)
 from fpi.normalise import SAMPLE_TURNS, Reference
 from fpi.output import atomic_write
 from fpi.pipeline import Pipeline
@@ -94,25 +94,24 @@ def _chunks(path: Path, label: str, turns: int) -> Iterator[LoadResult]:
         return
     with open(path, "rb") as probe:
         opener = gzip.open if probe.read(2) == b"\x1f\x8b" else open
-    first_line, carry, seen_first = 1, b"", False
+    first_line, carry = 1, b""
     with opener(path, "rb") as handle:
         while True:
             block = handle.read(CHUNK_BYTES)
             data = carry + block
-            if not block:
-                if data.strip():
-                    yield _read_jsonl(data, label, first_line)
-                return
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:
+            cut = data.rfind(b"\n") + 1 if block else len(data)  # whole lines; at the end, what is left
+            if cut == 0 or (not block and not data.strip()):
+                if not block:
+                    return
                 carry = data
                 continue
             chunk, carry = data[:cut], data[cut:]
-            if not seen_first:
+            if first_line == 1:
                 _refuse_other_formats(chunk, label)
-                seen_first = True
             yield _read_jsonl(chunk, label, first_line)
             first_line += chunk.count(b"\n")
+            if not block:
+                return
 
 
 class _Seen:
@@ -125,9 +124,10 @@ class _Seen:
 
     def first_lines(self, hashes: np.ndarray) -> np.ndarray:
         """For each hash, the line it was first used on, or 0."""
-        at = np.searchsorted(self.hashes, hashes)
-        found = (at < self.hashes.size) & (self.hashes[np.minimum(at, max(self.hashes.size - 1, 0))] == hashes) if self.hashes.size else np.zeros(hashes.size, bool)
-        return np.where(found, self.lines[np.minimum(at, max(self.lines.size - 1, 0))], 0) if self.lines.size else np.zeros(hashes.size, np.uint32)
+        if not self.hashes.size:
+            return np.zeros(hashes.size, np.uint32)
+        at = np.minimum(np.searchsorted(self.hashes, hashes), self.hashes.size - 1)
+        return np.where(self.hashes[at] == hashes, self.lines[at], 0)
 
     def add(self, hashes: np.ndarray, lines: np.ndarray) -> None:
         merged = np.concatenate([self.hashes, hashes])
@@ -143,11 +143,7 @@ def _cross_chunk_duplicates(turns: pl.DataFrame, label: str, ids: _Seen, places:
     rejected = []
     flagged = turns.select("line", "raw", "turn_id", "session_id", "turn_index").filter(pl.Series(duplicate))
     for row, (number, raw, turn_id, session_id, index) in zip(np.flatnonzero(duplicate), flagged.iter_rows(), strict=True):
-        if first_id[row]:
-            problem = ("turn_id", f"duplicate turn_id {turn_id!r}: expected a unique id, first used on line {first_id[row]}")
-        else:
-            problem = ("turn_index", f"duplicate turn_index {int(index)} in session {session_id!r}: "
-                                     f"expected one turn per index, first used on line {first_place[row]}")
+        problem = duplicate_problem(turn_id, session_id, index, int(first_id[row]), int(first_place[row]))
         rejected.append(RejectedRecord(label, number, (problem,), raw))
     kept = ~duplicate
     lines = turns["line"].to_numpy()
@@ -190,8 +186,7 @@ def classify_file(path: str | Path, pipeline: Pipeline, output: str | Path = "-"
         with tempfile.TemporaryDirectory(prefix="fpi-spill-") as spill:
             result, partitions = _spill(Path(path), label, Path(spill), batch_turns, report)
             if result.rejected and on_error == "fail":
-                raise TraceError(result.problems(), summary=f"{label}: {len(result.rejected)} bad records; nothing was written "
-                                                            "(use --on-error skip to go on with the valid turns)")
+                raise bad_records_error(label, result.rejected)
             fitted = partitions.sample.fit()
             records = _classify_partitions(pipeline, Path(spill), partitions, fitted, result, report)
             _merge(records, output, result, report)
@@ -291,7 +286,7 @@ def _merge(parts: list[Path], output: str | Path, result: StreamResult, report: 
             if records.height:
                 writer.write(records)
                 report("writing", writer.written, result.accepted)
-        writer.close(pl.read_parquet(parts[0]).drop("_line").head(0) if parts else None)
+        writer.close(scan.drop("_line").head(0).collect() if scan is not None else None)
         result.written = writer.written
 
     if str(output) == "-":

@@ -11,7 +11,7 @@ from fpi.cli.common import Classifier, Input, TracesArg, exit_for, guard_paths, 
 from fpi.errors import EXIT_PARTIAL, UsageError
 
 if TYPE_CHECKING:
-    from fpi.pipeline import Batch
+    from fpi.pipeline import Batch, Pipeline
 
 
 @options
@@ -38,7 +38,6 @@ def classify(
     from fpi.tables import counts_table
 
     def work() -> int:
-
         if explain_all and not explain:
             raise UsageError("--explain-all goes with --explain")
         if top_k is not None and not explain:
@@ -50,7 +49,7 @@ def classify(
         if bad_records.mapping is None and not spans_out and streamable(traces) and estimated_turns(Path(traces)) > batch_turns:
             return classify_streamed()
         with steps(5 if explain else 4, "loading model") as bar:
-            pipeline = classifier.pipeline(explain_top_k=(top_k or 3) if explain else None, explain_all=explain_all)
+            pipeline = make_pipeline()
             bar.advance("reading traces")
             result = bad_records.read(traces)
             batch = pipeline.run(result.turns, on_step=lambda name: bar.advance(name))
@@ -65,35 +64,30 @@ def classify(
             write_records(batch.records, output)
         labels = batch.turns["label"]
         labeled = labels.len() > 0 and labels.null_count() == 0
-        close(failure_point_counts(batch.records), batch.records.height, None if spans_out else output, result.source,
+        close(failure_point_counts(batch.records), batch.records.height, None if spans_out else output or "-", result.source,
               evaluate(labels.to_list(), batch.records["failure_point"].to_list()) if labeled else None)
         return exit_for(result)
 
     def classify_streamed() -> int:
-        from fpi.cli.common import OnError, default_quarantine
-        from fpi.load import write_quarantine
+        from fpi.cli.common import account_for
         from fpi.progress import turns_progress
         from fpi.stream import classify_file
 
-        pipeline = classifier.pipeline(explain_top_k=(top_k or 3) if explain else None, explain_all=explain_all)
         with turns_progress() as progress:
-            result = classify_file(traces, pipeline, output or "-", batch_turns=batch_turns,
+            result = classify_file(traces, make_pipeline(), output or "-", batch_turns=batch_turns,
                                    on_error=bad_records.on_error.value, on_progress=progress)
-        if result.rejected:
-            where = default_quarantine(traces, bad_records.quarantine)
-            write_quarantine(result.rejected, where)
-            for message in result.problems()[:10]:
-                say(message)
-            say(f"quarantined records written to {where}")
-        say(result.summary())
-        close(result.counts, result.written, output, result.source, scores(result.confusion) if result.labeled else None)
+        account_for(result, traces, bad_records.quarantine)
+        close(result.counts, result.written, output or "-", result.source, scores(result.confusion) if result.labeled else None)
         return EXIT_PARTIAL if result.rejected else 0
 
-    def close(counts: dict[str, int], written: int, where: Path | None, source: str, labeled: dict | None) -> None:
-        """What was classified, where the records went and, with gold labels, how right they were."""
+    def make_pipeline() -> Pipeline:
+        return classifier.pipeline(explain_top_k=(top_k or 3) if explain else None, explain_all=explain_all)
+
+    def close(counts: dict[str, int], written: int, where: Path | str | None, source: str, labeled: dict | None) -> None:
+        """What was classified, where the records went (None: said already) and, with gold labels, how right they were."""
         show([counts_table(counts, written)], stderr=True)
-        if where is not None or output is None:
-            say(f"{written} records written to {where if where is not None and str(where) != '-' else 'stdout'}")
+        if where is not None:
+            say(f"{written} records written to {'stdout' if str(where) == '-' else where}")
         if labeled is not None:
             say(f"against the labels in {source}: accuracy {labeled['accuracy']:.3f}, macro-F1 {labeled['macro_f1']:.3f} "
                 "(`fpi eval` for each label's scores, `fpi report` for defect rates)")

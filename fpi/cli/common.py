@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fpi.errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, FpiError, TraceError, UsageError
+from fpi.errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, FpiError, UsageError
 
 if TYPE_CHECKING:
     import polars as pl
     from rich.console import Console
 
     from fpi.load import LoadResult
+    from fpi.stream import StreamResult
     from fpi.pipeline import Pipeline
     from fpi.render import Table
     from fpi.rules import RuleSet
@@ -206,13 +207,20 @@ def read(traces: str, on_error: OnError, quarantine: Path | None, data: bytes | 
          mapping: str | None = None) -> LoadResult:
     """Read traces (or `data`, already read from `traces`) under the --on-error policy, through
     `mapping` when given; report what was rejected and where it went."""
-    from fpi.load import read_traces, write_quarantine
+    from fpi.load import bad_records_error, read_traces
 
     result = (read_traces(traces, mapping=mapping) if data is None
               else read_traces(data, name="<stdin>" if traces == "-" else traces, mapping=mapping))
     if result.rejected and on_error is OnError.fail:
-        raise TraceError(result.problems(), summary=f"{result.source}: {len(result.rejected)} bad records; nothing was written "
-                                                    "(use --on-error skip to go on with the valid turns)")
+        raise bad_records_error(result.source, result.rejected)
+    account_for(result, traces, quarantine)
+    return result
+
+
+def account_for(result: LoadResult | StreamResult, traces: str, quarantine: Path | None) -> None:
+    """Quarantine what was rejected, say where and why, and how many records were read and accepted."""
+    from fpi.load import write_quarantine
+
     if result.rejected:
         where = default_quarantine(traces, quarantine)
         write_quarantine(result.rejected, where)
@@ -220,7 +228,6 @@ def read(traces: str, on_error: OnError, quarantine: Path | None, data: bytes | 
             say(message)
         say(f"quarantined records written to {where}")
     say(result.summary())
-    return result
 
 
 def rule_set(paths: list[Path] | None, no_rules: bool) -> RuleSet:
