@@ -22,7 +22,7 @@ from fpi.load import Source, load_traces, turns_fingerprint
 from fpi.mapping import Mapping
 from fpi.model import FailurePointModel
 from fpi.normalise import Reference
-from fpi.records import CONTEXT_COLUMNS, in_contract_order
+from fpi.records import CONTEXT_COLUMNS, SHA_DIGITS, in_contract_order
 from fpi.rules import RuleSet, decide, evaluation_frame, load_rules, rule_matches
 from fpi.schema import LABELS, TURN_SCHEMA
 
@@ -55,6 +55,8 @@ class Pipeline:
         self.rules = load_rules() if rules == "default" else rules or RuleSet(())
         self.explain_top_k = explain_top_k
         self.explain_all = explain_all
+        self.model_sha = self.model.fingerprint()[:SHA_DIGITS]
+        self.rules_sha = self.rules.identity()["fingerprint"][:SHA_DIGITS] if len(self.rules) else None
 
     def verdicts(self, turns: pl.DataFrame, features: pl.DataFrame) -> pl.DataFrame:
         """The model's verdict per turn, before rules: ids, `model_failure_point`, `confidence`, `probabilities`."""
@@ -91,6 +93,7 @@ class Pipeline:
                                                         explain_all=self.explain_all, on_progress=on_explained))
         if "label" in turns.columns and turns["label"].null_count() < turns.height:
             records = records.with_columns(turns["label"])
+        records = records.with_columns(model_sha=pl.lit(self.model_sha), rules_sha=pl.lit(self.rules_sha, pl.String))
         return Batch(turns, neighbours, features, verdicts, matches, in_contract_order(records))
 
 

@@ -49,54 +49,57 @@ def _components(report: Report):
 
 
 def _by_day(table: SliceTable):
-    """All defects with its 95% band above; each component's line below (bands there would hide the lines)."""
+    """Small multiples: all defects and each component in a panel of its own, each with its 95% band
+    and its own scale (one chart of six lines is spaghetti; components differ tenfold in rate)."""
     import matplotlib.pyplot as plt
 
     days = [row["value"] for row in table["values"]]
     x = np.arange(len(days))
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5.2), sharex=True, height_ratios=[1, 1.3])
+    figure, grid = plt.subplots(2, 3, figsize=(10, 5.2), sharex=True)
 
     def series(name: str, key: Literal["rate", "ci_low", "ci_high"]) -> np.ndarray:
         return np.array([row["rates"][name][key] for row in table["values"]]) * 100
 
-    top.fill_between(x, series("defects", "ci_low"), series("defects", "ci_high"), color=COLOURS["defects"], alpha=0.12,
-                     linewidth=0, label="95% interval")
-    top.plot(x, series("defects", "rate"), color=COLOURS["defects"], linewidth=2, marker="o", markersize=3, label="all defects")
-    top.set_ylabel("all defects (%)")
-    top.legend(fontsize=8, frameon=False, loc="upper left", ncol=2)
-    for name in COMPONENTS:
-        bottom.plot(x, series(name, "rate"), color=COLOURS[name], linewidth=1.4, marker="o", markersize=2.5, label=name)
-    bottom.set_ylabel("per component (%)")
-    bottom.legend(ncol=5, fontsize=8, frameon=False, loc="lower left", bbox_to_anchor=(0, 1.0))
-    step = max(1, len(days) // 12)
-    bottom.set_xticks(x[::step], days[::step], rotation=30, ha="right", fontsize=8)
-    for axes in (top, bottom):
-        axes.spines[["top", "right"]].set_visible(False)
+    step = max(1, len(days) // 6)
+    for axes, name in zip(grid.flat, ("defects", *COMPONENTS), strict=True):
+        axes.fill_between(x, series(name, "ci_low"), series(name, "ci_high"), color=COLOURS[name], alpha=0.15, linewidth=0)
+        axes.plot(x, series(name, "rate"), color=COLOURS[name], linewidth=1.6, marker="o", markersize=2.5)
+        axes.set_title("all defects" if name == "defects" else name, loc="left", fontsize=10, color=COLOURS[name])
         axes.set_ylim(bottom=0)
+        axes.spines[["top", "right"]].set_visible(False)
+        axes.set_xticks(x[::step], days[::step], rotation=30, ha="right", fontsize=7)
+    for axes in grid[:, 0]:
+        axes.set_ylabel("% of the day's turns")
+    figure.tight_layout()
     return figure
 
 
 def _heatmap(table: SliceTable):
+    """Each column coloured on its own scale (its highest rate among values with enough turns is the
+    darkest), so per-component differences show beside all defects; values with fewer turns than
+    `min_cell` are grey, never the strongest colour."""
     import matplotlib.pyplot as plt
 
     values = table["values"][:HEATMAP_MAX_VALUES]
     names = [f"{row['value']}{' *' if row['small'] else ''}" for row in values]
     columns = (*COMPONENTS, "defects")
     rates = np.array([[row["rates"][c]["rate"] * 100 for c in columns] for row in values])
+    small = np.array([row["small"] for row in values])
+    trusted = rates[~small] if (~small).any() else np.zeros((0, len(columns)))
+    ceilings = trusted.max(axis=0, initial=0)
+    shade = np.divide(rates, ceilings, out=np.zeros_like(rates), where=ceilings > 0).clip(0, 1)
+    colour_map = plt.get_cmap("Reds").with_extremes(bad="#eeeeee")
     figure, axes = plt.subplots(figsize=(7, 0.8 + 0.28 * len(values)))
-    # colour scaled to the values with enough turns, so one tiny slice at 100% does not wash out the rest
-    trusted = rates[[not row["small"] for row in values]]
-    ceiling = (trusted if trusted.size else rates).max(initial=0) or None
-    image = axes.imshow(rates, aspect="auto", cmap="Reds", vmin=0, vmax=ceiling)
+    axes.imshow(np.ma.masked_array(shade, np.broadcast_to(small[:, None], shade.shape)), aspect="auto", cmap=colour_map,
+                vmin=0, vmax=1)
     axes.set_xticks(range(len(columns)), [*COMPONENTS, "all defects"])
     axes.set_yticks(range(len(values)), names, fontsize=8)
     axes.xaxis.tick_top()
-    peak = ceiling or 0
     for i in range(rates.shape[0]):
         for j in range(rates.shape[1]):
             axes.text(j, i, f"{rates[i, j]:.1f}", ha="center", va="center", fontsize=7,
-                      color="white" if rates[i, j] > 0.6 * peak else "#1d2330")
-    figure.colorbar(image, ax=axes, label="% of the slice's turns", shrink=0.8)
+                      color="#8a8f99" if small[i] else "white" if shade[i, j] > 0.6 else "#1d2330",
+                      style="italic" if small[i] else "normal")
     return figure
 
 
@@ -131,12 +134,14 @@ def report_figures(report: Report) -> dict[str, list[tuple[str, str]]]:
                                    + (" and the baseline's rate" if "baseline" in report else ""), _svg(_components(report)))]}
         by_day = report.get("by_day")
         if by_day and len(by_day["values"]) > 1:
-            figures["slice:day"] = [("Rate by day: all defects with its 95% interval, and each component", _svg(_by_day(by_day)))]
+            figures["slice:day"] = [("Rate by day, a panel per component with its 95% interval; each panel has its own scale",
+                                     _svg(_by_day(by_day)))]
         for table in report["slices"]:
             if table["field"] == "day":
                 continue
             shown = len(table["values"])
-            caption = f"Rate by {table['field']} (% of each value's turns; * fewer than {table['min_cell']} turns)"
+            caption = (f"Rate by {table['field']} (% of each value's turns). Colour is per column: the darkest cell is the "
+                       f"column's highest rate; * grey: fewer than {table['min_cell']} turns")
             if shown > HEATMAP_MAX_VALUES:
                 caption += f"; the {HEATMAP_MAX_VALUES} values with most turns of {shown}, all in the table above"
             figures.setdefault(f"slice:{table['field']}", []).append((caption, _svg(_heatmap(table))))

@@ -76,7 +76,12 @@ COLUMNS: tuple[Column, ...] = (
                 "properties": {"feature": _TEXT, "name": _TEXT, "value": _nullable(_TEXT), "contribution": {"type": "number"}}}},
         }}, "with --explain: the deciding rule, or the model's top SHAP features (log-odds)", required=False),
     Column("label", pl.String(), _nullable(_LABEL), "the gold label, when the traces have one", required=False),
+    Column("model_sha", pl.String(), _TEXT, "the model that classified the turn: its fingerprint's first 12 hex digits",
+           required=False),
+    Column("rules_sha", pl.String(), _nullable(_TEXT), "the rule set applied: its fingerprint's first 12 hex digits, or "
+           "null when the model ran alone", required=False),
 )
+SHA_DIGITS = 12  # of a fingerprint, in records and report headers
 COLUMN_NAMES = tuple(c.name for c in COLUMNS)
 SCHEMA = pl.Schema({c.name: c.dtype for c in COLUMNS})
 CONTEXT = ("timestamp", "locale", "device_type", "domain", "intent")

@@ -10,8 +10,9 @@ import html
 import io
 from dataclasses import dataclass, field
 
-from rich.box import HEAVY_HEAD
+from rich.box import HEAVY_HEAD, SIMPLE_HEAD
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table as RichTable
 from rich.text import Text
 
@@ -19,6 +20,7 @@ from fpi.report import Rate, Report, SliceTable
 from fpi.schema import COMPONENTS, LABELS
 
 DEFECTS = "defects"  # the column/row of all defects together
+UNBOUNDED = 10_000  # columns: how wide a table would be on a terminal with no edge
 
 
 def percent(value: float) -> str:
@@ -46,6 +48,7 @@ class Table:
     numeric_columns: tuple[str, ...] = ()  # right-aligned besides the usual numeric names
     styles: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, column) -> terminal style
     plain: bool = False  # no header and no borders: a list of labelled lines
+    dense: bool = False  # no borders and one space between columns: the most a narrow terminal can hold
 
     def numeric(self, i: int) -> bool:
         """Whether column i holds numbers (right-aligned in every format)."""
@@ -58,6 +61,39 @@ class Table:
         for column, style in (styles or {}).items():
             self.styles[(len(self.rows), column)] = style
         self.rows.append(list(cells))
+
+
+def header(report: Report) -> list[str]:
+    """Who made the report, from what, and when: the lines above every format's tables."""
+    about = report["about"]
+    models = ", ".join(about["models"]) or "not recorded in the records"
+    rules = ", ".join(about["rules"]) or "not recorded in the records"
+    mixed = " (records of several runs)" if len(about["models"]) > 1 or len(about["rules"]) > 1 else ""
+    lines = [f"fpi {about['fpi']}; model {models}; rules {rules}{mixed}"]
+    where = f"{report['turns']} turns from {report['source']}" + (f" (sha256 {about['input_sha256'][:16]})" if about["input_sha256"] else "")
+    days = f"turns of {about['first_day']} to {about['last_day']}" if about["first_day"] else "no timestamps"
+    lines.append(f"{where}; {days}; report date {about['date'] or '-'}")
+    return lines
+
+
+def verdict(report: Report) -> tuple[str, str] | None:
+    """With a baseline, the top line: which components got significantly worse or better; and its
+    tone (worse, better, or no significant change)."""
+    if "baseline" not in report:
+        return None
+    base = report["baseline"]
+    rows = {row["failure_point"]: row for row in base["components"]}
+
+    def changes(names: list[str]) -> str:
+        return ", ".join(f"{name} {100 * rows[name]['change']:+.2f} pp (p {rows[name]['p_value']:.4f})" for name in names)
+    parts = [f"worse: {changes(base['verdict']['worse'])}"] if base["verdict"]["worse"] else []
+    parts += [f"better: {changes(base['verdict']['better'])}"] if base["verdict"]["better"] else []
+    if base["verdict"]["unchanged"]:
+        parts.append(f"no significant change: {', '.join(base['verdict']['unchanged'])}")
+    overall = base["overall"]
+    parts.append(f"all defects {100 * overall['change']:+.2f} pp ({overall['verdict']})")
+    tone = "worse" if base["verdict"]["worse"] else "better" if base["verdict"]["better"] else "no significant change"
+    return f"Against {base['source']}: " + "; ".join(parts), tone
 
 
 def tables(report: Report, with_components: bool = True) -> list[Table]:
@@ -115,21 +151,72 @@ def tables(report: Report, with_components: bool = True) -> list[Table]:
 
 # ------------------------------------------------------------------ text formats
 
-def print_table(table: Table, console: Console) -> None:
-    """A table on a terminal; cells are shown as text, whatever brackets the data holds."""
+def _rich_table(table: Table) -> RichTable:
     rich_table = RichTable(title=Text(table.title) if table.title else None, title_justify="left",
                            caption=Text(table.note) if table.note else None, caption_justify="left",
-                           show_header=not table.plain, box=None if table.plain else HEAVY_HEAD)
+                           show_header=not table.plain, box=None if table.plain else SIMPLE_HEAD if table.dense else HEAVY_HEAD,
+                           padding=(0, 0) if table.dense else (0, 1), show_edge=not table.dense)
     for i, column in enumerate(table.columns):
         rich_table.add_column(Text(column), justify="right" if table.numeric(i) else "left", overflow="fold",
                               style="bold" if table.plain and i == 0 else None)
     for r, row in enumerate(table.rows):
         rich_table.add_row(*(Text(cell, style=table.styles.get((r, c), "")) for c, cell in enumerate(row)),
                            style="bold" if row and row[0] == "all defects" else None)
-    console.print(rich_table)
+    return rich_table
+
+
+def print_table(table: Table, console: Console) -> None:
+    """A table on a terminal; cells are shown as text, whatever brackets the data holds. A report
+    table wider than the terminal is shown in its narrow layout, so no identifier is split."""
+    rich_table = _rich_table(table)
+    unbounded = console.options.update(width=UNBOUNDED, max_width=UNBOUNDED)
+    if Measurement.get(console, unbounded, rich_table).maximum <= console.width:
+        console.print(rich_table)
+        return
+    for narrow_table in narrow(table):
+        console.print(_rich_table(narrow_table))
+
+
+def _short_interval(cell: str) -> str:
+    """`3.57% [1.22, 9.98]` as two lines: `3.57%` over `1.2-10.0`."""
+    rate, _, interval = cell.partition(" [")
+    if not interval:
+        return cell
+    low, high = (float(bound) for bound in interval.rstrip("]").split(", "))
+    return f"{rate}\n{low:.1f}-{high:.1f}"
+
+
+def narrow(table: Table) -> list[Table]:
+    """A report table laid out for a narrow terminal: the numbers per failure point, then what
+    lies behind each as wrapped lines; slice rates over their intervals, small values starred."""
+    if table.key == "components":
+        numbers = Table(table.key, table.title, table.columns[:4], [row[:4] for row in table.rows])
+        behind = Table("behind", "", ["failure point", "behind it"], plain=True, note=table.note)
+        for row in table.rows:
+            parts = [f"{name}: {cell}" for name, cell in zip(table.columns[4:], row[4:], strict=True) if cell not in ("", "-")]
+            if parts:
+                behind.add(row[0], "; ".join(parts))
+        return [numbers, behind]
+    if table.key.startswith("slice:"):
+        flag = table.columns.index("flag")
+        slim = Table(table.key, table.title, table.columns[:flag], dense=True,
+                     note=table.note.replace("flag `small`", "*") + " Each cell: rate over its 95% interval.")
+        for row in table.rows:
+            value = row[0] + (" *" if row[flag] == "small" else "")
+            slim.add(value, row[1], *(_short_interval(cell) for cell in row[2:flag]))
+        return [slim]
+    return [table]
+
+
+TONES = {"worse": "bold red", "better": "bold green", "no significant change": "bold"}
 
 
 def print_report(report: Report, console: Console, with_components: bool = True) -> None:
+    for line in header(report):
+        console.print(Text(line, style="dim"))
+    top_line = verdict(report)
+    if top_line:
+        console.print(Text(top_line[0], style=TONES[top_line[1]]))
     for table in tables(report, with_components):
         print_table(table, console)
 
@@ -149,7 +236,10 @@ def markdown_table(table: Table) -> list[str]:
 
 
 def markdown(report: Report, with_components: bool = True) -> str:
-    parts = ["# fpi report", ""]
+    parts = ["# fpi report", "", *(f"{_md_escape(line)}  " for line in header(report)), ""]
+    top_line = verdict(report)
+    if top_line:
+        parts += [f"**{_md_escape(top_line[0])}**", ""]
     for table in tables(report, with_components):
         parts += markdown_table(table)
     return "\n".join(parts)
@@ -210,6 +300,10 @@ tr.total td { font-weight: 600; border-top: 2px solid #c9ced8; }
 tr.small td { color: #8a5a00; background: #fff8e6; }
 .note { color: #5b6475; font-style: italic; }
 .worse { color: #b3261e; font-weight: 600; } .better { color: #1b7f3b; font-weight: 600; }
+.lead { font-size: 1.05rem; }
+.verdict { padding: .6rem .9rem; border-radius: 6px; border-left: 5px solid; background: #f4f6f9; font-size: 1.02rem; }
+.verdict.worse { border-color: #b3261e; background: #fdecea; } .verdict.better { border-color: #1b7f3b; background: #e9f6ee; }
+.verdict.same { border-color: #5b6475; font-weight: 600; }
 figure { margin: 1rem 0; } figure svg { max-width: 100%; height: auto; }
 .scroll { overflow-x: auto; }
 """
@@ -240,9 +334,13 @@ def html_page(report: Report, with_components: bool = True) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>fpi report: {html.escape(report['source'])}</title><style>{STYLE}</style></head><body>",
         "<h1>Where the assistant fails</h1>",
-        f'<p class="meta">{report["turns"]} turns from {html.escape(report["source"])}; all defects '
-        f"{rate_cell(report['overall'])} of turns (95% Wilson interval).</p>",
+        *(f'<p class="meta">{html.escape(line)}</p>' for line in header(report)),
+        f'<p class="lead">All defects: {rate_cell(report["overall"])} of turns (95% Wilson interval).</p>',
     ]
+    top_line = verdict(report)
+    if top_line:
+        tone = {"worse": "worse", "better": "better"}.get(top_line[1], "same")
+        parts.append(f'<p class="verdict {tone}">{html.escape(top_line[0])}</p>')
     for table in tables(report, with_components):
         parts.append(f"<h2>{html.escape(table.title)}</h2>")
         for caption, svg in figures.get(table.key, []):

@@ -67,9 +67,23 @@ class SliceTable(TypedDict):
     values: list[SliceRow]
 
 
+class About(TypedDict):
+    """What a report was made from and by, for its header: deterministic, so the same records give
+    the same page (the date is the latest turn's day unless given)."""
+
+    fpi: str
+    models: list[str]  # model_sha of the records (several when runs were mixed; none when not recorded)
+    rules: list[str]  # rules_sha of the records ("none" for a run without rules)
+    input_sha256: str | None
+    first_day: str | None
+    last_day: str | None
+    date: str | None
+
+
 class Report(TypedDict, total=False):
     """Every number of a report: the JSON output, and what every format renders."""
 
+    about: About
     source: str
     turns: int
     confidence_level: float
@@ -196,19 +210,46 @@ def baseline_table(records: pl.DataFrame, baseline: pl.DataFrame, alpha: float) 
     return {"turns": n, "baseline_turns": base_n, "alpha": alpha, "components": rows, "overall": overall}
 
 
+def about(records: pl.DataFrame, input_sha256: str | None = None, date: str | None = None) -> About:
+    """The header of a report on these records."""
+    from fpi.about import version
+
+    def distinct(column: str, null: str) -> list[str]:
+        if column not in records.columns:
+            return []
+        return sorted(records.lazy().select(pl.col(column).fill_null(null).unique()).collect()[column].to_list())
+
+    days = records.lazy().select(day=_slice_column("day")).select(first=pl.col("day").min(), last=pl.col("day").max()).collect()
+    first_day, last_day = days["first"][0], days["last"][0]
+    return About(fpi=version(), models=distinct("model_sha", "none"), rules=distinct("rules_sha", "none"), input_sha256=input_sha256,
+                 first_day=first_day, last_day=last_day, date=date or last_day)
+
+
+def baseline_verdict(comparison: dict) -> dict:
+    """The top line of a comparison: the components that got significantly worse or better, the rest, and all defects."""
+    rows = comparison["components"]
+    return {"worse": [r["failure_point"] for r in rows if r["verdict"] == "worse"],
+            "better": [r["failure_point"] for r in rows if r["verdict"] == "better"],
+            "unchanged": [r["failure_point"] for r in rows if not r["significant"]],
+            "all_defects": comparison["overall"]["verdict"]}
+
+
 def build_report(records: pl.DataFrame, *, source: str = "", by: list[str] | None = None,
                  baseline: pl.DataFrame | None = None, baseline_source: str = "", min_cell: int = 30,
-                 top: int = 3, alpha: float = 0.05) -> Report:
-    """Every number of the report, as plain JSON-able values."""
+                 top: int = 3, alpha: float = 0.05, input_sha256: str | None = None, date: str | None = None) -> Report:
+    """Every number of the report, as plain JSON-able values. `input_sha256` identifies the file the
+    records came from; `date` is the report's date (default: the day of the latest turn)."""
     if records.height == 0:
         raise UsageError(f"{source or 'the records'}: no turns to report on")
     components, overall = component_table(records, top)
-    report = Report(source=source, turns=records.height, confidence_level=CONFIDENCE, components=components, overall=overall)
+    report = Report(about=about(records, input_sha256, date), source=source, turns=records.height, confidence_level=CONFIDENCE,
+                    components=components, overall=overall)
     report["slices"] = [slice_table(records, field, min_cell) for field in by or []]
     has_days = records["timestamp"].null_count() < records.height
     report["by_day"] = slice_table(records, "day", min_cell) if has_days else None
     if baseline is not None:
-        report["baseline"] = {"source": baseline_source, **baseline_table(records, baseline, alpha)}
+        comparison = baseline_table(records, baseline, alpha)
+        report["baseline"] = {"source": baseline_source, **comparison, "verdict": baseline_verdict(comparison)}
     labeled = records.filter(pl.col("label").is_not_null()) if "label" in records.columns else records.clear()
     if labeled.height:
         metrics = evaluate(labeled["label"].to_list(), labeled["failure_point"].to_list())

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def fpi(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "fpi.cli", *args], check=True, cwd=ROOT, stderr=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "fpi", *args], check=True, cwd=ROOT, stderr=subprocess.DEVNULL)
 
 
 def main() -> int:
@@ -31,8 +31,8 @@ def main() -> int:
         print("no Chromium found: install it (Debian: apt-get install chromium)", file=sys.stderr)
         return 2
     fpi("classify", "fixtures/traces.jsonl", "--explain", "-o", str(out / "classified.jsonl"))
-    fpi("simulate", "-n", "3000", "--seed", "5", "-o", str(out / "baseline.jsonl"))
-    fpi("report", str(out / "classified.jsonl"), "--by", "nlu.domain", "--by", "device.type",
+    fpi("simulate", "-n", "3000", "--seed", "5", "--profile", "push-to-talk", "-o", str(out / "baseline.jsonl"))
+    fpi("report", str(out / "classified.jsonl"), "--by-component", "--by", "nlu.domain", "--by", "device.type",
         "--baseline", str(out / "baseline.jsonl"), "--format", "html", "-o", str(out / "report.html"))
     common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
               "--host-resolver-rules=MAP * ~NOTFOUND", f"file://{out / 'report.html'}"]

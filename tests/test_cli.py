@@ -16,7 +16,7 @@ def test_classify_fixture_with_no_flags_gives_one_record_per_turn(fixture_traces
     first = records[0]
     assert list(first) == ["turn_id", "session_id", "turn_index", "failure_point", "model_failure_point",
                            "confidence", "probabilities", "rule", "rules_matched", "recovered_from",
-                           "timestamp", "locale", "device_type", "domain", "intent", "label"]
+                           "timestamp", "locale", "device_type", "domain", "intent", "label", "model_sha", "rules_sha"]
     assert abs(sum(first["probabilities"].values()) - 1) < 1e-4
     assert first["confidence"] == max(first["probabilities"].values())
     assert "failure points of 2000 turns" in result.stderr

@@ -5,6 +5,7 @@ raw traces, a self-contained HTML page, and errors that name file and line."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -14,6 +15,7 @@ import pytest
 
 from conftest import run_cli, turn, write_jsonl
 from fpi.errors import EXIT_ERROR, EXIT_OK
+from fpi.records import read_records
 from fpi.render import csv_text, html_page, markdown, percent, rate_cell
 from fpi.report import build_report
 from fpi.stats import compare_rates, wilson
@@ -141,6 +143,7 @@ def test_report_reads_jsonl_csv_parquet_and_raw_traces_alike(classified, fixture
         assert result.exit_code == EXIT_OK, result.stderr
         report = json.loads(result.stdout)
         report.pop("source")
+        assert len(report["about"].pop("input_sha256")) == 64  # of each file: the rest of the header is the same
         for row in report["components"]:
             if source == fixture_traces:
                 row.pop("top_reasons")  # raw traces are classified without --explain
@@ -192,3 +195,63 @@ def test_by_component_selects_the_component_view(fixture_traces, tmp_path):
     assert "## Failure points" not in markdown_sliced and "## By domain" in markdown_sliced
     # machine formats carry every number whatever the view
     assert '"components"' in run_cli("report", records, "--by", "domain", "--format", "json").stdout
+
+
+def test_terminal_report_fits_100_columns_without_splitting_identifiers(classified, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    result = run_cli("report", classified / "r.jsonl", "--by-component", "--by", "nlu.intent", "--by", "device.type")
+    assert result.exit_code == EXIT_OK, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 100
+    words = set(re.findall(r"[A-Za-z0-9_.-]+", result.stdout))
+    records = read_records(classified / "r.jsonl")
+    identifiers = {*records["intent"].drop_nulls(), *records["device_type"].drop_nulls(), "nlu-clarification-confirmed"}
+    assert identifiers <= words, f"split across lines: {sorted(identifiers - words)}"
+    assert re.search(r"\n\s+\d+\.\d-\d+\.\d ", result.stdout)  # slices: each rate's interval on the line under it
+    monkeypatch.setenv("COLUMNS", "250")
+    wide = run_cli("report", classified / "r.jsonl", "--by-component").stdout
+    assert "top intents" in wide and "behind it" not in wide  # a wide terminal keeps one line per failure point
+
+
+def test_header_is_deterministic_and_names_model_rules_input_and_days(classified, tmp_path):
+    first = run_cli("report", classified / "r.jsonl", "--format", "markdown").stdout
+    assert first == run_cli("report", classified / "r.jsonl", "--format", "markdown").stdout
+    records = read_records(classified / "r.jsonl")
+    digest = hashlib.sha256((classified / "r.jsonl").read_bytes()).hexdigest()
+    assert f"model {records['model_sha'][0]}; rules {records['rules_sha'][0]}" in first
+    assert f"sha256 {digest[:16]}" in first and "turns of 2026-10-01 to" in first
+    assert "report date 2026-10-05" in run_cli("report", classified / "r.jsonl", "--format", "markdown", "--date", "2026-10-05").stdout
+    mixed = pl.concat([records, records.with_columns(model_sha=pl.lit("0123456789ab"), turn_id=pl.col("turn_id") + "x")])
+    mixed.write_parquet(tmp_path / "mixed.parquet")
+    about = json.loads(run_cli("report", tmp_path / "mixed.parquet", "--format", "json").stdout)["about"]
+    assert about["models"] == sorted({"0123456789ab", records["model_sha"][0]})
+
+
+def test_baseline_verdict_names_components_that_got_worse_or_better():
+    now = records()
+    before = now.with_columns(failure_point=pl.lit("correct"))  # the baseline had no defects at all
+    report = build_report(pl.concat([now] * 30), baseline=pl.concat([before] * 30), baseline_source="last")
+    assert report["baseline"]["verdict"] == {"worse": ["wake", "asr", "er"], "better": [], "unchanged": ["nlu", "result"],
+                                             "all_defects": "worse"}
+    flipped = build_report(pl.concat([before] * 30), baseline=pl.concat([now] * 30), baseline_source="last")
+    assert flipped["baseline"]["verdict"]["better"] == ["wake", "asr", "er"]
+    assert "**Against last: better: wake -10.00 pp" in markdown(flipped)
+    assert 'class="verdict worse"' in html_page(report) and "Against last: worse: wake +10.00 pp" in html_page(report)
+
+
+def test_output_format_follows_the_extension_of_o(classified, tmp_path):
+    for suffix, starts in ((".html", "<!DOCTYPE html>"), (".json", "{"), (".md", "# fpi report"), (".csv", "table,")):
+        out = tmp_path / f"report{suffix}"
+        assert run_cli("report", classified / "r.jsonl", "-o", out).exit_code == EXIT_OK
+        assert out.read_text(encoding="utf-8").startswith(starts)
+    unknown = run_cli("report", classified / "r.jsonl", "-o", tmp_path / "report.txt")
+    assert unknown.exit_code == EXIT_ERROR and "cannot tell the format from '.txt'" in unknown.stderr
+    clash = run_cli("report", classified / "r.jsonl", "--format", "json", "-o", tmp_path / "r.html")
+    assert clash.exit_code == EXIT_ERROR and "says html but --format says json" in clash.stderr
+    assert not (tmp_path / "report.txt").exists() and not (tmp_path / "r.html").exists()
+
+
+def test_baseline_given_as_raw_traces_is_classified_with_the_same_reader(classified, fixture_traces):
+    result = run_cli("report", classified / "r.jsonl", "--baseline", fixture_traces, "--format", "json")
+    assert result.exit_code == EXIT_OK, result.stderr
+    assert json.loads(result.stdout)["baseline"]["verdict"]["all_defects"] == "no significant change"

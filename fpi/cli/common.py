@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import sys
 import typing
 from collections.abc import Callable
@@ -184,10 +185,10 @@ def stderr_console() -> Console:
 
 
 def stdout_console() -> Console:
-    """Tables on stdout: the terminal's width, or wide enough not to fold when piped."""
+    """Tables on stdout: the terminal's width (or $COLUMNS), else wide enough not to fold when piped."""
     from rich.console import Console
 
-    return Console() if sys.stdout.isatty() else Console(width=200)
+    return Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=200)
 
 
 def say(text: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -26,16 +27,49 @@ class ReportFormat(str, Enum):
     html = "html"
 
 
-def _records(path: str, classifier: Classifier, bad_records: Input) -> tuple[pl.DataFrame, LoadResult | None]:
-    """Classified records as they are, or raw traces classified now with the given (or shipped) model."""
+SUFFIXES = {".json": ReportFormat.json, ".csv": ReportFormat.csv, ".md": ReportFormat.markdown,
+            ".markdown": ReportFormat.markdown, ".html": ReportFormat.html, ".htm": ReportFormat.html}
+
+
+def report_format(given: ReportFormat | None, output: Path | None) -> ReportFormat:
+    """--format as given, else as -o's extension says; a table goes to the terminal only."""
+    implied = SUFFIXES.get(output.suffix.lower()) if output is not None else None
+    if given is None:
+        if output is not None and implied is None:
+            raise UsageError(f"-o {output}: cannot tell the format from {output.suffix or 'no extension'!r}; "
+                             f"name it {', '.join(SUFFIXES)} or give --format json, csv, markdown or html")
+        return implied or ReportFormat.table
+    if given is ReportFormat.table and output is not None:
+        raise UsageError("-o needs --format json, csv, markdown or html (a table goes to the terminal)")
+    if implied is not None and implied is not given:
+        raise UsageError(f"-o {output} says {implied.value} but --format says {given.value}; drop one of them")
+    return given
+
+
+def _sha256(path: str, data: bytes | None) -> str | None:
+    """The input's digest for the report header (None for input that is not a file)."""
+    import hashlib
+
+    if data is not None:
+        return hashlib.sha256(data).hexdigest()
+    if not Path(path).is_file():
+        return None
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _records(path: str, classifier: Classifier, bad_records: Input) -> tuple[pl.DataFrame, LoadResult | None, str | None]:
+    """Classified records as they are, or raw traces classified now with the given (or shipped) model;
+    and the input's sha256."""
     from fpi.records import is_classified, read_records
 
     data = sys.stdin.buffer.read() if path == "-" else None  # stdin is read once, then recognised by content
+    digest = _sha256(path, data)
     if (data is not None and is_classified(data)) or (data is None and Path(path).is_file() and is_classified(path)):
         if classifier.given():
             raise UsageError(f"{path} is already classified (it has failure_point); --model, --rules and --no-rules "
                              "apply to raw traces")
-        return read_records(data if data is not None else path, name="<stdin>"), None
+        return read_records(data if data is not None else path, name="<stdin>"), None, digest
     from fpi.progress import steps
 
     pipeline = classifier.pipeline()
@@ -43,7 +77,7 @@ def _records(path: str, classifier: Classifier, bad_records: Input) -> tuple[pl.
     with steps(1, "classifying") as bar:
         records = pipeline.run(result.turns).records
         bar.advance()
-    return records, result
+    return records, result, digest
 
 
 @options
@@ -55,8 +89,12 @@ def report(
                                                  "device.type, locale, day, or any column of the records.")] = None,
     baseline: Annotated[str | None, typer.Option("--baseline", help="Another run (records or traces) to compare with, "
                                                  "e.g. the last release.")] = None,
-    output_format: Annotated[ReportFormat, typer.Option("--format", help="table (terminal), json, csv, markdown or html.")] = ReportFormat.table,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the report to this file (default stdout).")] = None,
+    output_format: Annotated[ReportFormat | None, typer.Option("--format", help="table (terminal), json, csv, markdown or html "
+                                                               "(default: from -o's extension, else table).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the report to this file (default stdout); "
+                                                ".json, .csv, .md or .html sets the format.")] = None,
+    date: Annotated[str | None, typer.Option("--date", help="The report's date in its header (default: the day of the latest "
+                                             "turn, so the same records give the same report).")] = None,
     min_cell: Annotated[int, typer.Option("--min-cell", min=1, help="Slice values with fewer turns are flagged small.")] = 30,
     top: Annotated[int, typer.Option("--top", min=1, help="Intents, domains, reasons listed per failure point.")] = 3,
     alpha: Annotated[float, typer.Option("--alpha", min=0.0001, max=0.5, help="Significance level of the baseline comparison.")] = 0.05,
@@ -71,20 +109,20 @@ def report(
         from fpi.render import csv_text, html_page, markdown, print_report
         from fpi.report import build_report
 
+        chosen = report_format(output_format, output)
         guard_paths([bad_records.mapping_file(), records, baseline, *classifier.inputs()], [output, bad_records.quarantine_path(records)])
-        current, result = _records(records, classifier, bad_records)
-        before = _records(baseline, classifier, Input(bad_records.on_error))[0] if baseline else None
+        current, result, digest = _records(records, classifier, bad_records)
+        before = _records(baseline, classifier, replace(bad_records, quarantine=None))[0] if baseline else None
         numbers = build_report(current, source=result.source if result else records, by=by, baseline=before,
-                               baseline_source=baseline or "", min_cell=min_cell, top=top, alpha=alpha)
+                               baseline_source=baseline or "", min_cell=min_cell, top=top, alpha=alpha,
+                               input_sha256=digest, date=date)
         components = by_component or not by
-        if output_format is ReportFormat.table:
-            if output is not None:
-                raise UsageError("-o needs --format json, csv, markdown or html")
+        if chosen is ReportFormat.table:
             print_report(numbers, stdout_console(), components)
         else:
             text = {ReportFormat.json: lambda: json.dumps(numbers, indent=2, sort_keys=True) + "\n",
                     ReportFormat.csv: lambda: csv_text(numbers), ReportFormat.markdown: lambda: markdown(numbers, components),
-                    ReportFormat.html: lambda: html_page(numbers, components)}[output_format]()
+                    ReportFormat.html: lambda: html_page(numbers, components)}[chosen]()
             if output is None:
                 sys.stdout.write(text)
             else:
