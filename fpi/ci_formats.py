@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
+from fpi.errors import Problem
 from fpi.gate import GateResult
 
 
@@ -83,6 +84,12 @@ def github_errors(problems: list[str]) -> str:
         where = f" file={_escape_property(at['file'])},line={at['line']}," if at else " "
         lines.append(f"::error{where}title=fpi gate::{_escape_data(at['message'] if at else problem)}")
     return "\n".join(lines) + "\n"
+
+
+def problem_annotations(problems: list[Problem], tool: str) -> str:
+    """An `::error` annotation per problem of a file a user wrote, on its line, titled by its code."""
+    return "".join(f"::error file={_escape_property(p.file)},line={p.line},"
+                   f"title={_escape_property(f'{tool} {p.code}')}::{_escape_data(p.message)}\n" for p in problems)
 
 
 def markdown_summary(result: GateResult, context: list[str]) -> str:

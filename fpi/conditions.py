@@ -26,12 +26,17 @@ import polars as pl
 from fpi.errors import FpiError
 
 
+# Stable codes of condition problems (docs/lint.md).
+SYNTAX, TOO_BIG, UNKNOWN_FIELD, WRONG_TYPE, NEVER_VALUE = "C001", "C002", "C003", "C004", "C005"
+
+
 class ConditionError(FpiError):
     """A condition that does not parse or type-check; `column` is 1-based within the condition."""
 
-    def __init__(self, message: str, column: int | None = None, hint: str | None = None):
+    def __init__(self, message: str, column: int | None = None, hint: str | None = None, code: str = SYNTAX):
         self.column = column
         self.hint = hint
+        self.code = code
         super().__init__(message)
 
 
@@ -144,7 +149,7 @@ class _Parser:
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise ConditionError(f"the condition nests deeper than {MAX_DEPTH} levels", token.column,
-                                 "simplify its `not` and parentheses")
+                                 "simplify its `not` and parentheses", code=TOO_BIG)
 
     def peek(self) -> Token:
         return self.tokens[self.i]
@@ -247,7 +252,7 @@ class _Parser:
 def parse(text: str) -> Node:
     if len(text) > MAX_LENGTH:
         raise ConditionError(f"the condition is {len(text):,} characters long; at most {MAX_LENGTH:,}", 1,
-                             "split it into several rules")
+                             "split it into several rules", code=TOO_BIG)
     return _Parser(text).parse()
 
 
@@ -263,7 +268,7 @@ class Compiler:
         expr, kind = self._compile(parse(text), boolean_context=True)
         if kind != "boolean":
             raise ConditionError(f"the condition is a {kind}, not true or false", 1,
-                                 "compare it, e.g. `asr.confidence < 0.5`, or test it with `is null`")
+                                 "compare it, e.g. `asr.confidence < 0.5`, or test it with `is null`", code=WRONG_TYPE)
         return expr.fill_null(False)
 
     def _field(self, node: FieldRef) -> FieldType:
@@ -271,12 +276,12 @@ class Compiler:
             return self.fields[node.name]
         close = difflib.get_close_matches(node.name, list(self.fields), n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}?" if close else "see `fpi rules fields` for the names a condition can use"
-        raise ConditionError(f"unknown field {node.name!r}", node.column, hint)
+        raise ConditionError(f"unknown field {node.name!r}", node.column, hint, code=UNKNOWN_FIELD)
 
     def _compile(self, node: Node, *, boolean_context: bool = False) -> tuple[pl.Expr, str]:
         if isinstance(node, Literal):
             if node.kind == "null":
-                raise ConditionError("null is not a value here", node.column, "write `x is null` or `x is not null`")
+                raise ConditionError("null is not a value here", node.column, "write `x is null` or `x is not null`", code=WRONG_TYPE)
             return pl.lit(node.value), node.kind
         if isinstance(node, FieldRef):
             field = self._field(node)
@@ -312,12 +317,12 @@ class Compiler:
             right, right_kind = self._compile(node.right)
             if left_kind != right_kind:
                 raise ConditionError(f"{node.op} compares a {left_kind} with a {right_kind}", node.column,
-                                     "compare numbers with numbers and strings with quoted strings")
+                                     "compare numbers with numbers and strings with quoted strings", code=WRONG_TYPE)
             if left_kind in ("object",):
                 raise ConditionError(f"{self._name(node.left)} is a whole stage; compare one of its fields "
-                                     "or test it with `is null`", node.left.column)
+                                     "or test it with `is null`", node.left.column, code=WRONG_TYPE)
             if left_kind in ("string", "boolean") and node.op not in ("==", "!="):
-                raise ConditionError(f"{node.op} needs numbers; {left_kind}s compare with == or !=", node.column)
+                raise ConditionError(f"{node.op} needs numbers; {left_kind}s compare with == or !=", node.column, code=WRONG_TYPE)
             for side, other in ((node.left, node.right), (node.right, node.left)):
                 if isinstance(other, Literal):
                     self._check_value(side, other)
@@ -335,9 +340,9 @@ class Compiler:
             if allowed and value.value not in allowed:
                 close = difflib.get_close_matches(str(value.value), allowed, n=1)
                 hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(allowed)}"
-                raise ConditionError(f"{node.name} is never {value.value!r}", value.column, hint)
+                raise ConditionError(f"{node.name} is never {value.value!r}", value.column, hint, code=NEVER_VALUE)
 
     @staticmethod
     def _require(kind: str, wanted: str, node: Node, why: str) -> None:
         if kind != wanted:
-            raise ConditionError(f"expected a {wanted}, found a {kind}: {why}", node.column)
+            raise ConditionError(f"expected a {wanted}, found a {kind}: {why}", node.column, code=WRONG_TYPE)

@@ -1,5 +1,10 @@
 """One error family; each class carries the exit code the CLI turns it into."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_ERROR = 2
@@ -31,13 +36,31 @@ class ModelError(FpiError):
     """A model directory that is missing, malformed or does not fit this fpi."""
 
 
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing wrong in a file a user wrote: where, its kind as a stable code (docs/lint.md),
+    and what is wrong and how to mend it. Sorts by file and line."""
+
+    file: str
+    line: int
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "line": self.line, "code": self.code, "message": self.message}
+
+
 class DocumentError(FpiError):
     """A file the user wrote (rules, a gate policy) that cannot be used; each problem
     reads `file:line: what is wrong; how to mend it`."""
 
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
+    def __init__(self, problems: Sequence[str | Problem]):
+        self.found = [p for p in problems if isinstance(p, Problem)]
+        self.problems = [str(p) for p in problems]
+        super().__init__("\n".join(self.problems))
 
 
 class UsageError(FpiError):

@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from fpi.errors import DocumentError, TraceError
+from fpi.errors import DocumentError, Problem, TraceError
 from fpi.schema import STAGES, TURN_FIELDS, Field, turn_dtype
 from fpi.yamldoc import YamlDocument, read_yaml, schema_problems
 
@@ -22,6 +22,9 @@ TIME_UNITS = {"unix_s": 1_000_000, "unix_ms": 1_000, "unix_us": 1, "unix_ns": 0.
 ARRAY_TARGETS = {f"{stage.name}.{member.name}": member for stage in TURN_FIELDS if stage.kind == "object"
                  for member in stage.fields if member.kind == "array"}
 FEEDBACK = "feedback"
+
+
+MEANING = "M001"  # the code of a mapping problem its schema cannot see (docs/lint.md)
 
 
 class MappingError(DocumentError):
@@ -251,7 +254,7 @@ def _hint(error: Any) -> tuple[tuple, str] | None:
     return None
 
 
-def _meaning_problems(document: YamlDocument, data: dict) -> list[str]:
+def _meaning_problems(document: YamlDocument, data: dict) -> list[Problem]:
     """What the schema cannot say: a stage mapped that the assistant does not have, a selector that is
     used but not defined, a scale that is empty."""
     problems = []
@@ -272,7 +275,7 @@ def _meaning_problems(document: YamlDocument, data: dict) -> list[str]:
         for scale in _scales(spec):
             if scale[0] == scale[1]:
                 problems.append((document.line(("fields", target)), f"fields/{target}: scale {scale} is empty; give [low, high]"))
-    return [f"{document.label}:{line}: {message}" for line, message in sorted(problems)]
+    return [Problem(document.label, line, MEANING, message) for line, message in sorted(problems)]
 
 
 def _refs(spec: Any) -> list[str]:

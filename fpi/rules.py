@@ -18,13 +18,14 @@ import numpy as np
 import polars as pl
 
 from fpi.conditions import Compiler, ConditionError, FieldType
-from fpi.errors import DocumentError
+from fpi.errors import DocumentError, Problem
 from fpi.metrics import evaluate
 from fpi.features import CATEGORICAL, FEATURES, next_of, prev_of
 from fpi.schema import LABELS, RESULT_STATUSES, STAGES, TURN_FIELDS
-from fpi.yamldoc import package_schema, read_yaml, schema_problems
+from fpi.yamldoc import EMPTY, package_schema, read_yaml, schema_problems
 
 RULES_SCHEMA = "rules-v1.schema.json"
+DUPLICATE_ID = "R001"  # stable code (docs/lint.md)
 REPHRASE_SIMILARITY = 0.6
 REPHRASE_MAX_GAP_S = 30.0
 
@@ -142,32 +143,40 @@ def _rule_hint(error: jsonschema.ValidationError) -> tuple[tuple, str] | None:
 SHIPPED_LABEL = "fpi:rules/default.yaml"  # how messages and audits name the shipped rules, wherever fpi is installed
 
 
-def load_rule_file(path: Path, compiler: Compiler | None = None) -> tuple[list[Rule], list[str]]:
-    """Rules of one file and every problem found in it (schema, conditions, effects)."""
+def load_rule_file(path: Path, compiler: Compiler | None = None) -> tuple[list[Rule], list[Problem], list[tuple[str, int]]]:
+    """Rules of one file, every problem found in it in one pass (YAML, schema, every condition), and
+    the id and line of each rule item, for the duplicate check across files. Rules are built only
+    from a file without schema problems."""
     document, problems = read_yaml(path, SHIPPED_LABEL if path == default_rules_path() else None)
     if document is None:
-        return [], problems
+        return [], problems, []
     if document.data is None:
-        return [], [f"{document.label}:1: empty rule file; expected `rules:` with a list of rules"]
+        return [], [Problem(document.label, 1, EMPTY, "empty rule file; expected `rules:` with a list of rules")], []
     problems = schema_problems(document, package_schema(RULES_SCHEMA), _rule_hint)
-    if problems:
-        return [], problems
     compiler = compiler or Compiler(FIELD_TYPES)
-    rules, found = [], []
-    assert isinstance(document.data, dict)
-    for i, raw in enumerate(document.data["rules"]):
-        (effect, value), = raw["then"].items()
+    items = document.data.get("rules") if isinstance(document.data, dict) else None
+    rules, found, ids = [], list(problems), []
+    for i, raw in enumerate(items if isinstance(items, list) else []):
+        if not isinstance(raw, dict):
+            continue
+        if isinstance(raw.get("id"), str):
+            ids.append((raw["id"], document.line(("rules", i))))
+        if not isinstance(raw.get("when"), str):
+            continue
         condition = pl.lit(False)
         try:
             condition = compiler.compile(raw["when"])
         except ConditionError as exc:
             column = f", column {exc.column}" if exc.column else ""
             hint = f"; {exc.hint}" if exc.hint else ""
-            found.append((document.line(("rules", i, "when")), f"rule {raw['id']!r}: when{column}: {exc}{hint}"))
-        rules.append(Rule(id=raw["id"], description=raw["description"], when=raw["when"], effect=effect, value=str(value),
-                          priority=float(raw.get("priority", 0)), source=document.label, line=document.line(("rules", i)),
-                          metadata=raw.get("metadata") or {}, condition=condition))
-    return rules, [f"{document.label}:{line}: {message}" for line, message in sorted(found)]
+            found.append(Problem(document.label, document.line(("rules", i, "when")), exc.code,
+                                 f"rule {raw.get('id')!r}: when{column}: {exc}{hint}"))
+        if not problems:
+            rules.append(Rule(id=raw["id"], description=raw["description"], when=raw["when"], effect=next(iter(raw["then"])),
+                              value=str(next(iter(raw["then"].values()))), priority=float(raw.get("priority", 0)),
+                              source=document.label, line=document.line(("rules", i)), metadata=raw.get("metadata") or {},
+                              condition=condition))
+    return rules, sorted(found), ids
 
 
 def _rule_files(paths: list[Path]) -> list[Path]:
@@ -185,24 +194,25 @@ def _rule_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def lint_rules(paths: list[Path] | None = None) -> tuple[RuleSet, list[str]]:
-    """Load rule files and return the rules with every problem found (none means usable)."""
+def lint_rules(paths: list[Path] | None = None) -> tuple[RuleSet, list[Problem]]:
+    """Load rule files and return the rules with every problem found, sorted by file and line
+    (none means usable)."""
     files = _rule_files(paths or [default_rules_path()])
     compiler = Compiler(FIELD_TYPES)
     rules, problems = [], []
-    seen: dict[str, Rule] = {}
+    first: dict[str, tuple[str, int]] = {}
     for path in files:
-        loaded, found = load_rule_file(path, compiler)
+        loaded, found, ids = load_rule_file(path, compiler)
         problems += found
-        for rule in loaded:
-            if rule.id in seen:
-                first = seen[rule.id]
-                problems.append(f"{rule.source}:{rule.line}: rule id {rule.id!r} is already used at {first.source}:{first.line}; "
-                                "give each rule its own id")
-            seen.setdefault(rule.id, rule)
-            rules.append(rule)
+        label = SHIPPED_LABEL if path == default_rules_path() else str(path)
+        for rule_id, line in ids:
+            if rule_id in first:
+                problems.append(Problem(label, line, DUPLICATE_ID, f"rule id {rule_id!r} is already used at "
+                                        f"{first[rule_id][0]}:{first[rule_id][1]}; give each rule its own id"))
+            first.setdefault(rule_id, (label, line))
+        rules += loaded
     order = sorted(range(len(rules)), key=lambda i: (-rules[i].priority, i))
-    return RuleSet(tuple(rules[i] for i in order)), problems
+    return RuleSet(tuple(rules[i] for i in order)), sorted(problems)
 
 
 def load_rules(paths: list[Path] | None = None) -> RuleSet:

@@ -14,7 +14,15 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from fpi.errors import Problem
+
 Hint = Callable[[jsonschema.ValidationError], "tuple[tuple, str] | None"]
+
+# Stable codes of problems in YAML documents (docs/lint.md); rules add their own (fpi.rules).
+UNREADABLE, NOT_YAML, NOT_A_NUMBER, EMPTY = "Y001", "Y002", "Y003", "Y004"
+SCHEMA_CODES = {"additionalProperties": "S001", "required": "S002", "enum": "S003", "minimum": "S004", "maximum": "S004",
+                "exclusiveMinimum": "S004", "exclusiveMaximum": "S004", "type": "S005"}
+SCHEMA_OTHER = "S006"
 
 
 @dataclass
@@ -84,17 +92,20 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def read_yaml(path: Path, label: str | None = None) -> tuple[YamlDocument | None, list[str]]:
+def read_yaml(path: Path, label: str | None = None) -> tuple[YamlDocument | None, list[Problem]]:
     """Load `path` with PyYAML's safe loader; on failure, no document and the problem."""
     label = label or str(path)
+
+    def problem(line: int, code: str, message: str) -> tuple[None, list[Problem]]:
+        return None, [Problem(label, line, code, message)]
     try:
         if path.is_file() and path.stat().st_size > MAX_BYTES:
-            return None, [f"{label}: {path.stat().st_size:,} bytes; a rules file or policy is at most {MAX_BYTES:,}"]
+            return problem(1, UNREADABLE, f"{path.stat().st_size:,} bytes; a rules file or policy is at most {MAX_BYTES:,}")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return None, [f"{label}: no such file"]
+        return problem(1, UNREADABLE, "no such file")
     except (OSError, UnicodeDecodeError) as exc:
-        return None, [f"{label}: cannot be read ({exc})"]
+        return problem(1, UNREADABLE, f"cannot be read ({exc})")
     try:
         loader = _StrictLoader(text)
         try:
@@ -103,13 +114,13 @@ def read_yaml(path: Path, label: str | None = None) -> tuple[YamlDocument | None
         finally:
             loader.dispose()
     except RecursionError:
-        return None, [f"{label}: nested too deep to read"]
+        return problem(1, NOT_YAML, "nested too deep to read")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{label}:{mark.line + 1}" if mark else label
-        return None, [f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}"]
+        return problem(mark.line + 1 if mark else 1, NOT_YAML, f"not valid YAML: {getattr(exc, 'problem', None) or exc}")
     document = YamlDocument(label, data, _line_map(node) if node is not None else {})
-    not_numbers = [f"{label}:{document.line(path)}: {'/'.join(map(str, path))}: {value} is not a number; write a number"
+    not_numbers = [Problem(label, document.line(path), NOT_A_NUMBER,
+                           f"{'/'.join(map(str, path))}: {value} is not a number; write a number")
                    for path, value in _not_finite(data)]
     return (None, not_numbers) if not_numbers else (document, [])
 
@@ -147,11 +158,11 @@ def _generic_hint(error: jsonschema.ValidationError) -> tuple[tuple, str]:
     return path, f"{where}: {error.message}"
 
 
-def schema_problems(document: YamlDocument, schema: dict, hint: Hint | None = None) -> list[str]:
-    """Every way the document breaks `schema`, each as `file:line: message`, by line."""
+def schema_problems(document: YamlDocument, schema: dict, hint: Hint | None = None) -> list[Problem]:
+    """Every way the document breaks `schema`, each as `file:line: message` with its code, by line."""
     validator = jsonschema.Draft202012Validator(schema)
-    found = []
+    found = set()
     for error in validator.iter_errors(document.data):
         path, message = (hint and hint(error)) or _generic_hint(error)
-        found.append((document.line(path), message))
-    return [f"{document.label}:{line}: {message}" for line, message in sorted(set(found))]
+        found.add(Problem(document.label, document.line(path), SCHEMA_CODES.get(str(error.validator), SCHEMA_OTHER), message))
+    return sorted(found)

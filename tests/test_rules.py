@@ -69,21 +69,21 @@ rules:
 ])
 def test_lint_names_file_line_and_mend(tmp_path, when, then, message):
     path = _write(tmp_path, RULE.format(when=when, then=then))
-    _, problems = lint_rules([path])
+    problems = [str(p) for p in lint_rules([path])[1]]
     assert any(message in p for p in problems), problems
     assert all(p.startswith(str(path)) for p in problems)
 
 
 def test_unknown_fields_duplicate_ids_and_yaml_errors(tmp_path):
     typo = _write(tmp_path, "rules:\n  - id: a\n    description: d\n    whn: x\n    then: {assign: asr}\n", "typo.yaml")
-    _, problems = lint_rules([typo])
+    problems = [str(p) for p in lint_rules([typo])[1]]
     assert any("typo.yaml:4: rules/0: unknown field 'whn'; did you mean 'when'?" in p for p in problems), problems
     one = _write(tmp_path, RULE.format(when="asr.confidence < 0.5", then="{assign: asr}"), "one.yaml")
     two = _write(tmp_path, RULE.format(when="asr.confidence < 0.4", then="{assign: asr}"), "two.yaml")
-    _, problems = lint_rules([one, two])
+    problems = [str(p) for p in lint_rules([one, two])[1]]
     assert problems == [f"{two}:3: rule id 'a' is already used at {one}:3; give each rule its own id"]
     broken = _write(tmp_path, "rules: [\n", "broken.yaml")
-    _, problems = lint_rules([broken])
+    problems = [str(p) for p in lint_rules([broken])[1]]
     assert problems and problems[0].startswith(f"{broken}:") and "not valid YAML" in problems[0]
 
 
@@ -269,3 +269,50 @@ def test_rules_test_refuses_unknown_rules_and_bad_turns(tmp_path):
     bad = _write(tmp_path, "- rule: false-wake-unverified-no-speech\n  should_fire:\n    - - {asr: {text: 3}}\n", "bad.yaml")
     result = run_cli("rules", "test", bad)
     assert result.exit_code == 2 and f"{bad}:3: asr.text: expected a string" in result.stderr
+
+
+BAD_OF_EVERY_KIND = """rules:
+  - id: a
+    description: a schema problem and a condition problem in one file
+    whn: x
+    then: {recovered: asr}
+  - id: b
+    description: d
+    when: asr.confidnce < 0.5
+    then: {recovered: tts}
+  - id: a
+    description: d
+    when: result.status == "sucess"
+    then: {assign: asr}
+"""
+
+
+def test_lint_reports_every_kind_in_one_pass_sorted_with_codes(tmp_path):
+    path = _write(tmp_path, BAD_OF_EVERY_KIND, "z.yaml")
+    other = _write(tmp_path, RULE.format(when="asr.confidence < 0.5 and", then="{assign: asr}"), "a.yaml")
+    _, problems = lint_rules([path, other])
+    assert [(Path(p.file).name, p.line, p.code) for p in problems] == [
+        ("a.yaml", 3, "R001"), ("a.yaml", 5, "C001"),  # a.yaml sorts first although given second; its id `a` was z.yaml's
+        ("z.yaml", 2, "S002"), ("z.yaml", 4, "S001"), ("z.yaml", 8, "C003"), ("z.yaml", 9, "S003"), ("z.yaml", 10, "R001"),
+        ("z.yaml", 12, "C005")]
+    text = run_cli("rules", "lint", path, other)
+    assert text.exit_code == 2
+    assert text.stderr.splitlines()[2] == f"{path}:2: S002 rules/0: 'when' is a required property; add it"
+    assert text.stderr.splitlines()[-1] == "8 problems in 2 files"
+
+
+def test_lint_json_and_github_formats(tmp_path):
+    path = _write(tmp_path, BAD_OF_EVERY_KIND)
+    as_json = run_cli("rules", "lint", path, "--format", "json")
+    assert as_json.exit_code == 2
+    document = json.loads(as_json.stdout)
+    assert document["summary"] == "6 problems in 1 file"
+    assert [set(p) for p in document["problems"]] == [{"file", "line", "code", "message"}] * 6
+    assert document["problems"][2] == {"file": str(path), "line": 8, "code": "C003",
+                                       "message": document["problems"][2]["message"]}
+    github = run_cli("rules", "lint", path, "--format", "github")
+    lines = github.stdout.splitlines()
+    assert github.exit_code == 2 and len(lines) == 6
+    assert lines[0] == f"::error file={path},line=2,title=fpi rules lint S002::rules/0: 'when' is a required property; add it"
+    clean = run_cli("rules", "lint", "--format", "json")
+    assert clean.exit_code == 0 and json.loads(clean.stdout)["problems"] == []

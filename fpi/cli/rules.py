@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -10,22 +11,48 @@ import typer
 
 from fpi.cli.common import (Input, LabeledArg, ModelOpt, RulesOpt, TableFormat, TableFormatOpt, exit_for, guard_paths, options, require_labels, run,
                             say, show, stdout_console)
-from fpi.errors import EXIT_ERROR, EXIT_FAIL, EXIT_OK
+from fpi.errors import EXIT_ERROR, EXIT_FAIL, EXIT_OK, Problem
 
 
-def lint(paths: Annotated[list[Path] | None, typer.Argument(help="Rule files or folders (default: the shipped rules).")] = None) -> None:
-    """Check rule files: schema, unknown fields, duplicate ids, condition names and types."""
+class LintFormat(str, Enum):
+    text = "text"
+    json = "json"
+    github = "github"
+
+
+LintFormatOpt = Annotated[LintFormat, typer.Option("--format", help="text: `file:line: CODE message` lines on stderr; "
+                                                   "json (stdout); github: ::error annotations (stdout).")]
+
+
+def print_problems(problems: list[Problem], output_format: LintFormat, tool: str, summary: str) -> None:
+    """Problems of files a user wrote, every one, sorted by file and line, with their codes (docs/lint.md)."""
+    import json
+
+    from fpi.ci_formats import problem_annotations
+
+    if output_format is LintFormat.json:
+        sys.stdout.write(json.dumps({"problems": [p.to_json() for p in problems], "summary": summary}, indent=2) + "\n")
+        return
+    if output_format is LintFormat.github:
+        sys.stdout.write(problem_annotations(problems, tool))
+    else:
+        for p in problems:
+            say(f"{p.file}:{p.line}: {p.code} {p.message}")
+    say(summary)
+
+
+def lint(paths: Annotated[list[Path] | None, typer.Argument(help="Rule files or folders (default: the shipped rules).")] = None,
+         output_format: LintFormatOpt = LintFormat.text) -> None:
+    """Check rule files in one pass: YAML, schema, every condition's names and types, duplicate ids."""
     def work() -> int:
         from fpi.rules import lint_rules
 
         rule_set, problems = lint_rules(paths)
-        for problem in problems:
-            say(problem)
-        if problems:
-            say(f"{len(problems)} problems")
-            return EXIT_ERROR
-        say(f"{len(rule_set)} rules, no problems")
-        return EXIT_OK
+        files = len({p.file for p in problems})
+        summary = (f"{len(problems)} problem{'s' * (len(problems) != 1)} in {files} file{'s' * (files != 1)}" if problems
+                   else f"{len(rule_set)} rules, no problems")
+        print_problems(problems, output_format, "fpi rules lint", summary)
+        return EXIT_ERROR if problems else EXIT_OK
     run(work)
 
 
