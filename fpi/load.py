@@ -23,19 +23,26 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from fpi.errors import TraceError
+from fpi.errors import Problem, TraceError
 from fpi.mapping import Mapping, apply_mapping, load_mapping
 from fpi.otlp import is_otlp
 from fpi.output import atomic_write_bytes
 from fpi.records import is_classified
 from fpi.sources import read_any
 from fpi.schema import (
+    DUPLICATE,
     EVENT_STAGES,
+    MISSING,
+    MIXED,
+    NOT_A_RECORD,
+    RELATED,
     STAGES,
     TURN_FIELD_NAMES,
     TURN_FIELDS,
     TURN_SCHEMA,
+    WRONG_VALUE,
     Field,
+    FieldProblem,
     clean_turn_expr,
     turn_dtype,
     validate_turn,
@@ -52,15 +59,18 @@ class RejectedRecord:
 
     source: str
     line: int
-    problems: tuple[tuple[str, str], ...]
+    problems: tuple[FieldProblem, ...]  # (field, code, message)
     raw: str | bytes
 
+    def found(self) -> list[Problem]:
+        return [Problem(self.source, self.line, code, f"{path}: {what}" if path else what) for path, code, what in self.problems]
+
     def messages(self) -> list[str]:
-        return [f"{self.source}:{self.line}: {path + ': ' if path else ''}{what}" for path, what in self.problems]
+        return [str(problem) for problem in self.found()]
 
     def to_json(self) -> dict:
         record: dict = {"source": self.source, "line": self.line,
-                        "errors": [{"field": p, "message": m} for p, m in self.problems]}
+                        "errors": [{"field": p, "code": c, "message": m} for p, c, m in self.problems]}
         if isinstance(self.raw, bytes):
             record["raw_base64"] = base64.b64encode(self.raw).decode("ascii")
         else:
@@ -83,9 +93,9 @@ class LoadResult:
     def accepted(self) -> int:
         return self.read - len(self.rejected)
 
-    def summary(self) -> str:
+    def summary(self, rejected_as: str = "quarantined") -> str:
         unit = "event lines" if self.form == "stage" else "turns"
-        text = f"{self.source}: read {self.read}, accepted {self.accepted}, quarantined {len(self.rejected)} {unit}"
+        text = f"{self.source}: read {self.read}, accepted {self.accepted}, {rejected_as} {len(self.rejected)} {unit}"
         if self.form == "stage":
             text += f" ({self.turns.height} turns)"
         return text
@@ -143,7 +153,7 @@ def read_traces(source: Source, *, name: str | None = None, mapping: Mapping | s
 def _read_mapped(rows: pl.DataFrame, bad: list[tuple[int, str, str]], label: str, mapping: Mapping) -> LoadResult:
     """Rows of another shape through a mapping, then the same checks as native traces."""
     turns, unconverted = apply_mapping(mapping, rows, label)
-    rejected = [RejectedRecord(label, number, (("", message),), raw) for number, raw, message in bad]
+    rejected = [RejectedRecord(label, number, (("", NOT_A_RECORD, message),), raw) for number, raw, message in bad]
     if unconverted:
         failing = turns.filter(pl.col("line").is_in(list(unconverted)))
         rejected += [RejectedRecord(label, number, tuple(unconverted[number]), raw)
@@ -306,7 +316,7 @@ def _split_lines(data: bytes, label: str, first_line: int = 1) -> tuple[pl.DataF
             try:
                 texts.append(raw.decode("utf-8").removesuffix("\r"))
             except UnicodeDecodeError as exc:
-                rejected.append(RejectedRecord(label, number, (("", f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"),), raw))
+                rejected.append(RejectedRecord(label, number, (("", NOT_A_RECORD, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"),), raw))
                 texts.append("")
         lines = pl.DataFrame({"raw": texts}, schema={"raw": pl.String})
     every_line = lines.height
@@ -348,7 +358,7 @@ def _stage_events_among_turns(turns: pl.DataFrame, label: str) -> tuple[pl.DataF
     events = [(number, raw) for number, raw in suspects.select("line", "raw").iter_rows() if _is_stage_form(raw)]
     if not events:
         return turns, []
-    rejected = [RejectedRecord(label, number, (("stage", f"a per-stage event in a file of whole turns; {MIXED_FORMS}"),), raw)
+    rejected = [RejectedRecord(label, number, (("stage", MIXED, f"a per-stage event in a file of whole turns; {MIXED_FORMS}"),), raw)
                 for number, raw in events]
     return turns.filter(~pl.col("line").is_in([number for number, _ in events])), rejected
 
@@ -368,7 +378,7 @@ def _per_event(rejected: RejectedRecord, stage_lines: dict[str, dict[str, int]])
         return [rejected]
     at_fault = rejected.line if rejected.line in numbers else numbers[0]
     return [RejectedRecord(rejected.source, n, rejected.problems if n == at_fault else
-                           (("", f"turn {turn_id!r} has a rejected event on line {at_fault}"),), raw)
+                           (("", RELATED, f"turn {turn_id!r} has a rejected event on line {at_fault}"),), raw)
             for n, raw in zip(numbers, raws, strict=True)]
 
 
@@ -453,7 +463,7 @@ def _decode_turns(lines: pl.DataFrame, label: str, stage_lines: dict[str, dict[s
     rejected: list[RejectedRecord] = []
     for chunk in [others, *bad]:
         for number, raw, json_text in chunk.select("line", "raw", "json").iter_rows():
-            problems = _problems_of_text(json_text) or [("", "could not be read as trace format v1")]
+            problems = _problems_of_text(json_text) or [("", NOT_A_RECORD, "could not be read as trace format v1")]
             rejected.append(_rejection(label, number, raw, problems, json_text, stage_lines))
 
     schema = {"line": pl.UInt32, "raw": pl.String, "json": pl.String, **turn_dtype(decode=True).to_schema()}
@@ -476,7 +486,7 @@ def _validate_rows(turns: pl.DataFrame, label: str, *, from_text: bool,
     for row in turns.filter(~clean).iter_rows(named=True):
         problems = _problems_of_text(row["raw"]) if from_text else []
         if not problems:
-            problems = validate_turn({k: row[k] for k in TURN_FIELD_NAMES}) or [("", "failed validation")]
+            problems = validate_turn({k: row[k] for k in TURN_FIELD_NAMES}) or [("", WRONG_VALUE, "failed validation")]
         rejected.append(_rejection(label, row["line"], row["raw"], problems, None, stage_lines, turn_id=row["turn_id"]))
     turns, duplicates = _drop_duplicates(turns.filter(clean), label)
     rejected += duplicates
@@ -485,15 +495,15 @@ def _validate_rows(turns: pl.DataFrame, label: str, *, from_text: bool,
     return LoadResult(turns=turns, rejected=rejected, read=turns.height + len(rejected), source=label)
 
 
-def _problems_of_text(text: str) -> list[tuple[str, str]]:
+def _problems_of_text(text: str) -> list[FieldProblem]:
     try:
         obj = _strict_json(text)
     except ValueError as exc:
-        return [("", f"malformed JSON: {exc}")]
+        return [("", NOT_A_RECORD, f"malformed JSON: {exc}")]
     return validate_turn(obj)
 
 
-def _rejection(label: str, number: int, raw: str, problems: list[tuple[str, str]], text: str | None,
+def _rejection(label: str, number: int, raw: str, problems: list[FieldProblem], text: str | None,
                stage_lines: dict[str, dict[str, int]] | None, turn_id: str | None = None) -> RejectedRecord:
     """Name the event line that holds the field when the turn was joined from per-stage events."""
     if stage_lines is not None:
@@ -508,11 +518,11 @@ def _rejection(label: str, number: int, raw: str, problems: list[tuple[str, str]
     return RejectedRecord(label, number, tuple(problems), raw)
 
 
-def duplicate_problem(turn_id: str, session_id: str, index: float, first_turn: int, first_index: int) -> tuple[str, str]:
+def duplicate_problem(turn_id: str, session_id: str, index: float, first_turn: int, first_index: int) -> FieldProblem:
     """Why a turn is a duplicate: its turn_id was used before (on `first_turn`, 0 if not), else its place."""
     if first_turn:
-        return "turn_id", f"duplicate turn_id {turn_id!r}: expected a unique id, first used on line {first_turn}"
-    return "turn_index", (f"duplicate turn_index {int(index)} in session {session_id!r}: expected one turn per index, "
+        return "turn_id", DUPLICATE, f"duplicate turn_id {turn_id!r}: expected a unique id, first used on line {first_turn}"
+    return "turn_index", DUPLICATE, (f"duplicate turn_index {int(index)} in session {session_id!r}: expected one turn per index, "
                           f"first used on line {first_index}")
 
 
@@ -558,25 +568,25 @@ def _join_stage_events(lines: pl.DataFrame, label: str) -> tuple[pl.DataFrame, l
         try:
             event = _strict_json(raw)
         except ValueError as exc:
-            rejected.append(RejectedRecord(label, number, (("", f"malformed JSON: {exc}"),), raw))
+            rejected.append(RejectedRecord(label, number, (("", NOT_A_RECORD, f"malformed JSON: {exc}"),), raw))
             continue
         if not isinstance(event, dict):
-            rejected.append(RejectedRecord(label, number, (("", "expected a JSON object for the stage event"),), raw))
+            rejected.append(RejectedRecord(label, number, (("", NOT_A_RECORD, "expected a JSON object for the stage event"),), raw))
             continue
         if "stage" not in event and any(stage in event for stage in (*STAGES, "feedback")):
-            rejected.append(RejectedRecord(label, number, (("", f"a whole turn in a file of per-stage events; {MIXED_FORMS}"),), raw))
+            rejected.append(RejectedRecord(label, number, (("", MIXED, f"a whole turn in a file of per-stage events; {MIXED_FORMS}"),), raw))
             continue
-        problems = [(key, f"required field is missing ({check(None)})") if key not in event and key != "data"
-                    else (key, problem) for key, check in _ENVELOPE_PROBLEMS.items()
+        problems = [(key, MISSING, f"required field is missing ({check(None)})") if key not in event and key != "data"
+                    else (key, WRONG_VALUE, problem) for key, check in _ENVELOPE_PROBLEMS.items()
                     if (problem := check(event.get(key))) and (key in event or key != "data")]
         turn_id = event.get("turn_id") if isinstance(event.get("turn_id"), str) else None
         if not problems and turn_id in turns:
             turn, stage = turns[turn_id], event["stage"]
             if (turn["session_id"], turn["turn_index"]) != (event["session_id"], event["turn_index"]):
-                problems.append(("session_id", f"expected session {turn['session_id']!r} turn_index {turn['turn_index']} "
+                problems.append(("session_id", WRONG_VALUE, f"expected session {turn['session_id']!r} turn_index {turn['turn_index']} "
                                                f"as on line {stage_lines[turn_id]['first']}, got {event['session_id']!r} {event['turn_index']}"))
             elif stage in stage_lines[turn_id]:
-                problems.append(("stage", f"duplicate {stage!r} event for turn {turn_id!r}, first on line {stage_lines[turn_id][stage]}"))
+                problems.append(("stage", DUPLICATE, f"duplicate {stage!r} event for turn {turn_id!r}, first on line {stage_lines[turn_id][stage]}"))
         if problems:
             rejected.append(RejectedRecord(label, number, tuple(problems), raw))
             if turn_id is not None:
@@ -595,7 +605,7 @@ def _join_stage_events(lines: pl.DataFrame, label: str) -> tuple[pl.DataFrame, l
     for turn_id, turn in turns.items():
         if turn_id in poisoned:
             for number, raw in raws[turn_id]:
-                rejected.append(RejectedRecord(label, number, (("", f"turn {turn_id!r} has a rejected event on line {poisoned[turn_id]}"),), raw))
+                rejected.append(RejectedRecord(label, number, (("", RELATED, f"turn {turn_id!r} has a rejected event on line {poisoned[turn_id]}"),), raw))
             continue
         rows.append((stage_lines[turn_id]["first"], "\n".join(r for _, r in raws[turn_id]), json.dumps(turn)))
     frame = pl.DataFrame(rows, schema={"line": pl.UInt32, "raw": pl.String, "json": pl.String}, orient="row")

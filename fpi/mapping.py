@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from fpi.errors import DocumentError, Problem, TraceError
-from fpi.schema import STAGES, TURN_FIELDS, Field, turn_dtype
+from fpi.schema import STAGES, TURN_FIELDS, WRONG_VALUE, Field, FieldProblem, turn_dtype
 from fpi.yamldoc import YamlDocument, read_yaml, schema_problems
 
 FORMATS = ("jsonl", "csv", "tsv", "parquet", "otlp")
@@ -510,7 +510,7 @@ def _member_dtype(member: Field) -> pl.DataType:
     return {"string": pl.String(), "boolean": pl.Boolean()}.get(member.kind, pl.Float64())
 
 
-def apply_mapping(mapping: Mapping, frame: pl.DataFrame, label: str) -> tuple[pl.DataFrame, dict[int, list[tuple[str, str]]]]:
+def apply_mapping(mapping: Mapping, frame: pl.DataFrame, label: str) -> tuple[pl.DataFrame, dict[int, list[FieldProblem]]]:
     """Trace-format columns (decode types, as the JSON reader gives them) for each row of `frame`, with
     `line` and `raw` carried over; and, by line, the values that did not convert."""
     try:
@@ -519,7 +519,7 @@ def apply_mapping(mapping: Mapping, frame: pl.DataFrame, label: str) -> tuple[pl
         raise TraceError([f"{mapping.source}: cannot be applied to {label}: {str(exc).splitlines()[0]}"]) from None
 
 
-def _apply(mapping: Mapping, frame: pl.DataFrame, label: str) -> tuple[pl.DataFrame, dict[int, list[tuple[str, str]]]]:
+def _apply(mapping: Mapping, frame: pl.DataFrame, label: str) -> tuple[pl.DataFrame, dict[int, list[FieldProblem]]]:
     ctx = _Context(mapping, frame.schema, label)
     decode = pl.Schema(turn_dtype(decode=True).to_schema())
     compiled: dict[str, _Compiled] = {}
@@ -545,7 +545,7 @@ def _apply(mapping: Mapping, frame: pl.DataFrame, label: str) -> tuple[pl.DataFr
     bads = [(t, c.bad.alias(f"_bad:{t}"), c.source) for t, c in compiled.items() if c.bad is not None]
     out = frame.with_columns(columns + [b for _, b, _ in bads] + [compiled[t].value.alias(f"_value:{t}") for t, _, _ in bads])
     out = _with_identity(out, mapping)
-    problems: dict[int, list[tuple[str, str]]] = {}
+    problems: dict[int, list[FieldProblem]] = {}
     if bads:
         flagged = out.filter(pl.any_horizontal([pl.col(f"_bad:{t}") for t, _, _ in bads]))
         for row in flagged.iter_rows(named=True):
@@ -554,7 +554,7 @@ def _apply(mapping: Mapping, frame: pl.DataFrame, label: str) -> tuple[pl.DataFr
                     expected = "a date-time" if "time" in str(mapping.fields[t]) else {
                         "boolean": "true or false", "string": "text"}.get(TARGETS[t].kind, "a number")
                     problems.setdefault(row["line"], []).append(
-                        (t, f"expected {expected}, got {_shown(row, source)} (from {source} via {mapping.source})"))
+                        (t, WRONG_VALUE, f"expected {expected}, got {_shown(row, source)} (from {source} via {mapping.source})"))
     keep = [f.name for f in TURN_FIELDS] + ["line", "raw"] + [c for c in frame.columns if c.startswith("_otlp")]
     return out.select(keep), problems
 

@@ -101,7 +101,7 @@ def run_cases(cases: list[RuleCase], pipeline: Pipeline) -> list[CaseResult]:
     loaded = read_traces("\n".join(lines).encode("utf-8"), name="cases")
     for rejected in loaded.rejected:
         case = origin[rejected.line - 1]
-        problems += [f"{case.source}:{case.line}: {path + ': ' if path else ''}{what}" for path, what in rejected.problems]
+        problems += [f"{case.source}:{case.line}: {path + ': ' if path else ''}{what}" for path, _, what in rejected.problems]
     if problems:
         raise DocumentError(sorted(set(problems)))
     records = pipeline.run(loaded.turns).records

@@ -299,9 +299,18 @@ class RuleAudit:
     macro_f1_with_rules: float
     rules: tuple[RuleEffect, ...]
 
+    def rows(self) -> list[dict]:
+        """One row per rule, keyed by AUDIT_COLUMNS: what the table shows and the JSON holds, under the same names."""
+        return [{"rule": r.id, "then": r.effect, "matched": r.matched, "decided": r.decided, "precision": r.match_precision,
+                 "changed": r.changed, "changes_right": r.precision, "macro_f1_without": r.macro_f1_without,
+                 "effect": round(self.macro_f1_with_rules - r.macro_f1_without, 6)} for r in self.rules]
+
     def to_json(self) -> dict:
         return {"turns": self.turns, "macro_f1_model": self.macro_f1_model,
-                "macro_f1_with_rules": self.macro_f1_with_rules, "rules": [vars(r) for r in self.rules]}
+                "macro_f1_with_rules": self.macro_f1_with_rules, "rules": self.rows()}
+
+
+AUDIT_COLUMNS = ("rule", "then", "matched", "decided", "precision", "changed", "changes_right", "macro_f1_without", "effect")
 
 
 def audit_rules(matches: pl.DataFrame, rules: RuleSet, model_failure_point: pl.Series, gold: pl.Series) -> RuleAudit:

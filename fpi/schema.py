@@ -11,6 +11,15 @@ from typing import Any
 
 import polars as pl
 
+# A problem of one record: (field path, stable code, what was expected and found). The codes (docs/lint.md):
+NOT_A_RECORD = "T001"  # not a readable record: malformed JSON, not UTF-8, not an object, a line of another format
+MISSING = "T002"  # a required field is missing
+WRONG_VALUE = "T003"  # a field of the wrong type, out of range, not among its values, or a value a mapping cannot convert
+DUPLICATE = "T004"  # a turn_id, or a session's turn_index, used before
+MIXED = "T005"  # whole turns and per-stage events in one file
+RELATED = "T006"  # a line rejected because another line of the same turn was
+FieldProblem = tuple[str, str, str]
+
 STAGES = ("wake", "asr", "nlu", "er", "result")
 LABELS = (*STAGES, "correct")
 COMPONENTS = STAGES  # the labels that are defects
@@ -204,10 +213,10 @@ def _expected(field: Field) -> str:
             "array": "an array", "number": "a number"}[field.kind]
 
 
-def _check_value(field: Field, value: Any, path: str, problems: list[tuple[str, str]]) -> None:
+def _check_value(field: Field, value: Any, path: str, problems: list[FieldProblem]) -> None:
     if value is None:
         if field.required:
-            problems.append((path, f"expected {_expected(field)}, got null"))
+            problems.append((path, WRONG_VALUE, f"expected {_expected(field)}, got null"))
         return
     kind = field.kind
     ok = {
@@ -220,42 +229,42 @@ def _check_value(field: Field, value: Any, path: str, problems: list[tuple[str, 
         "array": isinstance(value, list),
     }[kind]
     if not ok:
-        problems.append((path, f"expected {_expected(field)}, got {_describe(value)}"))
+        problems.append((path, WRONG_VALUE, f"expected {_expected(field)}, got {_describe(value)}"))
         return
     if kind in ("number", "integer"):
         if (field.minimum is not None and value < field.minimum) or (
                 field.maximum is not None and value > field.maximum):
-            problems.append((path, f"expected {_expected(field)}, got {value}"))
+            problems.append((path, WRONG_VALUE, f"expected {_expected(field)}, got {value}"))
     elif field.enum and value not in field.enum:
-        problems.append((path, f"expected {_expected(field)}, got {_describe(value)}"))
+        problems.append((path, WRONG_VALUE, f"expected {_expected(field)}, got {_describe(value)}"))
     elif field.pattern and not (_TIMESTAMP_RE.match(value) and _is_real_moment(value)):
-        problems.append((path, f"expected {_expected(field)}, got {_describe(value)}"))
+        problems.append((path, WRONG_VALUE, f"expected {_expected(field)}, got {_describe(value)}"))
     elif kind == "object":
         _check_members(field.fields, value, path, problems)
     elif kind == "array":
         for i, item in enumerate(value):
             item_path = f"{path}[{i}]"
             if not isinstance(item, dict):
-                problems.append((item_path, f"expected an object, got {_describe(item)}"))
+                problems.append((item_path, WRONG_VALUE, f"expected an object, got {_describe(item)}"))
             else:
                 _check_members(field.fields, item, item_path, problems)
 
 
-def _check_members(fields: tuple[Field, ...], obj: dict, path: str, problems: list[tuple[str, str]]) -> None:
+def _check_members(fields: tuple[Field, ...], obj: dict, path: str, problems: list[FieldProblem]) -> None:
     for member in fields:
         member_path = f"{path}.{member.name}" if path else member.name
         if member.name not in obj:
             if member.required:
-                problems.append((member_path, f"required field is missing (expected {_expected(member)})"))
+                problems.append((member_path, MISSING, f"required field is missing (expected {_expected(member)})"))
             continue
         _check_value(member, obj[member.name], member_path, problems)
 
 
-def validate_turn(obj: object) -> list[tuple[str, str]]:
-    """Every problem of one decoded turn, as (field path, what was expected and found)."""
+def validate_turn(obj: object) -> list[FieldProblem]:
+    """Every problem of one decoded turn, as (field path, code, what was expected and found)."""
     if not isinstance(obj, dict):
-        return [("", f"expected a JSON object for the turn, got {_describe(obj)}")]
-    problems: list[tuple[str, str]] = []
+        return [("", NOT_A_RECORD, f"expected a JSON object for the turn, got {_describe(obj)}")]
+    problems: list[FieldProblem] = []
     _check_members(TURN_FIELDS, obj, "", problems)
     return problems
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fpi.render import Table
 
 SCORE_COLUMNS = ("precision", "recall", "F1", "support", "annotator F1", "p", "contribution", "running total", "value",
-                 "threshold", "matched", "decided", "changed", "changes right", "macro-F1 without", "effect")
+                 "threshold")
 STATUS_STYLES = {"pass": "green", "fail": "bold red", "skipped": "yellow"}
 
 
@@ -57,22 +57,21 @@ def gate_context(result) -> list[str]:
 
 
 RULE_AUDIT_LEGEND = ("precision: share of the turns the rule decided whose gold label is what the rule says; "
-                     "changes right: the same over the turns where it overrode the model; "
-                     "effect: macro-F1 with all rules minus without this one.")
+                     "changes_right: the same over the turns where it overrode the model; "
+                     "effect: macro-F1 with all rules minus without this one. --format json has the same columns.")
 
 
 def rule_audit_table(audit) -> Table:
-    """One row per rule of a `fpi.rules.RuleAudit`."""
+    """One row per rule of a `fpi.rules.RuleAudit`, its columns named as in the JSON."""
+    from fpi.rules import AUDIT_COLUMNS
+
     table = Table("rules", f"{audit.turns} turns: macro-F1 model {audit.macro_f1_model:.4f}, "
-                           f"model + rules {audit.macro_f1_with_rules:.4f}",
-                  ["rule", "then", "matched", "decided", "precision", "changed", "changes right", "macro-F1 without", "effect"],
-                  numeric_columns=SCORE_COLUMNS)
-    for row in audit.rules:
-        effect = audit.macro_f1_with_rules - row.macro_f1_without
-        table.add(row.id, row.effect, str(row.matched), str(row.decided),
-                  "-" if row.match_precision is None else f"{row.match_precision:.3f}",
-                  str(row.changed), "-" if row.precision is None else f"{row.precision:.3f}",
-                  f"{row.macro_f1_without:.4f}", f"{effect:+.4f}", styles={8: "green" if effect >= 0 else "red"})
+                           f"model + rules {audit.macro_f1_with_rules:.4f}", list(AUDIT_COLUMNS), numeric_columns=AUDIT_COLUMNS[2:])
+    for row in audit.rows():
+        cells = {name: "-" if row[name] is None else f"{row[name]:.3f}" if name in ("precision", "changes_right")
+                 else f"{row[name]:.4f}" if name == "macro_f1_without" else f"{row[name]:+.4f}" if name == "effect"
+                 else str(row[name]) for name in AUDIT_COLUMNS}
+        table.add(*cells.values(), styles={8: "green" if row["effect"] >= 0 else "red"})
     return table
 
 

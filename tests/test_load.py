@@ -236,3 +236,26 @@ def test_a_stage_form_turn_with_one_bad_event_is_quarantined_line_by_line(tmp_pa
     assert result.problems() == ["events.jsonl:1: turn 't1' has a rejected event on line 2",
                                  "events.jsonl:2: nlu.intent: expected a string, got a number 5",
                                  "events.jsonl:3: turn 't1' has a rejected event on line 2"]
+
+
+def test_validate_reports_every_kind_in_one_pass_with_codes(tmp_path):
+    good = turn(asr={"text": "hi", "confidence": 0.9})
+    lines = [json.dumps(good), "{not json", json.dumps({"session_id": "s1", "turn_index": 1}),
+             json.dumps(turn(turn_id="t3", turn_index=2, asr={"text": "x", "confidence": 2})), json.dumps(good)]
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    result = run_cli("validate", path, "--format", "json")
+    assert result.exit_code == 2
+    problems = json.loads(result.stdout)["problems"]
+    assert [(p["line"], p["code"]) for p in problems] == [(2, "T001"), (3, "T002"), (4, "T003"), (5, "T004")]
+    assert problems[2]["message"] == "asr.confidence: expected a number in [0, 1], got 2"
+    github = run_cli("validate", path, "--format", "github")
+    assert github.stdout.splitlines()[3].startswith(f"::error file={path},line=5,title=fpi validate T004::turn_id: duplicate")
+    text = run_cli("validate", path)
+    assert text.exit_code == 2 and text.stderr.splitlines()[0] == f"{path}:2: T001 malformed JSON: " + text.stderr.split(
+        "malformed JSON: ")[1].splitlines()[0]
+    assert "read 5, accepted 1, rejected 4 turns" in text.stderr and not (tmp_path / "t.jsonl.quarantine.jsonl").exists()
+    kept = run_cli("validate", path, "--on-error", "skip", "--format", "json")
+    assert kept.exit_code == 3 and len(json.loads(kept.stdout)["problems"]) == 4
+    quarantined = [json.loads(line) for line in (tmp_path / "t.jsonl.quarantine.jsonl").read_text().splitlines()]
+    assert [r["errors"][0]["code"] for r in quarantined] == ["T001", "T002", "T003", "T004"]

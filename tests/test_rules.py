@@ -209,11 +209,14 @@ def test_rules_check_reports_every_rule(fixture_traces):
     result = run_cli("rules", "check", fixture_traces, "--format", "json")
     assert result.exit_code == 0, result.stderr
     audit = json.loads(result.stdout)
-    assert [r["id"] for r in audit["rules"]] == [r.id for r in load_rules().rules]
-    assert all(r["match_precision"] is not None for r in audit["rules"])
+    assert [r["rule"] for r in audit["rules"]] == [r.id for r in load_rules().rules]
+    assert all(r["precision"] is not None for r in audit["rules"])
     assert audit["macro_f1_with_rules"] >= audit["macro_f1_model"]
     table = run_cli("rules", "check", fixture_traces)
     assert table.exit_code == 0 and "nlu-clarification-confirmed" in table.stdout
+    header = next(line for line in table.stdout.splitlines() if line.lstrip("┃ ").startswith("rule"))
+    columns = [cell.strip() for cell in header.strip("┃").split("┃")]
+    assert all(set(row) == set(columns) for row in audit["rules"])  # the table's columns are the JSON's keys
 
 
 def test_check_rules_counts_by_hand(tmp_path):
@@ -226,7 +229,7 @@ def test_check_rules_counts_by_hand(tmp_path):
     spoken = turns["asr"].is_not_null()
     assert row["matched"] == row["decided"] == int(spoken.sum())
     assert row["changed"] == int((spoken & (records["model_failure_point"] != "asr")).sum())
-    assert row["match_precision"] == round(float((turns.filter(spoken)["label"] == "asr").mean()), 6)
+    assert row["precision"] == round(float((turns.filter(spoken)["label"] == "asr").mean()), 6)
     assert audit["rules"][0]["macro_f1_without"] == audit["macro_f1_model"]
 
 

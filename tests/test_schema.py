@@ -21,21 +21,21 @@ def test_json_schema_agrees_with_validator_on_fixture_and_bad_turns():
         assert validator.is_valid(obj)
     bad = json.loads(lines[0])
     bad["asr"]["confidence"] = 2
-    assert validate_turn(bad) == [("asr.confidence", "expected a number in [0, 1], got 2")]
+    assert validate_turn(bad) == [("asr.confidence", "T003", "expected a number in [0, 1], got 2")]
     assert not validator.is_valid(bad)
 
 
 def test_validator_names_nested_paths_with_indices():
     obj = {"turn_id": "a", "session_id": "s", "turn_index": 0,
            "er": {"entities": [{"slot": "x", "status": "resolved"}, {"slot": "y", "status": "maybe"}]}}
-    assert validate_turn(obj) == [("er.entities[1].status", "expected one of resolved, ambiguous, unresolved, got a string 'maybe'")]
+    assert validate_turn(obj) == [("er.entities[1].status", "T003", "expected one of resolved, ambiguous, unresolved, got a string 'maybe'")]
 
 
 def test_validator_reports_missing_required_and_wrong_root():
-    assert validate_turn([]) == [("", "expected a JSON object for the turn, got an array")]
-    problems = dict(validate_turn({"turn_index": True}))
-    assert set(problems) == {"turn_id", "session_id", "turn_index"}
-    assert problems["turn_index"] == "expected an integer >= 0 and <= 2^53, got a boolean true"
+    assert validate_turn([]) == [("", "T001", "expected a JSON object for the turn, got an array")]
+    problems = {path: (code, message) for path, code, message in validate_turn({"turn_index": True})}
+    assert problems["turn_id"][0] == problems["session_id"][0] == "T002"  # missing
+    assert problems["turn_index"] == ("T003", "expected an integer >= 0 and <= 2^53, got a boolean true")
 
 
 def test_frame_schema_covers_every_field():

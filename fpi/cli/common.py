@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fpi.errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, FpiError, UsageError
+from fpi.errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, FpiError, Problem, UsageError
 
 if TYPE_CHECKING:
     import polars as pl
@@ -38,6 +38,33 @@ class OnError(str, Enum):
 class TableFormat(str, Enum):
     table = "table"
     json = "json"
+
+
+class LintFormat(str, Enum):
+    text = "text"
+    json = "json"
+    github = "github"
+
+
+LintFormatOpt = Annotated[LintFormat, typer.Option("--format", help="text: `file:line: CODE message` lines on stderr; "
+                                                   "json (stdout); github: ::error annotations (stdout).")]
+
+
+def print_problems(problems: list[Problem], output_format: LintFormat, tool: str, summary: str) -> None:
+    """Problems of files a user wrote, every one, sorted by file and line, with their codes (docs/lint.md)."""
+    import json
+
+    from fpi.ci_formats import problem_annotations
+
+    if output_format is LintFormat.json:
+        sys.stdout.write(json.dumps({"problems": [p.to_json() for p in problems], "summary": summary}, indent=2) + "\n")
+        return
+    if output_format is LintFormat.github:
+        sys.stdout.write(problem_annotations(problems, tool))
+    else:
+        for p in problems:
+            say(f"{p.file}:{p.line}: {p.code} {p.message}")
+    say(summary)
 
 
 TracesArg = Annotated[str, typer.Argument(help="Trace file: .jsonl, .jsonl.gz or .parquet; - for stdin.")]

@@ -3,42 +3,14 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fpi.cli.common import (Input, LabeledArg, ModelOpt, RulesOpt, TableFormat, TableFormatOpt, exit_for, guard_paths, options, require_labels, run,
+from fpi.cli.common import (Input, LabeledArg, LintFormat, LintFormatOpt, print_problems, ModelOpt, RulesOpt, TableFormat, TableFormatOpt, exit_for, guard_paths, options, require_labels, run,
                             say, show, stdout_console)
-from fpi.errors import EXIT_ERROR, EXIT_FAIL, EXIT_OK, Problem
-
-
-class LintFormat(str, Enum):
-    text = "text"
-    json = "json"
-    github = "github"
-
-
-LintFormatOpt = Annotated[LintFormat, typer.Option("--format", help="text: `file:line: CODE message` lines on stderr; "
-                                                   "json (stdout); github: ::error annotations (stdout).")]
-
-
-def print_problems(problems: list[Problem], output_format: LintFormat, tool: str, summary: str) -> None:
-    """Problems of files a user wrote, every one, sorted by file and line, with their codes (docs/lint.md)."""
-    import json
-
-    from fpi.ci_formats import problem_annotations
-
-    if output_format is LintFormat.json:
-        sys.stdout.write(json.dumps({"problems": [p.to_json() for p in problems], "summary": summary}, indent=2) + "\n")
-        return
-    if output_format is LintFormat.github:
-        sys.stdout.write(problem_annotations(problems, tool))
-    else:
-        for p in problems:
-            say(f"{p.file}:{p.line}: {p.code} {p.message}")
-    say(summary)
+from fpi.errors import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 
 
 def lint(paths: Annotated[list[Path] | None, typer.Argument(help="Rule files or folders (default: the shipped rules).")] = None,

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-from fpi.cli.common import Input, TracesArg, exit_for, guard_paths, options, run
+from fpi.cli.common import (Input, LintFormat, LintFormatOpt, OnError, TracesArg, default_quarantine, exit_for, guard_paths,
+                            options, print_problems, run, say)
+from fpi.errors import EXIT_ERROR
 
 
 @options
-def validate(traces: TracesArg, bad_records: Input = Input()) -> None:
-    """Check traces against trace format v1 and report every bad record with file, line and field."""
+def validate(traces: TracesArg, bad_records: Input = Input(), output_format: LintFormatOpt = LintFormat.text) -> None:
+    """Check traces against trace format v1: every bad record in one pass, by line, each problem with its field and code."""
     def work() -> int:
+        from fpi.load import read_traces, write_quarantine
+
         guard_paths([bad_records.mapping_file(), traces], [bad_records.quarantine_path(traces)])
-        return exit_for(bad_records.read(traces))
+        result = read_traces(traces, mapping=bad_records.mapping)
+        problems = sorted(problem for rejected in result.rejected for problem in rejected.found())
+        keep = bad_records.on_error is OnError.skip
+        print_problems(problems, output_format, "fpi validate", result.summary("quarantined" if keep or not result.rejected else "rejected"))
+        if not result.rejected:
+            return exit_for(result)
+        if not keep:
+            return EXIT_ERROR
+        where = default_quarantine(traces, bad_records.quarantine)
+        write_quarantine(result.rejected, where)
+        say(f"quarantined records written to {where}")
+        return exit_for(result)
     run(work)
