@@ -26,7 +26,7 @@ from fpi.model import FailurePointModel
 from fpi.output import atomic_write, atomic_write_bytes
 from fpi.records import EXPLANATION_DTYPE
 
-CHUNK_ROWS = 20_000
+PROGRESS_ROWS = 500  # turns explained between two progress updates (TreeSHAP runs some 1-5k turns a second)
 _CLASS_BOOSTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -49,8 +49,8 @@ def shap_values(model: FailurePointModel, X: np.ndarray,
     n_features, n_classes = X.shape[1], len(model.classes_)
     values = np.empty((X.shape[0], n_features, n_classes))
     expected = np.zeros(n_classes)
-    for start in range(0, X.shape[0], CHUNK_ROWS):
-        chunk = X[start:start + CHUNK_ROWS]
+    for start in range(0, X.shape[0], PROGRESS_ROWS):
+        chunk = X[start:start + PROGRESS_ROWS]
         contrib = model.booster_.predict(chunk, pred_contrib=True, num_iteration=model.best_iteration_)
         by_class = np.asarray(contrib).reshape(len(chunk), n_classes, n_features + 1)
         values[start:start + len(chunk)] = by_class[:, :, :n_features].transpose(0, 2, 1)
@@ -105,25 +105,28 @@ def top_features(contributions: np.ndarray, features: pl.DataFrame, feature_name
 
 
 def explanations(records: pl.DataFrame, features: pl.DataFrame, model: FailurePointModel, *, top_k: int = 3,
-                 explain_all: bool = False, on_progress: Callable[[int], None] | None = None) -> pl.Series:
+                 explain_all: bool = False, on_progress: Callable[[int, int], None] | None = None) -> pl.Series:
     """The `explanation` column for classify records: a rule's id where a rule decided, else the model's
-    top-k features for the final failure point; null for turns not asked for (by default the `correct` ones)."""
+    top-k features for the final failure point; null for turns not asked for (by default the `correct` ones).
+    `on_progress` hears (turns explained so far, turns to explain) after each chunk."""
     wanted = pl.lit(True) if explain_all else pl.col("failure_point") != "correct"
     by_model = records.select(wanted & pl.col("rule").is_null()).to_series()
     by_rule = records.select(wanted & pl.col("rule").is_not_null()).to_series()
     out: list[dict | None] = [None] * records.height
     classes = records["failure_point"].to_numpy()
     model_decided = by_model.to_numpy()
+    done, total = 0, int(model_decided.sum())
     for k, label in enumerate(model.classes_):
         rows = np.flatnonzero(model_decided & (classes == label))
-        for start in range(0, rows.size, CHUNK_ROWS):
-            chunk = rows[start:start + CHUNK_ROWS]
+        for start in range(0, rows.size, PROGRESS_ROWS):
+            chunk = rows[start:start + PROGRESS_ROWS]
             chosen = features[chunk]
             contributions, _ = class_contributions(model, model.matrix(chosen), k)
             for row, feats in zip(chunk, top_features(contributions, chosen, model.feature_names_, top_k), strict=True):
                 out[row] = {"decided_by": "model", "rule": None, "features": feats}
+            done += len(chunk)
             if on_progress is not None:
-                on_progress(len(chunk))
+                on_progress(done, total)
     for row, rule in zip(np.flatnonzero(by_rule.to_numpy()), records["rule"].filter(by_rule).to_list(), strict=True):
         out[row] = {"decided_by": "rule", "rule": rule, "features": []}
     return pl.Series("explanation", out, dtype=EXPLANATION_DTYPE)

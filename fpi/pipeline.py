@@ -28,7 +28,7 @@ from fpi.schema import LABELS, TURN_SCHEMA
 
 PROBABILITY_DIGITS = 6
 
-Progress = Callable[[int], None]
+Progress = Callable[[int, int], None]  # (turns done, turns in all)
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class Pipeline:
             on_step: Callable[[str], None] | None = None, on_explained: Progress | None = None) -> Batch:
         """Classify one batch of whole sessions. `fitted`: quantile tables fitted on the whole input when
         this batch is one of several (else fitted on the batch). `on_step` hears each step's name as it
-        starts; `on_explained` the number of turns explained so far, chunk by chunk."""
+        starts; `on_explained` (turns explained so far, turns to explain), chunk by chunk."""
         step = on_step or (lambda name: None)
         step("features")
         neighbours = neighbour_rows(turns)

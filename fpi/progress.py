@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn,
@@ -12,7 +13,10 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
 from rich.text import Text
 
 
+@cache
 def stderr_console() -> Console:
+    """One console for everything fpi says on stderr, so a line said while a bar is live goes above the
+    bar instead of splitting it (it writes to whatever sys.stderr is at the time)."""
     return Console(stderr=True, soft_wrap=True)
 
 
@@ -71,3 +75,26 @@ def turns_progress(*, enabled: bool | None = None) -> Iterator[TurnsProgress]:
                 tasks[phase] = progress.add_task(phase, total=total)
             progress.update(tasks[phase], completed=done, total=total)
         yield update
+
+
+class PipelineProgress:
+    """Turns through a pipeline run, phase by phase, for `turns_progress`: each phase the pipeline
+    announces starts at 0 of its turns and is complete when the next one starts; explaining counts
+    the turns it explains as it goes."""
+
+    def __init__(self, update: TurnsProgress, turns: int):
+        self._update, self._turns = update, turns
+        self._phase, self._total = "", turns
+
+    def step(self, phase: str) -> None:
+        self.finish()
+        self._phase, self._total = phase, self._turns
+        self._update(phase, 0, self._turns)
+
+    def explained(self, done: int, total: int) -> None:
+        self._total = total
+        self._update(self._phase, done, total)
+
+    def finish(self) -> None:
+        if self._phase:
+            self._update(self._phase, self._total, self._total)

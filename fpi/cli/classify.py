@@ -32,7 +32,7 @@ def classify(
     """Name each turn's failure point (wake, asr, nlu, er, result) or `correct`."""
     from fpi.metrics import evaluate, scores
     from fpi.otlp import is_otlp_path
-    from fpi.progress import steps
+    from fpi.progress import PipelineProgress, turns_progress
     from fpi.records import check_output_path, failure_point_counts, write_records
     from fpi.stream import estimated_turns, streamable
     from fpi.tables import counts_table
@@ -48,20 +48,27 @@ def classify(
         guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()], [output, bad_records.quarantine_path(traces)])
         if bad_records.mapping is None and not spans_out and streamable(traces) and estimated_turns(Path(traces)) > batch_turns:
             return classify_streamed()
-        with steps(5 if explain else 4, "loading model") as bar:
+        with turns_progress() as progress:
             pipeline = make_pipeline()
-            bar.advance("reading traces")
+            progress("reading", 0, None)
             result = bad_records.read(traces)
-            batch = pipeline.run(result.turns, on_step=lambda name: bar.advance(name))
-        if spans_out:
-            assert output is not None
-            if result.otlp is None:
-                raise UsageError(f"{output}: spans can be written back only for OpenTelemetry input; name the records "
-                                 ".jsonl, .csv or .parquet")
-            marked = write_spans(result.otlp, result.source, batch, output)
-            say(f"{marked} turn spans marked with their verdict in {output}")
-        else:
-            write_records(batch.records, output)
+            turns = result.turns.height
+            progress("reading", turns, turns)
+            phases = PipelineProgress(progress, turns)
+            batch = pipeline.run(result.turns, on_step=phases.step, on_explained=phases.explained)
+            if output is not None:  # records for stdout are written once the bar is gone, so they do not mix
+                phases.step("writing")
+                if spans_out:
+                    if result.otlp is None:
+                        raise UsageError(f"{output}: spans can be written back only for OpenTelemetry input; name the "
+                                         "records .jsonl, .csv or .parquet")
+                    say(f"{write_spans(result.otlp, result.source, batch, output)} turn spans marked with their verdict "
+                        f"in {output}")
+                else:
+                    write_records(batch.records, output)
+            phases.finish()
+        if output is None:
+            write_records(batch.records, None)
         labels = batch.turns["label"]
         labeled = labels.len() > 0 and labels.null_count() == 0
         close(failure_point_counts(batch.records), batch.records.height, None if spans_out else output or "-", result.source,
@@ -70,7 +77,6 @@ def classify(
 
     def classify_streamed() -> int:
         from fpi.cli.common import account_for
-        from fpi.progress import turns_progress
         from fpi.stream import classify_file
 
         with turns_progress() as progress:

@@ -55,7 +55,7 @@ def gate(
         from fpi.gate import load_policy, run_gate
         from fpi.output import atomic_write_bytes
         from fpi.pipeline import measure
-        from fpi.progress import steps
+        from fpi.progress import PipelineProgress, turns_progress
         from fpi.tables import gate_context, gate_table
 
         guard_paths([bad_records.mapping_file(), traces, policy, baseline, *classifier.inputs()],
@@ -66,11 +66,12 @@ def gate(
             say(f"note: {policy} sets no regression limits; --baseline {baseline} is not used")
         pipeline = classifier.pipeline()
         result = bad_records.read(traces)
-        with steps(2, "classifying") as bar:
-            batch = pipeline.run(result.turns)
-            bar.advance("measuring")
+        with turns_progress() as progress:
+            phases = PipelineProgress(progress, result.turns.height)
+            batch = pipeline.run(result.turns, on_step=phases.step)
+            phases.step("measuring")
             outcome = run_gate(gate_policy, measure(pipeline, batch, result.source), previous)
-            bar.advance()
+            phases.finish()
         if junit is not None:
             atomic_write_bytes(junit, junit_xml(outcome))
         if summary is not None:

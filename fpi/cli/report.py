@@ -70,13 +70,14 @@ def _records(path: str, classifier: Classifier, bad_records: Input) -> tuple[pl.
             raise UsageError(f"{path} is already classified (it has failure_point); --model, --rules and --no-rules "
                              "apply to raw traces")
         return read_records(data if data is not None else path, name="<stdin>"), None, digest
-    from fpi.progress import steps
+    from fpi.progress import PipelineProgress, turns_progress
 
     pipeline = classifier.pipeline()
     result = bad_records.read(path, data)
-    with steps(1, "classifying") as bar:
-        records = pipeline.run(result.turns).records
-        bar.advance()
+    with turns_progress() as progress:
+        phases = PipelineProgress(progress, result.turns.height)
+        records = pipeline.run(result.turns, on_step=phases.step).records
+        phases.finish()
     return records, result, digest
 
 

@@ -1,0 +1,27 @@
+"""Progress counts turns phase by phase, ends every phase complete, and says nothing when stderr is not a terminal."""
+
+from __future__ import annotations
+
+from fpi import Pipeline, simulate
+from fpi.progress import PipelineProgress, turns_progress
+
+
+def test_a_pipeline_run_reports_each_phase_in_turns_and_ends_complete():
+    turns = simulate(400, seed=8)
+    heard: list[tuple[str, int, int | None]] = []
+    phases = PipelineProgress(lambda phase, done, total: heard.append((phase, done, total)), turns.height)
+    records = Pipeline(explain_top_k=2).run(turns, on_step=phases.step, on_explained=phases.explained).records
+    phases.finish()
+    names = list(dict.fromkeys(phase for phase, _, _ in heard))
+    assert names == ["features", "predicting", "rules", "explaining"]
+    last = {phase: (done, total) for phase, done, total in heard}
+    assert all(done == total for done, total in last.values())  # no phase left half done
+    explained = [(done, total) for phase, done, total in heard if phase == "explaining"][1:]
+    wanted = records.filter((records["failure_point"] != "correct") & records["rule"].is_null()).height
+    assert explained[-1] == (wanted, wanted) and [d for d, _ in explained] == sorted(d for d, _ in explained)
+
+
+def test_progress_is_silent_off_a_terminal(capsys):
+    with turns_progress() as progress:
+        progress("reading", 5, 10)
+    assert capsys.readouterr().err == ""
