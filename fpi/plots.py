@@ -148,3 +148,22 @@ def report_figures(report: Report) -> dict[str, list[tuple[str, str]]]:
         if "confusion" in report:
             figures["confusion"] = [("Predicted vs gold failure point (colour: share of the gold row)", _svg(_confusion(report["confusion"])))]
     return figures
+
+
+def confusion_image(confusion: dict, path, title: str = "") -> None:
+    """The confusion matrix as a PNG (or SVG, by the extension) for `fpi eval -o`; the same drawing as the report's."""
+    import matplotlib
+
+    from fpi.output import atomic_write
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kind = "svg" if str(path).lower().endswith(".svg") else "png"
+    with matplotlib.rc_context({"svg.hashsalt": "fpi", "svg.fonttype": "none", "font.size": 9}):
+        figure = _confusion(confusion)
+        if title:
+            figure.axes[0].set_title(title, fontsize=9, loc="left")
+        metadata = {"Software": None} if kind == "png" else {"Date": None, "Creator": None}
+        atomic_write(path, lambda tmp: figure.savefig(tmp, format=kind, dpi=110, bbox_inches="tight", metadata=metadata))
+        plt.close(figure)

@@ -135,3 +135,14 @@ def test_options_that_need_another_say_so(fixture_traces, tmp_path):
     quarantine = run_cli("validate", fixture_traces, "--quarantine", tmp_path / "q.jsonl")
     assert quarantine.exit_code == 2 and "--quarantine goes with --on-error skip" in quarantine.stderr
     assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "q.jsonl").exists()
+
+
+def test_eval_draws_the_confusion_matrix_deterministically(tmp_path, fixture_traces):
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    assert run_cli("eval", fixture_traces, "-o", first).exit_code == 0
+    assert run_cli("eval", fixture_traces, "-o", second).exit_code == 0
+    assert first.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and first.read_bytes() == second.read_bytes()
+    svg = tmp_path / "c.svg"
+    assert run_cli("eval", fixture_traces, "-o", svg).exit_code == 0 and "<svg" in svg.read_text()
+    wrong = run_cli("eval", fixture_traces, "-o", tmp_path / "c.txt")
+    assert wrong.exit_code == 2 and "drawn as .png or .svg" in wrong.stderr and not (tmp_path / "c.txt").exists()

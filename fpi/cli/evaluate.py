@@ -39,6 +39,8 @@ def evaluate(
     errors: Annotated[Path | None, typer.Option("--errors", help="Also write the misclassified turns (ids, gold and predicted "
                                                 "failure point, confidence, the deciding rule, top SHAP reasons, what "
                                                 "ASR heard and NLU decided) to this file: .jsonl, .csv or .parquet.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Also draw the confusion matrix to this image "
+                                                "(.png or .svg).")] = None,
     bad_records: Input = Input(),
 ) -> None:
     """Score the model against gold labels: accuracy, macro-F1, per-label P/R/F1, confusion."""
@@ -52,8 +54,10 @@ def evaluate(
 
         if human is not None and not human.strip():
             raise UsageError("--human takes the name of a field with one annotator's labels, e.g. --human human_label")
+        if output is not None and output.suffix.lower() not in (".png", ".svg"):
+            raise UsageError(f"-o {output}: the confusion matrix is drawn as .png or .svg")
         guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()],
-                    [save_metrics, errors, bad_records.quarantine_path(traces)])
+                    [save_metrics, errors, output, bad_records.quarantine_path(traces)])
         if errors is not None:
             from fpi.records import check_output_path
 
@@ -75,6 +79,12 @@ def evaluate(
             say(f"{wrong.height} misclassified turns written to {errors}")
         scores = metrics.metrics
         assert scores is not None
+        if output is not None:
+            from fpi.plots import confusion_image
+
+            confusion_image(scores["confusion"], output, f"{result.source}: {scores['turns']} turns, accuracy "
+                            f"{scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}")
+            say(f"confusion matrix drawn in {output}")
         report: dict = {"source": result.source, "model": scores}
         if human:
             annotator = annotator_labels(turns, human, result.source)
