@@ -98,7 +98,7 @@ def markdown_summary(result: GateResult, context: list[str]) -> str:
     from fpi.tables import gate_table
 
     mark = "✅" if result.exit_code == 0 else "❌"
-    parts = [f"# {mark} fpi gate: {result.summary()}", "", *[f"- {line}" for line in context], ""]
+    parts = [f"# {mark} fpi {result.summary()}", "", *[f"- {line}" for line in context], ""]
     table = gate_table(result)
     table.title = "checks"
     return "\n".join([*parts, *markdown_table(table)])

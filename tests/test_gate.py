@@ -269,5 +269,5 @@ def test_gate_summary_is_markdown_for_the_job_summary(tmp_path, fixture_traces):
     result = run_cli("gate", fixture_traces, "--policy", policy, "--summary", summary)
     assert result.exit_code == 1
     text = summary.read_text()
-    assert text.startswith("# ❌ fpi gate: gate FAIL")
+    assert text.startswith("# ❌ fpi gate FAIL")
     assert "| model.macro_f1 |" in text and "| fail |" in text and "| model.accuracy |" in text
