@@ -166,7 +166,8 @@ def waterfall_png(explained: TurnExplanation, path: str | Path, max_display: int
 
     names, shown, values = zip(*explained.contributions, strict=True) if explained.contributions else ((), (), ())
     explanation = shap.Explanation(values=np.array(values, dtype=float), base_values=explained.expected,
-                                   data=np.array(shown, dtype=object), feature_names=list(names))
+                                   data=np.array(shown, dtype=object), feature_names=list(names),
+                                   display_data=np.array(["missing" if v is None else v for v in shown], dtype=object))
     plt.figure()
     shap.plots.waterfall(explanation, max_display=max_display, show=False)
     plt.title(f"turn {explained.turn['turn_id']}: why {explained.explained_class} (log-odds)")
