@@ -221,6 +221,7 @@ def test_header_is_deterministic_and_names_model_rules_input_and_days(classified
     assert f"model {records['model_sha'][0]}; rules {records['rules_sha'][0]}" in first
     assert f"sha256 {digest[:16]}" in first and "turns of 2026-10-01 to" in first
     assert "report date 2026-10-05" in run_cli("report", classified / "r.jsonl", "--format", "markdown", "--date", "2026-10-05").stdout
+    assert "expected a day as YYYY-MM-DD" in run_cli("report", classified / "r.jsonl", "--date", "yesterday").stderr
     mixed = pl.concat([records, records.with_columns(model_sha=pl.lit("0123456789ab"), turn_id=pl.col("turn_id") + "x")])
     mixed.write_parquet(tmp_path / "mixed.parquet")
     about = json.loads(run_cli("report", tmp_path / "mixed.parquet", "--format", "json").stdout)["about"]

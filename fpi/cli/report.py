@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import replace
 from enum import Enum
@@ -111,6 +112,8 @@ def report(
         from fpi.report import build_report
 
         chosen = report_format(output_format, output)
+        if date is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):
+            raise UsageError(f"--date {date}: expected a day as YYYY-MM-DD")
         guard_paths([bad_records.mapping_file(), records, baseline, *classifier.inputs()], [output, bad_records.quarantine_path(records)])
         current, result, digest = _records(records, classifier, bad_records)
         before = _records(baseline, classifier, replace(bad_records, quarantine=None))[0] if baseline else None
