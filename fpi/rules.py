@@ -179,7 +179,7 @@ def load_rule_file(path: Path, compiler: Compiler | None = None) -> tuple[list[R
     return rules, sorted(found), ids
 
 
-def _rule_files(paths: list[Path]) -> list[Path]:
+def rule_files(paths: list[Path]) -> list[Path]:
     files = []
     for path in paths:
         if path.is_dir():
@@ -197,7 +197,7 @@ def _rule_files(paths: list[Path]) -> list[Path]:
 def lint_rules(paths: list[Path] | None = None) -> tuple[RuleSet, list[Problem]]:
     """Load rule files and return the rules with every problem found, sorted by file and line
     (none means usable)."""
-    files = _rule_files(paths or [default_rules_path()])
+    files = rule_files(paths or [default_rules_path()])
     compiler = Compiler(FIELD_TYPES)
     rules, problems = [], []
     first: dict[str, tuple[str, int]] = {}

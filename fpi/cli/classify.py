@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -9,6 +10,11 @@ import typer
 
 from fpi.cli.common import Classifier, Input, TracesArg, exit_for, guard_paths, options, run, say, show
 from fpi.errors import EXIT_PARTIAL, UsageError
+
+
+class Engine(str, Enum):
+    local = "local"
+    spark = "spark"
 
 if TYPE_CHECKING:
     from fpi.pipeline import Batch, Pipeline
@@ -27,6 +33,9 @@ def classify(
     batch_turns: Annotated[int, typer.Option("--batch-turns", min=1000, help="Turns per batch of whole sessions: an input "
                                              "larger than this is classified batch by batch in bounded memory, with the "
                                              "same records (docs/scale.md).")] = 200_000,
+    engine: Annotated[Engine, typer.Option("--engine", help="local: this process; spark: a Spark session (`fpi-voice[spark]`), "
+                                           "records written as a Parquet folder in input order (docs/scale.md).")] = Engine.local,
+    master: Annotated[str, typer.Option("--master", help="With --engine spark: the Spark master.")] = "local[2]",
     bad_records: Input = Input(),
 ) -> None:
     """Name each turn's failure point (wake, asr, nlu, er, result) or `correct`."""
@@ -46,6 +55,8 @@ def classify(
         if not spans_out:
             check_output_path(output)
         guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()], [output, bad_records.quarantine_path(traces)])
+        if engine is Engine.spark:
+            return classify_on_spark()
         if bad_records.mapping is None and not spans_out and streamable(traces) and estimated_turns(Path(traces)) > batch_turns:
             return classify_streamed()
         with turns_progress() as progress:
@@ -85,6 +96,24 @@ def classify(
         account_for(result, traces, bad_records.quarantine)
         close(result.counts, result.written, output or "-", result.source, scores(result.confusion) if result.labeled else None)
         return EXIT_PARTIAL if result.rejected else 0
+
+    def classify_on_spark() -> int:
+        if output is None or output.suffix != ".parquet":
+            raise UsageError("--engine spark writes a Parquet folder: give -o NAME.parquet")
+        if explain or bad_records.mapping is not None or bad_records.on_error.value == "skip" or traces == "-":
+            raise UsageError("--engine spark classifies a JSON Lines file of whole turns, without --explain, --mapping "
+                             "and --on-error skip (docs/scale.md)")
+        try:
+            from fpi import spark
+        except ImportError as exc:
+            raise UsageError(f"--engine spark needs pyspark: pip install 'fpi-voice[spark]' ({exc})") from exc
+        with spark.running(master) as session:
+            records = spark.classify(session.read.text(traces), model=classifier.model, rules=classifier.rules,
+                                     no_rules=classifier.no_rules, source=traces)
+            spark.write_parquet(records, output)
+            written = session.read.parquet(str(output)).count()
+        say(f"{written} records written to {output} (a Parquet folder)")
+        return 0
 
     def make_pipeline() -> Pipeline:
         return classifier.pipeline(explain_top_k=(top_k or 3) if explain else None, explain_all=explain_all)

@@ -1,0 +1,234 @@
+"""The Spark engine: the same pipeline as `fpi classify`, one partition of whole sessions per task.
+
+Trace lines are keyed by `session_id`, shuffled so every session lands whole in one partition, and
+each partition is read by fpi's own reader and classified by the same `Pipeline`, with quantile
+tables fitted once on the driver from the same sample the local engines use (`Reference.sample`).
+So Spark and the local engine give the same records. The model and rule files travel to executors
+as files (`SparkContext.addFile`); nothing the user wrote is pickled.
+
+    from fpi import spark as fpi_spark
+    records = fpi_spark.classify(spark.read.text("traces.jsonl"))    # a column `value` of JSON lines
+
+Needs the `spark` extra (`pip install "fpi-voice[spark]"`, pyspark 4)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+import pyarrow as pa
+
+from fpi.errors import TraceError, UsageError
+from fpi.model import default_model_dir
+from fpi.normalise import SOURCES, Reference
+from fpi.records import SCHEMA
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+LINE = "line"  # the 1-based line of each record in the input, carried through so output keeps input order
+_PROBLEM = "_problem"
+# What the first pass brings back per partition: the rows quantile tables are fitted on, and bad records.
+_INSPECTED = pa.schema([("turn_id", pa.string()), *[(name, pa.float64()) for name in SOURCES], ("nlu_intent", pa.string()),
+                        (LINE, pa.int64()), (_PROBLEM, pa.string())])
+_RECORD_COLUMNS = [name for name in SCHEMA if name != "explanation"]
+
+
+def _arrow_type(dtype: Any) -> pa.DataType:
+    """The Arrow type Spark reads for a records column (plain strings and lists, not the large ones)."""
+    if isinstance(dtype, pl.Struct):
+        return pa.struct([(f.name, _arrow_type(f.dtype)) for f in dtype.fields])
+    if isinstance(dtype, pl.List):
+        return pa.list_(_arrow_type(dtype.inner))
+    return pa.string() if dtype == pl.String else pa.int64() if dtype == pl.Int64 else pa.float64()
+
+
+RECORDS_ARROW = pa.schema([(name, _arrow_type(SCHEMA[name])) for name in _RECORD_COLUMNS] + [(LINE, pa.int64())])
+
+
+def _partition_traces(batches: Iterator[pa.RecordBatch]) -> tuple[bytes, list[int]]:
+    """A partition's lines in input order, as the bytes of a JSON Lines file, and their input line numbers."""
+    table = pa.Table.from_batches(list(batches))
+    frame = pl.DataFrame(table).sort(LINE) if table.num_rows else pl.DataFrame({"value": [], LINE: []})
+    text = "\n".join(frame["value"].to_list()) + "\n"
+    return text.encode("utf-8"), frame[LINE].to_list()
+
+
+def _read(batches: Iterator[pa.RecordBatch], label: str):
+    from fpi.load import read_traces
+
+    data, lines = _partition_traces(batches)
+    if not lines:
+        return None, lines
+    return read_traces(data, name=label), lines
+
+
+def _inspect(label: str):
+    """Per partition: the sample rows for the quantile tables (the partition's own `Reference.sample`: the
+    union over partitions holds the global one) and a row per problem of a bad record."""
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from fpi.features import reference_rows
+
+        result, lines = _read(batches, label)
+        if result is None:
+            return
+        original = pl.Series(lines)
+        if result.turns.height:
+            rows = Reference.sample(reference_rows(result.turns).with_columns(
+                pl.Series(LINE, original.gather(result.turns["line"] - 1)), pl.lit(None, pl.String).alias(_PROBLEM)))
+            yield rows.select(_INSPECTED.names).to_arrow().cast(_INSPECTED).to_batches()[0]
+        problems = [{LINE: lines[r.line - 1], _PROBLEM: message.split(": ", 1)[1]}
+                    for r in result.rejected for message in r.messages()]
+        if problems:
+            frame = pl.DataFrame(problems).with_columns(
+                *[pl.lit(None, pl.Float64).alias(name) for name in SOURCES], turn_id=pl.lit(None, pl.String),
+                nlu_intent=pl.lit(None, pl.String))
+            yield frame.select(_INSPECTED.names).to_arrow().cast(_INSPECTED).to_batches()[0]
+    return run
+
+
+_PIPELINES: dict[tuple, object] = {}  # per Python worker: the pipeline built from the shipped files
+
+
+def _classify(label: str, model_file: str, rule_files: tuple[str, ...], reference: str):
+    """Per partition: fpi's reader, then the pipeline with the driver's quantile tables."""
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import SparkFiles
+
+        from fpi.model import FailurePointModel
+        from fpi.pipeline import Pipeline
+        from fpi.rules import RuleSet, load_rules
+
+        key = (model_file, rule_files)
+        if key not in _PIPELINES:
+            rules = load_rules([Path(SparkFiles.get(name)) for name in rule_files]) if rule_files else RuleSet(())
+            _PIPELINES[key] = Pipeline(FailurePointModel.load(SparkFiles.get(model_file)), rules)
+        pipeline = _PIPELINES[key]
+        assert isinstance(pipeline, Pipeline)
+        result, lines = _read(batches, label)
+        if result is None or result.turns.height == 0:
+            return
+        records = pipeline.run(result.turns, fitted=Reference.from_json(json.loads(reference))).records
+        records = records.with_columns(pl.Series(LINE, pl.Series(lines).gather(result.turns["line"] - 1)))
+        for name in _RECORD_COLUMNS:
+            if name not in records.columns:
+                records = records.with_columns(pl.lit(None, SCHEMA[name]).alias(name))
+        yield from records.select(RECORDS_ARROW.names).to_arrow().cast(RECORDS_ARROW).to_batches()
+    return run
+
+
+def with_lines(lines: DataFrame) -> DataFrame:
+    """A DataFrame of text lines (`value`, as `spark.read.text` gives) with each line's 1-based number."""
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    numbered = lines.select("value").rdd.zipWithIndex().map(lambda pair: (pair[0][0], pair[1] + 1))
+    return lines.sparkSession.createDataFrame(numbered, StructType([StructField("value", StringType()),
+                                                                    StructField(LINE, LongType())]))
+
+
+def classify(lines: DataFrame, *, model: str | Path | None = None, rules: list[Path] | None = None, no_rules: bool = False,
+             partitions: int | None = None, source: str = "traces", on_error: str = "fail") -> DataFrame:
+    """Records (the records-v1 contract without `explanation`, plus `line`) for trace lines: a DataFrame with
+    a `value` column of JSON lines, in input order (`spark.read.text(path)`), optionally with `line` numbers.
+    `on_error="fail"` raises TraceError naming every bad record; `"skip"` leaves them out."""
+    from pyspark.sql import functions as F
+
+    from fpi.rules import default_rules_path
+
+    if "value" not in lines.columns:
+        raise UsageError("fpi.spark.classify takes trace lines: a DataFrame with a `value` column of JSON text "
+                         "(spark.read.text(path)); for a table of structs, select to_json(struct(*)) as value")
+    spark = lines.sparkSession
+    numbered = lines if LINE in lines.columns else with_lines(lines)
+    keyed = numbered.withColumn("_session", F.get_json_object("value", "$.session_id"))
+    by_session = keyed.repartition(partitions or spark.sparkContext.defaultParallelism, "_session").select("value", LINE)
+
+    inspected = by_session.mapInArrow(_inspect(source), _spark_schema(_INSPECTED)).toArrow()
+    found = pl.from_arrow(inspected)
+    assert isinstance(found, pl.DataFrame)
+    problems = found.filter(pl.col(_PROBLEM).is_not_null()).sort(LINE)
+    if problems.height and on_error == "fail":
+        raise TraceError([f"{source}:{line}: {problem}" for line, problem in problems.select(LINE, _PROBLEM).iter_rows()],
+                         summary=f"{source}: {problems[LINE].n_unique()} bad records; nothing was written "
+                                 "(use --on-error skip to go on with the valid turns)")
+    sample = Reference.sample(found.filter(pl.col(_PROBLEM).is_null()).drop(LINE, _PROBLEM))
+    reference = json.dumps(Reference.fit(sample).to_json())
+
+    model_dir = Path(model) if model is not None else default_model_dir()
+    rule_paths = [] if no_rules else _shipped_rules(rules or [default_rules_path()])
+    spark.sparkContext.addFile(str(model_dir.resolve()), recursive=True)
+    for path in rule_paths:
+        spark.sparkContext.addFile(str(path.resolve()))
+    run = _classify(source, model_dir.resolve().name, tuple(path.name for path in rule_paths), reference)
+    return by_session.mapInArrow(run, _spark_schema(RECORDS_ARROW))
+
+
+def _shipped_rules(paths: list[Path]) -> list[Path]:
+    """The rule files to ship (folders opened), checked first: a bad rule fails on the driver, not in a task."""
+    from fpi.rules import load_rules, rule_files
+
+    load_rules(paths)
+    found = rule_files(paths)
+    names = [path.name for path in found]
+    if len(set(names)) != len(names):
+        raise UsageError("--engine spark ships rule files by name; give rule files with different names")
+    return found
+
+
+def _spark_schema(schema: pa.Schema):
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
+
+
+def session(master: str = "local[2]", app: str = "fpi"):
+    """A Spark session whose Python workers run this interpreter (so they have fpi and its packages)."""
+    import os
+    import sys
+
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark = (SparkSession.builder.master(master).appName(app).config("spark.ui.enabled", "false")
+             .config("spark.ui.showConsoleProgress", "false").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+@contextmanager
+def running(master: str = "local[2]"):
+    """The active session if there is one (a notebook's, a test's), else a new one, stopped at the end."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    spark = active or session(master)
+    try:
+        yield spark
+    finally:
+        if active is None:
+            spark.stop()
+
+
+def write_parquet(records: DataFrame, output: Path) -> None:
+    """Records in input order as a Parquet folder (Spark's part files), replacing `output` only once the
+    new folder is complete."""
+    import shutil
+    import tempfile
+
+    output = output.resolve()
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        records.orderBy(LINE).drop(LINE).write.mode("overwrite").parquet(str(staging))
+        if output.exists():
+            old = staging.with_name(staging.name + ".old")
+            output.rename(old)
+            staging.rename(output)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

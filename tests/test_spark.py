@@ -1,0 +1,58 @@
+"""The Spark engine gives the local engine's records: a real local Spark session (Java 17, pyspark 4)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from conftest import FIXTURES, run_cli
+from fpi import classify
+from fpi.errors import TraceError
+
+pytest.importorskip("pyspark")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from fpi.spark import session
+
+    started = session("local[2]", "fpi-tests")
+    yield started
+    started.stop()
+
+
+def test_spark_gives_the_local_engines_records(spark, tmp_path):
+    from fpi import spark as engine
+
+    lines = (FIXTURES / "traces.jsonl").read_text().splitlines()
+    shuffled = tmp_path / "interleaved.jsonl"
+    shuffled.write_text("\n".join(lines[::2] + lines[1::2]) + "\n")  # sessions interleaved across the file
+    records = engine.classify(spark.read.text(str(shuffled)), partitions=3, source=str(shuffled))
+    got = pl.DataFrame(records.toArrow()).sort(engine.LINE)
+    local = classify(shuffled)
+    assert got[engine.LINE].to_list() == list(range(1, len(lines) + 1))
+    assert got.drop(engine.LINE).select(local.columns).equals(local)
+    alone = engine.classify(spark.read.text(str(shuffled)), no_rules=True, source=str(shuffled))
+    assert pl.DataFrame(alone.toArrow()).sort(engine.LINE)["rule"].null_count() == len(lines)
+
+
+def test_spark_names_bad_records_by_their_input_line(spark, tmp_path):
+    from fpi import spark as engine
+
+    lines = (FIXTURES / "traces.jsonl").read_text().splitlines()[:200]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join([*lines[:120], '{"turn_id": "broken",', *lines[120:]]) + "\n")
+    with pytest.raises(TraceError, match=rf"{path}:121: malformed JSON"):
+        engine.classify(spark.read.text(str(path)), source=str(path))
+
+
+def test_cli_engine_spark_writes_the_same_records_as_a_parquet_folder(spark, tmp_path):
+    local, folder = tmp_path / "local.parquet", tmp_path / "spark.parquet"
+    assert run_cli("classify", FIXTURES / "traces.jsonl", "-o", local).exit_code == 0
+    result = run_cli("classify", FIXTURES / "traces.jsonl", "--engine", "spark", "-o", folder)
+    assert result.exit_code == 0, result.stderr
+    assert "2000 records written" in result.stderr and folder.is_dir()
+    assert pl.read_parquet(folder / "*.parquet").equals(pl.read_parquet(local))
+    refused = run_cli("classify", FIXTURES / "traces.jsonl", "--engine", "spark", "-o", tmp_path / "x.jsonl")
+    assert refused.exit_code == 2 and "give -o NAME.parquet" in refused.stderr
