@@ -81,8 +81,7 @@ def _inspect(label: str):
             rows = Reference.sample(reference_rows(result.turns).with_columns(
                 pl.Series(LINE, original.gather(result.turns["line"] - 1)), pl.lit(None, pl.String).alias(_PROBLEM)))
             yield rows.select(_INSPECTED.names).to_arrow().cast(_INSPECTED).to_batches()[0]
-        problems = [{LINE: lines[r.line - 1], _PROBLEM: message.split(": ", 1)[1]}
-                    for r in result.rejected for message in r.messages()]
+        problems = [{LINE: lines[r.line - 1], _PROBLEM: problem.message} for r in result.rejected for problem in r.found()]
         if problems:
             frame = pl.DataFrame(problems).with_columns(
                 *[pl.lit(None, pl.Float64).alias(name) for name in SOURCES], turn_id=pl.lit(None, pl.String),
