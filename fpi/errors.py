@@ -58,7 +58,6 @@ class DocumentError(FpiError):
     reads `file:line: what is wrong; how to mend it`."""
 
     def __init__(self, problems: Sequence[str | Problem]):
-        self.found = [p for p in problems if isinstance(p, Problem)]
         self.problems = [str(p) for p in problems]
         super().__init__("\n".join(self.problems))
 

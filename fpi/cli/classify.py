@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fpi.cli.common import Classifier, Input, TracesArg, exit_for, guard_paths, options, run, say, show
+from fpi.cli.common import Classifier, Input, OnError, TracesArg, exit_for, guard_paths, options, run, say, show
 from fpi.errors import EXIT_PARTIAL, UsageError
 
 
@@ -100,7 +100,7 @@ def classify(
     def classify_on_spark() -> int:
         if output is None or output.suffix != ".parquet":
             raise UsageError("--engine spark writes a Parquet folder: give -o NAME.parquet")
-        if explain or bad_records.mapping is not None or bad_records.on_error.value == "skip" or traces == "-":
+        if explain or bad_records.mapping is not None or bad_records.on_error is OnError.skip or traces == "-":
             raise UsageError("--engine spark classifies a JSON Lines file of whole turns, without --explain, --mapping "
                              "and --on-error skip (docs/scale.md)")
         try:
