@@ -4,14 +4,17 @@
 
     python benchmarks/bench_classify.py --phases arrow-floor,classify,classify-streamed,spark
 
-Phases: simulate, the Arrow floor (pyarrow's JSON reader parsing the same file), load, features,
-predict, rules, explain (100k turns), classify end-to-end in memory, classify without rules,
-classify streamed (batches of whole sessions, bounded memory), classify on Spark local[2] (with
-the `spark` extra), and report over the classified records.
+    python benchmarks/bench_classify.py --turns 10000000 --phases classify-streamed,report-streamed
+
+Phases: simulate (blocks of 1M turns in time order, so sessions interleave as in real logs), the
+Arrow floor (pyarrow's JSON reader parsing the same file), load, features, predict, rules, explain
+(100k turns), classify end-to-end in memory, classify without rules, classify streamed (batches of
+whole sessions, bounded memory), classify on Spark local[2] (with the `spark` extra), report over the
+classified records in memory, and report streamed (the records tallied batch by batch).
 
 Prints, per phase: seconds, turns/s and the peak RSS of the phase's process or its largest child
 (Spark's JVM), including the ~0.2 GB of Python, polars and LightGBM themselves; then each classify's ratio to the Arrow floor measured in
-the same run."""
+the same run; `--markdown` prints the figures as the README's table."""
 
 from __future__ import annotations
 
@@ -26,6 +29,9 @@ import time
 from pathlib import Path
 
 
+SIMULATED_BLOCK = 1_000_000
+
+
 def _phase(name: str, traces: Path, out: Path) -> dict:
     import polars as pl
 
@@ -33,11 +39,14 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
 
     started = time.perf_counter()
     timings: dict[str, float | tuple[float, int]] = {}
-    if name == "simulate":
+    if name == "simulate":  # blocks of up to 1M turns, each in time order: sessions interleaved as in real logs
         n = int(traces.stem.split("-")[-1])
-        frame = simulate(n, seed=123)
-        timings["simulate"] = time.perf_counter() - started
-        write_traces(frame, traces)
+        with open(traces, "wb") as handle:
+            for block, start in enumerate(range(0, n, SIMULATED_BLOCK)):
+                frame = simulate(min(SIMULATED_BLOCK, n - start), seed=123 + block).sort("timestamp")
+                if n > SIMULATED_BLOCK:
+                    frame = frame.with_columns(pl.lit(f"b{block}-") + pl.col("turn_id"), pl.lit(f"b{block}-") + pl.col("session_id"))
+                handle.write(frame.write_ndjson().encode("utf-8"))
         timings["simulate+write"] = time.perf_counter() - started
     elif name == "arrow-floor":
         import pyarrow.json as arrow_json
@@ -95,6 +104,13 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
         from fpi.stream import classify_file
         classify_file(traces, Pipeline(), out.with_name("records-streamed.jsonl"))
         timings["classify streamed"] = time.perf_counter() - started
+    elif name == "report-streamed":  # on the records classify-streamed wrote, tallied batch by batch
+        from fpi.render import html_page
+        from fpi.report import build_report
+        from fpi.tally import Tally
+        by = ["nlu.domain", "nlu.intent", "device.type", "locale"]
+        html_page(build_report(Tally.of_file(out.with_name("records-streamed.jsonl"), by), by=by))
+        timings["report streamed (html)"] = time.perf_counter() - started
     elif name == "spark":
         from fpi import spark as engine
         session = engine.session("local[2]")
@@ -123,7 +139,7 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
         timings["report from parquet"] = time.perf_counter() - t
     # the largest of this process and its children (Spark's JVM and Python workers are children)
     peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 2**20
-    return {"timings": timings, "peak_rss_gb": peak, "turns": pl.scan_ndjson(traces).select(pl.len()).collect().item() if name != "simulate" else None}
+    return {"timings": timings, "peak_rss_gb": peak}
 
 
 def main() -> None:
@@ -131,7 +147,8 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=1_000_000)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--phases", default="arrow-floor,load,features,predict,rules,explain,classify,classify-no-rules,"
-                        "classify-streamed,report", help="comma-separated; add `spark` with the spark extra")
+                        "classify-streamed,report,report-streamed", help="comma-separated; add `spark` with the spark extra")
+    parser.add_argument("--markdown", action="store_true", help="also print the figures as a Markdown table (the README's)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fpi-bench-"))
@@ -144,6 +161,7 @@ def main() -> None:
     print(f"fpi benchmark: {args.turns:,} simulated turns, {os.cpu_count()} cores, work in {workdir}")
     phases = (["simulate"] if not traces.exists() else []) + args.phases.split(",")
     seconds_of: dict[str, float] = {}
+    rows = []
     for phase in phases:
         run = subprocess.run([sys.executable, __file__, "--turns", str(args.turns), "--workdir", str(workdir), "--phase", phase],
                              capture_output=True, text=True, check=True)
@@ -152,12 +170,20 @@ def main() -> None:
             seconds, turns = timing if isinstance(timing, list) else (timing, args.turns)
             seconds_of[step] = seconds
             print(f"  {step:<26} {seconds:8.2f} s  {turns / seconds:>12,.0f} turns/s   peak RSS {result['peak_rss_gb']:.2f} GB")
+            rows.append((step, seconds, turns, result["peak_rss_gb"]))
         if phase == "simulate":
             print(f"  {'trace file':<26} {traces.stat().st_size / 2**30:8.2f} GB")
     floor = seconds_of.get("arrow floor (parse)")
     for step, seconds in seconds_of.items():
         if floor and step.startswith("classify"):
             print(f"  {step:<26} {seconds / floor:8.1f} x the Arrow floor")
+    if args.markdown:
+        machine = f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
+        print(f"\n{args.turns:,} turns ({traces.stat().st_size / 2**30:.2f} GB of JSON Lines), {machine}:\n")
+        print("| phase | seconds | turns/s | × Arrow floor | peak RSS |\n|---|---:|---:|---:|---:|")
+        for step, seconds, turns, peak in rows:
+            ratio = f"{seconds / floor:.1f}" if floor and (step.startswith(("classify", "arrow"))) else ""
+            print(f"| {step} | {seconds:.1f} | {turns / seconds:,.0f} | {ratio} | {peak:.2f} GB |")
 
 
 if __name__ == "__main__":

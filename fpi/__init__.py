@@ -17,14 +17,14 @@ _EXPORTS = {
     "LoadResult": "fpi.load", "load_traces": "fpi.load", "read_traces": "fpi.load",
     "FailurePointModel": "fpi.model",
     "read_records": "fpi.records", "write_records": "fpi.records",
-    "build_report": "fpi.report",
+    "build_report": "fpi.report", "Tally": "fpi.tally",
     "LABELS": "fpi.schema", "STAGES": "fpi.schema",
     "load_rules": "fpi.rules",
     "simulate": "fpi.simulator", "write_traces": "fpi.simulator",
 }
 __all__ = [
     "Batch", "FEATURE_NAMES", "FailurePointModel", "FpiError", "LABELS", "LoadResult", "Metrics", "ModelError",
-    "Pipeline", "STAGES", "TraceError", "UsageError", "build_features", "build_report", "classify", "defect_rates",
+    "Pipeline", "STAGES", "Tally", "TraceError", "UsageError", "build_features", "build_report", "classify", "defect_rates",
     "evaluate", "load_policy", "load_rules", "load_traces", "read_records", "read_traces", "run_gate", "simulate",
     "write_records", "write_traces",
 ]
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from fpi.rules import load_rules
     from fpi.schema import LABELS, STAGES
     from fpi.simulator import simulate, write_traces
+    from fpi.tally import Tally
 
 
 def __getattr__(name: str) -> Any:

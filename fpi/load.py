@@ -260,8 +260,13 @@ def load_traces(source: Source, *, on_error: OnError = "fail", quarantine: str |
 def turns_fingerprint(turns: pl.DataFrame) -> str:
     """Identifies a set of turns by the content of their trace fields, whatever file form they
     came in (JSONL, Parquet, per-stage events) and whatever extra fields they carry."""
-    canonical = turns.select(pl.col(name).cast(dtype) for name, dtype in TURN_SCHEMA.items())
-    return hashlib.sha256(canonical.write_ndjson().encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_turns(turns)).hexdigest()
+
+
+def canonical_turns(turns: pl.DataFrame) -> bytes:
+    """The turns' trace fields as JSON Lines, what `turns_fingerprint` hashes: a file's turns hashed
+    chunk by chunk in order give the same digest."""
+    return turns.select(pl.col(name).cast(dtype) for name, dtype in TURN_SCHEMA.items()).write_ndjson().encode("utf-8")
 
 
 def empty_turns() -> pl.DataFrame:

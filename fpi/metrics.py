@@ -81,9 +81,13 @@ def score_against_annotator(gold: Sequence[str], predicted: Sequence[str], annot
 
 def defect_rates(failure_points: Sequence[str], labels: Sequence[str] = LABELS) -> dict:
     """Share of all turns whose failure point is each component, and of all non-correct turns."""
-    total = len(failure_points)
     seen = Counter(failure_points)
-    counts = {label: seen[label] for label in labels}
+    return defect_rates_of({label: seen[label] for label in labels}, labels)
+
+
+def defect_rates_of(counts: dict[str, int], labels: Sequence[str] = LABELS) -> dict:
+    """`defect_rates` from the turns counted per failure point."""
+    total = sum(counts.values())
     share = (lambda n: round(n / total, 6)) if total else (lambda n: 0.0)
     components = [label for label in labels if label != "correct"]
     return {
@@ -140,12 +144,26 @@ class Metrics:
     @classmethod
     def measure(cls, *, source: str, data_fingerprint: str, model_fingerprint: str, rules: dict,
                 predicted: Sequence[str], gold: Sequence[str] | None) -> Metrics:
-        rates = {"predicted": defect_rates(predicted)}
+        seen = Counter(predicted)
+        confusion = None
         if gold is not None:
-            rates["gold"] = defect_rates(gold)
+            index = {label: i for i, label in enumerate(LABELS)}
+            pairs = np.array([index[g] * len(LABELS) + index[p] for g, p in zip(gold, predicted, strict=True)], dtype=np.int64)
+            confusion = np.bincount(pairs, minlength=len(LABELS) ** 2).reshape(len(LABELS), len(LABELS))
+        return cls.of_counts(source=source, data_fingerprint=data_fingerprint, model_fingerprint=model_fingerprint,
+                             rules=rules, predicted={label: seen[label] for label in LABELS}, confusion=confusion)
+
+    @classmethod
+    def of_counts(cls, *, source: str, data_fingerprint: str, model_fingerprint: str, rules: dict,
+                  predicted: dict[str, int], confusion: np.ndarray | None) -> Metrics:
+        """From turns counted per predicted failure point and, with gold labels, the confusion matrix
+        (rows gold): what a streamed run keeps instead of every turn's labels."""
+        rates = {"predicted": defect_rates_of(predicted)}
+        if confusion is not None:
+            rates["gold"] = defect_rates_of(dict(zip(LABELS, (int(n) for n in confusion.sum(axis=1)), strict=True)))
         return cls(source=source, data_fingerprint=data_fingerprint, model_fingerprint=model_fingerprint, rules=rules,
-                   turns=len(predicted), defect_rates=rates,
-                   metrics=evaluate(gold, predicted) if gold is not None else None)
+                   turns=sum(predicted.values()), defect_rates=rates,
+                   metrics=scores(confusion) if confusion is not None else None)
 
     def to_json(self) -> dict:
         out = {"format": "fpi-metrics", "format_version": METRICS_FORMAT, "source": self.source,

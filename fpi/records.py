@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -15,6 +16,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import polars as pl
 
+from fpi.blocks import line_blocks
 from fpi.errors import TraceError, UsageError
 from fpi.output import atomic_write
 from fpi.schema import LABELS, STAGES
@@ -149,6 +151,7 @@ def is_classified(source: str | Path | bytes) -> bool:
 RECORD_MARKERS = ("failure_point", "model_failure_point")
 _CSV_TEXT_COLUMNS = ("rule", "label", "explanation", *CONTEXT, "rules_matched", "recovered_from")
 _REQUIRED_TO_READ = ("turn_id", "failure_point")
+RECORD_BYTES = 512  # about one JSON Lines record without explanations, to size a batch's block
 
 
 def read_records(path: str | Path | bytes, *, name: str | None = None) -> pl.DataFrame:
@@ -172,6 +175,53 @@ def read_records(path: str | Path | bytes, *, name: str | None = None) -> pl.Dat
     except (pl.exceptions.PolarsError, OSError) as exc:
         where = _first_bad_line(path if isinstance(path, bytes) else None, source if not isinstance(path, bytes) else None, suffix)
         raise TraceError([f"{label}{where}: not readable as classified records ({str(exc).splitlines()[0]})"]) from None
+    return _normalised(records, label, suffix)
+
+
+def records_batches(path: str | Path, rows: int = 200_000) -> Iterator[pl.DataFrame]:
+    """The records of a file in batches of about `rows` (JSON Lines: blocks of whole lines), each checked
+    and normalised as `read_records` does, with errors naming lines of the whole file: for inputs
+    larger than memory."""
+    label, suffix = str(path), Path(path).suffix.lower()
+    if not Path(path).is_file():
+        raise UsageError(f"{label}: no such file")
+    try:
+        if suffix in (".parquet", ".csv"):
+            scan = (pl.scan_parquet(path) if suffix == ".parquet" else
+                    pl.scan_csv(path, infer_schema_length=None, schema_overrides={c: pl.String for c in _CSV_TEXT_COLUMNS}))
+            first = 1
+            for batch in scan.collect_batches(chunk_size=rows):
+                yield _normalised(batch, label, suffix, first)
+                first += batch.height
+            return
+        for first_line, block in line_blocks(path, rows * RECORD_BYTES):
+            try:
+                batch = _decoded(block)
+            except pl.exceptions.PolarsError as exc:
+                where = _first_bad_line(block, None, suffix, first_line)
+                raise TraceError([f"{label}{where}: not readable as classified records ({str(exc).splitlines()[0]})"]) from None
+            yield _normalised(batch, label, suffix, first_line)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise TraceError([f"{label}: not readable as classified records ({str(exc).splitlines()[0]})"]) from None
+
+
+def _decoded(block: bytes) -> pl.DataFrame:
+    """A block of JSON Lines records: by Arrow's reader (twice as fast), else by polars' (it reads
+    what Arrow's type inference refuses, and its errors are the ones `read_records` gives)."""
+    import pyarrow as pa
+    import pyarrow.json as pa_json
+
+    try:
+        table = pa_json.read_json(pa.BufferReader(block), read_options=pa_json.ReadOptions(block_size=1 << 24))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pl.read_ndjson(block, infer_schema_length=None)
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _normalised(records: pl.DataFrame, label: str, suffix: str, first_row: int = 1) -> pl.DataFrame:
+    """Records checked (a failure point and labels of our vocabulary) and given every column a report reads."""
     missing = [c for c in _REQUIRED_TO_READ if c not in records.columns]
     if missing:
         raise TraceError([f"{label}: no `{missing[0]}` column; expected the output of `fpi classify`"])
@@ -182,7 +232,8 @@ def read_records(path: str | Path | bytes, *, name: str | None = None) -> pl.Dat
         bad = records.select((~pl.col(column).is_in(list(LABELS))).fill_null(column != "label")).to_series()
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            where = f"{label}: row {row + 1}" if suffix == ".parquet" else f"{label}:{row + 2 if suffix == '.csv' else row + 1}"
+            where = (f"{label}: row {row + first_row}" if suffix == ".parquet"
+                     else f"{label}:{row + first_row + 1 if suffix == '.csv' else row + first_row}")
             raise TraceError([f"{where}: {column}: expected one of {', '.join(LABELS)}, got {records[column][row]!r}"])
     if "model_failure_point" not in records.columns:
         records = records.with_columns(model_failure_point=pl.col("failure_point"))
@@ -193,7 +244,7 @@ def read_records(path: str | Path | bytes, *, name: str | None = None) -> pl.Dat
     return records.with_columns(pl.lit(None, pl.String).alias(c) for c in CONTEXT if c not in records.columns)
 
 
-def _first_bad_line(data: bytes | None, path: object, suffix: str) -> str:
+def _first_bad_line(data: bytes | None, path: object, suffix: str, first_line: int = 1) -> str:
     """`:N` for the first JSON Lines record that is not a JSON object (a truncated last line, say)."""
     if suffix in (".parquet", ".csv"):
         return ""
@@ -201,7 +252,7 @@ def _first_bad_line(data: bytes | None, path: object, suffix: str) -> str:
         text = data if data is not None else Path(str(path)).read_bytes()
     except OSError:
         return ""
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=first_line):
         if not line.strip():
             continue
         try:

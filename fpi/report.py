@@ -4,7 +4,7 @@ a comparison with a baseline run, and the confusion matrix when gold labels exis
 
 `build_report` returns plain numbers (the JSON output, typed below); the renderers
 in `fpi.render` only format them, so every format agrees. It reads records only
-(`fpi.records`), never the model."""
+(`fpi.records`) through their tally (`fpi.tally`), never the model."""
 
 from __future__ import annotations
 
@@ -14,19 +14,11 @@ import numpy as np
 import polars as pl
 
 from fpi.errors import UsageError
-from fpi.metrics import evaluate
-from fpi.records import failure_point_counts
+from fpi.metrics import scores
 from fpi.schema import COMPONENTS, LABELS
 from fpi.stats import CONFIDENCE, DIGITS, compare_rates, rate, wilson
+from fpi.tally import COUNT, MICRO, SLICES, Tally, slice_key
 
-# --by names: trace field paths and the record columns that hold them.
-SLICES = {
-    "nlu.domain": "domain", "domain": "domain",
-    "nlu.intent": "intent", "intent": "intent",
-    "device.type": "device_type", "device_type": "device_type",
-    "locale": "locale",
-    "day": "day",
-}
 NONE_VALUE = "(none)"
 
 
@@ -97,12 +89,6 @@ class Report(TypedDict, total=False):
 
 # ------------------------------------------------------------------ the report
 
-def _slice_column(field: str) -> pl.Expr:
-    if field == "day":
-        return pl.col("timestamp").str.slice(0, 10)
-    return pl.col(SLICES.get(field, field))
-
-
 def _lists_by_label(frame: pl.DataFrame, label_column: str) -> dict[str, list[dict]]:
     """The rows of an ordered frame as a list of dicts per label (every label present)."""
     out: dict[str, list[dict]] = {label: [] for label in LABELS}
@@ -111,49 +97,52 @@ def _lists_by_label(frame: pl.DataFrame, label_column: str) -> dict[str, list[di
     return out
 
 
-def _top_values(records: pl.DataFrame, column: str, top: int) -> dict[str, list[dict]]:
+def _turns() -> pl.Expr:
+    return pl.col("turns").sum().alias("turns")
+
+
+def _top_values(counts: pl.DataFrame, column: str, top: int) -> dict[str, list[dict]]:
     """The most frequent values of `column` among each failure point's turns."""
-    counts = (records.lazy().filter(pl.col(column).is_not_null())
-              .group_by("failure_point", pl.col(column).alias("value")).agg(turns=pl.len())
-              .sort(["failure_point", "turns", "value"], descending=[False, True, False])
-              .group_by("failure_point", maintain_order=True).head(top).collect())
-    return _lists_by_label(counts, "failure_point")
+    top_values = (counts.lazy().filter(pl.col(column).is_not_null())
+                  .group_by("failure_point", pl.col(column).alias("value")).agg(_turns())
+                  .sort(["failure_point", "turns", "value"], descending=[False, True, False])
+                  .group_by("failure_point", maintain_order=True).head(top).collect())
+    return _lists_by_label(top_values, "failure_point")
 
 
-def _top_reasons(records: pl.DataFrame, top: int) -> dict[str, list[dict]]:
+def _top_reasons(reasons: pl.DataFrame, top: int) -> dict[str, list[dict]]:
     """SHAP features that most often stand among a turn's top features, per failure point."""
-    if "explanation" not in records.columns:
-        return _lists_by_label(pl.DataFrame(schema={"failure_point": pl.String}), "failure_point")
-    reasons = (records.lazy().select("failure_point", pl.col("explanation").struct.field("features"))
-               .explode("features").drop_nulls("features").unnest("features")
-               .group_by("failure_point", "feature", "name")
-               .agg(turns=pl.len(), mean_contribution=pl.col("contribution").mean())
-               .sort(["failure_point", "turns", "mean_contribution", "feature"], descending=[False, True, True, False])
-               .group_by("failure_point", maintain_order=True).head(top)
-               .with_columns(pl.col("mean_contribution").round(4)).collect())
-    return _lists_by_label(reasons, "failure_point")
+    ranked = (reasons.lazy().with_columns(mean_contribution=(pl.col("contribution") / pl.col("turns") / MICRO).round(4))
+              .select("failure_point", "feature", "name", "turns", "mean_contribution")
+              .sort(["failure_point", "turns", "mean_contribution", "feature"], descending=[False, True, True, False])
+              .group_by("failure_point", maintain_order=True).head(top).collect())
+    return _lists_by_label(ranked, "failure_point")
 
 
-def _rule_moves(records: pl.DataFrame) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
+def _rule_moves(counts: pl.DataFrame) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
     """Per failure point, the rules that moved turns into it and out of it (from the model's verdict)."""
-    moved = (records.lazy().filter(pl.col("rule").is_not_null() & (pl.col("failure_point") != pl.col("model_failure_point")))
-             .select("rule", "failure_point", "model_failure_point"))
+    moved = counts.lazy().filter(pl.col("rule").is_not_null() & (pl.col("failure_point") != pl.col("model_failure_point")))
 
     def by(column: str) -> dict[str, list[dict]]:
-        counts = moved.group_by(column, "rule").agg(turns=pl.len()).sort([column, "turns", "rule"], descending=[False, True, False])
-        return _lists_by_label(counts.collect(), column)
+        rules = moved.group_by(column, "rule").agg(_turns()).sort([column, "turns", "rule"], descending=[False, True, False])
+        return _lists_by_label(rules.collect(), column)
     return by("failure_point"), by("model_failure_point")
 
 
-def component_table(records: pl.DataFrame, top: int = 3) -> tuple[list[ComponentRow], Overall]:
+def _label_counts(counts: pl.DataFrame) -> dict[str, int]:
+    found = dict(counts.group_by("failure_point").agg(_turns()).iter_rows())
+    return {label: int(found.get(label, 0)) for label in LABELS}
+
+
+def component_table(tally: Tally, top: int = 3) -> tuple[list[ComponentRow], Overall]:
     """One row per failure point (and one for all defects): turns, rate with its interval,
     share of defects, top intents and domains, top SHAP reasons, rules in and out."""
-    n = records.height
-    counts = failure_point_counts(records)
+    n = tally.turns
+    counts = _label_counts(tally.counts)
     defects = sum(counts[c] for c in COMPONENTS)
-    intents, domains = _top_values(records, "intent", top), _top_values(records, "domain", top)
-    reasons = _top_reasons(records, top)
-    rules_in, rules_out = _rule_moves(records)
+    intents, domains = _top_values(tally.counts, "intent", top), _top_values(tally.counts, "domain", top)
+    reasons = _top_reasons(tally.reasons, top)
+    rules_in, rules_out = _rule_moves(tally.counts)
     rows = []
     for label in LABELS:
         counted = rate(counts[label], n)
@@ -166,20 +155,20 @@ def component_table(records: pl.DataFrame, top: int = 3) -> tuple[list[Component
     return rows, Overall(turns=defects, rate=counted["rate"], ci_low=counted["ci_low"], ci_high=counted["ci_high"])
 
 
-def slice_table(records: pl.DataFrame, field: str, min_cell: int) -> SliceTable:
+def slice_table(tally: Tally, field: str, min_cell: int) -> SliceTable:
     """Failure point × values of one field: turns per value, and each component's rate with its
     interval; values with fewer than `min_cell` turns are flagged `small`, never dropped.
     Values come most turns first; days in date order."""
-    if field not in SLICES and field not in records.columns:
-        known = sorted(set(SLICES) | {c for c in records.columns if records.schema[c] == pl.String})
+    column = slice_key(field)
+    if column not in tally.counts.columns:
+        known = sorted(set(SLICES) | {c for c in tally.columns})
         raise UsageError(f"--by {field}: not a field of these records; expected one of {', '.join(known)}")
-    value = _slice_column(field).fill_null(NONE_VALUE).cast(pl.String).alias("value")
-    counts = (records.lazy().select(value, "failure_point")
-              .group_by("value", "failure_point").agg(count=pl.len()).collect()
+    counts = (tally.counts.lazy().select(pl.col(column).fill_null(NONE_VALUE).alias("value"), "failure_point", "turns")
+              .group_by("value", "failure_point").agg(count=pl.col("turns").sum()).collect()
               .pivot(on="failure_point", index="value", values="count"))
     for label in LABELS:
         if label not in counts.columns:
-            counts = counts.with_columns(pl.lit(0, pl.UInt32).alias(label))
+            counts = counts.with_columns(pl.lit(0, COUNT).alias(label))
     counts = (counts.with_columns(pl.col(list(LABELS)).fill_null(0))
               .with_columns(turns=pl.sum_horizontal(list(LABELS))))
     counts = counts.sort("value") if field == "day" else counts.sort(["turns", "value"], descending=[True, False])
@@ -199,10 +188,10 @@ def slice_table(records: pl.DataFrame, field: str, min_cell: int) -> SliceTable:
     return SliceTable(field=field, min_cell=min_cell, values=rows)
 
 
-def baseline_table(records: pl.DataFrame, baseline: pl.DataFrame, alpha: float) -> dict:
+def baseline_table(tally: Tally, baseline: Tally, alpha: float) -> dict:
     """Each component's rate now against the baseline run: change, interval, test, verdict."""
-    now, before = failure_point_counts(records), failure_point_counts(baseline)
-    n, base_n = records.height, baseline.height
+    now, before = _label_counts(tally.counts), _label_counts(baseline.counts)
+    n, base_n = tally.turns, baseline.turns
     rows = [{"failure_point": label, "turns": now[label], "baseline_turns": before[label],
              **compare_rates(now[label], n, before[label], base_n, alpha)} for label in COMPONENTS]
     defects, base_defects = sum(now[c] for c in COMPONENTS), sum(before[c] for c in COMPONENTS)
@@ -210,17 +199,19 @@ def baseline_table(records: pl.DataFrame, baseline: pl.DataFrame, alpha: float) 
     return {"turns": n, "baseline_turns": base_n, "alpha": alpha, "components": rows, "overall": overall}
 
 
-def about(records: pl.DataFrame, input_sha256: str | None = None, date: str | None = None) -> About:
+def about(tally: Tally, input_sha256: str | None = None, date: str | None = None) -> About:
     """The header of a report on these records."""
     from fpi.about import version
 
     def distinct(column: str, null: str) -> list[str]:
-        if column not in records.columns:
+        if column not in tally.columns:
             return []
-        return sorted(records.lazy().select(pl.col(column).fill_null(null).unique()).collect()[column].to_list())
+        return sorted(tally.counts[column].fill_null(null).unique().to_list())
 
-    days = records.lazy().select(day=_slice_column("day")).select(first=pl.col("day").min(), last=pl.col("day").max()).collect()
-    first_day, last_day = days["first"][0], days["last"][0]
+    days = tally.counts["day"]
+    first_day, last_day = days.min(), days.max()
+    assert first_day is None or isinstance(first_day, str)
+    assert last_day is None or isinstance(last_day, str)
     return About(fpi=version(), models=distinct("model_sha", "none"), rules=distinct("rules_sha", "none"), input_sha256=input_sha256,
                  first_day=first_day, last_day=last_day, date=date or last_day)
 
@@ -234,25 +225,35 @@ def baseline_verdict(comparison: dict) -> dict:
             "all_defects": comparison["overall"]["verdict"]}
 
 
-def build_report(records: pl.DataFrame, *, source: str = "", by: list[str] | None = None,
-                 baseline: pl.DataFrame | None = None, baseline_source: str = "", min_cell: int = 30,
+def _confusion(counts: pl.DataFrame) -> np.ndarray:
+    index = {label: i for i, label in enumerate(LABELS)}
+    pairs = (counts.lazy().filter(pl.col("label").is_not_null()).group_by("label", "failure_point").agg(_turns())
+             .with_columns(pl.col("label", "failure_point").replace_strict(index, return_dtype=pl.Int64)).collect())
+    matrix = np.zeros((len(LABELS), len(LABELS)), dtype=np.int64)
+    matrix[pairs["label"].to_numpy(), pairs["failure_point"].to_numpy()] = pairs["turns"].to_numpy()
+    return matrix
+
+
+def build_report(records: pl.DataFrame | Tally, *, source: str = "", by: list[str] | None = None,
+                 baseline: pl.DataFrame | Tally | None = None, baseline_source: str = "", min_cell: int = 30,
                  top: int = 3, alpha: float = 0.05, input_sha256: str | None = None, date: str | None = None) -> Report:
-    """Every number of the report, as plain JSON-able values. `input_sha256` identifies the file the
-    records came from; `date` is the report's date (default: the day of the latest turn)."""
-    if records.height == 0:
+    """Every number of the report, as plain JSON-able values, from records or their tally (`fpi.tally`:
+    a file of any size tallied batch by batch). `input_sha256` identifies the file the records came
+    from; `date` is the report's date (default: the day of the latest turn)."""
+    tally = records if isinstance(records, Tally) else Tally.of(records, by or [])
+    if tally.turns == 0:
         raise UsageError(f"{source or 'the records'}: no turns to report on")
-    components, overall = component_table(records, top)
-    report = Report(about=about(records, input_sha256, date), source=source, turns=records.height, confidence_level=CONFIDENCE,
+    components, overall = component_table(tally, top)
+    report = Report(about=about(tally, input_sha256, date), source=source, turns=tally.turns, confidence_level=CONFIDENCE,
                     components=components, overall=overall)
-    report["slices"] = [slice_table(records, field, min_cell) for field in by or []]
-    has_days = records["timestamp"].null_count() < records.height
-    report["by_day"] = slice_table(records, "day", min_cell) if has_days else None
+    report["slices"] = [slice_table(tally, field, min_cell) for field in by or []]
+    report["by_day"] = slice_table(tally, "day", min_cell) if tally.counts["day"].null_count() < tally.counts.height else None
     if baseline is not None:
-        comparison = baseline_table(records, baseline, alpha)
+        comparison = baseline_table(tally, baseline if isinstance(baseline, Tally) else Tally.of(baseline), alpha)
         report["baseline"] = {"source": baseline_source, **comparison, "verdict": baseline_verdict(comparison)}
-    labeled = records.filter(pl.col("label").is_not_null()) if "label" in records.columns else records.clear()
-    if labeled.height:
-        metrics = evaluate(labeled["label"].to_list(), labeled["failure_point"].to_list())
-        report["confusion"] = {"turns": labeled.height, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+    confusion = _confusion(tally.counts)
+    if confusion.sum():
+        metrics = scores(confusion)
+        report["confusion"] = {"turns": metrics["turns"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
                                **metrics["confusion"]}
     return report

@@ -31,10 +31,10 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 LINE = "line"  # the 1-based line of each record in the input, carried through so output keeps input order
-_PROBLEM = "_problem"
+_PROBLEM, _CODE = "_problem", "_code"
 # What the first pass brings back per partition: the rows quantile tables are fitted on, and bad records.
 _INSPECTED = pa.schema([("turn_id", pa.string()), *[(name, pa.float64()) for name in SOURCES], ("nlu_intent", pa.string()),
-                        (LINE, pa.int64()), (_PROBLEM, pa.string())])
+                        (LINE, pa.int64()), (_PROBLEM, pa.string()), (_CODE, pa.string())])
 _RECORD_COLUMNS = [name for name in SCHEMA if name != "explanation"]
 
 
@@ -79,9 +79,11 @@ def _inspect(label: str):
         original = pl.Series(lines)
         if result.turns.height:
             rows = Reference.sample(reference_rows(result.turns).with_columns(
-                pl.Series(LINE, original.gather(result.turns["line"] - 1)), pl.lit(None, pl.String).alias(_PROBLEM)))
+                pl.Series(LINE, original.gather(result.turns["line"] - 1)), pl.lit(None, pl.String).alias(_PROBLEM),
+                pl.lit(None, pl.String).alias(_CODE)))
             yield rows.select(_INSPECTED.names).to_arrow().cast(_INSPECTED).to_batches()[0]
-        problems = [{LINE: lines[r.line - 1], _PROBLEM: problem.message} for r in result.rejected for problem in r.found()]
+        problems = [{LINE: lines[r.line - 1], _PROBLEM: problem.message, _CODE: problem.code}
+                    for r in result.rejected for problem in r.found()]
         if problems:
             frame = pl.DataFrame(problems).with_columns(
                 *[pl.lit(None, pl.Float64).alias(name) for name in SOURCES], turn_id=pl.lit(None, pl.String),
@@ -149,12 +151,16 @@ def classify(lines: DataFrame, *, model: str | Path | None = None, rules: list[P
     inspected = by_session.mapInArrow(_inspect(source), _spark_schema(_INSPECTED)).toArrow()
     found = pl.from_arrow(inspected)
     assert isinstance(found, pl.DataFrame)
-    problems = found.filter(pl.col(_PROBLEM).is_not_null()).sort(LINE)
+    problems = found.filter(pl.col(_PROBLEM).is_not_null())
+    problems, reused = _reused_across_sessions(keyed, problems)
+    problems = problems.sort(LINE, maintain_order=True)
     if problems.height and on_error == "fail":
         raise TraceError([f"{source}:{line}: {problem}" for line, problem in problems.select(LINE, _PROBLEM).iter_rows()],
                          summary=f"{source}: {problems[LINE].n_unique()} bad records; nothing was written "
                                  "(use --on-error skip to go on with the valid turns)")
-    sample = Reference.sample(found.filter(pl.col(_PROBLEM).is_null()).drop(LINE, _PROBLEM))
+    if reused:
+        by_session = by_session.where(~F.col(LINE).isin(reused))
+    sample = Reference.sample(found.filter(pl.col(_PROBLEM).is_null() & ~pl.col(LINE).is_in(reused)).drop(LINE, _PROBLEM, _CODE))
     reference = json.dumps(Reference.fit(sample).to_json())
 
     model_dir = Path(model) if model is not None else default_model_dir()
@@ -164,6 +170,32 @@ def classify(lines: DataFrame, *, model: str | Path | None = None, rules: list[P
         spark.sparkContext.addFile(str(path.resolve()))
     run = _classify(source, model_dir.resolve().name, tuple(path.name for path in rule_paths), reference)
     return by_session.mapInArrow(run, _spark_schema(RECORDS_ARROW))
+
+
+def _reused_across_sessions(keyed: DataFrame, problems: pl.DataFrame) -> tuple[pl.DataFrame, list[int]]:
+    """A turn_id used in more than one session: each task sees one session's use only, so the driver names the
+    later uses as the local reader does (first use: the earliest line that is otherwise a valid turn). Returns
+    the problems with these, and the lines to leave out."""
+    from pyspark.sql import functions as F
+
+    from fpi.load import duplicate_problem
+    from fpi.schema import DUPLICATE
+
+    ids = keyed.select(F.get_json_object("value", "$.turn_id").alias("turn_id"), "_session", LINE).where("turn_id is not null")
+    spread = ids.groupBy("turn_id").agg(F.countDistinct("_session").alias("_sessions")).where("_sessions > 1")
+    uses = pl.from_arrow(ids.join(spread, "turn_id").select("turn_id", LINE).toArrow())
+    assert isinstance(uses, pl.DataFrame)
+    invalid = problems.filter(pl.col(_CODE) != DUPLICATE)[LINE].implode()
+    later = (uses.filter(~pl.col(LINE).is_in(invalid)).with_columns(first=pl.col(LINE).min().over("turn_id"))
+             .filter(pl.col(LINE) != pl.col("first")).sort(LINE))
+    if not later.height:
+        return problems, []
+    named = pl.DataFrame([{LINE: line, _PROBLEM: f"{field}: {message}", _CODE: code}
+                          for line, turn_id, first in later.select(LINE, "turn_id", "first").iter_rows()
+                          for field, code, message in [duplicate_problem(turn_id, "", 0, first, 0)]],
+                         schema={LINE: pl.Int64, _PROBLEM: pl.String, _CODE: pl.String})
+    kept = problems.filter(~(pl.col(LINE).is_in(later[LINE].implode()) & (pl.col(_CODE) == DUPLICATE)))
+    return pl.concat([kept, named], how="diagonal_relaxed"), later[LINE].to_list()
 
 
 def _shipped_rules(paths: list[Path]) -> list[Path]:

@@ -13,6 +13,7 @@ temporary file and renamed into place at the end, so an interrupted run leaves t
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import signal
 import sys
@@ -27,10 +28,12 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from fpi.errors import TraceError
+from fpi.blocks import BLOCK_BYTES, line_blocks
+from fpi.errors import TraceError, UsageError
 from fpi.features import reference_rows
-from fpi.load import (MOSTLY, LoadResult, RejectedRecord, _fields_seen, _read_jsonl, _read_table, _refuse_other_formats,
-                      bad_records_error, duplicate_problem, no_stages_error)
+from fpi.load import (MOSTLY, LoadResult, RejectedRecord, _fields_seen, _read_jsonl, _read_table, _refuse_other_formats, _split_lines,
+                      bad_records_error, canonical_turns, duplicate_problem, no_stages_error)
+from fpi.metrics import Metrics
 from fpi.normalise import SAMPLE_TURNS, Reference
 from fpi.output import atomic_write
 from fpi.pipeline import Pipeline
@@ -38,7 +41,8 @@ from fpi.records import RecordsWriter, output_form
 from fpi.schema import LABELS, STAGES, TURN_FIELD_NAMES
 
 BATCH_TURNS = 200_000
-CHUNK_BYTES = 64 << 20
+CHUNK_BYTES = BLOCK_BYTES
+SAMPLE_SLACK = 20_000
 ROW_GROUP = 20_000
 
 
@@ -51,8 +55,13 @@ class StreamResult:
     written: int = 0
     rejected: list[RejectedRecord] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LABELS, 0))
-    labeled: bool = True
+    unlabeled: int = 0  # accepted turns without a gold label
+    fingerprint: str = ""  # of the accepted turns, as `fpi.load.turns_fingerprint` (when only measuring)
     confusion: np.ndarray = field(default_factory=lambda: np.zeros((len(LABELS), len(LABELS)), dtype=np.int64))
+
+    @property
+    def labeled(self) -> bool:
+        return self.unlabeled == 0
 
     @property
     def accepted(self) -> int:
@@ -80,11 +89,14 @@ def streamable(path: str | Path) -> bool:
     return first.lstrip(b"\xef\xbb\xbf ").startswith(b"{") and b'"stage"' not in first and b"resourceSpans" not in first
 
 
+def _is_parquet(path: Path) -> bool:
+    with open(path, "rb") as probe:
+        return probe.read(4) == b"PAR1"
+
+
 def _chunks(path: Path, label: str, turns: int) -> Iterator[LoadResult]:
     """The file as loaded chunks of about `turns` turns, each with its lines numbered as in the file."""
-    with open(path, "rb") as probe:
-        parquet = probe.read(4) == b"PAR1"
-    if parquet:
+    if _is_parquet(path):
         first = 1
         for batch in pq.ParquetFile(path).iter_batches(batch_size=turns):
             frame = pl.from_arrow(batch)
@@ -92,78 +104,62 @@ def _chunks(path: Path, label: str, turns: int) -> Iterator[LoadResult]:
             yield _read_table(frame, label, first)
             first += frame.height
         return
-    with open(path, "rb") as probe:
-        opener = gzip.open if probe.read(2) == b"\x1f\x8b" else open
-    first_line, carry = 1, b""
-    with opener(path, "rb") as handle:
-        while True:
-            block = handle.read(CHUNK_BYTES)
-            data = carry + block
-            cut = data.rfind(b"\n") + 1 if block else len(data)  # whole lines; at the end, what is left
-            if cut == 0 or (not block and not data.strip()):
-                if not block:
-                    return
-                carry = data
-                continue
-            chunk, carry = data[:cut], data[cut:]
-            if first_line == 1:
-                _refuse_other_formats(chunk, label)
-            yield _read_jsonl(chunk, label, first_line)
-            first_line += chunk.count(b"\n")
-            if not block:
-                return
+    for first_line, chunk in line_blocks(path, CHUNK_BYTES):
+        if first_line == 1:
+            _refuse_other_formats(chunk, label)
+        yield _read_jsonl(chunk, label, first_line)
 
 
-class _Seen:
-    """Keys (turn_id, or session and index) of the accepted turns so far, as sorted 64-bit hashes with
-    the line each was first used on: a duplicate in a later chunk is named as the in-memory run names it."""
-
-    def __init__(self) -> None:
-        self.hashes = np.empty(0, dtype=np.uint64)
-        self.lines = np.empty(0, dtype=np.uint32)
-
-    def first_lines(self, hashes: np.ndarray) -> np.ndarray:
-        """For each hash, the line it was first used on, or 0."""
-        if not self.hashes.size:
-            return np.zeros(hashes.size, np.uint32)
-        at = np.minimum(np.searchsorted(self.hashes, hashes), self.hashes.size - 1)
-        return np.where(self.hashes[at] == hashes, self.lines[at], 0)
-
-    def add(self, hashes: np.ndarray, lines: np.ndarray) -> None:
-        merged = np.concatenate([self.hashes, hashes])
-        order = np.argsort(merged, kind="stable")
-        self.hashes, self.lines = merged[order], np.concatenate([self.lines, lines])[order]
-
-
-def _cross_chunk_duplicates(turns: pl.DataFrame, label: str, ids: _Seen, places: _Seen) -> tuple[pl.DataFrame, list[RejectedRecord]]:
-    id_hash = turns["turn_id"].hash(seed=0).to_numpy()
-    place_hash = turns.select(pl.struct("session_id", "turn_index").hash(seed=0)).to_series().to_numpy()
-    first_id, first_place = ids.first_lines(id_hash), places.first_lines(place_hash)
-    duplicate = (first_id > 0) | (first_place > 0)
-    rejected = []
-    flagged = turns.select("line", "raw", "turn_id", "session_id", "turn_index").filter(pl.Series(duplicate))
-    for row, (number, raw, turn_id, session_id, index) in zip(np.flatnonzero(duplicate), flagged.iter_rows(), strict=True):
-        problem = duplicate_problem(turn_id, session_id, index, int(first_id[row]), int(first_place[row]))
-        rejected.append(RejectedRecord(label, number, (problem,), raw))
-    kept = ~duplicate
-    lines = turns["line"].to_numpy()
-    ids.add(id_hash[kept], lines[kept])
-    places.add(place_hash[kept], lines[kept])
-    return turns.filter(pl.Series(kept)), rejected
+def _raw_lines(path: Path, label: str, wanted: pl.Series, turns: int) -> dict[int, str | bytes]:
+    """The input text of the lines `wanted` (sorted), as the loader keeps it for the quarantine file:
+    read again, since a streamed run does not carry every line's text along."""
+    found: dict[int, str | bytes] = {}
+    if _is_parquet(path):
+        for result in _chunks(path, label, turns):
+            rows = result.turns.filter(pl.col("line").is_in(wanted.implode()))
+            found.update(zip(rows["line"].to_list(), rows["raw"].to_list(), strict=True))
+        return found
+    for first_line, chunk in line_blocks(path, CHUNK_BYTES):
+        last_line = first_line + chunk.count(b"\n")
+        if wanted.is_between(first_line, last_line).any():
+            lines = _split_lines(chunk, label, first_line)[0].filter(pl.col("line").is_in(wanted.implode()))
+            found.update(zip(lines["line"].to_list(), lines["raw"].to_list(), strict=True))
+    return found
 
 
 @dataclass
 class _Sample:
-    """The rows quantile tables are fitted on, kept to the SAMPLE_TURNS smallest turn_id hashes."""
+    """The turns quantile tables are fitted on (`Reference.sample`: the smallest turn_id hashes),
+    gathered as chunks pass. Only the turns whose hash can still be among the smallest get their
+    reference rows computed; SAMPLE_SLACK more than needed are kept, so the sample stays the same
+    when duplicates found at the end are taken out."""
 
     rows: pl.DataFrame | None = None
+    truncated: bool = False
 
-    def add(self, rows: pl.DataFrame) -> None:
+    def add(self, turns: pl.DataFrame) -> None:
+        hashed = turns.with_columns(_hash=pl.col("turn_id").hash(seed=0))
+        if self.truncated and self.rows is not None:
+            hashed = hashed.filter(pl.col("_hash") <= self.rows["_hash"].max())
+        rows = _own_text(reference_rows(hashed).with_columns(hashed["_hash"], hashed["line"]))
         merged = rows if self.rows is None else pl.concat([self.rows, rows])
-        self.rows = Reference.sample(merged) if merged.height > SAMPLE_TURNS else merged
+        if merged.height > SAMPLE_TURNS + SAMPLE_SLACK:
+            merged, self.truncated = merged.sort("_hash", "turn_id").head(SAMPLE_TURNS + SAMPLE_SLACK), True
+        self.rows = merged
 
-    def fit(self) -> Reference:
-        return Reference.fit(self.rows if self.rows is not None else pl.DataFrame())
+    def fit(self, rejected: pl.Series) -> Reference | None:
+        """The tables, or None when so many sampled turns were rejected that the sample must be gathered again."""
+        rows = self.rows.filter(~pl.col("line").is_in(rejected.implode())) if self.rows is not None else pl.DataFrame()
+        if self.truncated and rows.height < SAMPLE_TURNS:
+            return None
+        return Reference.fit(Reference.sample(rows.drop("_hash", "line", strict=False)))
+
+
+def _own_text(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame with its text copied out: polars' strings are views into the buffers they were decoded
+    into, so a few rows kept from each chunk would keep every chunk's text alive."""
+    return frame.with_columns(pl.concat_str(pl.col(name), pl.lit("")).alias(name) for name, dtype in frame.schema.items()
+                              if dtype == pl.String)
 
 
 class _Interrupted(KeyboardInterrupt):
@@ -174,22 +170,30 @@ def _on_term(signum: int, frame: FrameType | None) -> None:
     raise _Interrupted()  # unwinds through the `with` blocks, so spill files and temporary output go
 
 
-def classify_file(path: str | Path, pipeline: Pipeline, output: str | Path = "-", *, batch_turns: int = BATCH_TURNS,
-                  on_error: str = "fail", on_progress: Callable[[str, int, int | None], None] | None = None) -> StreamResult:
+def classify_file(path: str | Path, pipeline: Pipeline, output: str | Path | None = "-", *, batch_turns: int = BATCH_TURNS,
+                  on_error: str = "fail", on_progress: Callable[[str, int, int | None], None] | None = None,
+                  labels_required: bool = False) -> StreamResult:
     """Classify the turns of `path` into `output` (.jsonl, .csv or .parquet; `-`: JSON Lines on stdout)
-    batch by batch, in bounded memory: the same records, in the same order, as `pipeline.run` on the whole file. `on_progress`
-    hears (phase, turns done, turns in all or None)."""
+    batch by batch, in bounded memory: the same records, in the same order, as `pipeline.run` on the whole file;
+    `output=None` only counts them and fingerprints the turns (`measured`), and `labels_required` refuses turns without a gold label. `on_progress` hears (phase, turns done, turns in all or None)."""
     label = str(path)
     report = on_progress or (lambda phase, done, total: None)
     previous = signal.signal(signal.SIGTERM, _on_term)
     try:
         with tempfile.TemporaryDirectory(prefix="fpi-spill-") as spill:
-            result, partitions = _spill(Path(path), label, Path(spill), batch_turns, report)
+            result, partitions = _spill(Path(path), label, Path(spill), batch_turns, report, fingerprint=output is None)
+            duplicate_lines = _reject_duplicates(Path(path), label, partitions, result, batch_turns)
             if result.rejected and on_error == "fail":
                 raise bad_records_error(label, result.rejected)
-            fitted = partitions.sample.fit()
-            records = _classify_partitions(pipeline, Path(spill), partitions, fitted, result, report)
-            _merge(records, output, result, report)
+            if labels_required and result.unlabeled:
+                raise UsageError(f"{label}: {result.unlabeled} of {result.accepted} turns have no `label`; "
+                                 "this needs gold labels on every turn")
+            fitted = partitions.sample.fit(duplicate_lines) or _sample_again(partitions, duplicate_lines).fit(duplicate_lines)
+            assert fitted is not None
+            records = _classify_partitions(pipeline, Path(spill), partitions, duplicate_lines, fitted, result, report,
+                                           keep=output is not None)
+            if output is not None:
+                _merge(records, output, result, report)
             return result
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -197,11 +201,22 @@ def classify_file(path: str | Path, pipeline: Pipeline, output: str | Path = "-"
 
 @dataclass
 class _Partitions:
+    """Where the spilled turns are: by a hash of session_id (whole sessions), and their turn_ids by a
+    hash of turn_id (so a turn_id used again anywhere lands beside its first use)."""
+
     count: int
     files: dict[int, list[Path]] = field(default_factory=dict)
+    ids: dict[int, list[Path]] = field(default_factory=dict)
     sample: _Sample = field(default_factory=_Sample)
     empty: int = 0  # turns with none of the stages, for the whole-input check
     seen: list[str] = field(default_factory=list)  # the fields of the first records, for its message
+
+    def turns(self, part: int, columns: list[str] | None = None, without: pl.Series | None = None) -> pl.DataFrame:
+        """One partition's turns in input order, less the lines `without`."""
+        scan = pl.scan_parquet(self.files[part]).select(columns or pl.all())
+        if without is not None and without.len():
+            scan = scan.filter(~pl.col("line").is_in(without.implode()))
+        return scan.sort("line").collect()
 
 
 def estimated_turns(path: Path) -> float:
@@ -218,48 +233,93 @@ def estimated_turns(path: Path) -> float:
     return path.stat().st_size * (10 if zipped else 1) / (len(sample) / lines)
 
 
-def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Callable) -> tuple[StreamResult, _Partitions]:
+def _spill_by(rows: pl.DataFrame, key: pl.Expr, count: int, where: Path, files: dict[int, list[Path]]) -> None:
+    for (part,), group in rows.with_columns(_part=(key % count).cast(pl.UInt32)).group_by("_part"):
+        target = where.with_name(f"{where.name}-{int(part)}.parquet")
+        group.drop("_part").write_parquet(target, compression="lz4")  # read back once: speed over size
+        files.setdefault(int(part), []).append(target)
+
+
+def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Callable,
+           fingerprint: bool) -> tuple[StreamResult, _Partitions]:
     result = StreamResult(label)
+    digest = hashlib.sha256()
     partitions = _Partitions(count=max(1, math.ceil(1.5 * estimated_turns(path) / batch_turns)))
-    ids, places = _Seen(), _Seen()
     for number, chunk in enumerate(_chunks(path, label, batch_turns)):
-        turns, duplicates = _cross_chunk_duplicates(chunk.turns, label, ids, places)
-        result.read += chunk.read
-        result.rejected += chunk.rejected + duplicates
         if number == 0:
-            partitions.seen = _fields_seen(turns)
+            partitions.seen = _fields_seen(chunk.turns)
+        turns = chunk.turns.drop("raw")
+        result.read += chunk.read
+        result.rejected += chunk.rejected
         partitions.empty += int(turns.select(pl.all_horizontal(pl.col(s).is_null() for s in (*STAGES, "feedback")).sum()).item())
-        if "label" in turns.columns and turns["label"].null_count():
-            result.labeled = False
-        partitions.sample.add(reference_rows(turns))
-        keyed = turns.drop("raw").with_columns(_part=(pl.col("session_id").hash(seed=1) % partitions.count).cast(pl.UInt32))
-        for (part,), rows in keyed.group_by("_part"):
-            target = spill / f"turns-{int(part)}-{number}.parquet"
-            rows.drop("_part").write_parquet(target)
-            partitions.files.setdefault(int(part), []).append(target)
+        result.unlabeled += turns["label"].null_count()
+        partitions.sample.add(turns)
+        if fingerprint:
+            digest.update(canonical_turns(turns))
+        _spill_by(turns, pl.col("session_id").hash(seed=1), partitions.count, spill / f"turns-{number}", partitions.files)
+        _spill_by(turns.select("turn_id", "line"), pl.col("turn_id").hash(seed=2), partitions.count, spill / f"ids-{number}",
+                  partitions.ids)
+        del chunk, turns
         report("reading", result.read, None)
     if result.read == 0:
         raise TraceError([f"{label}: empty file: expected one JSON object per line (trace format v1)"])
     accepted = result.read - len(result.rejected)
     if accepted and partitions.empty / accepted > MOSTLY and set(partitions.seen) - set(TURN_FIELD_NAMES):
         raise no_stages_error(partitions.empty / accepted, partitions.seen, label)
-    result.rejected.sort(key=lambda r: r.line)
+    result.fingerprint = digest.hexdigest() if fingerprint else ""
     return result, partitions
 
 
-def _classify_partitions(pipeline: Pipeline, spill: Path, partitions: _Partitions, fitted: Reference, result: StreamResult,
-                         report: Callable) -> list[Path]:
-    """Each partition's records, sorted by line, in a Parquet file of small row groups."""
+def _reject_duplicates(path: Path, label: str, partitions: _Partitions, result: StreamResult, batch_turns: int) -> pl.Series:
+    """Turns whose turn_id, or whose session and turn_index, an earlier line used (across chunks; each chunk
+    was checked when read), named as the in-memory run names them. Returns their lines, sorted."""
+    reused_ids = pl.concat([
+        pl.scan_parquet(files).with_columns(first_turn=pl.col("line").min().over("turn_id"))
+        .filter(pl.col("line") != pl.col("first_turn")).select("line", "first_turn").collect()
+        for files in partitions.ids.values()] or [pl.DataFrame(schema={"line": pl.UInt32, "first_turn": pl.UInt32})])
+    found = []
+    for part in partitions.files:
+        keys = partitions.turns(part, ["line", "turn_id", "session_id", "turn_index"])
+        found.append(keys.join(reused_ids, on="line", how="left")
+                     .with_columns(first_index=pl.col("line").min().over("session_id", "turn_index"))
+                     .filter(pl.col("first_turn").is_not_null() | (pl.col("line") != pl.col("first_index"))))
+    duplicates = pl.concat(found).sort("line") if found else pl.DataFrame(schema={"line": pl.UInt32})
+    if duplicates.height:
+        raw = _raw_lines(path, label, duplicates["line"], batch_turns)
+        for number, turn_id, session_id, index, first_turn, first_index in duplicates.select(
+                "line", "turn_id", "session_id", "turn_index", "first_turn", "first_index").iter_rows():
+            problem = duplicate_problem(turn_id, session_id, index, first_turn or 0, first_index)
+            result.rejected.append(RejectedRecord(label, number, (problem,), raw[number]))
+        if result.fingerprint:  # the accepted turns' fingerprint, without the duplicates
+            digest = hashlib.sha256()
+            for chunk in _chunks(path, label, batch_turns):
+                digest.update(canonical_turns(chunk.turns.filter(~pl.col("line").is_in(duplicates["line"].implode()))))
+            result.fingerprint = digest.hexdigest()
+    result.rejected.sort(key=lambda r: r.line)
+    return duplicates["line"]
+
+
+def _sample_again(partitions: _Partitions, rejected: pl.Series) -> _Sample:
+    """The sample gathered from the spilled turns, when too many of the first one's turns were rejected."""
+    sample = _Sample()
+    for part in partitions.files:
+        sample.add(partitions.turns(part, without=rejected))
+    return sample
+
+
+def _classify_partitions(pipeline: Pipeline, spill: Path, partitions: _Partitions, rejected: pl.Series, fitted: Reference,
+                         result: StreamResult, report: Callable, keep: bool = True) -> list[Path]:
+    """Each partition's records, sorted by line, in a Parquet file of small row groups (unless not `keep`)."""
     out, done, total = [], 0, result.accepted
-    for part, files in sorted(partitions.files.items()):
-        turns = pl.concat([pl.read_parquet(f) for f in files]).sort("line")
-        for f in files:
+    for part in sorted(partitions.files):
+        turns = partitions.turns(part, without=rejected)
+        for f in partitions.files[part]:
             f.unlink()
         batch = pipeline.run(turns.with_columns(raw=pl.lit(None, pl.String)), fitted=fitted)
         records = batch.records.with_columns(_line=turns["line"])
-        target = spill / f"records-{part}.parquet"
-        records.write_parquet(target, row_group_size=ROW_GROUP, statistics=True)
-        out.append(target)
+        if keep:
+            out.append(spill / f"records-{part}.parquet")
+            records.write_parquet(out[-1], row_group_size=ROW_GROUP, statistics=True)
         for label, count in records["failure_point"].value_counts().iter_rows():
             result.counts[label] += count
         if result.labeled and "label" in records.columns:
@@ -299,4 +359,11 @@ def _merge(parts: list[Path], output: str | Path, result: StreamResult, report: 
         atomic_write(output, to_file)
 
 
-__all__ = ["BATCH_TURNS", "StreamResult", "classify_file", "estimated_turns", "streamable"]
+def measured(pipeline: Pipeline, result: StreamResult) -> Metrics:
+    """The metrics file of a streamed run, as `fpi.pipeline.measure` gives for the same turns in memory."""
+    return Metrics.of_counts(source=result.source, data_fingerprint=result.fingerprint, model_fingerprint=pipeline.model.fingerprint(),
+                             rules=pipeline.rules.identity(), predicted=result.counts,
+                             confusion=result.confusion if result.labeled else None)
+
+
+__all__ = ["BATCH_TURNS", "StreamResult", "classify_file", "estimated_turns", "measured", "streamable"]

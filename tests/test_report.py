@@ -14,11 +14,12 @@ import polars as pl
 import pytest
 
 from conftest import run_cli, turn, write_jsonl
-from fpi.errors import EXIT_ERROR, EXIT_OK
-from fpi.records import read_records
+from fpi.errors import EXIT_ERROR, EXIT_OK, TraceError
+from fpi.records import read_records, records_batches
 from fpi.render import csv_text, html_page, markdown, percent, rate_cell
 from fpi.report import build_report
 from fpi.stats import compare_rates, wilson
+from fpi.tally import Tally
 
 # Ten classified turns over two days: wake 1, asr 2, er 1, correct 6; one rule moved an asr turn to correct.
 ROWS = [
@@ -256,3 +257,28 @@ def test_baseline_given_as_raw_traces_is_classified_with_the_same_reader(classif
     result = run_cli("report", classified / "r.jsonl", "--baseline", fixture_traces, "--format", "json")
     assert result.exit_code == EXIT_OK, result.stderr
     assert json.loads(result.stdout)["baseline"]["verdict"]["all_defects"] == "no significant change"
+
+
+@pytest.mark.parametrize("name", ["r.jsonl", "r.csv", "r.parquet"])
+def test_a_file_tallied_in_small_batches_reports_as_the_records_in_memory(classified, name):
+    """Reports read a tally (`fpi.tally`), so a file of any size is read batch by batch; the numbers
+    are those of the whole records, explanations' mean contributions included."""
+    by = ["nlu.intent", "device.type", "day", "session_id"]
+    whole = build_report(read_records(classified / name), by=by, baseline=read_records(classified / "r.jsonl"))
+    batches = Tally.of_file(classified / name, by, rows=150)
+    assert len(list(records_batches(classified / name, 150))) > 5
+    assert build_report(batches, by=by, baseline=Tally.of_file(classified / "r.jsonl", rows=150)) == whole
+    assert whole["components"][1]["top_reasons"] and whole["confusion"]["turns"] == 2000
+    at_once = Tally.of(read_records(classified / name), by).canonical()
+    assert batches.canonical().counts.equals(at_once.counts) and batches.canonical().reasons.equals(at_once.reasons)
+
+
+def test_a_bad_record_deep_in_a_large_file_is_named_by_its_line(classified, tmp_path):
+    lines = (classified / "r.jsonl").read_text().splitlines()
+    lines[1500] = lines[1500].replace('"failure_point":"', '"failure_point":"x', 1)
+    (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
+    result = run_cli("report", tmp_path / "bad.jsonl")
+    assert result.exit_code == EXIT_ERROR
+    assert f"{tmp_path / 'bad.jsonl'}:1501: failure_point: expected one of wake, asr, nlu, er, result, correct, got 'x" in result.stderr
+    with pytest.raises(TraceError, match=r"bad.jsonl:1501: failure_point"):
+        Tally.of_file(tmp_path / "bad.jsonl", rows=100)

@@ -47,6 +47,34 @@ def test_spark_names_bad_records_by_their_input_line(spark, tmp_path):
         engine.classify(spark.read.text(str(path)), source=str(path))
 
 
+def test_a_turn_id_reused_in_another_session_is_named_as_locally(spark, tmp_path):
+    """Each task sees one session: the driver names a turn_id used in two sessions, with the local message,
+    and with `skip` leaves the later use out as the local engine does."""
+    import json
+
+    from fpi import spark as engine
+    from fpi.load import read_traces
+    from fpi.pipeline import Pipeline
+
+    lines = (FIXTURES / "traces.jsonl").read_text().splitlines()[:300]
+    first, other = json.loads(lines[3]), json.loads(lines[250])
+    assert first["session_id"] != other["session_id"]
+    lines[250] = json.dumps({**other, "turn_id": first["turn_id"]})
+    path = tmp_path / "reused.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    loaded = read_traces(path)
+    assert loaded.problems() == [f"{path}:251: turn_id: duplicate turn_id {first['turn_id']!r}: expected a unique id, "
+                                 "first used on line 4"]
+    with pytest.raises(TraceError) as refused:
+        engine.classify(spark.read.text(str(path)), partitions=3, source=str(path))
+    assert refused.value.problems == loaded.problems()
+    kept = engine.classify(spark.read.text(str(path)), partitions=3, source=str(path), on_error="skip")
+    got = pl.DataFrame(kept.toArrow()).sort(engine.LINE)
+    local = Pipeline().run(loaded.turns).records
+    assert 251 not in got[engine.LINE] and got.height == 299
+    assert got.drop(engine.LINE).select(local.columns).equals(local)
+
+
 def test_cli_engine_spark_writes_the_same_records_as_a_parquet_folder(spark, tmp_path):
     local, folder = tmp_path / "local.parquet", tmp_path / "spark.parquet"
     assert run_cli("classify", FIXTURES / "traces.jsonl", "-o", local).exit_code == 0

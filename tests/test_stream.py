@@ -13,11 +13,11 @@ import pytest
 from conftest import ROOT, run_cli
 
 from fpi import simulate
-from fpi.load import read_traces
+from fpi.load import read_traces, turns_fingerprint
 from fpi.normalise import SAMPLE_TURNS, Reference
 from fpi.pipeline import Pipeline
 from fpi.simulator import write_traces
-from fpi.stream import classify_file
+from fpi.stream import _sample_again, classify_file
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,40 @@ def test_bad_records_are_named_and_quarantined_as_in_memory(interleaved, tmp_pat
     assert (tmp_path / "streamed-q.jsonl").read_bytes() == (tmp_path / "whole-q.jsonl").read_bytes()
 
 
+@pytest.mark.parametrize("slack", [50, 0])
+def test_duplicates_across_chunks_and_the_sample_match_the_in_memory_run(interleaved, tmp_path, monkeypatch, slack):
+    """Small chunks, so duplicates lie in other chunks than their first use, and a small sample that one
+    duplicate falls into: with slack the sample drops it, without slack it is gathered again."""
+    import fpi.normalise
+    import fpi.stream
+    monkeypatch.setattr(fpi.stream, "CHUNK_BYTES", 300_000)
+    monkeypatch.setattr(fpi.stream, "SAMPLE_SLACK", slack)
+    monkeypatch.setattr(fpi.stream, "SAMPLE_TURNS", 3000)
+    monkeypatch.setattr(fpi.normalise, "SAMPLE_TURNS", 3000)
+    gathered_again = []
+    monkeypatch.setattr(fpi.stream, "_sample_again", lambda *a: gathered_again.append(1) or _sample_again(*a))
+    lines = (interleaved / "traces.jsonl").read_text().splitlines()
+    early, place = json.loads(lines[10]), json.loads(lines[20])
+    candidates = pl.Series([f"dup-{i}" for i in range(500)])
+    first_in_sample = candidates[int(candidates.hash(seed=0).arg_min())]  # a turn_id sure to be sampled
+    reused_place = json.dumps({**place, "turn_id": first_in_sample})
+    reused_id = json.dumps({**early, "turn_index": 999})
+    source = tmp_path / "dups.jsonl"
+    source.write_text("\n".join(lines[:6000] + [reused_place] + lines[6000:11000] + [reused_id] + lines[11000:]) + "\n")
+    loaded = read_traces(source)
+    expected = Pipeline().run(loaded.turns).records.write_ndjson()
+    result = classify_file(source, Pipeline(), tmp_path / "s.jsonl", on_error="skip", batch_turns=2000)
+    assert (tmp_path / "s.jsonl").read_text() == expected
+    assert result.problems() == loaded.problems() == [
+        f"{source}:6001: turn_index: duplicate turn_index {place['turn_index']} in session {place['session_id']!r}: "
+        "expected one turn per index, first used on line 21",
+        f"{source}:11002: turn_id: duplicate turn_id {early['turn_id']!r}: expected a unique id, first used on line 11"]
+    assert [r.raw for r in result.rejected] == [reused_place, reused_id]
+    assert len(gathered_again) == (slack == 0)
+    measured_only = classify_file(source, Pipeline(), None, on_error="skip", batch_turns=2000)
+    assert measured_only.fingerprint == turns_fingerprint(loaded.turns) and measured_only.counts == result.counts
+
+
 def test_records_to_stdout_stream_too(interleaved):
     whole = run_cli("classify", interleaved / "traces.jsonl", "--batch-turns", "100000")
     streamed = run_cli("classify", interleaved / "traces.jsonl", "--batch-turns", "2000")
@@ -111,3 +145,27 @@ def test_a_large_file_of_other_field_names_is_refused_as_in_memory(tmp_path):
     assert whole.exit_code == streamed.exit_code == 2
     assert whole.stderr == streamed.stderr and "asr_text, intent, status" in streamed.stderr
     assert not (tmp_path / "a.jsonl").exists() and not (tmp_path / "b.jsonl").exists()
+
+
+def test_eval_and_gate_stream_a_large_file_to_the_same_numbers(interleaved, tmp_path, monkeypatch):
+    """eval and gate read an input larger than a batch batch by batch: the same metrics file (data
+    fingerprint included), scores and verdicts as in memory; unlabeled turns are refused by count."""
+    import fpi.stream
+    source = interleaved / "traces.jsonl"
+    policy = ROOT / "fixtures" / "gate" / "policy.yaml"
+    runs = {}
+    for engine, batch in (("memory", 100_000), ("streamed", 2000)):
+        monkeypatch.setattr(fpi.stream, "BATCH_TURNS", batch)
+        scores = run_cli("eval", source, "--format", "json", "--save-metrics", tmp_path / f"{engine}.json")
+        gate = run_cli("gate", source, "--policy", policy, "--baseline", ROOT / "fixtures" / "gate" / "baseline.json",
+                       "--format", "json")
+        assert scores.exit_code == 0, scores.stderr
+        assert gate.exit_code in (0, 1), gate.stderr
+        runs[engine] = (scores.stdout, (tmp_path / f"{engine}.json").read_text(), gate.stdout, gate.exit_code)
+    assert runs["streamed"] == runs["memory"]
+    assert json.loads(runs["memory"][1])["metrics"]["turns"] == 12000
+    lines = source.read_text().splitlines()
+    unlabeled = [json.dumps({k: v for k, v in json.loads(line).items() if k != "label"}) for line in lines[:3]]
+    (tmp_path / "some-unlabeled.jsonl").write_text("\n".join(unlabeled + lines[3:]) + "\n")
+    refused = run_cli("eval", tmp_path / "some-unlabeled.jsonl")
+    assert refused.exit_code == 2 and "3 of 12000 turns have no `label`" in refused.stderr

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fpi.cli.common import Classifier, Input, OnError, TracesArg, exit_for, guard_paths, options, run, say, show
+from fpi.cli.common import Classifier, Input, OnError, TracesArg, exit_for, guard_paths, options, run, say, show, streams
 from fpi.errors import EXIT_PARTIAL, UsageError
 
 
@@ -43,7 +43,6 @@ def classify(
     from fpi.otlp import is_otlp_path
     from fpi.progress import PipelineProgress, turns_progress
     from fpi.records import check_output_path, failure_point_counts, write_records
-    from fpi.stream import estimated_turns, streamable
     from fpi.tables import counts_table
 
     def work() -> int:
@@ -57,7 +56,7 @@ def classify(
         guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()], [output, bad_records.quarantine_path(traces)])
         if engine is Engine.spark:
             return classify_on_spark()
-        if bad_records.mapping is None and not spans_out and streamable(traces) and estimated_turns(Path(traces)) > batch_turns:
+        if not spans_out and streams(traces, bad_records, batch_turns):
             return classify_streamed()
         with turns_progress() as progress:
             pipeline = make_pipeline()

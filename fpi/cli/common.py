@@ -245,6 +245,26 @@ def read(traces: str, on_error: OnError, quarantine: Path | None, data: bytes | 
     return result
 
 
+def streams(traces: str, bad_records: Input, batch_turns: int | None = None) -> bool:
+    """Whether the streamed engine reads these traces (`fpi.stream`): a JSON Lines or Parquet file of
+    whole turns, read without a mapping, holding more turns than a batch."""
+    from fpi.stream import BATCH_TURNS, estimated_turns, streamable
+
+    return bad_records.mapping is None and streamable(traces) and estimated_turns(Path(traces)) > (batch_turns or BATCH_TURNS)
+
+
+def measure_streamed(traces: str, pipeline: Pipeline, bad_records: Input, *, labels_required: bool) -> StreamResult:
+    """Classify a large file batch by batch keeping only counts (`fpi eval`, `fpi gate`), with progress."""
+    from fpi.progress import turns_progress
+    from fpi.stream import classify_file
+
+    with turns_progress() as progress:
+        result = classify_file(traces, pipeline, None, on_error=bad_records.on_error.value, on_progress=progress,
+                               labels_required=labels_required)
+    account_for(result, traces, bad_records.quarantine)
+    return result
+
+
 def account_for(result: LoadResult | StreamResult, traces: str, quarantine: Path | None) -> None:
     """Quarantine what was rejected, say where and why, and how many records were read and accepted."""
     from fpi.load import write_quarantine
@@ -266,7 +286,7 @@ def rule_set(paths: list[Path] | None, no_rules: bool) -> RuleSet:
     return RuleSet(()) if no_rules else load_rules(paths)
 
 
-def exit_for(result: LoadResult) -> int:
+def exit_for(result: LoadResult | StreamResult) -> int:
     return EXIT_PARTIAL if result.rejected else EXIT_OK
 
 

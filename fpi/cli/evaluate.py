@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,14 +16,20 @@ from fpi.cli.common import (
     TableFormatOpt,
     exit_for,
     guard_paths,
+    measure_streamed,
     options,
     require_labels,
     run,
     say,
     show,
     stdout_console,
+    streams,
 )
 from fpi.errors import UsageError
+
+if TYPE_CHECKING:
+    from fpi.load import LoadResult
+    from fpi.stream import StreamResult
 
 
 @options
@@ -50,6 +56,7 @@ def evaluate(
         from fpi.metrics import annotator_labels, score_against_annotator
         from fpi.output import atomic_write_bytes
         from fpi.pipeline import measure
+        from fpi.stream import measured
         from fpi.tables import metrics_tables
 
         if human is not None and not human.strip():
@@ -63,10 +70,15 @@ def evaluate(
 
             check_output_path(errors)
         pipeline = classifier.pipeline(explain_top_k=3, explain_all=True) if errors is not None else classifier.pipeline()
-        result = bad_records.read(traces)
-        turns = require_labels(result)
-        batch = pipeline.run(turns)
-        metrics = measure(pipeline, batch, result.source)
+        result: LoadResult | StreamResult
+        if human is None and errors is None and streams(traces, bad_records):
+            result = measure_streamed(traces, pipeline, bad_records, labels_required=True)
+            metrics, turns, batch = measured(pipeline, result), None, None
+        else:
+            result = loaded = bad_records.read(traces)
+            turns = require_labels(loaded)
+            batch = pipeline.run(turns)
+            metrics = measure(pipeline, batch, loaded.source)
         if save_metrics is not None:
             atomic_write_bytes(save_metrics, metrics.to_text().encode("utf-8"))
             say(f"metrics written to {save_metrics}")
@@ -74,7 +86,8 @@ def evaluate(
             from fpi.metrics import misclassified
             from fpi.records import write_records
 
-            wrong = misclassified(batch.turns, batch.records)
+            assert turns is not None and batch is not None
+            wrong = misclassified(turns, batch.records)
             write_records(wrong, errors)
             say(f"{wrong.height} misclassified turns written to {errors}")
         scores = metrics.metrics
@@ -87,6 +100,7 @@ def evaluate(
             say(f"confusion matrix drawn in {output}")
         report: dict = {"source": result.source, "model": scores}
         if human:
+            assert turns is not None and batch is not None
             annotator = annotator_labels(turns, human, result.source)
             report.update(score_against_annotator(turns["label"].to_list(), batch.records["failure_point"].to_list(), annotator))
         if output_format is TableFormat.json:

@@ -5,11 +5,16 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fpi.cli.common import Classifier, Input, exit_for, guard_paths, options, run, say, show, stdout_console
+if TYPE_CHECKING:
+    from fpi.load import LoadResult
+    from fpi.stream import StreamResult
+
+from fpi.cli.common import (Classifier, Input, exit_for, guard_paths, measure_streamed, options, run, say, show, stdout_console,
+                            streams)
 
 
 class GateFormat(str, Enum):
@@ -55,6 +60,7 @@ def gate(
         from fpi.gate import load_policy, run_gate
         from fpi.output import atomic_write_bytes
         from fpi.pipeline import measure
+        from fpi.stream import measured
         from fpi.progress import PipelineProgress, turns_progress
         from fpi.tables import gate_context, gate_table
 
@@ -65,13 +71,18 @@ def gate(
         if previous is not None and not gate_policy.has("regression"):
             say(f"note: {policy} sets no regression limits; --baseline {baseline} is not used")
         pipeline = classifier.pipeline()
-        result = bad_records.read(traces)
-        with turns_progress() as progress:
-            phases = PipelineProgress(progress, result.turns.height)
-            batch = pipeline.run(result.turns, on_step=phases.step)
-            phases.step("measuring")
-            outcome = run_gate(gate_policy, measure(pipeline, batch, result.source), previous)
-            phases.finish()
+        result: LoadResult | StreamResult
+        if streams(traces, bad_records):
+            result = measure_streamed(traces, pipeline, bad_records, labels_required=False)
+            outcome = run_gate(gate_policy, measured(pipeline, result), previous)
+        else:
+            result = loaded = bad_records.read(traces)
+            with turns_progress() as progress:
+                phases = PipelineProgress(progress, loaded.turns.height)
+                batch = pipeline.run(loaded.turns, on_step=phases.step)
+                phases.step("measuring")
+                outcome = run_gate(gate_policy, measure(pipeline, batch, loaded.source), previous)
+                phases.finish()
         if junit is not None:
             atomic_write_bytes(junit, junit_xml(outcome))
         if summary is not None:

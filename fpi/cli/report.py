@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from fpi.load import LoadResult
+    from fpi.tally import Tally
 
 
 class ReportFormat(str, Enum):
@@ -59,10 +60,12 @@ def _sha256(path: str, data: bytes | None) -> str | None:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _records(path: str, classifier: Classifier, bad_records: Input) -> tuple[pl.DataFrame, LoadResult | None, str | None]:
-    """Classified records as they are, or raw traces classified now with the given (or shipped) model;
-    and the input's sha256."""
+def _records(path: str, classifier: Classifier, bad_records: Input, by: list[str]) -> tuple[pl.DataFrame | Tally, LoadResult | None, str | None]:
+    """Classified records (a file is tallied batch by batch, in bounded memory), or raw traces classified
+    now with the given (or shipped) model; and the input's sha256."""
+    from fpi.progress import PipelineProgress, turns_progress
     from fpi.records import is_classified, read_records
+    from fpi.tally import Tally
 
     data = sys.stdin.buffer.read() if path == "-" else None  # stdin is read once, then recognised by content
     digest = _sha256(path, data)
@@ -70,8 +73,10 @@ def _records(path: str, classifier: Classifier, bad_records: Input) -> tuple[pl.
         if classifier.given():
             raise UsageError(f"{path} is already classified (it has failure_point); --model, --rules and --no-rules "
                              "apply to raw traces")
-        return read_records(data if data is not None else path, name="<stdin>"), None, digest
-    from fpi.progress import PipelineProgress, turns_progress
+        if data is not None:
+            return read_records(data, name="<stdin>"), None, digest
+        with turns_progress() as progress:
+            return Tally.of_file(path, by, on_progress=lambda read: progress("reading", read, None)), None, digest
 
     pipeline = classifier.pipeline()
     result = bad_records.read(path, data)
@@ -115,8 +120,8 @@ def report(
         if date is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):
             raise UsageError(f"--date {date}: expected a day as YYYY-MM-DD")
         guard_paths([bad_records.mapping_file(), records, baseline, *classifier.inputs()], [output, bad_records.quarantine_path(records)])
-        current, result, digest = _records(records, classifier, bad_records)
-        before = _records(baseline, classifier, replace(bad_records, quarantine=None))[0] if baseline else None
+        current, result, digest = _records(records, classifier, bad_records, by or [])
+        before = _records(baseline, classifier, replace(bad_records, quarantine=None), [])[0] if baseline else None
         numbers = build_report(current, source=result.source if result else records, by=by, baseline=before,
                                baseline_source=baseline or "", min_cell=min_cell, top=top, alpha=alpha,
                                input_sha256=digest, date=date)
