@@ -45,7 +45,7 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
             for block, start in enumerate(range(0, n, SIMULATED_BLOCK)):
                 frame = simulate(min(SIMULATED_BLOCK, n - start), seed=123 + block).sort("timestamp")
                 if n > SIMULATED_BLOCK:
-                    frame = frame.with_columns(pl.lit(f"b{block}-") + pl.col("turn_id"), pl.lit(f"b{block}-") + pl.col("session_id"))
+                    frame = frame.with_columns((f"b{block}-" + pl.col(name)).alias(name) for name in ("turn_id", "session_id"))
                 handle.write(frame.write_ndjson().encode("utf-8"))
         timings["simulate+write"] = time.perf_counter() - started
     elif name == "arrow-floor":

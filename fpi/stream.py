@@ -43,7 +43,7 @@ from fpi.schema import LABELS, STAGES, TURN_FIELD_NAMES
 BATCH_TURNS = 200_000
 CHUNK_BYTES = BLOCK_BYTES
 SAMPLE_SLACK = 20_000
-ROW_GROUP = 20_000
+MERGE_WINDOW = 100_000  # lines merged back into input order at a time
 
 
 @dataclass
@@ -206,6 +206,7 @@ class _Partitions:
 
     count: int
     files: dict[int, list[Path]] = field(default_factory=dict)
+    id_count: int = 1  # turn_ids and lines are small: fewer partitions, fewer files
     ids: dict[int, list[Path]] = field(default_factory=dict)
     sample: _Sample = field(default_factory=_Sample)
     empty: int = 0  # turns with none of the stages, for the whole-input check
@@ -244,7 +245,8 @@ def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Callab
            fingerprint: bool) -> tuple[StreamResult, _Partitions]:
     result = StreamResult(label)
     digest = hashlib.sha256()
-    partitions = _Partitions(count=max(1, math.ceil(1.5 * estimated_turns(path) / batch_turns)))
+    count = max(1, math.ceil(1.5 * estimated_turns(path) / batch_turns))
+    partitions = _Partitions(count=count, id_count=math.ceil(count / 8))
     for number, chunk in enumerate(_chunks(path, label, batch_turns)):
         if number == 0:
             partitions.seen = _fields_seen(chunk.turns)
@@ -257,7 +259,7 @@ def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Callab
         if fingerprint:
             digest.update(canonical_turns(turns))
         _spill_by(turns, pl.col("session_id").hash(seed=1), partitions.count, spill / f"turns-{number}", partitions.files)
-        _spill_by(turns.select("turn_id", "line"), pl.col("turn_id").hash(seed=2), partitions.count, spill / f"ids-{number}",
+        _spill_by(turns.select("turn_id", "line"), pl.col("turn_id").hash(seed=2), partitions.id_count, spill / f"ids-{number}",
                   partitions.ids)
         del chunk, turns
         report("reading", result.read, None)
@@ -319,7 +321,9 @@ def _classify_partitions(pipeline: Pipeline, spill: Path, partitions: _Partition
         records = batch.records.with_columns(_line=turns["line"])
         if keep:
             out.append(spill / f"records-{part}.parquet")
-            records.write_parquet(out[-1], row_group_size=ROW_GROUP, statistics=True)
+            # a partition holds 1/count of the lines spread over the whole file: row groups of WINDOW/count
+            # records each span about one merge window, so the merge reads each record about once
+            records.write_parquet(out[-1], row_group_size=max(1000, MERGE_WINDOW // partitions.count), statistics=True)
         for label, count in records["failure_point"].value_counts().iter_rows():
             result.counts[label] += count
         if result.labeled and "label" in records.columns:
@@ -336,7 +340,7 @@ def _merge(parts: list[Path], output: str | Path, result: StreamResult, report: 
     JSON Lines on stdout for `-`."""
     scan = pl.scan_parquet(parts) if parts else None
     last = int(scan.select(pl.col("_line").max()).collect().item() or 0) if scan is not None else 0
-    window = max(ROW_GROUP * 5, 100_000)
+    window = MERGE_WINDOW
 
     def write(handle: BinaryIO) -> None:
         writer = RecordsWriter(handle, output_form(output))
