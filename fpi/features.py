@@ -8,6 +8,7 @@ not run gives nulls, never zeros, so the model can tell "absent" from "low"."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import polars as pl
@@ -43,7 +44,7 @@ def _similarity(pair: pl.Series) -> pl.Series:
     a, b = pair.struct.field("a"), pair.struct.field("b")
     missing = (a.is_null() | b.is_null()).to_numpy()
     scores = process.cpdist(a.fill_null("").to_list(), b.fill_null("").to_list(), scorer=fuzz.ratio,
-                            dtype=np.float32, workers=1) / 100.0
+                            dtype=np.float32, workers=-1) / 100.0  # pair by pair: the same scores on any number of cores
     return pl.Series(np.where(missing, np.nan, scores)).fill_nan(None).cast(pl.Float64)
 
 
@@ -196,6 +197,9 @@ CATEGORICAL: tuple[str, ...] = tuple(f.name for f in FEATURES if f.categorical)
 DESCRIPTIONS: dict[str, str] = {**{f.name: f.description for f in FEATURES}, **normalise.DESCRIPTIONS}
 
 
+ENGINE: Final = "in-memory"  # the turns are in memory already; polars' streaming engine took a third longer on this plan
+
+
 def feature_plan(turns: pl.DataFrame, neighbours: pl.DataFrame | None = None) -> pl.LazyFrame:
     """The lazy plan from loaded turns to `turn_id` plus one column per feature, in input order;
     `neighbours` is `neighbour_rows(turns)` when the caller already has it."""
@@ -210,7 +214,7 @@ def build_features(turns: pl.DataFrame, neighbours: pl.DataFrame | None = None, 
     Quantile features are relative to these turns (one assistant's), or to `reference`'s tables
     for a source with too few values here. `fitted`: tables already fitted on the whole input, of
     which these turns are one batch."""
-    base = feature_plan(turns, neighbours).collect()
+    base = feature_plan(turns, neighbours).collect(engine=ENGINE)
     tables = fitted if fitted is not None else normalise.Reference.fit(normalise.Reference.sample(base))
     return tables.over(reference).apply(base)
 
@@ -218,7 +222,7 @@ def build_features(turns: pl.DataFrame, neighbours: pl.DataFrame | None = None, 
 def reference_rows(turns: pl.DataFrame) -> pl.DataFrame:
     """What quantile tables are fitted on, per turn: its id, the sources and the intent (row-local,
     so a streamed run collects them batch by batch)."""
-    return feature_plan(turns).select("turn_id", *normalise.SOURCES, "nlu_intent").collect()
+    return feature_plan(turns).select("turn_id", *normalise.SOURCES, "nlu_intent").collect(engine=ENGINE)
 
 
 def features_markdown() -> str:

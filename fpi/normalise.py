@@ -107,7 +107,9 @@ class Reference:
             columns[f"{name}_q"] = _quantiles(values, self.tables[name]) if name in self.tables else np.full(values.size, np.nan)
         within = columns[f"{BY_INTENT}_q"].copy()
         if self.by_intent and "nlu_intent" in features.columns:
-            names, codes = np.unique(features["nlu_intent"].fill_null("").to_numpy().astype(str), return_inverse=True)
+            intent = features["nlu_intent"].fill_null("")
+            names = intent.unique().sort().to_list()
+            codes = intent.rank("dense").cast(pl.Int64).to_numpy() - 1  # each row's index in `names`
             order = np.argsort(codes, kind="stable")  # the rows of each intent, found once
             bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
             values = features[BY_INTENT].cast(pl.Float64).fill_null(np.nan).to_numpy()
