@@ -169,3 +169,14 @@ def test_eval_and_gate_stream_a_large_file_to_the_same_numbers(interleaved, tmp_
     (tmp_path / "some-unlabeled.jsonl").write_text("\n".join(unlabeled + lines[3:]) + "\n")
     refused = run_cli("eval", tmp_path / "some-unlabeled.jsonl")
     assert refused.exit_code == 2 and "3 of 12000 turns have no `label`" in refused.stderr
+
+
+def test_report_on_a_large_trace_file_classifies_it_batch_by_batch_to_the_same_report(interleaved, monkeypatch):
+    import fpi.stream
+    reports = []
+    for batch in (100_000, 2000):
+        monkeypatch.setattr(fpi.stream, "BATCH_TURNS", batch)
+        result = run_cli("report", interleaved / "traces.jsonl", "--by", "nlu.intent", "--format", "json")
+        assert result.exit_code == 0, result.stderr
+        reports.append(result.stdout)
+    assert reports[1] == reports[0] and json.loads(reports[0])["turns"] == 12000

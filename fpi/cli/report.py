@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fpi.cli.common import Classifier, Input, exit_for, guard_paths, options, run, say, stdout_console
+from fpi.cli.common import Classifier, Input, account_for, exit_for, guard_paths, options, run, say, stdout_console, streams
 from fpi.errors import EXIT_OK, UsageError
 
 if TYPE_CHECKING:
     import polars as pl
 
     from fpi.load import LoadResult
+    from fpi.stream import StreamResult
     from fpi.tally import Tally
 
 
@@ -60,7 +61,8 @@ def _sha256(path: str, data: bytes | None) -> str | None:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _records(path: str, classifier: Classifier, bad_records: Input, by: list[str]) -> tuple[pl.DataFrame | Tally, LoadResult | None, str | None]:
+def _records(path: str, classifier: Classifier, bad_records: Input,
+             by: list[str]) -> tuple[pl.DataFrame | Tally, LoadResult | StreamResult | None, str | None]:
     """Classified records (a file is tallied batch by batch, in bounded memory), or raw traces classified
     now with the given (or shipped) model; and the input's sha256."""
     from fpi.progress import PipelineProgress, turns_progress
@@ -79,6 +81,17 @@ def _records(path: str, classifier: Classifier, bad_records: Input, by: list[str
             return Tally.of_file(path, by, on_progress=lambda read: progress("reading", read, None)), None, digest
 
     pipeline = classifier.pipeline()
+    if data is None and streams(path, bad_records):  # a large trace file: classified batch by batch, then tallied
+        import tempfile
+
+        from fpi.stream import classify_file
+
+        with tempfile.TemporaryDirectory(prefix="fpi-report-") as folder, turns_progress() as progress:
+            records_file = Path(folder) / "records.parquet"
+            streamed = classify_file(path, pipeline, records_file, on_error=bad_records.on_error.value, on_progress=progress)
+            tally = Tally.of_file(records_file, by)
+        account_for(streamed, path, bad_records.quarantine)
+        return tally, streamed, digest
     result = bad_records.read(path, data)
     with turns_progress() as progress:
         phases = PipelineProgress(progress, result.turns.height)
