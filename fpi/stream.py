@@ -26,6 +26,7 @@ from typing import BinaryIO
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fpi.blocks import BLOCK_BYTES, line_blocks
@@ -226,7 +227,10 @@ def estimated_turns(path: Path) -> float:
     with open(path, "rb") as handle:
         head = handle.read(4)
     if head == b"PAR1":
-        return float(pq.ParquetFile(path).metadata.num_rows)
+        try:
+            return float(pq.ParquetFile(path).metadata.num_rows)
+        except (OSError, pa.ArrowException):
+            return 0.0  # not readable: read in memory, where the reader names the problem
     zipped = head[:2] == b"\x1f\x8b"
     with (gzip.open if zipped else open)(path, "rb") as handle:
         sample = handle.read(1 << 20)
