@@ -4,8 +4,11 @@ and still name every line by its number in the file."""
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
+
+from fpi.errors import TraceError
 
 BLOCK_BYTES = 64 << 20
 
@@ -18,7 +21,10 @@ def line_blocks(path: str | Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tu
     first_line, carry = 1, b""
     with opener(path, "rb") as handle:
         while True:
-            block = handle.read(block_bytes)
+            try:
+                block = handle.read(block_bytes)
+            except (OSError, EOFError, zlib.error) as exc:  # a damaged or truncated gzip file
+                raise TraceError([f"{path}: not a readable gzip file ({exc})"]) from exc
             data = carry + block
             cut = data.rfind(b"\n") + 1 if block else len(data)  # whole lines; at the end, what is left
             if cut == 0 or (not block and not data.strip()):

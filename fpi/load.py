@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import zlib
 import hashlib
 import io
 import json
@@ -133,7 +134,7 @@ def read_traces(source: Source, *, name: str | None = None, mapping: Mapping | s
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise TraceError([f"{label}: not a readable gzip file ({exc})"]) from exc
     if mapping is not None:
         _refuse_records(data, label)

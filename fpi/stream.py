@@ -18,6 +18,7 @@ import math
 import signal
 import sys
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,8 +85,11 @@ def streamable(path: str | Path) -> bool:
     if head[:4] == b"PAR1":
         return True
     if head[:2] == b"\x1f\x8b":
-        with gzip.open(path, "rb") as handle:
-            head = handle.read(1 << 16)
+        try:
+            with gzip.open(path, "rb") as handle:
+                head = handle.read(1 << 16)
+        except (OSError, EOFError, zlib.error):
+            return False  # damaged: read in memory, where the reader names the problem
     first = next((line for line in head.splitlines() if line.strip()), b"")
     return first.lstrip(b"\xef\xbb\xbf ").startswith(b"{") and b'"stage"' not in first and b"resourceSpans" not in first
 
@@ -232,8 +236,11 @@ def estimated_turns(path: Path) -> float:
         except (OSError, pa.ArrowException):
             return 0.0  # not readable: read in memory, where the reader names the problem
     zipped = head[:2] == b"\x1f\x8b"
-    with (gzip.open if zipped else open)(path, "rb") as handle:
-        sample = handle.read(1 << 20)
+    try:
+        with (gzip.open if zipped else open)(path, "rb") as handle:
+            sample = handle.read(1 << 20)
+    except (OSError, EOFError, zlib.error):
+        return 0.0
     lines = max(sample.count(b"\n"), 1)
     return path.stat().st_size * (10 if zipped else 1) / (len(sample) / lines)
 

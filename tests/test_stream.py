@@ -180,3 +180,20 @@ def test_report_on_a_large_trace_file_classifies_it_batch_by_batch_to_the_same_r
         assert result.exit_code == 0, result.stderr
         reports.append(result.stdout)
     assert reports[1] == reports[0] and json.loads(reports[0])["turns"] == 12000
+
+
+@pytest.mark.parametrize("damage", ["garbled", "truncated"])
+def test_a_damaged_gzip_file_is_a_clear_error_streamed_or_not(interleaved, tmp_path, damage):
+    data = (interleaved / "traces.jsonl.gz").read_bytes()
+    middle = len(data) // 2
+    damaged = data[:middle] + bytes(200) + data[middle + 200:] if damage == "garbled" else data[:middle]
+    source = tmp_path / "damaged.jsonl.gz"
+    source.write_bytes(damaged)
+    head = tmp_path / "head.jsonl.gz"  # damaged before the first block of lines
+    head.write_bytes(data[:10] + bytes(50) + data[60:])
+    for path in (source, head):
+        for batch in ("2000", "100000"):
+            result = run_cli("classify", path, "-o", tmp_path / "out.jsonl", "--batch-turns", batch)
+            assert result.exit_code == 2 and f"{path}: not a readable gzip file" in result.stderr, result.stderr
+            assert not (tmp_path / "out.jsonl").exists()
+        assert run_cli("eval", path).exit_code == 2 and run_cli("report", path).exit_code == 2
