@@ -193,8 +193,10 @@ def classify_file(path: str | Path, pipeline: Pipeline, output: str | Path | Non
             if labels_required and result.unlabeled:
                 raise UsageError(f"{label}: {result.unlabeled} of {result.accepted} turns have no `label`; "
                                  "this needs gold labels on every turn")
-            fitted = partitions.sample.fit(duplicate_lines) or _sample_again(partitions, duplicate_lines).fit(duplicate_lines)
-            assert fitted is not None
+            fitted = partitions.sample.fit(duplicate_lines)
+            if fitted is None:
+                fitted = _sample_again(partitions, duplicate_lines).fit(duplicate_lines)
+                assert fitted is not None
             records = _classify_partitions(pipeline, Path(spill), partitions, duplicate_lines, fitted, result, report,
                                            keep=output is not None)
             if output is not None:
