@@ -21,6 +21,7 @@ from fpi.errors import ModelError, UsageError
 from fpi.metrics import evaluate
 from fpi.features import CATEGORICAL, FEATURE_NAMES, build_features
 from fpi.normalise import Reference
+from fpi.native import NativeTrees, softmax
 from fpi.output import atomic_write_dir
 from fpi.schema import LABELS, STAGES
 
@@ -202,6 +203,7 @@ class FailurePointModel:
         self.early_stopping_rounds = early_stopping_rounds
         self.seed = seed
         self.num_threads = num_threads
+        self.native_: NativeTrees | None = None  # set by compile()
 
     # ------------------------------------------------------------ encoding
 
@@ -247,6 +249,7 @@ class FailurePointModel:
         boosting continues from that model's trees (its features, classes and vocabularies).
         With fewer than CV_BELOW labels, the number of rounds comes from session-grouped cross-validation.
         `features` are the turns' features when the caller has built them already."""
+        self.native_ = None  # compiled trees belong to the booster they were compiled from
         if labels is None:
             if "label" not in turns.columns or turns["label"].null_count() == turns.height:
                 raise UsageError("training needs gold labels: the traces have no `label` field")
@@ -372,8 +375,26 @@ class FailurePointModel:
         if not hasattr(self, "booster_"):
             raise ModelError("this FailurePointModel is not fitted: call fit() or FailurePointModel.load()")
 
+    def _trees(self) -> int:
+        """How many trees predict: LightGBM's `num_iteration=best_iteration_`."""
+        per_round = self.booster_.num_model_per_iteration()
+        return min(self.booster_.num_trees(), self.best_iteration_ * per_round) if self.best_iteration_ > 0 else self.booster_.num_trees()
+
+    def compile(self, *, cache: Path | None = None, threads: int | None = None) -> FailurePointModel:
+        """Predict with the trees compiled to native code from now on (`fpi.native`): compiled once per
+        model and machine, then read from the cache; the same raw scores as LightGBM, bit for bit."""
+        self._check_fitted()
+        self.native_ = NativeTrees.compile(self.booster_, self._trees(), cache=cache, threads=threads or self.num_threads)
+        return self
+
+    def raw_scores(self, X: np.ndarray) -> np.ndarray:
+        """Each class's raw score (before softmax) for the rows of the model's input matrix."""
+        if self.native_ is not None:
+            return self.native_.raw_scores(X)
+        return np.asarray(self.booster_.predict(X, num_iteration=self.best_iteration_, raw_score=True))
+
     def _proba_matrix(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster_.predict(X, num_iteration=self.best_iteration_))
+        return softmax(self.raw_scores(X))
 
     def _possible(self, probabilities: np.ndarray, features: pl.DataFrame) -> np.ndarray:
         """Probabilities with the labels a turn cannot have set to 0, renormalised."""

@@ -20,7 +20,9 @@ from fpi.explain import explanations
 from fpi.features import build_features, neighbour_rows
 from fpi.load import Source, load_traces, turns_fingerprint
 from fpi.mapping import Mapping
+from fpi.errors import ModelError
 from fpi.model import FailurePointModel
+from fpi.native import COMPILE_FROM
 from fpi.normalise import Reference
 from fpi.records import CONTEXT_COLUMNS, SHA_DIGITS, in_contract_order
 from fpi.rules import RuleSet, decide, evaluation_frame, load_rules, rule_matches
@@ -29,6 +31,7 @@ from fpi.schema import LABELS, TURN_SCHEMA
 PROBABILITY_DIGITS = 6
 
 Progress = Callable[[int, int], None]  # (turns done, turns in all)
+Predictor = Literal["auto", "native", "lightgbm"]
 
 
 @dataclass(frozen=True)
@@ -47,16 +50,34 @@ class Pipeline:
     """A model, a rule set and what to explain, ready to classify batches of sessions.
 
     `rules="default"` takes the shipped rules, `None` runs the model alone. `explain_top_k`
-    adds each turn's top SHAP features (the turns not `correct`, or all with `explain_all`)."""
+    adds each turn's top SHAP features (the turns not `correct`, or all with `explain_all`).
+    `predictor="native"` predicts with the model's trees compiled (`fpi.native`: once per model
+    and machine), `"lightgbm"` with LightGBM, `"auto"` compiles for runs of COMPILE_FROM turns or more;
+    the records are the same whichever predicts."""
 
     def __init__(self, model: FailurePointModel | None = None, rules: RuleSet | Literal["default"] | None = "default", *,
-                 explain_top_k: int | None = None, explain_all: bool = False):
+                 explain_top_k: int | None = None, explain_all: bool = False, predictor: Predictor = "auto"):
         self.model = model if model is not None else FailurePointModel.load()
         self.rules = load_rules() if rules == "default" else rules or RuleSet(())
         self.explain_top_k = explain_top_k
         self.explain_all = explain_all
         self.model_sha = self.model.fingerprint()[:SHA_DIGITS]
         self.rules_sha = self.rules.identity()["fingerprint"][:SHA_DIGITS] if len(self.rules) else None
+        self.predictor = predictor
+        self._expected = 0
+
+    def expect(self, turns: int) -> None:
+        """Hear how many turns the whole run holds (an engine that hands over batches knows it first),
+        so `predictor="auto"` can choose for the run, not the batch."""
+        self._expected = max(self._expected, turns)
+        native = self.predictor == "native" or (self.predictor == "auto" and self._expected >= COMPILE_FROM)
+        if native and self.model.native_ is None:
+            try:
+                self.model.compile()
+            except ModelError:
+                if self.predictor == "native":
+                    raise
+                self.predictor = "lightgbm"  # auto: LightGBM predicts the same records, only slower
 
     def verdicts(self, turns: pl.DataFrame, features: pl.DataFrame) -> pl.DataFrame:
         """The model's verdict per turn, before rules: ids, `model_failure_point`, `confidence`, `probabilities`."""
@@ -74,6 +95,7 @@ class Pipeline:
         this batch is one of several (else fitted on the batch). `on_step` hears each step's name as it
         starts; `on_explained` (turns explained so far, turns to explain), chunk by chunk."""
         step = on_step or (lambda name: None)
+        self.expect(turns.height)
         step("features")
         neighbours = neighbour_rows(turns)
         features = features if features is not None else build_features(turns, neighbours, reference=self.model.reference_,

@@ -193,6 +193,7 @@ def classify_file(path: str | Path, pipeline: Pipeline, output: str | Path | Non
             if labels_required and result.unlabeled:
                 raise UsageError(f"{label}: {result.unlabeled} of {result.accepted} turns have no `label`; "
                                  "this needs gold labels on every turn")
+            pipeline.expect(result.accepted)
             fitted = partitions.sample.fit(duplicate_lines)
             if fitted is None:
                 fitted = _sample_again(partitions, duplicate_lines).fit(duplicate_lines)

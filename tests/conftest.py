@@ -41,6 +41,16 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiled_trees_cache(tmp_path_factory) -> Path:
+    """Compiled models go to a folder of the test run, never the user's cache."""
+    import os
+
+    where = tmp_path_factory.mktemp("compiled-trees")
+    os.environ["FPI_CACHE_DIR"] = str(where)
+    return where
+
+
 @pytest.fixture(scope="session")
 def small_training_set() -> pl.DataFrame:
     return simulate(6000, seed=11)

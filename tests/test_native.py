@@ -1,0 +1,132 @@
+"""Trees compiled to native code predict exactly what LightGBM predicts, and fpi falls back to LightGBM when they can't."""
+
+from __future__ import annotations
+
+import sys
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+
+from fpi import FailurePointModel, load_traces
+from fpi.errors import ModelError
+from fpi.native import COMPILE_FROM, NativeTrees, softmax
+from fpi.pipeline import Pipeline
+
+
+def _booster(missing: str, seed: int) -> lgb.Booster:
+    """A small multiclass booster with a many-valued categorical feature (bitset splits), a few-valued one
+    (one-hot splits) and numeric features whose missing values are NaN, zero or absent."""
+    rng = np.random.default_rng(seed)
+    n = 3000
+    X = np.column_stack([rng.normal(size=n), rng.uniform(-2, 2, size=n), rng.integers(0, 40, size=n).astype(float),
+                         rng.integers(0, 3, size=n).astype(float), rng.choice([0.0, 1.0, 2.5], size=n)])
+    y = ((X[:, 0] > 0).astype(int) + (X[:, 2] % 3 == 0) + (X[:, 4] == 0)) % 3
+    if missing == "nan":
+        X[rng.random(n) < 0.1, 0] = np.nan
+        X[rng.random(n) < 0.1, 2] = np.nan
+    params = {"objective": "multiclass", "num_class": 3, "num_leaves": 15, "min_data_in_leaf": 5, "verbosity": -1,
+              "seed": seed, "deterministic": True, "num_threads": 1, "max_cat_to_onehot": 4,
+              "zero_as_missing": missing == "zero"}
+    return lgb.train(params, lgb.Dataset(X, y, categorical_feature=[2, 3]), num_boost_round=12)
+
+
+def _hostile_rows(booster: lgb.Booster, seed: int) -> np.ndarray:
+    """Rows that land on every edge a split has: NaN, infinities, signed zeros, values just around
+    zero and exactly at each threshold, negative, fractional, unseen and huge category codes."""
+    rng = np.random.default_rng(seed)
+    thresholds = [float(node["threshold"]) for tree in booster.dump_model()["tree_info"]
+                  for node in _splits(tree["tree_structure"]) if node["decision_type"] == "<="]
+    edges = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-36, -1e-36, 1e-35, 1e300, -1e300, *thresholds,
+                      *np.nextafter(thresholds, np.inf)])
+    codes = np.array([np.nan, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0, 39.0, 40.0, 63.0, 64.0, 1e9, 3e9, -3e9, np.inf])
+    n = 4000
+    return np.column_stack([rng.choice(edges, n), rng.choice(edges, n), rng.choice(codes, n), rng.choice(codes, n),
+                            rng.choice(edges, n)])
+
+
+def _splits(node: dict):
+    if "split_index" in node:
+        yield node
+        yield from _splits(node["left_child"])
+        yield from _splits(node["right_child"])
+
+
+@pytest.mark.parametrize("missing", ["nan", "zero", "none"])
+def test_compiled_trees_give_lightgbm_raw_scores_bit_for_bit(missing, tmp_path):
+    booster = _booster(missing, seed=5)
+    decisions = {node["missing_type"] for tree in booster.dump_model()["tree_info"] for node in _splits(tree["tree_structure"])}
+    assert {"nan": "NaN", "zero": "Zero", "none": "None"}[missing] in decisions
+    X = _hostile_rows(booster, seed=6)
+    for trees in (booster.num_trees(), 3 * 5):  # all rounds, and the first five (num_iteration)
+        native = NativeTrees.compile(booster, trees, cache=tmp_path, threads=2)
+        expected = booster.predict(X, raw_score=True, num_iteration=trees // 3)
+        np.testing.assert_array_equal(native.raw_scores(X), expected)
+        np.testing.assert_array_equal(native.raw_scores(np.asfortranarray(X)), expected)  # polars hands over columns
+        np.testing.assert_array_equal(native.raw_scores(X[::3]), expected[::3])  # a view: rows apart
+    np.testing.assert_allclose(softmax(expected), booster.predict(X, num_iteration=5), rtol=0, atol=1e-12)
+
+
+def test_compiled_trees_are_cached_by_model(tmp_path):
+    booster = _booster("nan", seed=7)
+    NativeTrees.compile(booster, booster.num_trees(), cache=tmp_path)
+    cached = list(tmp_path.glob("*.o"))
+    assert len(cached) == 1 and cached[0].stem == NativeTrees.key(booster, booster.num_trees())
+    assert NativeTrees.compile(booster, booster.num_trees(), cache=tmp_path, compile_if_missing=False) is not None
+    assert NativeTrees.compile(booster, 6, cache=tmp_path, compile_if_missing=False) is None  # other trees, other key
+    assert NativeTrees.compile(_booster("nan", seed=8), 6, cache=tmp_path, compile_if_missing=False) is None
+
+
+def test_a_cache_that_cannot_be_written_still_compiles(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    booster = _booster("none", seed=9)
+    native = NativeTrees.compile(booster, booster.num_trees(), cache=blocked / "trees")
+    X = _hostile_rows(booster, seed=1)
+    np.testing.assert_array_equal(native.raw_scores(X), booster.predict(X, raw_score=True))
+
+
+def _own(model: FailurePointModel, where) -> FailurePointModel:
+    """A model of the test's own (the session's is shared)."""
+    return FailurePointModel.load(model.save(where / "model"))
+
+
+def test_pipeline_records_are_the_same_whichever_predicts(small_model, fixture_traces, tmp_path):
+    turns = load_traces(fixture_traces)
+    plain = Pipeline(_own(small_model, tmp_path), predictor="lightgbm").run(turns)
+    native = Pipeline(_own(small_model, tmp_path), predictor="native").run(turns)
+    assert native.records.equals(plain.records)
+    assert native.verdicts.equals(plain.verdicts)
+
+
+def test_auto_compiles_for_large_runs_only(small_model, tmp_path):
+    model = _own(small_model, tmp_path)
+    pipeline = Pipeline(model, predictor="auto")
+    pipeline.expect(COMPILE_FROM - 1)
+    assert model.native_ is None
+    pipeline.expect(COMPILE_FROM)
+    assert model.native_ is not None
+
+
+def test_without_llvmlite_auto_falls_back_and_native_says_why(small_model, monkeypatch, fixture_traces, tmp_path):
+    monkeypatch.setitem(sys.modules, "llvmlite", None)
+    model = _own(small_model, tmp_path)
+    with pytest.raises(ModelError, match="llvmlite"):
+        Pipeline(model, predictor="native").expect(10)
+    auto = Pipeline(model, predictor="auto")
+    auto.expect(COMPILE_FROM)
+    assert auto.predictor == "lightgbm" and model.native_ is None
+    turns = load_traces(fixture_traces)
+    assert auto.run(turns).records.height == turns.height
+
+
+@pytest.mark.slow
+def test_shipped_model_compiled_gives_the_same_records(fixture_traces):
+    turns = load_traces(fixture_traces)
+    plain = Pipeline(FailurePointModel.load(), predictor="lightgbm").run(turns)
+    native = Pipeline(FailurePointModel.load(), predictor="native").run(turns)
+    assert native.records.equals(plain.records)
+    model = FailurePointModel.load()
+    matrix = model.matrix(plain.features)
+    lightgbm_scores = model.raw_scores(matrix)
+    np.testing.assert_array_equal(model.compile().raw_scores(matrix), lightgbm_scores)
