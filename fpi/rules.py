@@ -246,30 +246,30 @@ def rule_matches(frame: pl.DataFrame, rules: RuleSet) -> pl.DataFrame:
 
 def decide(matches: pl.DataFrame, rules: RuleSet, model_failure_point: pl.Series) -> pl.DataFrame:
     """From the match of each rule: `failure_point` decided by the first rule that matched (else the
-    model's), `rule` (that rule's id or null), `rules_matched` and `recovered_from`."""
+    model's), `rule` (that rule's id or null), `rules_matched` and `recovered_from` (in stage order).
+    The lists are built only for the turns some rule matched: most turns match none."""
+    empty = pl.lit([], dtype=pl.List(pl.String))
     if not len(rules):
-        nothing = pl.lit([], dtype=pl.List(pl.String))
         return model_failure_point.alias("failure_point").to_frame().with_columns(
-            rule=pl.lit(None, pl.String), rules_matched=nothing, recovered_from=nothing)
+            rule=pl.lit(None, pl.String), rules_matched=empty, recovered_from=empty)
     c = pl.col
     ids = [rule.id for rule in rules.rules]
     recovered = [rule for rule in rules.rules if rule.effect == "recovered"]
-    stage_order = {stage: i for i, stage in enumerate(STAGES)}
-    recovered_from = (pl.concat_list([pl.when(c(rule.id)).then(pl.lit(rule.value)) for rule in recovered])
-                      .list.drop_nulls().list.unique().list.eval(pl.element().sort_by(pl.element().replace_strict(stage_order)))
-                      if recovered else pl.lit([], dtype=pl.List(pl.String)))
-    decided = matches.lazy().select(
+    by_stage = [(stage, [rule.id for rule in recovered if rule.value == stage]) for stage in STAGES]
+    recovered_from = (pl.concat_list([pl.when(pl.any_horizontal(of)).then(pl.lit(stage)) for stage, of in by_stage if of])
+                      .list.drop_nulls() if recovered else empty)
+    lists = matches.lazy().with_row_index("_row").filter(pl.any_horizontal(ids)).select(
+        "_row", rules_matched=pl.concat_list([pl.when(c(i)).then(pl.lit(i)) for i in ids]).list.drop_nulls(),
+        recovered_from=recovered_from)
+    return matches.lazy().with_row_index("_row").select(
+        "_row",
+        failure_point=pl.coalesce([pl.when(c(rule.id)).then(pl.lit(rule.failure_point)) for rule in rules.rules])
+        .fill_null(model_failure_point),
         rule=pl.coalesce([pl.when(c(rule.id)).then(pl.lit(rule.id)) for rule in rules.rules]),
-        decided=pl.coalesce([pl.when(c(rule.id)).then(pl.lit(rule.failure_point)) for rule in rules.rules]),
-        rules_matched=pl.concat_list([pl.when(c(i)).then(pl.lit(i)) for i in ids]).list.drop_nulls(),
-        recovered_from=recovered_from,
+    ).join(lists, on="_row", how="left", maintain_order="left").select(
+        "failure_point", "rule", c("rules_matched").fill_null(empty),
+        recovered_from=pl.when(c("failure_point") == "correct").then(c("recovered_from").fill_null(empty)).otherwise(empty),
     ).collect()
-    final = decided["decided"].fill_null(model_failure_point).alias("failure_point")
-    return pl.DataFrame([
-        final, decided["rule"], decided["rules_matched"],
-        decided.select(pl.when(final == "correct").then(c("recovered_from")).otherwise(pl.lit([], dtype=pl.List(pl.String))))
-        .to_series().alias("recovered_from"),
-    ])
 
 
 # ------------------------------------------------------------------ auditing
