@@ -2,7 +2,8 @@
 the in-memory run, in input order.
 
 1. Read the file in chunks of lines, check each like any input, and spill the accepted turns into
-   partitions by a hash of session_id, so every session lands whole in one partition. Quantile
+   partitions by a hash of session_id, so every session lands whole in one partition; when sessions
+   come whole one after another, each chunk is a partition as read (`_SessionOrder`). Quantile
    tables are fitted on a sample chosen by turn_id (`Reference.sample`), collected as chunks pass.
 2. Run the pipeline on one partition at a time: a batch of whole sessions.
 3. Merge the partitions' records back into input order, a window of lines at a time.
@@ -44,6 +45,7 @@ from fpi.schema import LABELS, STAGES, TURN_FIELD_NAMES
 
 BATCH_TURNS = 200_000
 CHUNK_BYTES = BLOCK_BYTES
+MIN_CHUNK_BYTES = 1 << 20
 SAMPLE_SLACK = 20_000
 MERGE_WINDOW = 100_000  # lines merged back into input order at a time
 
@@ -58,6 +60,7 @@ class StreamResult:
     rejected: list[RejectedRecord] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LABELS, 0))
     unlabeled: int = 0  # accepted turns without a gold label
+    contiguous: bool = False  # sessions came whole, one after another: read without a shuffle by session
     fingerprint: str = ""  # of the accepted turns, as `fpi.load.turns_fingerprint` (when only measuring)
     confusion: np.ndarray = field(default_factory=lambda: np.zeros((len(LABELS), len(LABELS)), dtype=np.int64))
 
@@ -100,7 +103,8 @@ def _is_parquet(path: Path) -> bool:
 
 
 def _chunks(path: Path, label: str, turns: int) -> Iterator[LoadResult]:
-    """The file as loaded chunks of about `turns` turns, each with its lines numbered as in the file."""
+    """The file as loaded chunks of about `turns` turns (at most CHUNK_BYTES of text), each with its
+    lines numbered as in the file."""
     if _is_parquet(path):
         first = 1
         for batch in pq.ParquetFile(path).iter_batches(batch_size=turns):
@@ -109,7 +113,7 @@ def _chunks(path: Path, label: str, turns: int) -> Iterator[LoadResult]:
             yield _read_table(frame, label, first)
             first += frame.height
         return
-    for first_line, chunk in line_blocks(path, CHUNK_BYTES):
+    for first_line, chunk in line_blocks(path, min(CHUNK_BYTES, max(MIN_CHUNK_BYTES, int(turns * _line_bytes(path))))):
         if first_line == 1:
             _refuse_other_formats(chunk, label)
         yield _read_jsonl(chunk, label, first_line)
@@ -238,14 +242,20 @@ def estimated_turns(path: Path) -> float:
             return float(pq.ParquetFile(path).metadata.num_rows)
         except (OSError, pa.ArrowException):
             return 0.0  # not readable: read in memory, where the reader names the problem
-    zipped = head[:2] == b"\x1f\x8b"
+    length = _line_bytes(path)
+    return path.stat().st_size * (10 if head[:2] == b"\x1f\x8b" else 1) / length if length else 0.0
+
+
+def _line_bytes(path: Path) -> float:
+    """The mean length of the first lines of a (plain or gzipped) text file; 0 when it cannot be read."""
+    with open(path, "rb") as handle:
+        zipped = handle.read(2) == b"\x1f\x8b"
     try:
         with (gzip.open if zipped else open)(path, "rb") as handle:
             sample = handle.read(1 << 20)
     except (OSError, EOFError, zlib.error):
         return 0.0
-    lines = max(sample.count(b"\n"), 1)
-    return path.stat().st_size * (10 if zipped else 1) / (len(sample) / lines)
+    return len(sample) / max(sample.count(b"\n"), 1)
 
 
 def _spill_by(rows: pl.DataFrame, key: pl.Expr, count: int, where: Path, files: dict[int, list[Path]]) -> None:
@@ -261,6 +271,7 @@ def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Callab
     digest = hashlib.sha256()
     count = max(1, math.ceil(1.5 * estimated_turns(path) / batch_turns))
     partitions = _Partitions(count=count, id_count=math.ceil(count / 8))
+    order = _SessionOrder()
     for number, chunk in enumerate(_chunks(path, label, batch_turns)):
         if number == 0:
             partitions.seen = _fields_seen(chunk.turns)
@@ -272,11 +283,16 @@ def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Callab
         partitions.sample.add(turns)
         if fingerprint:
             digest.update(canonical_turns(turns))
-        _spill_by(turns, pl.col("session_id").hash(seed=1), partitions.count, spill / f"turns-{number}", partitions.files)
         _spill_by(turns.select("turn_id", "line"), pl.col("turn_id").hash(seed=2), partitions.id_count, spill / f"ids-{number}",
                   partitions.ids)
+        if order.contiguous:
+            order.spill(turns, number, spill, partitions)
+        else:
+            _spill_by(turns, pl.col("session_id").hash(seed=1), partitions.count, spill / f"turns-{number}", partitions.files)
         del chunk, turns
         report("reading", result.read, None)
+    order.finish(spill, partitions)
+    result.contiguous = order.contiguous
     if result.read == 0:
         raise TraceError([f"{label}: empty file: expected one JSON object per line (trace format v1)"])
     accepted = result.read - len(result.rejected)
@@ -284,6 +300,55 @@ def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Callab
         raise no_stages_error(partitions.empty / accepted, partitions.seen, label)
     result.fingerprint = digest.hexdigest() if fingerprint else ""
     return result, partitions
+
+
+class _SessionOrder:
+    """The fast path for inputs whose sessions come whole, one after another: each chunk is a partition
+    as it was read (its last session held back for the next chunk, where it may go on), with no shuffle
+    by session. The first session met again after it ended sends the run back to hashing by session:
+    the chunks spilled so far are hashed then, and every chunk after them."""
+
+    def __init__(self) -> None:
+        self.contiguous = True
+        self.ended = np.empty(0, dtype=np.uint64)  # hashes of the sessions that ended, sorted
+        self.held: pl.DataFrame | None = None  # the last session of the chunk before
+
+    def spill(self, turns: pl.DataFrame, number: int, spill: Path, partitions: _Partitions) -> None:
+        if self.held is not None:
+            turns = pl.concat([self.held, turns])
+        if not turns.height:
+            return
+        sessions = turns["session_id"].hash(seed=1)
+        seen = np.unique(sessions.to_numpy())
+        if np.isin(seen, self.ended, assume_unique=True).any():
+            self._hash_from_now(turns, number, spill, partitions)
+            return
+        last = sessions[-1]
+        here = sessions != last
+        self.held = turns.filter(~here)
+        if here.any():
+            target = spill / f"chunk-{number}.parquet"
+            turns.filter(here).write_parquet(target, compression="lz4")
+            partitions.files[number] = [target]
+        self.ended = np.union1d(self.ended, seen[seen != last])
+
+    def finish(self, spill: Path, partitions: _Partitions) -> None:
+        if self.contiguous and self.held is not None and self.held.height:
+            target = spill / "chunk-last.parquet"
+            self.held.write_parquet(target, compression="lz4")
+            partitions.files[max(partitions.files, default=0) + 1] = [target]
+        if self.contiguous:
+            partitions.count = max(1, len(partitions.files))
+        self.held, self.ended = None, np.empty(0, dtype=np.uint64)
+
+    def _hash_from_now(self, turns: pl.DataFrame, number: int, spill: Path, partitions: _Partitions) -> None:
+        self.contiguous, self.held, self.ended = False, None, np.empty(0, dtype=np.uint64)
+        spilled, partitions.files = partitions.files, {}
+        for part, (path,) in spilled.items():
+            _spill_by(pl.read_parquet(path), pl.col("session_id").hash(seed=1), partitions.count, spill / f"turns-{part}",
+                      partitions.files)
+            path.unlink()
+        _spill_by(turns, pl.col("session_id").hash(seed=1), partitions.count, spill / f"turns-{number}", partitions.files)
 
 
 def _reject_duplicates(path: Path, label: str, partitions: _Partitions, result: StreamResult, batch_turns: int) -> pl.Series:

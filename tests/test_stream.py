@@ -197,3 +197,65 @@ def test_a_damaged_gzip_file_is_a_clear_error_streamed_or_not(interleaved, tmp_p
             assert result.exit_code == 2 and f"{path}: not a readable gzip file" in result.stderr, result.stderr
             assert not (tmp_path / "out.jsonl").exists()
         assert run_cli("eval", path).exit_code == 2 and run_cli("report", path).exit_code == 2
+
+
+@pytest.fixture(scope="module")
+def grouped(tmp_path_factory):
+    """Sessions whole, one after another, as a logger that writes a session at its end would."""
+    folder = tmp_path_factory.mktemp("grouped")
+    turns = simulate(6_000, seed=23, profile="random", batch_turns=3000).sort("session_id", "turn_index")
+    write_traces(turns, folder / "traces.jsonl")
+    return folder / "traces.jsonl"
+
+
+def _batches(pipeline: Pipeline) -> list[int]:
+    """Records the size of each batch the pipeline is handed."""
+    sizes: list[int] = []
+    run = pipeline.run
+    pipeline.run = lambda turns, **kw: sizes.append(turns.height) or run(turns, **kw)  # type: ignore[method-assign]
+    return sizes
+
+
+def test_sessions_that_come_whole_are_classified_chunk_by_chunk_without_a_shuffle(grouped, tmp_path):
+    expected = Pipeline().run(read_traces(grouped).turns).records.write_ndjson()
+    pipeline = Pipeline()
+    sizes = _batches(pipeline)
+    result = classify_file(grouped, pipeline, tmp_path / "s.jsonl", batch_turns=1000)
+    assert result.contiguous and len(sizes) > 3 and sum(sizes) == 6000
+    assert (tmp_path / "s.jsonl").read_text() == expected
+
+
+@pytest.mark.parametrize("where", ["second chunk", "last line"])
+def test_a_session_met_again_after_it_ended_sends_the_run_back_to_the_shuffle(grouped, tmp_path, where):
+    lines = grouped.read_text().splitlines()
+    later = 1500 if where == "second chunk" else len(lines) - 1
+    moved = lines[:3] + lines[4:later] + [lines[3]] + lines[later:]  # the first session's fourth turn, far later
+    source = tmp_path / "late.jsonl"
+    source.write_text("\n".join(moved) + "\n")
+    expected = Pipeline().run(read_traces(source).turns).records.write_ndjson()
+    result = classify_file(source, Pipeline(), tmp_path / "s.jsonl", batch_turns=1000)
+    assert not result.contiguous
+    assert (tmp_path / "s.jsonl").read_text() == expected
+
+
+def test_a_session_longer_than_a_chunk_stays_whole(tmp_path):
+    turns = simulate(3_000, seed=5).with_columns(session_id=pl.lit("one long session"),
+                                                  turn_index=pl.int_range(pl.len(), dtype=pl.Int64))
+    write_traces(turns, tmp_path / "long.jsonl")
+    pipeline = Pipeline()
+    sizes = _batches(pipeline)
+    result = classify_file(tmp_path / "long.jsonl", pipeline, tmp_path / "s.jsonl", batch_turns=500)
+    assert result.contiguous and sizes == [3000]
+    assert (tmp_path / "s.jsonl").read_text() == Pipeline().run(read_traces(tmp_path / "long.jsonl").turns).records.write_ndjson()
+
+
+def test_duplicates_in_sessions_that_come_whole_are_named_as_in_memory(grouped, tmp_path):
+    lines = grouped.read_text().splitlines()
+    again = json.loads(lines[2500])
+    copy = json.dumps({**again, "turn_id": "another id"})  # the same session and turn_index, on the next line
+    source = tmp_path / "dups.jsonl"
+    source.write_text("\n".join(lines[:2501] + [copy] + lines[2501:]) + "\n")
+    loaded = read_traces(source)
+    result = classify_file(source, Pipeline(), tmp_path / "s.jsonl", on_error="skip", batch_turns=1000)
+    assert result.contiguous and result.problems() == loaded.problems() and len(loaded.problems()) == 1
+    assert (tmp_path / "s.jsonl").read_text() == Pipeline().run(loaded.turns).records.write_ndjson()
