@@ -211,9 +211,16 @@ class NativeTrees:
             from llvmlite import binding as llvm
         except ImportError as exc:
             raise ModelError("compiled trees need llvmlite (pip install llvmlite); LightGBM predicts without it") from exc
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
-        machine = llvm.Target.from_default_triple().create_target_machine(opt=1, reloc="pic", codemodel="jitdefault")
+        try:
+            llvm.initialize()  # llvmlite before 0.45 needs this; later ones initialise themselves and refuse it
+        except RuntimeError:
+            pass
+        try:
+            llvm.initialize_native_target()
+            llvm.initialize_native_asmprinter()
+            machine = llvm.Target.from_default_triple().create_target_machine(opt=1, reloc="pic", codemodel="jitdefault")
+        except (RuntimeError, AttributeError) as exc:
+            raise ModelError(f"this llvmlite cannot compile for this machine ({exc}); LightGBM predicts instead") from exc
         path = (cache or cache_dir()) / f"{cls.key(booster, trees)}.o"
         try:
             obj = path.read_bytes()

@@ -130,3 +130,18 @@ def test_shipped_model_compiled_gives_the_same_records(fixture_traces):
     matrix = model.matrix(plain.features)
     lightgbm_scores = model.raw_scores(matrix)
     np.testing.assert_array_equal(model.compile().raw_scores(matrix), lightgbm_scores)
+
+
+def test_the_command_line_predicts_alike_and_says_when_it_cannot_compile(small_model, fixture_traces, tmp_path, monkeypatch):
+    from conftest import run_cli
+
+    model = small_model.save(tmp_path / "model")
+    outputs = {}
+    for predictor in ("lightgbm", "native"):
+        outputs[predictor] = tmp_path / f"{predictor}.jsonl"
+        result = run_cli("classify", fixture_traces, "--model", model, "--predictor", predictor, "-o", outputs[predictor])
+        assert result.exit_code == 0, result.stderr
+    assert outputs["native"].read_bytes() == outputs["lightgbm"].read_bytes()
+    monkeypatch.setitem(sys.modules, "llvmlite", None)
+    refused = run_cli("classify", fixture_traces, "--model", model, "--predictor", "native", "-o", tmp_path / "no.jsonl")
+    assert refused.exit_code != 0 and "llvmlite" in refused.stderr and not (tmp_path / "no.jsonl").exists()
