@@ -23,6 +23,7 @@ import polars as pl
 from fpi.errors import UsageError
 from fpi.features import CATEGORICAL, DESCRIPTIONS
 from fpi.model import FailurePointModel
+from fpi.native import softmax
 from fpi.output import atomic_write, atomic_write_bytes
 from fpi.records import EXPLANATION_DTYPE
 
@@ -132,11 +133,6 @@ def explanations(records: pl.DataFrame, features: pl.DataFrame, model: FailurePo
     return pl.Series("explanation", out, dtype=EXPLANATION_DTYPE)
 
 
-def softmax(raw: np.ndarray) -> np.ndarray:
-    shifted = np.exp(raw - raw.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
 # ------------------------------------------------------------------ one turn
 
 @dataclass(frozen=True)
@@ -184,8 +180,8 @@ def explain_turn(turn_id: str, turns: pl.DataFrame, features: pl.DataFrame, mode
     row = int(matches[0])
     one = features[row:row + 1]
     shap = shap_values(model, model.matrix(one))
-    raw = shap.raw_scores()[0]
-    probabilities = softmax(raw)
+    raw = shap.raw_scores()
+    probabilities = softmax(raw)[0]
     k = model.classes_.index(explained_class) if explained_class else int(np.argmax(probabilities))
     contributions = shap.values[0, :, k]
     shown = _display_values(one.select(shap.feature_names))[0]
@@ -195,7 +191,7 @@ def explain_turn(turn_id: str, turns: pl.DataFrame, features: pl.DataFrame, mode
         probabilities={c: float(p) for c, p in zip(model.classes_, probabilities, strict=True)},
         explained_class=model.classes_[k], expected=float(shap.expected[k]),
         contributions=[(shap.feature_names[j], shown[j], float(contributions[j])) for j in order],
-        score=float(raw[k]),
+        score=float(raw[0, k]),
     )
 
 
