@@ -48,6 +48,7 @@ CHUNK_BYTES = BLOCK_BYTES
 MIN_CHUNK_BYTES = 1 << 20
 SAMPLE_SLACK = 20_000
 MERGE_WINDOW = 100_000  # lines merged back into input order at a time
+SESSION_HASH = pl.col("session_id").hash(seed=1)  # what places a session in its partition, and tells sessions apart
 
 
 @dataclass
@@ -288,7 +289,7 @@ def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Callab
         if order.contiguous:
             order.spill(turns, number, spill, partitions)
         else:
-            _spill_by(turns, pl.col("session_id").hash(seed=1), partitions.count, spill / f"turns-{number}", partitions.files)
+            _spill_by(turns, SESSION_HASH, partitions.count, spill / f"turns-{number}", partitions.files)
         del chunk, turns
         report("reading", result.read, None)
     order.finish(spill, partitions)
@@ -318,7 +319,7 @@ class _SessionOrder:
             turns = pl.concat([self.held, turns])
         if not turns.height:
             return
-        sessions = turns["session_id"].hash(seed=1)
+        sessions = turns.select(SESSION_HASH).to_series()
         seen = np.unique(sessions.to_numpy())
         if np.isin(seen, self.ended, assume_unique=True).any():
             self._hash_from_now(turns, number, spill, partitions)
@@ -345,10 +346,10 @@ class _SessionOrder:
         self.contiguous, self.held, self.ended = False, None, np.empty(0, dtype=np.uint64)
         spilled, partitions.files = partitions.files, {}
         for part, (path,) in spilled.items():
-            _spill_by(pl.read_parquet(path), pl.col("session_id").hash(seed=1), partitions.count, spill / f"turns-{part}",
+            _spill_by(pl.read_parquet(path), SESSION_HASH, partitions.count, spill / f"turns-{part}",
                       partitions.files)
             path.unlink()
-        _spill_by(turns, pl.col("session_id").hash(seed=1), partitions.count, spill / f"turns-{number}", partitions.files)
+        _spill_by(turns, SESSION_HASH, partitions.count, spill / f"turns-{number}", partitions.files)
 
 
 def _reject_duplicates(path: Path, label: str, partitions: _Partitions, result: StreamResult, batch_turns: int) -> pl.Series:
