@@ -9,7 +9,7 @@
 Phases: simulate (blocks of 1M turns in time order, so sessions interleave as in real logs), the
 Arrow floor (pyarrow's JSON reader parsing the same file), load, features, predict, rules, explain
 (100k turns), classify end-to-end in memory, classify without rules, classify streamed (batches of
-whole sessions, bounded memory), classify on Spark local[2] (with the `spark` extra), report over the
+whole sessions, bounded memory), classify --explain streamed, classify on Spark local[2] (with the `spark` extra), report over the
 classified records in memory, and report streamed (the records tallied batch by batch).
 
 Prints, per phase: seconds, turns/s and the peak RSS of the phase's process or its largest child
@@ -112,6 +112,10 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
         from fpi.stream import classify_file
         classify_file(traces, Pipeline(), out.with_name("records-streamed.jsonl"))
         timings["classify streamed"] = time.perf_counter() - started
+    elif name == "classify-explain":  # `fpi classify --explain`: each turn not correct explained by its top 3 features
+        from fpi.stream import classify_file
+        classify_file(traces, Pipeline(explain_top_k=3), out.with_name("records-explained.jsonl"))
+        timings["classify --explain streamed"] = time.perf_counter() - started
     elif name == "report-streamed":  # on the records classify-streamed wrote, tallied batch by batch
         from fpi.render import html_page
         from fpi.report import build_report
@@ -155,7 +159,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=1_000_000)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--phases", default="arrow-floor,load,features,predict,rules,explain,classify,classify-no-rules,"
-                        "classify-streamed,report,report-streamed", help="comma-separated; add `spark` with the spark extra")
+                        "classify-streamed,classify-explain,report,report-streamed", help="comma-separated; add `spark` with the spark extra")
     parser.add_argument("--markdown", action="store_true", help="also print the figures as a Markdown table (the README's)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     args = parser.parse_args()

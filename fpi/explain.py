@@ -1,11 +1,11 @@
 """Why the model named a failure point: TreeSHAP contributions per feature, in
 the model's log-odds for each class.
 
-LightGBM's `pred_contrib` computes the same TreeSHAP values as shap's
-TreeExplainer (a test holds them equal) in C++, so explanations use it; shap
-itself draws the summary plots. Explaining costs far more than predicting, so
-only the turns asked for are explained, and `classify --explain` computes each
-turn's contributions to its own class only, from a booster of that class's trees."""
+`fpi.treeshap` computes the same values as LightGBM's `pred_contrib` and shap's
+TreeExplainer (tests hold all three equal) about ten times faster; LightGBM's own
+TreeSHAP explains the models it cannot take. shap itself draws the plots. Explaining
+still costs more than predicting, so only the turns asked for are explained, and
+`classify --explain` computes each turn's contributions to its own class only."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightgbm as lgb
 import numpy as np
@@ -27,8 +28,12 @@ from fpi.native import softmax
 from fpi.output import atomic_write, atomic_write_bytes
 from fpi.records import EXPLANATION_DTYPE
 
-PROGRESS_ROWS = 500  # turns explained between two progress updates (TreeSHAP runs some 1-5k turns a second)
+if TYPE_CHECKING:
+    from fpi.treeshap import TreeShap
+
+PROGRESS_ROWS = 2_000  # turns explained between two progress updates (some 10-20k turns a second, one class)
 _CLASS_BOOSTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_TREE_SHAP: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -44,20 +49,29 @@ class ShapValues:
         return self.values.sum(axis=1) + self.expected
 
 
+def tree_shap(model: FailurePointModel) -> TreeShap:
+    """The model's TreeSHAP kernel, built once per model (numba is imported only when explaining)."""
+    from fpi.treeshap import TreeShap
+
+    if model not in _TREE_SHAP:
+        _TREE_SHAP[model] = TreeShap(model.booster_, model._trees(), threads=model.num_threads)
+    return _TREE_SHAP[model]
+
+
 def shap_values(model: FailurePointModel, X: np.ndarray,
                 on_progress: Callable[[int], None] | None = None) -> ShapValues:
-    """TreeSHAP values of every row of the model matrix `X`, in chunks."""
+    """TreeSHAP values of every row of the model matrix `X`, for every class, in chunks."""
     n_features, n_classes = X.shape[1], len(model.classes_)
     values = np.empty((X.shape[0], n_features, n_classes))
     expected = np.zeros(n_classes)
     for start in range(0, X.shape[0], PROGRESS_ROWS):
         chunk = X[start:start + PROGRESS_ROWS]
-        contrib = model.booster_.predict(chunk, pred_contrib=True, num_iteration=model.best_iteration_)
-        by_class = np.asarray(contrib).reshape(len(chunk), n_classes, n_features + 1)
-        values[start:start + len(chunk)] = by_class[:, :, :n_features].transpose(0, 2, 1)
-        expected = by_class[0, :, n_features]
+        for k in range(n_classes):
+            values[start:start + len(chunk), :, k], expected[k] = class_contributions(model, chunk, k)
         if on_progress is not None:
             on_progress(len(chunk))
+    if X.shape[0] == 0:
+        expected = np.array([class_contributions(model, X[:1], k)[1] for k in range(n_classes)])
     return ShapValues(values, expected, list(model.feature_names_), list(model.classes_))
 
 
@@ -92,17 +106,25 @@ def class_boosters(model: FailurePointModel) -> list[lgb.Booster]:
 
 def class_contributions(model: FailurePointModel, X: np.ndarray, k: int) -> tuple[np.ndarray, float]:
     """TreeSHAP contributions of each row of `X` to class `k` only, and that class's expected value."""
+    kernel = tree_shap(model)
+    if kernel.leaves(k) is not None:
+        return kernel.contributions(X, k), kernel.expected(k)
     contrib = np.asarray(class_boosters(model)[k].predict(X, pred_contrib=True))
     return contrib[:, :-1], float(contrib[0, -1]) if len(contrib) else 0.0
 
 
-def top_features(contributions: np.ndarray, features: pl.DataFrame, feature_names: list[str], k: int) -> list[list[dict]]:
-    """For each row, the k features that push hardest towards the explained class (largest first)."""
+def top_features(contributions: np.ndarray, features: pl.DataFrame, feature_names: list[str], k: int) -> pl.Series:
+    """For each row, the k features that push hardest towards the explained class (largest first):
+    the `features` lists of the explanation column."""
     order = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
-    shown = _display_values(features.select(feature_names))
-    names = np.asarray(feature_names)
-    return [[{"feature": names[j], "name": DESCRIPTIONS[names[j]], "value": shown[i, j],
-              "contribution": round(float(contributions[i, j]), 6)} for j in order[i]] for i in range(len(order))]
+    rows = np.arange(len(order))[:, None]
+    names = pl.Series("feature", np.asarray(feature_names)[order].ravel(), dtype=pl.String)
+    chosen = pl.DataFrame([
+        names, names.replace_strict(DESCRIPTIONS, return_dtype=pl.String).alias("name"),
+        pl.Series("value", _display_values(features.select(feature_names))[rows, order].ravel().tolist(), dtype=pl.String),
+        pl.Series("contribution", [round(c, 6) for c in contributions[rows, order].ravel().tolist()], dtype=pl.Float64),
+    ])  # Python's round, to the nearest 6-decimal number, as the records have always shown it
+    return chosen.select(pl.struct(pl.all())).to_series().reshape((len(order), order.shape[1])).cast(EXPLANATION_DTYPE.to_schema()["features"])
 
 
 def explanations(records: pl.DataFrame, features: pl.DataFrame, model: FailurePointModel, *, top_k: int = 3,
@@ -111,26 +133,28 @@ def explanations(records: pl.DataFrame, features: pl.DataFrame, model: FailurePo
     top-k features for the final failure point; null for turns not asked for (by default the `correct` ones).
     `on_progress` hears (turns explained so far, turns to explain) after each chunk."""
     wanted = pl.lit(True) if explain_all else pl.col("failure_point") != "correct"
-    by_model = records.select(wanted & pl.col("rule").is_null()).to_series()
+    by_model = records.select(wanted & pl.col("rule").is_null()).to_series().to_numpy()
     by_rule = records.select(wanted & pl.col("rule").is_not_null()).to_series()
-    out: list[dict | None] = [None] * records.height
     classes = records["failure_point"].to_numpy()
-    model_decided = by_model.to_numpy()
-    done, total = 0, int(model_decided.sum())
+    schema = {"row": pl.Int64, **EXPLANATION_DTYPE.to_schema()}
+    rule_rows = np.flatnonzero(by_rule.to_numpy())
+    explained = [pl.DataFrame({"row": rule_rows, "decided_by": ["rule"] * len(rule_rows), "rule": records["rule"].filter(by_rule),
+                               "features": [[]] * len(rule_rows)}, schema=schema)]
+    done, total = 0, int(by_model.sum())
     for k, label in enumerate(model.classes_):
-        rows = np.flatnonzero(model_decided & (classes == label))
+        rows = np.flatnonzero(by_model & (classes == label))
         for start in range(0, rows.size, PROGRESS_ROWS):
             chunk = rows[start:start + PROGRESS_ROWS]
             chosen = features[chunk]
             contributions, _ = class_contributions(model, model.matrix(chosen), k)
-            for row, feats in zip(chunk, top_features(contributions, chosen, model.feature_names_, top_k), strict=True):
-                out[row] = {"decided_by": "model", "rule": None, "features": feats}
+            explained.append(pl.DataFrame({"row": chunk, "decided_by": ["model"] * len(chunk), "rule": [None] * len(chunk),
+                                           "features": top_features(contributions, chosen, model.feature_names_, top_k)}, schema=schema))
             done += len(chunk)
             if on_progress is not None:
                 on_progress(done, total)
-    for row, rule in zip(np.flatnonzero(by_rule.to_numpy()), records["rule"].filter(by_rule).to_list(), strict=True):
-        out[row] = {"decided_by": "rule", "rule": rule, "features": []}
-    return pl.Series("explanation", out, dtype=EXPLANATION_DTYPE)
+    every = pl.DataFrame({"row": np.arange(records.height)}).join(pl.concat(explained), on="row", how="left", maintain_order="left")
+    return every.select(pl.when(pl.col("decided_by").is_not_null()).then(pl.struct("decided_by", "rule", "features"))
+                        .cast(EXPLANATION_DTYPE).alias("explanation")).to_series()
 
 
 # ------------------------------------------------------------------ one turn
@@ -179,18 +203,20 @@ def explain_turn(turn_id: str, turns: pl.DataFrame, features: pl.DataFrame, mode
         raise UsageError(f"no turn with turn_id {turn_id!r} in the traces")
     row = int(matches[0])
     one = features[row:row + 1]
-    shap = shap_values(model, model.matrix(one))
-    raw = shap.raw_scores()
+    X = model.matrix(one)
+    raw = model.raw_scores(X)
     probabilities = softmax(raw)[0]
     k = model.classes_.index(explained_class) if explained_class else int(np.argmax(probabilities))
-    contributions = shap.values[0, :, k]
-    shown = _display_values(one.select(shap.feature_names))[0]
+    values, expected = class_contributions(model, X, k)
+    contributions = values[0]
+    names = model.feature_names_
+    shown = _display_values(one.select(names))[0]
     order = np.argsort(-np.abs(contributions), kind="stable")
     return TurnExplanation(
         turn=turns.row(row, named=True),
         probabilities={c: float(p) for c, p in zip(model.classes_, probabilities, strict=True)},
-        explained_class=model.classes_[k], expected=float(shap.expected[k]),
-        contributions=[(shap.feature_names[j], shown[j], float(contributions[j])) for j in order],
+        explained_class=model.classes_[k], expected=expected,
+        contributions=[(names[j], shown[j], float(contributions[j])) for j in order],
         score=float(raw[0, k]),
     )
 

@@ -8,13 +8,14 @@ as files (`SparkContext.addFile`); nothing the user wrote is pickled.
 
     from fpi import spark as fpi_spark
     records = fpi_spark.classify(spark.read.text("traces.jsonl"))    # a column `value` of JSON lines
+    explained = fpi_spark.classify(lines, explain_top_k=3, on_error="skip", on_rejected=quarantine)
 
 Needs the `spark` extra (`pip install "fpi-voice[spark]"`, pyspark 4)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,12 +31,15 @@ from fpi.records import SCHEMA
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
+    from fpi.load import RejectedRecord
+
 LINE = "line"  # the 1-based line of each record in the input, carried through so output keeps input order
-_PROBLEM, _CODE = "_problem", "_code"
-# What the first pass brings back per partition: the rows quantile tables are fitted on, and bad records.
+_PROBLEM, _CODE, _FIELD, _WHAT, _RAW = "_problem", "_code", "_field", "_what", "_raw"
+# What the first pass brings back per partition: the rows quantile tables are fitted on, and bad records
+# (a row per problem: its message, and the field, code, reason and line text the quarantine keeps).
 _INSPECTED = pa.schema([("turn_id", pa.string()), *[(name, pa.float64()) for name in SOURCES], ("nlu_intent", pa.string()),
-                        (LINE, pa.int64()), (_PROBLEM, pa.string()), (_CODE, pa.string())])
-_RECORD_COLUMNS = [name for name in SCHEMA if name != "explanation"]
+                        (LINE, pa.int64()), (_PROBLEM, pa.string()), (_CODE, pa.string()), (_FIELD, pa.string()),
+                        (_WHAT, pa.string()), (_RAW, pa.string())])
 
 
 def _arrow_type(dtype: Any) -> pa.DataType:
@@ -47,7 +51,10 @@ def _arrow_type(dtype: Any) -> pa.DataType:
     return pa.string() if dtype == pl.String else pa.int64() if dtype == pl.Int64 else pa.float64()
 
 
-RECORDS_ARROW = pa.schema([(name, _arrow_type(SCHEMA[name])) for name in _RECORD_COLUMNS] + [(LINE, pa.int64())])
+def records_arrow(explained: bool) -> pa.Schema:
+    """The records-v1 columns the engine writes (`explanation` when explaining), and `line`."""
+    names = [name for name in SCHEMA if explained or name != "explanation"]
+    return pa.schema([(name, _arrow_type(SCHEMA[name])) for name in names] + [(LINE, pa.int64())])
 
 
 def _partition_traces(batches: Iterator[pa.RecordBatch]) -> tuple[bytes, list[int]]:
@@ -79,13 +86,15 @@ def _inspect(label: str):
         original = pl.Series(lines)
         if result.turns.height:
             rows = Reference.sample(reference_rows(result.turns).with_columns(
-                pl.Series(LINE, original.gather(result.turns["line"] - 1)), pl.lit(None, pl.String).alias(_PROBLEM),
-                pl.lit(None, pl.String).alias(_CODE)))
+                pl.Series(LINE, original.gather(result.turns["line"] - 1)),
+                *[pl.lit(None, pl.String).alias(name) for name in (_PROBLEM, _CODE, _FIELD, _WHAT, _RAW)]))
             yield rows.select(_INSPECTED.names).to_arrow().cast(_INSPECTED).to_batches()[0]
-        problems = [{LINE: lines[r.line - 1], _PROBLEM: problem.message, _CODE: problem.code}
-                    for r in result.rejected for problem in r.found()]
+        problems = [{LINE: lines[r.line - 1], _PROBLEM: f"{field}: {what}" if field else what, _CODE: code, _FIELD: field,
+                     _WHAT: what, _RAW: r.raw if isinstance(r.raw, str) else r.raw.decode("utf-8", "replace")}
+                    for r in result.rejected for field, code, what in r.problems]
         if problems:
-            frame = pl.DataFrame(problems).with_columns(
+            frame = pl.DataFrame(problems, schema={name: pl.Int64 if name == LINE else pl.String
+                                                   for name in (LINE, _PROBLEM, _CODE, _FIELD, _WHAT, _RAW)}).with_columns(
                 *[pl.lit(None, pl.Float64).alias(name) for name in SOURCES], turn_id=pl.lit(None, pl.String),
                 nlu_intent=pl.lit(None, pl.String))
             yield frame.select(_INSPECTED.names).to_arrow().cast(_INSPECTED).to_batches()[0]
@@ -95,8 +104,11 @@ def _inspect(label: str):
 _PIPELINES: dict[tuple, object] = {}  # per Python worker: the pipeline built from the shipped files
 
 
-def _classify(label: str, model_file: str, rule_files: tuple[str, ...], reference: str):
+def _classify(label: str, model_file: str, rule_files: tuple[str, ...], reference: str, explain_top_k: int | None,
+              explain_all: bool):
     """Per partition: fpi's reader, then the pipeline with the driver's quantile tables."""
+    schema = records_arrow(explain_top_k is not None)
+
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import SparkFiles
 
@@ -104,10 +116,11 @@ def _classify(label: str, model_file: str, rule_files: tuple[str, ...], referenc
         from fpi.pipeline import Pipeline
         from fpi.rules import RuleSet, load_rules
 
-        key = (model_file, rule_files)
+        key = (model_file, rule_files, explain_top_k, explain_all)
         if key not in _PIPELINES:
             rules = load_rules([Path(SparkFiles.get(name)) for name in rule_files]) if rule_files else RuleSet(())
-            _PIPELINES[key] = Pipeline(FailurePointModel.load(SparkFiles.get(model_file)), rules)
+            _PIPELINES[key] = Pipeline(FailurePointModel.load(SparkFiles.get(model_file)), rules,
+                                       explain_top_k=explain_top_k, explain_all=explain_all)
         pipeline = _PIPELINES[key]
         assert isinstance(pipeline, Pipeline)
         result, lines = _read(batches, label)
@@ -115,10 +128,10 @@ def _classify(label: str, model_file: str, rule_files: tuple[str, ...], referenc
             return
         records = pipeline.run(result.turns, fitted=Reference.from_json(json.loads(reference))).records
         records = records.with_columns(pl.Series(LINE, pl.Series(lines).gather(result.turns["line"] - 1)))
-        for name in _RECORD_COLUMNS:
+        for name in schema.names:
             if name not in records.columns:
                 records = records.with_columns(pl.lit(None, SCHEMA[name]).alias(name))
-        yield from records.select(RECORDS_ARROW.names).to_arrow().cast(RECORDS_ARROW).to_batches()
+        yield from records.select(schema.names).to_arrow().cast(schema).to_batches()
     return run
 
 
@@ -132,10 +145,12 @@ def with_lines(lines: DataFrame) -> DataFrame:
 
 
 def classify(lines: DataFrame, *, model: str | Path | None = None, rules: list[Path] | None = None, no_rules: bool = False,
-             partitions: int | None = None, source: str = "traces", on_error: str = "fail") -> DataFrame:
-    """Records (the records-v1 contract without `explanation`, plus `line`) for trace lines: a DataFrame with
-    a `value` column of JSON lines, in input order (`spark.read.text(path)`), optionally with `line` numbers.
-    `on_error="fail"` raises TraceError naming every bad record; `"skip"` leaves them out."""
+             partitions: int | None = None, source: str = "traces", on_error: str = "fail", explain_top_k: int | None = None,
+             explain_all: bool = False, on_rejected: Callable[[list[RejectedRecord]], None] | None = None) -> DataFrame:
+    """Records (the records-v1 contract, plus `line`; `explanation` only with `explain_top_k`) for trace lines:
+    a DataFrame with a `value` column of JSON lines, in input order (`spark.read.text(path)`), optionally with
+    `line` numbers. `on_error="fail"` raises TraceError naming every bad record; `"skip"` leaves them out and
+    hands them, with their reasons and text, to `on_rejected` (which `fpi classify` quarantines)."""
     from pyspark.sql import functions as F
 
     from fpi.rules import default_rules_path
@@ -158,9 +173,12 @@ def classify(lines: DataFrame, *, model: str | Path | None = None, rules: list[P
         raise TraceError([f"{source}:{line}: {problem}" for line, problem in problems.select(LINE, _PROBLEM).iter_rows()],
                          summary=f"{source}: {problems[LINE].n_unique()} bad records; nothing was written "
                                  "(use --on-error skip to go on with the valid turns)")
+    if problems.height and on_rejected is not None:
+        on_rejected(_rejected(problems, source))
     if reused:
         by_session = by_session.where(~F.col(LINE).isin(reused))
-    sample = Reference.sample(found.filter(pl.col(_PROBLEM).is_null() & ~pl.col(LINE).is_in(reused)).drop(LINE, _PROBLEM, _CODE))
+    sample = Reference.sample(found.filter(pl.col(_PROBLEM).is_null() & ~pl.col(LINE).is_in(reused))
+                              .drop(LINE, _PROBLEM, _CODE, _FIELD, _WHAT, _RAW))
     reference = json.dumps(Reference.fit(sample).to_json())
 
     model_dir = Path(model) if model is not None else default_model_dir()
@@ -168,8 +186,17 @@ def classify(lines: DataFrame, *, model: str | Path | None = None, rules: list[P
     spark.sparkContext.addFile(str(model_dir.resolve()), recursive=True)
     for path in rule_paths:
         spark.sparkContext.addFile(str(path.resolve()))
-    run = _classify(source, model_dir.resolve().name, tuple(path.name for path in rule_paths), reference)
-    return by_session.mapInArrow(run, _spark_schema(RECORDS_ARROW))
+    run = _classify(source, model_dir.resolve().name, tuple(path.name for path in rule_paths), reference, explain_top_k,
+                    explain_all)
+    return by_session.mapInArrow(run, _spark_schema(records_arrow(explain_top_k is not None)))
+
+
+def _rejected(problems: pl.DataFrame, source: str) -> list[RejectedRecord]:
+    """The bad records, one per input line in input order, each with every reason found and its text."""
+    from fpi.load import RejectedRecord
+
+    return [RejectedRecord(source, line, tuple(zip(group[_FIELD], group[_CODE], group[_WHAT], strict=True)), group[_RAW][0])
+            for (line,), group in problems.group_by(LINE, maintain_order=True)]
 
 
 def _reused_across_sessions(keyed: DataFrame, problems: pl.DataFrame) -> tuple[pl.DataFrame, list[int]]:
@@ -190,10 +217,14 @@ def _reused_across_sessions(keyed: DataFrame, problems: pl.DataFrame) -> tuple[p
              .filter(pl.col(LINE) != pl.col("first")).sort(LINE))
     if not later.height:
         return problems, []
-    named = pl.DataFrame([{LINE: line, _PROBLEM: f"{field}: {message}", _CODE: code}
+    text = pl.from_arrow(keyed.where(F.col(LINE).isin(later[LINE].to_list())).select(LINE, "value").toArrow())
+    assert isinstance(text, pl.DataFrame)
+    raw = dict(text.iter_rows())
+    named = pl.DataFrame([{LINE: line, _PROBLEM: f"{field}: {message}", _CODE: code, _FIELD: field, _WHAT: message,
+                           _RAW: raw.get(line)}
                           for line, turn_id, first in later.select(LINE, "turn_id", "first").iter_rows()
                           for field, code, message in [duplicate_problem(turn_id, "", 0, first, 0)]],
-                         schema={LINE: pl.Int64, _PROBLEM: pl.String, _CODE: pl.String})
+                         schema={name: pl.Int64 if name == LINE else pl.String for name in (LINE, _PROBLEM, _CODE, _FIELD, _WHAT, _RAW)})
     kept = problems.filter(~(pl.col(LINE).is_in(later[LINE].implode()) & (pl.col(_CODE) == DUPLICATE)))
     return pl.concat([kept, named], how="diagonal_relaxed"), later[LINE].to_list()
 

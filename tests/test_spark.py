@@ -35,6 +35,11 @@ def test_spark_gives_the_local_engines_records(spark, tmp_path):
     assert got.drop(engine.LINE).select(local.columns).equals(local)
     alone = engine.classify(spark.read.text(str(shuffled)), no_rules=True, source=str(shuffled))
     assert pl.DataFrame(alone.toArrow()).sort(engine.LINE)["rule"].null_count() == len(lines)
+    explained = engine.classify(spark.read.text(str(shuffled)), partitions=3, source=str(shuffled), explain_top_k=2)
+    got = pl.DataFrame(explained.toArrow()).sort(engine.LINE).drop(engine.LINE)
+    local = classify(shuffled, explain_top_k=2)
+    assert got.columns == local.columns and got.equals(local)
+    assert got["explanation"].null_count() == (local["failure_point"] == "correct").sum() > 0
 
 
 def test_spark_names_bad_records_by_their_input_line(spark, tmp_path):
@@ -84,3 +89,20 @@ def test_cli_engine_spark_writes_the_same_records_as_a_parquet_folder(spark, tmp
     assert pl.read_parquet(folder / "*.parquet").equals(pl.read_parquet(local))
     refused = run_cli("classify", FIXTURES / "traces.jsonl", "--engine", "spark", "-o", tmp_path / "x.jsonl")
     assert refused.exit_code == 2 and "give -o NAME.parquet" in refused.stderr
+
+
+def test_cli_engine_spark_skips_and_quarantines_bad_records_as_locally(spark, tmp_path):
+    lines = (FIXTURES / "traces.jsonl").read_text().splitlines()[:300]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join([*lines[:40], '{"turn_id": "broken",', *lines[40:100], '{"turn_id": 7}', *lines[100:]]) + "\n")
+    local_out, spark_out = tmp_path / "local.parquet", tmp_path / "spark.parquet"
+    local = run_cli("classify", path, "--on-error", "skip", "--quarantine", tmp_path / "local.quarantine.jsonl",
+                    "--explain", "-o", local_out)
+    assert local.exit_code == 3, local.stderr
+    refused = run_cli("classify", path, "--engine", "spark", "-o", spark_out)
+    assert refused.exit_code != 0 and f"{path}:41: malformed JSON" in refused.stderr and not spark_out.exists()
+    result = run_cli("classify", path, "--engine", "spark", "--on-error", "skip", "--explain", "-o", spark_out)
+    assert result.exit_code == 3, result.stderr
+    assert f"{path}:41: malformed JSON" in result.stderr and f"read 302, accepted 300, quarantined 2 turns" in result.stderr
+    assert (tmp_path / "bad.jsonl.quarantine.jsonl").read_bytes() == (tmp_path / "local.quarantine.jsonl").read_bytes()
+    assert pl.read_parquet(spark_out / "*.parquet").equals(pl.read_parquet(local_out))

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fpi.cli.common import Classifier, Input, OnError, TracesArg, exit_for, guard_paths, options, run, say, show, streams
+from fpi.cli.common import (Classifier, Input, TracesArg, default_quarantine, exit_for, guard_paths, options, run, say, show,
+                            streams)
 from fpi.errors import EXIT_PARTIAL, UsageError
 
 
@@ -99,20 +100,35 @@ def classify(
     def classify_on_spark() -> int:
         if output is None or output.suffix != ".parquet":
             raise UsageError("--engine spark writes a Parquet folder: give -o NAME.parquet")
-        if explain or bad_records.mapping is not None or bad_records.on_error is OnError.skip or traces == "-":
-            raise UsageError("--engine spark classifies a JSON Lines file of whole turns, without --explain, --mapping "
-                             "and --on-error skip (docs/scale.md)")
+        if bad_records.mapping is not None or traces == "-":
+            raise UsageError("--engine spark classifies a JSON Lines file of trace format v1, without --mapping (docs/scale.md)")
         try:
             from fpi import spark
         except ImportError as exc:
             raise UsageError(f"--engine spark needs pyspark: pip install 'fpi-voice[spark]' ({exc})") from exc
+        from fpi.load import write_quarantine
+
+        rejected = []
+
+        def quarantine(records: list) -> None:  # before any record is written, as the local engines do
+            where = default_quarantine(traces, bad_records.quarantine)
+            write_quarantine(records, where)
+            for message in [m for record in records for m in record.messages()][:10]:
+                say(message)
+            say(f"quarantined records written to {where}")
+            rejected.extend(records)
+
         with spark.running(master) as session:
             records = spark.classify(session.read.text(traces), model=classifier.model, rules=classifier.rules,
-                                     no_rules=classifier.no_rules, source=traces)
+                                     no_rules=classifier.no_rules, source=traces, on_error=bad_records.on_error.value,
+                                     explain_top_k=(top_k or 3) if explain else None, explain_all=explain_all,
+                                     on_rejected=quarantine)
             spark.write_parquet(records, output)
             written = session.read.parquet(str(output)).count()
         say(f"{written} records written to {output} (a Parquet folder)")
-        return 0
+        if rejected:
+            say(f"{traces}: read {written + len(rejected)}, accepted {written}, quarantined {len(rejected)} turns")
+        return EXIT_PARTIAL if rejected else 0
 
     def make_pipeline() -> Pipeline:
         return classifier.pipeline(explain_top_k=(top_k or 3) if explain else None, explain_all=explain_all)
