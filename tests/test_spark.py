@@ -42,6 +42,21 @@ def test_spark_gives_the_local_engines_records(spark, tmp_path):
     assert got["explanation"].null_count() == (local["failure_point"] == "correct").sum() > 0
 
 
+def test_lines_are_numbered_in_file_order_across_input_partitions(spark):
+    from fpi import spark as engine
+
+    lines = (FIXTURES / "traces.jsonl").read_text().splitlines()
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "100000")  # the fixture in some 20 splits
+    try:
+        text = spark.read.text(str(FIXTURES / "traces.jsonl"))
+        assert text.rdd.getNumPartitions() > 5
+        numbered = pl.DataFrame(engine.with_lines(text).toArrow()).sort(engine.LINE)
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    assert numbered[engine.LINE].to_list() == list(range(1, len(lines) + 1))
+    assert numbered["value"].to_list() == lines
+
+
 def test_spark_names_bad_records_by_their_input_line(spark, tmp_path):
     from fpi import spark as engine
 
