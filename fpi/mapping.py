@@ -5,7 +5,7 @@ expressions, so a mapped file is converted column by column, never row by row.""
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -166,6 +166,20 @@ class Mapping:
         for spec in (*self.fields.values(), self.order):
             walk(spec)
         return found
+
+    def to_json(self) -> dict:
+        """The mapping as plain data, which `Mapping.from_json` reads back (how the Spark engine sends it to executors)."""
+        return {"name": self.name, "source": self.source, "fields": self.fields, "format": self.format,
+                "stages": list(self.stages) if self.stages is not None else None, "order": self.order,
+                "turn": self.turn if isinstance(self.turn, str) or self.turn is None else asdict(self.turn),
+                "select": {name: asdict(selector) for name, selector in self.select.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Mapping:
+        return cls(name=data["name"], source=data["source"], fields=data["fields"], format=data["format"],
+                   stages=tuple(data["stages"]) if data["stages"] is not None else None, order=data["order"],
+                   turn=_selector(data["turn"]) if data["turn"] is not None else None,
+                   select={name: Selector(**raw) for name, raw in data["select"].items()})
 
     def span_references(self) -> dict[str, set[str]]:
         """selector -> attributes (and `@` facts) read from it; `turn` and `trace` are built in."""

@@ -209,3 +209,11 @@ def test_a_time_format_that_cannot_be_used_is_a_clear_error(tmp_path):
     mapping.write_text("fields:\n  session_id: call\n  asr.text: text\n  timestamp: {from: t, time: '%Q%Q'}\n")
     result = run_cli("validate", path, "--mapping", mapping)
     assert result.exit_code in (2, 3) and "Traceback" not in result.stderr
+
+
+def test_a_mapping_goes_through_json_unchanged(warehouse):
+    """How the Spark engine sends a mapping to its executors: as JSON, not pickled."""
+    from fpi.mapping import Mapping
+
+    for mapping in [*(load_mapping(name) for name in shipped_mappings()), load_mapping(warehouse / "warehouse.yaml")]:
+        assert Mapping.from_json(json.loads(json.dumps(mapping.to_json()))) == mapping

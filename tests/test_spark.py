@@ -121,3 +121,52 @@ def test_cli_engine_spark_skips_and_quarantines_bad_records_as_locally(spark, tm
     assert f"{path}:41: malformed JSON" in result.stderr and f"read 302, accepted 300, quarantined 2 turns" in result.stderr
     assert (tmp_path / "bad.jsonl.quarantine.jsonl").read_bytes() == (tmp_path / "local.quarantine.jsonl").read_bytes()
     assert pl.read_parquet(spark_out / "*.parquet").equals(pl.read_parquet(local_out))
+
+
+MAPPING = """\
+stages: [asr, nlu, result]
+order: ts
+fields:
+  session_id: call.id
+  asr.text: stt.text
+  asr.confidence: {from: stt.score, scale: [0, 100]}
+  nlu.intent: intent
+  nlu.confidence: intent_confidence
+  result.status: {from: status, values: {ok: success, failed: error, no_match: fallback}}
+  timestamp: {from: ts, time: unix_ms}
+"""
+
+
+def test_cli_engine_spark_reads_logs_of_another_shape_through_a_mapping(spark, tmp_path):
+    from fpi import simulate
+
+    turns = simulate(600, seed=4, profile="telephone-slot-filling").sort("timestamp")  # sessions interleaved
+    asr, nlu, result = pl.col("asr").struct, pl.col("nlu").struct, pl.col("result").struct
+    logs = turns.select(
+        call=pl.struct(id="session_id"), stt=pl.struct(text=asr.field("text"), score=(asr.field("confidence") * 100).round(2)),
+        intent=nlu.field("intent"), intent_confidence=nlu.field("confidence"),
+        status=result.field("status").replace({"success": "ok", "error": "failed", "fallback": "no_match"}),
+        ts=pl.col("timestamp").str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_zone="UTC").dt.epoch("ms"))
+    lines = logs.write_ndjson().splitlines()
+    path, mapping = tmp_path / "calls.jsonl", tmp_path / "calls.yaml"
+    path.write_text("\n".join([*lines[:50], '{"call": {"id": "x"}, "stt": {"score": "loud"}}', *lines[50:]]) + "\n")
+    mapping.write_text(MAPPING)
+    local_out, spark_out = tmp_path / "local.parquet", tmp_path / "spark.parquet"
+    local = run_cli("classify", path, "--mapping", mapping, "--on-error", "skip", "--quarantine", tmp_path / "q.jsonl",
+                    "-o", local_out)
+    assert local.exit_code == 3, local.stderr
+    result = run_cli("classify", path, "--mapping", mapping, "--on-error", "skip", "--engine", "spark", "-o", spark_out)
+    assert result.exit_code == 3, result.stderr
+    assert f"{path}:51: asr.confidence" in result.stderr and "expected a number" in result.stderr
+    assert (tmp_path / "calls.jsonl.quarantine.jsonl").read_bytes() == (tmp_path / "q.jsonl").read_bytes()
+    got, want = pl.read_parquet(spark_out / "*.parquet"), pl.read_parquet(local_out)
+    assert got.height == 600 and got.equals(want)
+
+    computed = tmp_path / "computed.yaml"
+    computed.write_text(MAPPING.replace("session_id: call.id", "session_id: {first_of: [call.id, call.sid]}"))
+    refused = run_cli("classify", path, "--mapping", computed, "--engine", "spark", "-o", tmp_path / "no.parquet")
+    assert refused.exit_code == 2 and "partitions lines by `session_id` read straight from one field" in refused.stderr
+    csv = tmp_path / "calls.csv"
+    logs.select("intent", "status").write_csv(csv)
+    refused = run_cli("classify", csv, "--mapping", mapping, "--engine", "spark", "-o", tmp_path / "no.parquet")
+    assert refused.exit_code == 2 and "--engine spark classifies a JSON Lines file" in refused.stderr

@@ -100,8 +100,9 @@ def classify(
     def classify_on_spark() -> int:
         if output is None or output.suffix != ".parquet":
             raise UsageError("--engine spark writes a Parquet folder: give -o NAME.parquet")
-        if bad_records.mapping is not None or traces == "-":
-            raise UsageError("--engine spark classifies a JSON Lines file of trace format v1, without --mapping (docs/scale.md)")
+        if traces == "-" or not _json_lines(Path(traces)):
+            raise UsageError("--engine spark classifies a JSON Lines file (trace format v1, or another shape with --mapping); "
+                             "read other input with the local engines (docs/scale.md)")
         try:
             from fpi import spark
         except ImportError as exc:
@@ -122,7 +123,7 @@ def classify(
             records = spark.classify(session.read.text(traces), model=classifier.model, rules=classifier.rules,
                                      no_rules=classifier.no_rules, source=traces, on_error=bad_records.on_error.value,
                                      explain_top_k=(top_k or 3) if explain else None, explain_all=explain_all,
-                                     on_rejected=quarantine)
+                                     on_rejected=quarantine, mapping=bad_records.mapping)
             spark.write_parquet(records, output)
             written = session.read.parquet(str(output)).count()
         say(f"{written} records written to {output} (a Parquet folder)")
@@ -142,6 +143,24 @@ def classify(
             say(f"against the labels in {source}: accuracy {labeled['accuracy']:.3f}, macro-F1 {labeled['macro_f1']:.3f} "
                 "(`fpi eval` for each label's scores, `fpi report` for defect rates)")
     run(work)
+
+
+def _json_lines(path: Path) -> bool:
+    """Whether the file (or, gzipped, its content: Spark reads .gz) holds JSON records one a line, not CSV,
+    Parquet or spans, by its first bytes."""
+    import gzip
+
+    from fpi.sources import detect_format
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 16)
+        if head[:2] == b"\x1f\x8b":
+            with gzip.open(path, "rb") as handle:
+                head = handle.read(1 << 16)
+    except (OSError, EOFError):
+        return True  # the engine names what is wrong with it
+    return detect_format(head) == "jsonl"
 
 
 def write_spans(spans: bytes, source: str, batch: Batch, output: Path) -> int:
