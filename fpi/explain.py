@@ -45,9 +45,6 @@ class ShapValues:
     feature_names: list[str]
     classes: list[str]
 
-    def raw_scores(self) -> np.ndarray:
-        return self.values.sum(axis=1) + self.expected
-
 
 def tree_shap(model: FailurePointModel) -> TreeShap:
     """The model's TreeSHAP kernel, built once per model (numba is imported only when explaining)."""
@@ -124,7 +121,8 @@ def top_features(contributions: np.ndarray, features: pl.DataFrame, feature_name
         pl.Series("value", _display_values(features.select(feature_names))[rows, order].ravel().tolist(), dtype=pl.String),
         pl.Series("contribution", [round(c, 6) for c in contributions[rows, order].ravel().tolist()], dtype=pl.Float64),
     ])  # Python's round, to the nearest 6-decimal number, as the records have always shown it
-    return chosen.select(pl.struct(pl.all())).to_series().reshape((len(order), order.shape[1])).cast(EXPLANATION_DTYPE.to_schema()["features"])
+    per_row = chosen.select(pl.struct(pl.all())).to_series().reshape((len(order), order.shape[1]))
+    return per_row.cast(EXPLANATION_DTYPE.to_schema()["features"])
 
 
 def explanations(records: pl.DataFrame, features: pl.DataFrame, model: FailurePointModel, *, top_k: int = 3,
