@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fpi.cli.common import (Classifier, Input, TracesArg, default_quarantine, exit_for, guard_paths, options, run, say, show,
-                            streams)
+from fpi.cli.common import Classifier, Input, TracesArg, exit_for, guard_paths, options, run, say, show, streams
 from fpi.errors import EXIT_PARTIAL, UsageError
 
 
@@ -107,28 +106,19 @@ def classify(
             from fpi import spark
         except ImportError as exc:
             raise UsageError(f"--engine spark needs pyspark: pip install 'fpi-voice[spark]' ({exc})") from exc
-        from fpi.load import write_quarantine
+        from fpi.cli.common import account_for
+        from fpi.stream import StreamResult
 
-        rejected = []
-
-        def quarantine(records: list) -> None:  # before any record is written, as the local engines do
-            where = default_quarantine(traces, bad_records.quarantine)
-            write_quarantine(records, where)
-            for message in [m for record in records for m in record.messages()][:10]:
-                say(message)
-            say(f"quarantined records written to {where}")
-            rejected.extend(records)
-
+        rejected: list = []
         with spark.running(master) as session:
             records = spark.classify(session.read.text(traces), model=classifier.model, rules=classifier.rules,
                                      no_rules=classifier.no_rules, source=traces, on_error=bad_records.on_error.value,
                                      explain_top_k=(top_k or 3) if explain else None, explain_all=explain_all,
-                                     on_rejected=quarantine, mapping=bad_records.mapping)
+                                     on_rejected=rejected.extend, mapping=bad_records.mapping)
             spark.write_parquet(records, output)
             written = session.read.parquet(str(output)).count()
+        account_for(StreamResult(traces, read=written + len(rejected), rejected=rejected), traces, bad_records.quarantine)
         say(f"{written} records written to {output} (a Parquet folder)")
-        if rejected:
-            say(f"{traces}: read {written + len(rejected)}, accepted {written}, quarantined {len(rejected)} turns")
         return EXIT_PARTIAL if rejected else 0
 
     def make_pipeline() -> Pipeline:
