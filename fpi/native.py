@@ -15,6 +15,7 @@ import ctypes
 import hashlib
 import os
 import struct
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,8 +29,8 @@ COMPILE_FROM = 300_000  # turns in a run; below, LightGBM predicts them faster t
 CODE_VERSION = 2  # bump when the generated code changes, so cached objects are not reused
 ROWS_PER_BLOCK = 1024  # rows each tree runs over before the next: its code stays in the instruction cache
 ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold, a float
-_INT_RANGE = (-2147483649.0, 2147483648.0)  # where a double converts to a C int (categories)
-_MISSING = {"None": 0, "Zero": 1, "NaN": 2}
+INT_RANGE = (-2147483649.0, 2147483648.0)  # where a double converts to a C int (categories)
+MISSING_TYPES = {"None": 0, "Zero": 1, "NaN": 2}  # LightGBM's missing types, as its dump names them
 
 
 def cache_dir() -> Path:
@@ -109,7 +110,7 @@ class _TreeWriter:
     def _numerical(self, node: dict, x: str, left: str, right: str) -> None:
         """NaN is 0 unless NaN is the missing value; the missing value goes the default way; then `x <= threshold`."""
         add = self.lines.append
-        missing = _MISSING[node["missing_type"]]
+        missing = MISSING_TYPES[node["missing_type"]]
         default = left if node["default_left"] else right
         threshold = _double(node["threshold"])
         if missing == 2:
@@ -137,8 +138,8 @@ class _TreeWriter:
         """NaN, negative and unlisted categories go right; the listed ones left."""
         add = self.lines.append
         above, below, inside, convert, code = self._value(), self._value(), self._value(), self._block(), self._value()
-        add(f"  {above} = fcmp ogt double {x}, {_double(_INT_RANGE[0])}")
-        add(f"  {below} = fcmp olt double {x}, {_double(_INT_RANGE[1])}")
+        add(f"  {above} = fcmp ogt double {x}, {_double(INT_RANGE[0])}")
+        add(f"  {below} = fcmp olt double {x}, {_double(INT_RANGE[1])}")
         add(f"  {inside} = and i1 {above}, {below}")
         add(f"  br i1 {inside}, label %{convert}, label %{right}")
         add(f"{convert}:")
@@ -169,6 +170,19 @@ def module_text(dump: dict, trees: int) -> str:
         "  %end = select i1 %short, i64 %step, i64 %hi", calls, "  br label %loop",
         "done:", "  ret void", "}", ""]))
     return "\n".join(parts)
+
+
+def in_row_ranges(rows: int, threads: int, run: Callable[[int, int], object]) -> None:
+    """`run(lo, hi)` over `threads` equal ranges of rows at once: for native code that lets go of the GIL
+    and writes each row on its own, so the result does not depend on the thread count."""
+    cuts = np.linspace(0, rows, threads + 1).astype(np.int64)
+    ranges = [(int(lo), int(hi)) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]
+    if len(ranges) <= 1:
+        for lo, hi in ranges:
+            run(lo, hi)
+        return
+    with ThreadPoolExecutor(len(ranges)) as pool:
+        list(pool.map(lambda r: run(*r), ranges))
 
 
 def softmax(raw: np.ndarray) -> np.ndarray:
@@ -252,12 +266,5 @@ class NativeTrees:
             X = np.ascontiguousarray(X)
         rs, cs = X.strides[0] // 8, X.strides[1] // 8
         out = np.zeros((X.shape[0], self.classes))
-        cuts = np.linspace(0, X.shape[0], self.threads + 1).astype(np.int64)
-        ranges = [(int(lo), int(hi)) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]
-        if len(ranges) <= 1:
-            for lo, hi in ranges:
-                self._predict(X.ctypes.data, lo, hi, out.ctypes.data, rs, cs)
-        else:
-            with ThreadPoolExecutor(len(ranges)) as pool:  # ctypes lets go of the GIL while native code runs
-                list(pool.map(lambda r: self._predict(X.ctypes.data, r[0], r[1], out.ctypes.data, rs, cs), ranges))
+        in_row_ranges(X.shape[0], self.threads, lambda lo, hi: self._predict(X.ctypes.data, lo, hi, out.ctypes.data, rs, cs))
         return out

@@ -15,19 +15,16 @@ own, so results do not depend on the number of threads."""
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import lightgbm as lgb
 import numba
 import numpy as np
 
-from fpi.native import ZERO
+from fpi.native import INT_RANGE, MISSING_TYPES, ZERO, in_row_ranges
 
 BLOCK = 64  # rows through each leaf side by side: long enough for vectors and to spread each leaf's bookkeeping
 MAX_SLOTS = 64  # distinct features on one path the kernel has room for; deeper models use LightGBM
-_MISSING = {"None": 0, "Zero": 1, "NaN": 2}
-_INT_RANGE = (-2147483649.0, 2147483648.0)  # where a double converts to a C int (categories)
 
 
 @dataclass(frozen=True)
@@ -103,7 +100,7 @@ def _flatten(trees: list[dict]) -> ClassLeaves | None:
         node_feature.append(int(node["split_feature"]))
         categorical = node["decision_type"] == "=="
         node_kind.append(int(categorical))
-        node_missing.append(_MISSING[node["missing_type"]])
+        node_missing.append(MISSING_TYPES[node["missing_type"]])
         node_default_left.append(bool(node["default_left"]))
         node_threshold.append(0.0 if categorical else float(node["threshold"]))
         if categorical:
@@ -161,7 +158,7 @@ def _kernel(X, lo, hi, out, node_feature, node_threshold, node_kind, node_missin
                     x = 0.0
                 if kind == 1:
                     left = False
-                    if x > _INT_RANGE[0] and x < _INT_RANGE[1]:
+                    if x > INT_RANGE[0] and x < INT_RANGE[1]:
                         code = int(x)
                         if code >= 0:
                             for c in range(node_categories[n], node_categories[n + 1]):
@@ -241,12 +238,5 @@ class TreeShap:
             raise ValueError(f"expected rows of {self.features} features, got shape {X.shape}")
         out = np.zeros((X.shape[0], self.features))
         arrays = [getattr(leaves, name) for name in ClassLeaves.__dataclass_fields__ if name != "expected"]
-        cuts = np.linspace(0, X.shape[0], self.threads + 1).astype(np.int64)
-        ranges = [(int(lo), int(hi)) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]
-        if len(ranges) <= 1:
-            for lo, hi in ranges:
-                _kernel(X, lo, hi, out, *arrays)
-        else:
-            with ThreadPoolExecutor(len(ranges)) as pool:  # the kernel lets go of the GIL
-                list(pool.map(lambda r: _kernel(X, r[0], r[1], out, *arrays), ranges))
+        in_row_ranges(X.shape[0], self.threads, lambda lo, hi: _kernel(X, lo, hi, out, *arrays))
         return out
