@@ -53,14 +53,18 @@ def similarity(a: pl.Expr, b: pl.Expr) -> pl.Expr:
 
 
 def neighbour_rows(turns: pl.DataFrame) -> pl.DataFrame:
-    """Row numbers of each turn's next and previous turn in its session (by turn_index), or null.
-    One sort serves every dialogue feature; each then costs a gather, not a window. Computed
-    eagerly: inside a lazy plan polars' common-subexpression pass made this ten times slower."""
+    """Row numbers of each turn's next and previous turn in its session (by turn_index), or null,
+    and the turn's place in its session (`_position`, from 0). One sort serves every dialogue
+    feature; each then costs a gather, not a window. Computed eagerly: inside a lazy plan polars'
+    common-subexpression pass made this ten times slower."""
     order = turns.select(pl.arg_sort_by("session_id", "turn_index")).to_series().cast(pl.UInt32)
     in_order = pl.DataFrame({"order": order, "session": turns["session_id"].gather(order)})
+    row = pl.int_range(pl.len(), dtype=pl.UInt32)
+    same_as_previous = c("session").shift(1) == c("session")
     neighbours = in_order.select(
         _next_row=pl.when(c("session").shift(-1) == c("session")).then(c("order").shift(-1)),
-        _prev_row=pl.when(c("session").shift(1) == c("session")).then(c("order").shift(1)))
+        _prev_row=pl.when(same_as_previous).then(c("order").shift(1)),
+        _position=row - pl.when(same_as_previous.fill_null(False)).then(None).otherwise(row).forward_fill())
     return neighbours.select(pl.all().gather(order.arg_sort()))
 
 
@@ -114,7 +118,8 @@ def _with_matches(lf: pl.LazyFrame) -> pl.LazyFrame:
                     er_resolved_in_asr_text=c("_text").str.contains(c("resolved"), literal=True).cast(pl.Float64).mean(),
                     asr_alt_matches_entity=(~c("_text").str.contains(c("resolved"), literal=True)
                                             & c("alternatives").str.contains(c("resolved"), literal=True)).any().cast(pl.Float64)))
-    return lf.join(slots, on="_row", how="left").join(entities, on="_row", how="left")
+    return (lf.join(slots, on="_row", how="left", maintain_order="left")
+            .join(entities, on="_row", how="left", maintain_order="left"))
 
 
 def _feature_list() -> list[Feature]:
@@ -129,7 +134,6 @@ def _feature_list() -> list[Feature]:
     def status_count(status: str) -> pl.Expr:
         return pl.when(er.is_not_null()).then(c("_er_status").list.eval(pl.element() == status).list.sum().cast(pl.Float64))
 
-    next_text, prev_text = next_of(c("_text")), prev_of(c("_text"))
     session = ("session_id",)
     F = Feature
     return [
@@ -141,7 +145,7 @@ def _feature_list() -> list[Feature]:
         F("asr_nbest_size", "number of ASR n-best hypotheses", asr_nbest.list.len().cast(pl.Float64), group="asr"),
         F("asr_nbest_margin", "ASR top confidence minus the second hypothesis's", _nbest_margin(asr_nbest), group="asr"),
         F("asr_alt_similarity", "similarity of the top ASR text and the second hypothesis", similarity(c("_text"), c("_alt_text").str.to_lowercase()), group="asr"),
-        F("asr_word_count", "words in the ASR text", c("_text").str.count_matches(r"\S+").cast(pl.Float64), group="asr"),
+        F("asr_word_count", "words in the ASR text", c("_words").cast(pl.Float64), group="asr"),
         F("asr_text_empty", "ASR heard no words", _flag(c("_text").str.len_chars() == 0), group="asr"),
         F("nlu_missing", "NLU did not run", _flag(nlu.is_null()), group="nlu"),
         F("nlu_confidence", "NLU confidence of the chosen intent", nlu.struct.field("confidence"), group="nlu"),
@@ -171,23 +175,23 @@ def _feature_list() -> list[Feature]:
         F("explicit_positive", "explicit positive feedback", _flag(explicit == "positive"), group="feedback"),
         F("device_type", "device type", c("device").struct.field("type"), categorical=True, group="context"),
         F("locale", "locale", c("locale"), categorical=True, group="context"),
-        F("position_in_session", "0-based position of the turn in its session", pl.int_range(pl.len()).over(*session, order_by="turn_index").cast(pl.Float64), group="dialogue"),
+        F("position_in_session", "0-based position of the turn in its session", c("_position").cast(pl.Float64), group="dialogue"),
         F("session_length", "turns of the session in the input", pl.len().over(*session).cast(pl.Float64), group="dialogue"),
-        F("next_text_similarity", "similarity of this ASR text and the next turn's (a rephrase)", similarity(c("_text"), next_text), group="dialogue"),
-        F("prev_text_similarity", "similarity of this ASR text and the previous turn's", similarity(c("_text"), prev_text), group="dialogue"),
+        F("next_text_similarity", "similarity of this ASR text and the next turn's (a rephrase)", c("_next_similarity"), group="dialogue"),
+        F("prev_text_similarity", "similarity of this ASR text and the previous turn's", prev_of(c("_next_similarity")), group="dialogue"),
         F("next_gap_s", "seconds until the next turn of the session", (next_of(c("_ts")) - c("_ts")).dt.total_milliseconds() / 1000.0, group="dialogue"),
         F("prev_gap_s", "seconds since the previous turn of the session", (c("_ts") - prev_of(c("_ts"))).dt.total_milliseconds() / 1000.0, group="dialogue"),
         F("next_same_intent", "the next turn has the same intent", _flag(next_of(c("_intent")) == c("_intent")), group="dialogue"),
         F("prev_same_intent", "the previous turn had the same intent", _flag(prev_of(c("_intent")) == c("_intent")), group="dialogue"),
         F("next_result_status", "result status of the next turn", next_of(c("_status")), categorical=True, group="dialogue"),
         F("next_asr_confidence", "ASR confidence of the next turn", next_of(asr.struct.field("confidence")), group="dialogue"),
-        F("next_word_count", "words in the next turn's ASR text", next_of(c("_text").str.count_matches(r"\S+")).cast(pl.Float64), group="dialogue"),
+        F("next_word_count", "words in the next turn's ASR text", next_of(c("_words")).cast(pl.Float64), group="dialogue"),
         F("next_barge_in", "the user interrupted the next turn's response", _flag(next_of(feedback.struct.field("barge_in"))), group="dialogue"),
         F("same_intent_in_session", "other turns of the session with this intent", (pl.len().over(*session, "_intent") - 1).cast(pl.Float64), group="dialogue"),
         F("next_correction", "the next turn opens with a correction (no, i said, not that, ...)",
-          _flag(next_text.str.contains(CORRECTION)), group="words"),
+          _flag(next_of(c("_correction"))), group="words"),
         F("text_is_correction", "this turn opens with a correction: it corrects the previous one",
-          _flag(c("_text").str.contains(CORRECTION)), group="words"),
+          _flag(c("_correction")), group="words"),
     ]
 
 
@@ -205,7 +209,11 @@ def feature_plan(turns: pl.DataFrame, neighbours: pl.DataFrame | None = None) ->
     `neighbours` is `neighbour_rows(turns)` when the caller already has it."""
     index = neighbours if neighbours is not None else neighbour_rows(turns)
     lf = _with_matches(_helpers(pl.concat([turns, index], how="horizontal").lazy()))
-    return lf.sort("_row").select("turn_id", *[f.expr.alias(f.name) for f in FEATURES])
+    shared = lf.with_columns(  # in input order, which the neighbours' row numbers point into
+        _next_similarity=similarity(c("_text"), next_of(c("_text"))),  # a ratio is symmetric: also the previous turn's
+        _words=c("_text").str.count_matches(r"\S+"),
+        _correction=c("_text").str.contains(CORRECTION))
+    return shared.select("turn_id", *[f.expr.alias(f.name) for f in FEATURES])
 
 
 def build_features(turns: pl.DataFrame, neighbours: pl.DataFrame | None = None, *,

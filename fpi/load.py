@@ -326,7 +326,10 @@ def _split_lines(data: bytes, label: str, first_line: int = 1) -> tuple[pl.DataF
                 texts.append("")
         lines = pl.DataFrame({"raw": texts}, schema={"raw": pl.String})
     every_line = lines.height
-    lines = lines.with_row_index("line", offset=first_line).filter(pl.col("raw").str.strip_chars() != "")
+    lines = lines.with_row_index("line", offset=first_line)
+    blank = ~pl.col("raw").str.contains(r"\S")  # what strip_chars() would empty, without a copy of every line
+    if lines.select(blank.any()).item():
+        lines = lines.filter(~blank)
     intact = not rejected and lines.height == every_line
     return lines, rejected, data if intact else None
 
@@ -360,7 +363,7 @@ MIXED_FORMS = "the first line set the form; write every line in one form (docs/t
 def _stage_events_among_turns(turns: pl.DataFrame, label: str) -> tuple[pl.DataFrame, list[RejectedRecord]]:
     """A per-stage event line in a file of whole turns would read as a turn with no stages: say so instead."""
     empty = pl.all_horizontal(pl.col(s).is_null() for s in (*STAGES, "feedback"))
-    suspects = turns.filter(empty & pl.col("raw").str.contains('"stage"') & pl.col("raw").str.contains('"data"'))
+    suspects = turns.filter(empty).filter(pl.col("raw").str.contains('"stage"') & pl.col("raw").str.contains('"data"'))
     events = [(number, raw) for number, raw in suspects.select("line", "raw").iter_rows() if _is_stage_form(raw)]
     if not events:
         return turns, []
@@ -459,10 +462,14 @@ def _decode_turns(lines: pl.DataFrame, label: str, stage_lines: dict[str, dict[s
     """`lines` has line, raw (kept as is) and json (the text to decode); `text`, when given, is
     exactly those json lines as one buffer, so a clean file is decoded without a copy."""
     # Only lines that look like one object go to Arrow (a bare `null` line crashes its reader).
-    stripped = pl.col("json").str.strip_chars()
-    looks_like_object = stripped.str.starts_with("{") & stripped.str.ends_with("}")
-    objects = lines.filter(looks_like_object)
-    others = lines.filter(~looks_like_object)
+    # Most files hold nothing else, which the unstripped lines tell without copying them.
+    line_json = pl.col("json")
+    if lines.select((line_json.str.starts_with("{") & line_json.str.ends_with("}")).all()).item():
+        objects, others = lines, lines.clear()
+    else:
+        stripped = line_json.str.strip_chars()
+        looks_like_object = stripped.str.starts_with("{") & stripped.str.ends_with("}")
+        objects, others = lines.filter(looks_like_object), lines.filter(~looks_like_object)
     longest = lines["json"].str.len_bytes().max() or 0
     assert isinstance(longest, int)
     good, bad = _decode_chunks(objects, longest, text if others.height == 0 else None)
@@ -487,14 +494,15 @@ def _decode_turns(lines: pl.DataFrame, label: str, stage_lines: dict[str, dict[s
 def _validate_rows(turns: pl.DataFrame, label: str, *, from_text: bool,
                    stage_lines: dict[str, dict[str, int]] | None = None) -> LoadResult:
     """Check decoded rows with vectorised expressions; explain the failures one by one."""
-    clean = clean_turn_expr()
+    is_clean = turns.select(clean_turn_expr()).to_series()
+    failing = turns.filter(~is_clean)
     rejected: list[RejectedRecord] = []
-    for row in turns.filter(~clean).iter_rows(named=True):
+    for row in failing.iter_rows(named=True):
         problems = _problems_of_text(row["raw"]) if from_text else []
         if not problems:
             problems = validate_turn({k: row[k] for k in TURN_FIELD_NAMES}) or [("", WRONG_VALUE, "failed validation")]
         rejected.append(_rejection(label, row["line"], row["raw"], problems, None, stage_lines, turn_id=row["turn_id"]))
-    turns, duplicates = _drop_duplicates(turns.filter(clean), label)
+    turns, duplicates = _drop_duplicates(turns.filter(is_clean) if failing.height else turns, label)
     rejected += duplicates
     extra = [c for c in turns.columns if c not in TURN_FIELD_NAMES and c not in ("line", "raw")]
     turns = turns.select(*[pl.col(f.name).cast(TURN_SCHEMA[f.name]) for f in TURN_FIELDS], "line", "raw", *extra)
@@ -542,14 +550,16 @@ def bad_records_error(source: str, rejected: list[RejectedRecord]) -> TraceError
 def _drop_duplicates(turns: pl.DataFrame, label: str) -> tuple[pl.DataFrame, list[RejectedRecord]]:
     first_turn_line = pl.col("line").first().over("turn_id")
     first_index_line = pl.col("line").first().over("session_id", "turn_index")
-    flagged = turns.with_columns(first_turn=first_turn_line, first_index=first_index_line)
-    duplicate = (pl.col("first_turn") != pl.col("line")) | (pl.col("first_index") != pl.col("line"))
+    firsts = turns.select(first_turn=first_turn_line, first_index=first_index_line)
+    is_duplicate = firsts.select((pl.col("first_turn") != turns["line"]) | (pl.col("first_index") != turns["line"])).to_series()
+    if not is_duplicate.any():
+        return turns, []
     rejected = []
-    for number, raw, turn_id, session_id, index, first_turn, first_index in flagged.filter(duplicate).select(
-            "line", "raw", "turn_id", "session_id", "turn_index", "first_turn", "first_index").iter_rows():
+    for number, raw, turn_id, session_id, index, first_turn, first_index in pl.concat([turns, firsts], how="horizontal").filter(
+            is_duplicate).select("line", "raw", "turn_id", "session_id", "turn_index", "first_turn", "first_index").iter_rows():
         problem = duplicate_problem(turn_id, session_id, index, first_turn if first_turn != number else 0, first_index)
         rejected.append(RejectedRecord(label, number, (problem,), raw))
-    return flagged.filter(~duplicate).drop("first_turn", "first_index"), rejected
+    return turns.filter(~is_duplicate), rejected
 
 
 # ---------------------------------------------------------- per-stage form

@@ -85,7 +85,8 @@ class Reference:
         into batches, so a streamed run fits the same tables as one in memory."""
         if features.height <= SAMPLE_TURNS:
             return features
-        return features.sort(pl.col("turn_id").hash(seed=0), "turn_id").head(SAMPLE_TURNS)
+        chosen = features.select(pl.arg_sort_by(pl.col("turn_id").hash(seed=0), "turn_id").head(SAMPLE_TURNS)).to_series()
+        return features[chosen]
 
     def global_only(self) -> Reference:
         return Reference(self.tables, self.counts)

@@ -78,6 +78,18 @@ def test_dialogue_features_follow_turn_index_not_file_order(hand_made):
     assert a["prev_text_similarity"] is None and a["same_intent_in_session"] == 1
 
 
+def test_positions_and_rephrases_across_interleaved_sessions_with_gaps(tmp_path):
+    texts = {"x5": "turn off the fan", "y0": "play jazz", "x0": "turn on the fan", "x2": "turn the fan on", "y3": "play some jazz"}
+    rows = [turn(turn_id=key, session_id=key[0], turn_index=int(key[1:]), asr=_asr(text, 0.9)) for key, text in texts.items()]
+    features = build_features(load_traces(write_jsonl(tmp_path / "t.jsonl", rows)))
+    by_turn = {r["turn_id"]: r for r in features.iter_rows(named=True)}
+    assert {k: by_turn[k]["position_in_session"] for k in texts} == {"x5": 2, "y0": 0, "x0": 0, "x2": 1, "y3": 1}
+    assert by_turn["x2"]["prev_text_similarity"] == by_turn["x0"]["next_text_similarity"]
+    assert math.isclose(by_turn["x2"]["next_text_similarity"], fuzz.ratio("turn the fan on", "turn off the fan") / 100, rel_tol=1e-6)
+    assert math.isclose(by_turn["x5"]["prev_text_similarity"], fuzz.ratio("turn off the fan", "turn the fan on") / 100, rel_tol=1e-6)
+    assert (by_turn["x5"]["next_word_count"], by_turn["x0"]["next_word_count"], by_turn["y0"]["next_word_count"]) == (None, 4, 3)
+
+
 def test_missing_stages_are_null_not_zero(hand_made):
     c = _row(hand_made, "c")
     assert c["wake_missing"] == c["asr_missing"] == c["nlu_missing"] == c["er_missing"] == c["result_missing"] == 1

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fpi import TraceError, load_traces, read_traces, simulate
-from fpi.schema import TURN_FIELD_NAMES, TURN_FIELDS, validate_turn
+from fpi.schema import NOT_A_RECORD, TURN_FIELD_NAMES, TURN_FIELDS, validate_turn
 from fpi.simulator import stage_events
 from fpi.testing import any_json, as_loaded, objects, sessions
 from conftest import FIXTURES, run_cli, turn, write_jsonl
@@ -88,6 +88,16 @@ def test_blank_lines_and_crlf_keep_line_numbers(tmp_path):
     result = read_traces(path)
     assert [r.line for r in result.rejected] == [4]
     assert result.turns["line"].to_list() == [2]
+
+
+def test_whitespace_lines_are_blank_and_padded_objects_are_turns(tmp_path):
+    path = tmp_path / "t.jsonl"
+    padded, plain = json.dumps(turn()), json.dumps(turn(turn_id="t2", turn_index=1))
+    path.write_bytes(f"\t \u2003\n  {padded}\t\n{plain}\n \nnull\n".encode())
+    result = read_traces(path)
+    assert result.turns["line"].to_list() == [2, 3]
+    assert [(r.line, r.problems[0][1]) for r in result.rejected] == [(5, NOT_A_RECORD)]
+    assert result.read == 3
 
 
 def test_gzip_parquet_and_stdin_read_the_same_turns(tmp_path):
