@@ -1,6 +1,7 @@
 """The streamed engine: any input in bounded memory, batch by batch of whole sessions, with the same
 records, byte for byte, as the in-memory run, and the same account of bad records."""
 
+import gzip
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from fpi.load import read_traces, turns_fingerprint
 from fpi.normalise import SAMPLE_TURNS, Reference
 from fpi.pipeline import Pipeline
 from fpi.simulator import write_traces
+from fpi.blocks import line_blocks
 from fpi.stream import _sample_again, classify_file
 
 
@@ -259,3 +261,17 @@ def test_duplicates_in_sessions_that_come_whole_are_named_as_in_memory(grouped, 
     result = classify_file(source, Pipeline(), tmp_path / "s.jsonl", on_error="skip", batch_turns=1000)
     assert result.contiguous and result.problems() == loaded.problems() and len(loaded.problems()) == 1
     assert (tmp_path / "s.jsonl").read_text() == Pipeline().run(loaded.turns).records.write_ndjson()
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_line_blocks_keep_lines_whole_and_numbered(tmp_path, packed):
+    lines = [b"short", b"x" * 50, b"", b"", b"", b"   ", b"tail", b"", b""]
+    text = b"\n".join(lines)  # no newline at the end
+    path = tmp_path / ("t.jsonl.gz" if packed else "t.jsonl")
+    path.write_bytes(gzip.compress(text) if packed else text)
+    blocks = list(line_blocks(path, 8))
+    assert b"".join(block for _, block in blocks).strip() == text.strip()
+    assert all(block.endswith(b"\n") for _, block in blocks[:-1])
+    numbered = [(first + k, line) for first, block in blocks for k, line in enumerate(block.split(b"\n")[:-1] or [block])]
+    assert (1, b"short") in numbered and (2, b"x" * 50) in numbered and (7, b"tail") in numbered
+    assert not any(block.isspace() for _, block in blocks)  # blocks of blank lines only are left out
