@@ -227,7 +227,7 @@ class _Partitions:
 
     def turns(self, part: int, columns: list[str] | None = None, without: pl.Series | None = None) -> pl.DataFrame:
         """One partition's turns in input order, less the lines `without`."""
-        scan = pl.scan_parquet(self.files[part]).select(columns or pl.all())
+        scan = pl.scan_ipc(self.files[part]).select(columns or pl.all())
         if without is not None and without.len():
             scan = scan.filter(~pl.col("line").is_in(without.implode()))
         return scan.sort("line").collect()
@@ -261,8 +261,8 @@ def _line_bytes(path: Path) -> float:
 
 def _spill_by(rows: pl.DataFrame, key: pl.Expr, count: int, where: Path, files: dict[int, list[Path]]) -> None:
     for (part,), group in rows.with_columns(_part=(key % count).cast(pl.UInt32)).group_by("_part"):
-        target = where.with_name(f"{where.name}-{int(part)}.parquet")
-        group.drop("_part").write_parquet(target, compression="lz4")  # read back once: speed over size
+        target = where.with_name(f"{where.name}-{int(part)}.arrow")
+        group.drop("_part").write_ipc(target, compression="lz4")  # read back soon: speed over size
         files.setdefault(int(part), []).append(target)
 
 
@@ -328,15 +328,15 @@ class _SessionOrder:
         here = sessions != last
         self.held = turns.filter(~here)
         if here.any():
-            target = spill / f"chunk-{number}.parquet"
-            turns.filter(here).write_parquet(target, compression="lz4")
+            target = spill / f"chunk-{number}.arrow"
+            turns.filter(here).write_ipc(target, compression="lz4")
             partitions.files[number] = [target]
         self.ended = np.union1d(self.ended, seen[seen != last])
 
     def finish(self, spill: Path, partitions: _Partitions) -> None:
         if self.contiguous and self.held is not None and self.held.height:
-            target = spill / "chunk-last.parquet"
-            self.held.write_parquet(target, compression="lz4")
+            target = spill / "chunk-last.arrow"
+            self.held.write_ipc(target, compression="lz4")
             partitions.files[max(partitions.files, default=0) + 1] = [target]
         if self.contiguous:
             partitions.count = max(1, len(partitions.files))
@@ -346,7 +346,7 @@ class _SessionOrder:
         self.contiguous, self.held, self.ended = False, None, np.empty(0, dtype=np.uint64)
         spilled, partitions.files = partitions.files, {}
         for part, (path,) in spilled.items():
-            _spill_by(pl.read_parquet(path), SESSION_HASH, partitions.count, spill / f"turns-{part}",
+            _spill_by(pl.read_ipc(path), SESSION_HASH, partitions.count, spill / f"turns-{part}",
                       partitions.files)
             path.unlink()
         _spill_by(turns, SESSION_HASH, partitions.count, spill / f"turns-{number}", partitions.files)
@@ -356,7 +356,7 @@ def _reject_duplicates(path: Path, label: str, partitions: _Partitions, result: 
     """Turns whose turn_id, or whose session and turn_index, an earlier line used (across chunks; each chunk
     was checked when read), named as the in-memory run names them. Returns their lines, sorted."""
     reused_ids = pl.concat([
-        pl.scan_parquet(files).with_columns(first_turn=pl.col("line").min().over("turn_id"))
+        pl.scan_ipc(files).with_columns(first_turn=pl.col("line").min().over("turn_id"))
         .filter(pl.col("line") != pl.col("first_turn")).select("line", "first_turn").collect()
         for files in partitions.ids.values()] or [pl.DataFrame(schema={"line": pl.UInt32, "first_turn": pl.UInt32})])
     found = []
