@@ -8,7 +8,8 @@
 
 Phases: simulate (blocks of 1M turns in time order, so sessions interleave as in real logs), the
 Arrow floor (pyarrow's JSON reader parsing the same file), load, features, predict, rules, explain
-(100k turns), classify end-to-end in memory, classify without rules, classify streamed (batches of
+(100k turns), classify end-to-end in memory, classify without rules, classify with Parquet in and out
+(traces-to-parquet converts the traces first, timed apart), classify streamed (batches of
 whole sessions, bounded memory), classify --explain streamed, classify on Spark local[2] (with the `spark` extra), report over the
 classified records in memory, and report streamed (the records tallied batch by batch).
 
@@ -108,6 +109,13 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
         turns = load_traces(traces)
         write_records(classify(turns, model), out)
         timings["classify end-to-end"] = time.perf_counter() - started
+    elif name == "traces-to-parquet":  # setup for classify-parquet, timed apart
+        load_traces(traces).drop("line", "raw").write_parquet(traces.with_suffix(".parquet"))
+        timings["traces to Parquet (setup)"] = time.perf_counter() - started
+    elif name == "classify-parquet":  # Parquet in and out, in memory (after traces-to-parquet)
+        write_records(classify(load_traces(traces.with_suffix(".parquet")), FailurePointModel.load()),
+                      out.with_name("records-from-parquet.parquet"))
+        timings["classify in memory, Parquet in and out"] = time.perf_counter() - started
     elif name == "classify-streamed":
         from fpi.stream import classify_file
         classify_file(traces, Pipeline(), out.with_name("records-streamed.jsonl"))
@@ -159,7 +167,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=1_000_000)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--phases", default="arrow-floor,load,features,predict,rules,explain,classify,classify-no-rules,"
-                        "classify-streamed,classify-explain,report,report-streamed", help="comma-separated; add `spark` with the spark extra")
+                        "traces-to-parquet,classify-parquet,classify-streamed,classify-explain,report,report-streamed", help="comma-separated; add `spark` with the spark extra")
     parser.add_argument("--markdown", action="store_true", help="also print the figures as a Markdown table (the README's)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     args = parser.parse_args()

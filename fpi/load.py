@@ -234,7 +234,11 @@ def no_stages_error(empty: float, seen: list[str], label: str, mapping: Mapping 
 
 
 def _fields_seen(turns: pl.DataFrame, rows: int = 50) -> list[str]:
-    """Top-level field names in the first records, in the order first seen."""
+    """Top-level field names in the first records, in the order first seen (a table's: its columns
+    with a value in them)."""
+    head = turns.head(rows)
+    if head["raw"].null_count() == head.height:
+        return [c for c in head.columns if c not in ("line", "raw") and head[c].null_count() < head.height]
     seen: dict[str, None] = {}
     for raw in turns["raw"].head(rows).to_list():
         try:
@@ -492,17 +496,20 @@ def _decode_turns(lines: pl.DataFrame, label: str, stage_lines: dict[str, dict[s
 
 
 def _validate_rows(turns: pl.DataFrame, label: str, *, from_text: bool,
-                   stage_lines: dict[str, dict[str, int]] | None = None) -> LoadResult:
-    """Check decoded rows with vectorised expressions; explain the failures one by one."""
+                   stage_lines: dict[str, dict[str, int]] | None = None, table: bool = False) -> LoadResult:
+    """Check decoded rows with vectorised expressions; explain the failures one by one. `table`: rows of
+    a typed table, whose `raw` is written for the rejected ones only (`row_json`)."""
     is_clean = turns.select(clean_turn_expr()).to_series()
     failing = turns.filter(~is_clean)
+    if table:
+        failing = row_json(failing)
     rejected: list[RejectedRecord] = []
     for row in failing.iter_rows(named=True):
         problems = _problems_of_text(row["raw"]) if from_text else []
         if not problems:
             problems = validate_turn({k: row[k] for k in TURN_FIELD_NAMES}) or [("", WRONG_VALUE, "failed validation")]
         rejected.append(_rejection(label, row["line"], row["raw"], problems, None, stage_lines, turn_id=row["turn_id"]))
-    turns, duplicates = _drop_duplicates(turns.filter(is_clean) if failing.height else turns, label)
+    turns, duplicates = _drop_duplicates(turns.filter(is_clean) if failing.height else turns, label, table)
     rejected += duplicates
     extra = [c for c in turns.columns if c not in TURN_FIELD_NAMES and c not in ("line", "raw")]
     turns = turns.select(*[pl.col(f.name).cast(TURN_SCHEMA[f.name]) for f in TURN_FIELDS], "line", "raw", *extra)
@@ -547,7 +554,7 @@ def bad_records_error(source: str, rejected: list[RejectedRecord]) -> TraceError
                               "(use --on-error skip to go on with the valid turns)")
 
 
-def _drop_duplicates(turns: pl.DataFrame, label: str) -> tuple[pl.DataFrame, list[RejectedRecord]]:
+def _drop_duplicates(turns: pl.DataFrame, label: str, table: bool = False) -> tuple[pl.DataFrame, list[RejectedRecord]]:
     first_turn_line = pl.col("line").first().over("turn_id")
     first_index_line = pl.col("line").first().over("session_id", "turn_index")
     firsts = turns.select(first_turn=first_turn_line, first_index=first_index_line)
@@ -555,8 +562,10 @@ def _drop_duplicates(turns: pl.DataFrame, label: str) -> tuple[pl.DataFrame, lis
     if not is_duplicate.any():
         return turns, []
     rejected = []
-    for number, raw, turn_id, session_id, index, first_turn, first_index in pl.concat([turns, firsts], how="horizontal").filter(
-            is_duplicate).select("line", "raw", "turn_id", "session_id", "turn_index", "first_turn", "first_index").iter_rows():
+    duplicates = row_json(turns.filter(is_duplicate)) if table else turns.filter(is_duplicate)
+    for number, raw, turn_id, session_id, index, first_turn, first_index in pl.concat(
+            [duplicates, firsts.filter(is_duplicate)], how="horizontal").select(
+            "line", "raw", "turn_id", "session_id", "turn_index", "first_turn", "first_index").iter_rows():
         problem = duplicate_problem(turn_id, session_id, index, first_turn if first_turn != number else 0, first_index)
         rejected.append(RejectedRecord(label, number, (problem,), raw))
     return turns.filter(~is_duplicate), rejected
@@ -687,6 +696,11 @@ def _read_parquet(data: bytes, label: str) -> LoadResult:
 def _read_table(table: pl.DataFrame, label: str, first_row: int = 1) -> LoadResult:
     """Turns of a typed table (Parquet, a DataFrame): columns cast to the format's types, each
     row checked like a JSON line (its number stands for the line)."""
+    return _validate_rows(table_rows(table, label, first_row), label, from_text=False, table=True)
+
+
+def table_rows(table: pl.DataFrame, label: str, first_row: int = 1) -> pl.DataFrame:
+    """A typed table's rows as the loader checks them, numbered from `first_row`, `raw` left null."""
     decode = turn_dtype(decode=True)
     columns = []
     for f in TURN_FIELDS:
@@ -700,8 +714,13 @@ def _read_table(table: pl.DataFrame, label: str, first_row: int = 1) -> LoadResu
         columns.append(pl.col(f.name).cast(target))
     extra = [c for c in table.columns if c not in TURN_FIELD_NAMES]
     turns = table.select(*columns, *extra).with_row_index("line", offset=first_row).cast({"line": pl.UInt32})
-    turns = turns.with_columns(raw=pl.struct(pl.all().exclude("line")).struct.json_encode())
-    return _validate_rows(turns, label, from_text=False)
+    return turns.with_columns(raw=pl.lit(None, pl.String))
+
+
+def row_json(rows: pl.DataFrame) -> pl.DataFrame:
+    """Rows of a table with `raw` set to the row as one JSON object, what stands for a line's text
+    where a record is rejected (every row's would cost more than reading the table)."""
+    return rows.with_columns(raw=pl.struct(pl.all().exclude("line", "raw")).struct.json_encode())
 
 
 __all__ = ["LoadResult", "RejectedRecord", "load_traces", "read_traces", "write_quarantine"]

@@ -63,7 +63,10 @@ def human_relative(model_metrics: dict, human_metrics: dict) -> float:
 def annotator_labels(turns: pl.DataFrame, field: str, source: str) -> list[str]:
     """One annotator's label of every turn, from a field of the traces beside the gold `label`
     (e.g. `human_label`); a usage error naming the first turn that lacks a valid one."""
-    labels = turns.select(pl.col("raw").str.json_path_match(f"$.{field}")).to_series()
+    if field in turns.columns:  # a table's column (Parquet, a DataFrame)
+        labels = turns[field] if turns.schema[field] == pl.String else pl.Series(field, [None] * turns.height, pl.String)
+    else:
+        labels = turns.select(pl.col("raw").str.json_path_match(f"$.{field}")).to_series()
     bad = labels.is_null() | ~labels.is_in(list(LABELS))
     if bad.any():
         first = turns.filter(bad)["line"][0]

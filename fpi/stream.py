@@ -35,7 +35,7 @@ from fpi.blocks import BLOCK_BYTES, line_blocks
 from fpi.errors import TraceError, UsageError
 from fpi.features import reference_rows
 from fpi.load import (MOSTLY, LoadResult, RejectedRecord, _fields_seen, _read_jsonl, _read_table, _refuse_other_formats, _split_lines,
-                      bad_records_error, canonical_turns, duplicate_problem, no_stages_error)
+                      bad_records_error, canonical_turns, duplicate_problem, no_stages_error, row_json, table_rows)
 from fpi.metrics import Metrics
 from fpi.normalise import SAMPLE_TURNS, Reference
 from fpi.output import atomic_write
@@ -103,16 +103,22 @@ def _is_parquet(path: Path) -> bool:
         return probe.read(4) == b"PAR1"
 
 
+def _table_batches(path: Path, turns: int) -> Iterator[tuple[int, pl.DataFrame]]:
+    """(number of the first row, rows) of a Parquet file, `turns` rows at a time."""
+    first = 1
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=turns):
+        frame = pl.from_arrow(batch)
+        assert isinstance(frame, pl.DataFrame)
+        yield first, frame
+        first += frame.height
+
+
 def _chunks(path: Path, label: str, turns: int) -> Iterator[LoadResult]:
     """The file as loaded chunks of about `turns` turns (at most CHUNK_BYTES of text), each with its
     lines numbered as in the file."""
     if _is_parquet(path):
-        first = 1
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=turns):
-            frame = pl.from_arrow(batch)
-            assert isinstance(frame, pl.DataFrame)
+        for first, frame in _table_batches(path, turns):
             yield _read_table(frame, label, first)
-            first += frame.height
         return
     for first_line, chunk in line_blocks(path, min(CHUNK_BYTES, max(MIN_CHUNK_BYTES, int(turns * _line_bytes(path))))):
         if first_line == 1:
@@ -125,8 +131,8 @@ def _raw_lines(path: Path, label: str, wanted: pl.Series, turns: int) -> dict[in
     read again, since a streamed run does not carry every line's text along."""
     found: dict[int, str | bytes] = {}
     if _is_parquet(path):
-        for result in _chunks(path, label, turns):
-            rows = result.turns.filter(pl.col("line").is_in(wanted.implode()))
+        for first, frame in _table_batches(path, turns):
+            rows = row_json(table_rows(frame, label, first).filter(pl.col("line").is_in(wanted.implode())))
             found.update(zip(rows["line"].to_list(), rows["raw"].to_list(), strict=True))
         return found
     for first_line, chunk in line_blocks(path, CHUNK_BYTES):

@@ -269,3 +269,25 @@ def test_validate_reports_every_kind_in_one_pass_with_codes(tmp_path):
     assert kept.exit_code == 3 and len(json.loads(kept.stdout)["problems"]) == 4
     quarantined = [json.loads(line) for line in (tmp_path / "t.jsonl.quarantine.jsonl").read_text().splitlines()]
     assert [r["errors"][0]["code"] for r in quarantined] == ["T001", "T002", "T003", "T004"]
+
+
+def test_a_table_writes_the_text_of_rejected_rows_only_and_names_its_columns(tmp_path):
+    from fpi.metrics import annotator_labels
+
+    frame = simulate(60, seed=4, annotator_noise=0.2)
+    bad = frame[5].with_columns(turn_index=pl.lit(-1, pl.Int64), turn_id=pl.lit("bad"))
+    path = tmp_path / "t.parquet"
+    pl.concat([frame, bad, frame[7]], how="vertical_relaxed").write_parquet(path)
+    result = read_traces(path)
+    assert [(r.line, r.problems[0][0]) for r in result.rejected] == [(61, "turn_index"), (62, "turn_id")]
+    for rejected in result.rejected:  # the row as JSON stands for the line
+        row = json.loads(rejected.raw)
+        assert (row["turn_id"], row["human_label"]) == (("bad", frame["human_label"][5]) if rejected.line == 61
+                                                         else (frame["turn_id"][7], frame["human_label"][7]))
+    assert result.turns["raw"].null_count() == result.turns.height == 60
+    assert annotator_labels(result.turns, "human_label", str(path)) == frame["human_label"].to_list()
+    other = tmp_path / "other.parquet"
+    pl.DataFrame({"turn_id": [f"t{i}" for i in range(10)], "session_id": "s", "turn_index": range(10),
+                  "utterance": ["hi"] * 10, "intent_name": ["x"] * 10}).write_parquet(other)
+    with pytest.raises(TraceError, match="the fields seen are: turn_id, session_id, turn_index, utterance, intent_name"):
+        read_traces(other)

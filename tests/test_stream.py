@@ -275,3 +275,13 @@ def test_line_blocks_keep_lines_whole_and_numbered(tmp_path, packed):
     numbered = [(first + k, line) for first, block in blocks for k, line in enumerate(block.split(b"\n")[:-1] or [block])]
     assert (1, b"short") in numbered and (2, b"x" * 50) in numbered and (7, b"tail") in numbered
     assert not any(block.isspace() for _, block in blocks)  # blocks of blank lines only are left out
+
+
+def test_a_parquet_duplicate_chunks_apart_is_quarantined_as_in_memory(interleaved, tmp_path):
+    turns = pl.read_parquet(interleaved / "traces.parquet")
+    source = tmp_path / "dups.parquet"
+    pl.concat([turns, turns[10].with_columns(turn_index=pl.lit(999, turns.schema["turn_index"]))]).write_parquet(source)
+    loaded = read_traces(source)
+    result = classify_file(source, Pipeline(), tmp_path / "s.jsonl", on_error="skip", batch_turns=2000)
+    assert [(r.line, r.problems, r.raw) for r in result.rejected] == [(r.line, r.problems, r.raw) for r in loaded.rejected]
+    assert [r.line for r in loaded.rejected] == [12_001] and json.loads(loaded.rejected[0].raw)["turn_index"] == 999
