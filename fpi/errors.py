@@ -64,3 +64,8 @@ class DocumentError(FpiError):
 
 class UsageError(FpiError):
     """Arguments that do not fit together."""
+
+
+def no_turns_to_score(source: str, read: int) -> UsageError:
+    """Scores need turns: every record of the input was rejected (and skipped)."""
+    return UsageError(f"{source}: no turns to score: none of the {read} records read was accepted")

@@ -391,7 +391,8 @@ class FailurePointModel:
         """Each class's raw score (before softmax) for the rows of the model's input matrix."""
         if self.native_ is not None:
             return self.native_.raw_scores(X)
-        return np.asarray(self.booster_.predict(X, num_iteration=self.best_iteration_, raw_score=True))
+        raw = np.asarray(self.booster_.predict(X, num_iteration=self.best_iteration_, raw_score=True))
+        return raw.reshape(len(X), self.booster_.num_model_per_iteration())  # LightGBM gives no rows as one flat array
 
     def _proba_matrix(self, X: np.ndarray) -> np.ndarray:
         return softmax(self.raw_scores(X))

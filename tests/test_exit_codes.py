@@ -51,3 +51,21 @@ def test_every_reading_command_keeps_the_exit_code_table(command, with_a_bad_lin
     skipped = run_cli(*args, "--on-error", "skip", "--quarantine", quarantine)
     assert skipped.exit_code == 3, skipped.stderr
     assert [json.loads(line)["line"] for line in quarantine.read_text().splitlines()] == [301]
+
+
+@pytest.mark.parametrize("command", ["validate", "classify", "eval", "explain", "gate", "report", "rules check", "sample", "adapt"])
+def test_input_with_every_record_rejected_is_a_clear_answer_never_a_crash(command, tmp_path):
+    traces = tmp_path / "all-bad.jsonl"
+    traces.write_text('{}x}\n{\nnull\n{"turn_id": "a"}\n')
+    quarantine = tmp_path / "q.jsonl"
+    result = run_cli(*_commands(traces, tmp_path)[command], "--on-error", "skip", "--quarantine", quarantine)
+    assert result.exit_code in (2, 3), result.stderr  # never an internal error (70)
+    assert "internal error" not in result.stderr
+    if result.exit_code == 2:
+        assert str(traces) in result.stderr
+    else:
+        assert [json.loads(line)["line"] for line in quarantine.read_text().splitlines()] == [1, 2, 3, 4]
+    if command == "classify":
+        assert result.exit_code == 3 and (tmp_path / "out.jsonl").read_text() == ""
+    if command in ("eval", "rules check"):
+        assert "no turns to score: none of the 4 records read was accepted" in result.stderr

@@ -285,3 +285,14 @@ def test_a_parquet_duplicate_chunks_apart_is_quarantined_as_in_memory(interleave
     result = classify_file(source, Pipeline(), tmp_path / "s.jsonl", on_error="skip", batch_turns=2000)
     assert [(r.line, r.problems, r.raw) for r in result.rejected] == [(r.line, r.problems, r.raw) for r in loaded.rejected]
     assert [r.line for r in loaded.rejected] == [12_001] and json.loads(loaded.rejected[0].raw)["turn_index"] == 999
+
+
+def test_scoring_a_stream_with_every_record_rejected_says_so(tmp_path):
+    from fpi.errors import UsageError
+
+    source = tmp_path / "all-bad.jsonl"
+    source.write_text('{"turn_id": 1}\nnull\n')
+    with pytest.raises(UsageError, match="no turns to score: none of the 2 records read was accepted"):
+        classify_file(source, Pipeline(), None, on_error="skip", labels_required=True)
+    result = classify_file(source, Pipeline(), tmp_path / "out.jsonl", on_error="skip")
+    assert (result.read, result.written, [r.line for r in result.rejected]) == (2, 0, [1, 2])

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fpi.errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, FpiError, Problem, UsageError
+from fpi.errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, FpiError, Problem, UsageError, no_turns_to_score
 
 if TYPE_CHECKING:
     import polars as pl
@@ -303,6 +303,8 @@ def exit_for(result: LoadResult | StreamResult) -> int:
 
 
 def require_labels(result: LoadResult) -> pl.DataFrame:
+    if result.turns.height == 0:
+        raise no_turns_to_score(result.source, result.read)
     missing = result.turns["label"].null_count()
     if missing:
         raise UsageError(f"{result.source}: {missing} of {result.turns.height} turns have no `label`; "
