@@ -66,6 +66,9 @@ class UsageError(FpiError):
     """Arguments that do not fit together."""
 
 
-def no_turns_to_score(source: str, read: int) -> UsageError:
-    """Scores need turns: every record of the input was rejected (and skipped)."""
-    return UsageError(f"{source}: no turns to score: none of the {read} records read was accepted")
+def require_scorable(source: str, read: int, accepted: int, unlabeled: int) -> None:
+    """Scores need accepted turns, each with a gold label: a usage error naming what is missing."""
+    if not accepted:
+        raise UsageError(f"{source}: no turns to score: none of the {read} records read was accepted")
+    if unlabeled:
+        raise UsageError(f"{source}: {unlabeled} of {accepted} turns have no `label`; this needs gold labels on every turn")

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fpi.blocks import BLOCK_BYTES, line_blocks
-from fpi.errors import TraceError, UsageError, no_turns_to_score
+from fpi.errors import TraceError, require_scorable
 from fpi.features import reference_rows
 from fpi.load import (MOSTLY, LoadResult, RejectedRecord, _fields_seen, _read_jsonl, _read_table, _refuse_other_formats, _split_lines,
                       bad_records_error, canonical_turns, duplicate_problem, no_stages_error, row_json, table_rows)
@@ -201,11 +201,8 @@ def classify_file(path: str | Path, pipeline: Pipeline, output: str | Path | Non
             duplicate_lines = _reject_duplicates(Path(path), label, partitions, result, batch_turns)
             if result.rejected and on_error == "fail":
                 raise bad_records_error(label, result.rejected)
-            if labels_required and not result.accepted:
-                raise no_turns_to_score(label, result.read)
-            if labels_required and result.unlabeled:
-                raise UsageError(f"{label}: {result.unlabeled} of {result.accepted} turns have no `label`; "
-                                 "this needs gold labels on every turn")
+            if labels_required:
+                require_scorable(label, result.read, result.accepted, result.unlabeled)
             pipeline.expect(result.accepted)
             fitted = partitions.sample.fit(duplicate_lines)
             if fitted is None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fpi.errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, FpiError, Problem, UsageError, no_turns_to_score
+from fpi.errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, FpiError, Problem, UsageError, require_scorable
 
 if TYPE_CHECKING:
     import polars as pl
@@ -303,10 +303,5 @@ def exit_for(result: LoadResult | StreamResult) -> int:
 
 
 def require_labels(result: LoadResult) -> pl.DataFrame:
-    if result.turns.height == 0:
-        raise no_turns_to_score(result.source, result.read)
-    missing = result.turns["label"].null_count()
-    if missing:
-        raise UsageError(f"{result.source}: {missing} of {result.turns.height} turns have no `label`; "
-                         "this needs gold labels on every turn")
+    require_scorable(result.source, result.read, result.turns.height, result.turns["label"].null_count())
     return result.turns
