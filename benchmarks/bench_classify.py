@@ -79,8 +79,8 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
         timings["predict (compiled trees)"] = time.perf_counter() - t
         model.compile()  # into the user's cache, so the classify phases find it there
     elif name == "rules":
-        from fpi.features import neighbour_rows
-        from fpi.rules import decide, evaluation_frame, rule_matches
+        from fpi.pipeline.features import neighbour_rows
+        from fpi.pipeline.rules import decide, evaluation_frame, rule_matches
         pipeline = Pipeline()
         turns = load_traces(traces)
         neighbours = neighbour_rows(turns)
@@ -91,7 +91,7 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
         decide(matches, pipeline.rules, verdicts["model_failure_point"])
         timings[f"rules ({len(pipeline.rules)})"] = time.perf_counter() - t
     elif name == "explain":
-        from fpi.explain import explanations, shap_values
+        from fpi.pipeline.explain import explanations, shap_values
         model = FailurePointModel.load()
         turns = load_traces(traces).head(100_000)
         features = build_features(turns)
@@ -117,22 +117,22 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
                       out.with_name("records-from-parquet.parquet"))
         timings["classify in memory, Parquet in and out"] = time.perf_counter() - started
     elif name == "classify-streamed":
-        from fpi.stream import classify_file
+        from fpi.engines.streamed import classify_file
         classify_file(traces, Pipeline(), out.with_name("records-streamed.jsonl"))
         timings["classify streamed"] = time.perf_counter() - started
     elif name == "classify-explain":  # `fpi classify --explain`: each turn not correct explained by its top 3 features
-        from fpi.stream import classify_file
+        from fpi.engines.streamed import classify_file
         classify_file(traces, Pipeline(explain_top_k=3), out.with_name("records-explained.jsonl"))
         timings["classify --explain streamed"] = time.perf_counter() - started
     elif name == "report-streamed":  # on the records classify-streamed wrote, tallied batch by batch
-        from fpi.render import html_page
-        from fpi.report import build_report
-        from fpi.tally import Tally
+        from fpi.presentation.report_formats import html_page
+        from fpi.reports.failure_report import build_report
+        from fpi.reports.counts import Tally
         by = ["nlu.domain", "nlu.intent", "device.type", "locale"]
         html_page(build_report(Tally.of_file(out.with_name("records-streamed.jsonl"), by), by=by))
         timings["report streamed (html)"] = time.perf_counter() - started
     elif name == "spark":
-        from fpi import spark as engine
+        from fpi.engines import spark as engine
         session = engine.session("local[2]")
         engine.write_parquet(engine.classify(session.read.text(str(traces)), source=str(traces)),
                              out.with_name("records-spark.parquet"))
@@ -142,9 +142,9 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
         write_records(classify(load_traces(traces), FailurePointModel.load(), None), out)
         timings["classify, no rules"] = time.perf_counter() - started
     elif name == "report":  # on the records the classify phase wrote
-        from fpi.records import read_records
-        from fpi.render import html_page
-        from fpi.report import build_report
+        from fpi.contract.records import read_records
+        from fpi.presentation.report_formats import html_page
+        from fpi.reports.failure_report import build_report
         records = read_records(out)
         timings["report: read jsonl"] = time.perf_counter() - started
         t = time.perf_counter()

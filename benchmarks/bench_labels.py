@@ -20,11 +20,11 @@ import numpy as np
 import polars as pl
 
 from fpi import FailurePointModel, Pipeline, evaluate, simulate
-from fpi.baseline import fit_threshold, lowest_confidence
-from fpi.errors import FpiError
-from fpi.learn import train
-from fpi.profiles import PROFILES
-from fpi.sample import choose
+from fpi.learning.lowest_confidence import fit_threshold, lowest_confidence
+from fpi.contract.errors import FpiError
+from fpi.learning.training import train
+from fpi.simulation.profiles import PROFILES
+from fpi.learning.turns_to_label import choose
 
 ROOT = Path(__file__).resolve().parent.parent
 HELD_OUT = [name for name in PROFILES if name != "default"]

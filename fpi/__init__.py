@@ -9,18 +9,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "Batch": "fpi.pipeline", "Pipeline": "fpi.pipeline", "classify": "fpi.pipeline",
-    "FpiError": "fpi.errors", "ModelError": "fpi.errors", "TraceError": "fpi.errors", "UsageError": "fpi.errors",
-    "defect_rates": "fpi.metrics", "evaluate": "fpi.metrics", "Metrics": "fpi.metrics",
-    "load_policy": "fpi.gate", "run_gate": "fpi.gate",
-    "FEATURE_NAMES": "fpi.features", "build_features": "fpi.features",
-    "LoadResult": "fpi.load", "load_traces": "fpi.load", "read_traces": "fpi.load",
-    "FailurePointModel": "fpi.model",
-    "read_records": "fpi.records", "write_records": "fpi.records",
-    "build_report": "fpi.report", "Tally": "fpi.tally",
-    "LABELS": "fpi.schema", "STAGES": "fpi.schema",
-    "load_rules": "fpi.rules",
-    "simulate": "fpi.simulator", "write_traces": "fpi.simulator",
+    "Batch": "fpi.pipeline.classify", "Pipeline": "fpi.pipeline.classify", "classify": "fpi.pipeline.classify",
+    "FpiError": "fpi.contract.errors", "ModelError": "fpi.contract.errors", "TraceError": "fpi.contract.errors", "UsageError": "fpi.contract.errors",
+    "defect_rates": "fpi.contract.metrics", "evaluate": "fpi.contract.metrics", "Metrics": "fpi.contract.metrics",
+    "load_policy": "fpi.reports.gate", "run_gate": "fpi.reports.gate",
+    "FEATURE_NAMES": "fpi.pipeline.features", "build_features": "fpi.pipeline.features",
+    "LoadResult": "fpi.io.traces", "load_traces": "fpi.io.traces", "read_traces": "fpi.io.traces",
+    "FailurePointModel": "fpi.pipeline.model",
+    "read_records": "fpi.contract.records", "write_records": "fpi.contract.records",
+    "build_report": "fpi.reports.failure_report", "Tally": "fpi.reports.counts",
+    "LABELS": "fpi.contract.trace_format", "STAGES": "fpi.contract.trace_format",
+    "load_rules": "fpi.pipeline.rules",
+    "simulate": "fpi.simulation.simulator", "write_traces": "fpi.simulation.simulator",
 }
 __all__ = [
     "Batch", "FEATURE_NAMES", "FailurePointModel", "FpiError", "LABELS", "LoadResult", "Metrics", "ModelError",
@@ -30,24 +30,24 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from fpi.errors import FpiError, ModelError, TraceError, UsageError
-    from fpi.metrics import Metrics, defect_rates, evaluate
-    from fpi.features import FEATURE_NAMES, build_features
-    from fpi.gate import load_policy, run_gate
-    from fpi.load import LoadResult, load_traces, read_traces
-    from fpi.model import FailurePointModel
-    from fpi.pipeline import Batch, Pipeline, classify
-    from fpi.records import read_records, write_records
-    from fpi.report import build_report
-    from fpi.rules import load_rules
-    from fpi.schema import LABELS, STAGES
-    from fpi.simulator import simulate, write_traces
-    from fpi.tally import Tally
+    from fpi.contract.errors import FpiError, ModelError, TraceError, UsageError
+    from fpi.contract.metrics import Metrics, defect_rates, evaluate
+    from fpi.pipeline.features import FEATURE_NAMES, build_features
+    from fpi.reports.gate import load_policy, run_gate
+    from fpi.io.traces import LoadResult, load_traces, read_traces
+    from fpi.pipeline.model import FailurePointModel
+    from fpi.pipeline.classify import Batch, Pipeline, classify
+    from fpi.contract.records import read_records, write_records
+    from fpi.reports.failure_report import build_report
+    from fpi.pipeline.rules import load_rules
+    from fpi.contract.trace_format import LABELS, STAGES
+    from fpi.simulation.simulator import simulate, write_traces
+    from fpi.reports.counts import Tally
 
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":
-        from fpi.about import version
+        from fpi.contract.distribution import version
 
         return version()
     if name not in _EXPORTS:

@@ -6,7 +6,7 @@
     @given(sessions())
     def test_my_exporter(turns): ...
 
-Every drawn turn is valid trace format v1 (`fpi.schema`); `as_loaded` says what
+Every drawn turn is valid trace format v1 (`fpi.contract.trace_format`); `as_loaded` says what
 `fpi.load_traces` returns for it. Needs the `hypothesis` package (fpi's dev extra)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from fpi.schema import TURN_FIELDS, Field
+from fpi.contract.trace_format import TURN_FIELDS, Field
 
 _text = st.text(max_size=12)
 _score = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fpi import Pipeline, simulate
-from fpi.rules import audit_rules
+from fpi.pipeline.rules import audit_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 TURNS = 50_000

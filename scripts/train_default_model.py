@@ -2,7 +2,7 @@
 
     python scripts/train_default_model.py            # writes fpi/models/default and docs/model-card.md
 
-The model is trained on the default assistant and on many random ones (`fpi.profiles`), so it
+The model is trained on the default assistant and on many random ones (`fpi.simulation.profiles`), so it
 keeps what means the same on every assistant. The named profiles other than `default` are
 never trained on: the card measures on them how the model travels. Same fpi, same seeds:
 the same booster.txt and model.json, byte for byte."""
@@ -14,11 +14,11 @@ from pathlib import Path
 import polars as pl
 
 from fpi import FailurePointModel, build_features, classify, evaluate, simulate
-from fpi.baseline import fit_threshold, lowest_confidence
-from fpi.metrics import human_relative
-from fpi.pipeline import Pipeline
-from fpi.profiles import PROFILES
-from fpi.schema import LABELS
+from fpi.learning.lowest_confidence import fit_threshold, lowest_confidence
+from fpi.contract.metrics import human_relative
+from fpi.pipeline.classify import Pipeline
+from fpi.simulation.profiles import PROFILES
+from fpi.contract.trace_format import LABELS
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_TURNS, RANDOM_TURNS, TRAIN_SEED = 100_000, 200_000, 1

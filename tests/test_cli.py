@@ -109,7 +109,7 @@ def test_version_is_the_distributions():
     from importlib import metadata
 
     import fpi
-    from fpi.about import DISTRIBUTION
+    from fpi.contract.distribution import DISTRIBUTION
 
     result = run_cli("--version")
     assert result.exit_code == 0

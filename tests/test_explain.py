@@ -6,8 +6,8 @@ import pytest
 import shap
 
 from fpi import FailurePointModel, build_features, classify, load_traces
-from fpi.explain import class_boosters, class_contributions, explain_turn, shap_values, summarize
-from fpi.rules import load_rules
+from fpi.pipeline.explain import class_boosters, class_contributions, explain_turn, shap_values, summarize
+from fpi.pipeline.rules import load_rules
 from conftest import run_cli
 
 

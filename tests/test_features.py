@@ -5,7 +5,7 @@ import pytest
 from rapidfuzz import fuzz
 
 from fpi import FEATURE_NAMES, build_features, load_traces
-from fpi.features import features_markdown
+from fpi.pipeline.features import features_markdown
 from conftest import ROOT, turn, write_jsonl
 
 

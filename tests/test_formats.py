@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from conftest import run_cli, write_jsonl
 from fpi.cli import app
-from fpi.errors import EXIT_INTERNAL
+from fpi.contract.errors import EXIT_INTERNAL
 
 
 def test_logs_with_other_field_names_are_refused_naming_the_fields(tmp_path):
@@ -55,12 +55,12 @@ def test_report_reads_records_from_stdin_as_by_file_name(fixture_traces, tmp_pat
 
 
 def test_an_unexpected_error_is_exit_70_with_one_line(fixture_traces, monkeypatch):
-    import fpi.load
+    import fpi.io.traces
 
     def broken(*args, **kwargs):
         raise RuntimeError("something fpi did not expect")
 
-    monkeypatch.setattr(fpi.load, "read_traces", broken)
+    monkeypatch.setattr(fpi.io.traces, "read_traces", broken)
     result = CliRunner().invoke(app, ["validate", str(fixture_traces)])
     assert result.exit_code == EXIT_INTERNAL
     assert "internal error: RuntimeError: something fpi did not expect (run with --debug for the traceback)" in result.stderr

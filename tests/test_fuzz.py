@@ -13,15 +13,15 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from fpi.conditions import Compiler, ConditionError
-from fpi.errors import FpiError
-from fpi.gate import policy_from_document
-from fpi.load import read_traces
-from fpi.metrics import Metrics
-from fpi.rule_cases import CASES_SCHEMA
-from fpi.rules import FIELD_TYPES, lint_rules
+from fpi.pipeline.conditions import Compiler, ConditionError
+from fpi.contract.errors import FpiError
+from fpi.reports.gate import policy_from_document
+from fpi.io.traces import read_traces
+from fpi.contract.metrics import Metrics
+from fpi.pipeline.rule_cases import CASES_SCHEMA
+from fpi.pipeline.rules import FIELD_TYPES, lint_rules
 from fpi.testing import any_json, sessions
-from fpi.yamldoc import read_yaml, schema_problems
+from fpi.contract.yaml_documents import read_yaml, schema_problems
 
 FUZZ = settings(deadline=2000, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
@@ -148,8 +148,8 @@ def test_any_typed_table_is_read_or_refused(columns, rows, data):
 def test_a_model_folder_cut_anywhere_is_a_model_error(tmp_path, cut):
     import shutil
 
-    from fpi.errors import ModelError
-    from fpi.model import FailurePointModel, default_model_dir
+    from fpi.contract.errors import ModelError
+    from fpi.pipeline.model import FailurePointModel, default_model_dir
 
     where = tmp_path / "m"
     shutil.copytree(default_model_dir(), where)
@@ -176,7 +176,7 @@ _CSV_MAPPING = None
 def _csv_mapping():
     global _CSV_MAPPING
     if _CSV_MAPPING is None:
-        from fpi.mapping import Mapping
+        from fpi.io.mapping import Mapping
 
         _CSV_MAPPING = Mapping(name="fuzz", source="fuzz.yaml", format="csv", order="n", fields={
             "session_id": "call", "asr.text": "text", "asr.confidence": {"from": "score", "scale": [0, 100]},
@@ -247,7 +247,7 @@ def test_structured_spans_are_read_or_refused(spans):
 @example("fields:\n  asr.text: {first_of: []}\n")
 @example("a: &a [1]\nfields: *a\n")
 def test_any_mapping_text_gives_a_mapping_or_problems(tmp_path_factory, text):
-    from fpi.mapping import MappingError, load_mapping
+    from fpi.io.mapping import MappingError, load_mapping
 
     path = tmp_path_factory.mktemp("m") / "mapping.yaml"
     path.write_text(text)

@@ -10,10 +10,10 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from conftest import FIXTURES, run_cli
-from fpi.errors import EXIT_ERROR, EXIT_FAIL, EXIT_OK, UsageError
-from fpi.ci_formats import github_annotations, junit_xml
-from fpi.metrics import Metrics
-from fpi.gate import PolicyError, load_policy, policy_json_schema, run_gate
+from fpi.contract.errors import EXIT_ERROR, EXIT_FAIL, EXIT_OK, UsageError
+from fpi.presentation.ci_formats import github_annotations, junit_xml
+from fpi.contract.metrics import Metrics
+from fpi.reports.gate import PolicyError, load_policy, policy_json_schema, run_gate
 
 GATE = FIXTURES / "gate"
 

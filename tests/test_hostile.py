@@ -8,10 +8,10 @@ import pytest
 
 from conftest import FIXTURES, run_cli, turn, write_jsonl
 from fpi import read_traces
-from fpi.conditions import MAX_DEPTH, ConditionError, parse
-from fpi.errors import ModelError
-from fpi.model import FailurePointModel, default_model_dir
-from fpi.yamldoc import read_yaml
+from fpi.pipeline.conditions import MAX_DEPTH, ConditionError, parse
+from fpi.contract.errors import ModelError
+from fpi.pipeline.model import FailurePointModel, default_model_dir
+from fpi.contract.yaml_documents import read_yaml
 
 
 def test_json_nested_deep_inside_a_field_is_a_bad_line(tmp_path):

@@ -10,10 +10,10 @@ import pytest
 
 from conftest import run_cli
 from fpi import FailurePointModel, Pipeline, load_traces, simulate
-from fpi.learn import adapt, train
-from fpi.model import impossible
-from fpi.simulator import write_traces
-from fpi.weak import signals
+from fpi.learning.training import adapt, train
+from fpi.pipeline.model import impossible
+from fpi.simulation.simulator import write_traces
+from fpi.learning.weak_labels import signals
 
 
 @pytest.fixture(scope="module")

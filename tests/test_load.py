@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fpi import TraceError, load_traces, read_traces, simulate
-from fpi.schema import NOT_A_RECORD, TURN_FIELD_NAMES, TURN_FIELDS, validate_turn
-from fpi.simulator import stage_events
+from fpi.contract.trace_format import NOT_A_RECORD, TURN_FIELD_NAMES, TURN_FIELDS, validate_turn
+from fpi.simulation.simulator import stage_events
 from fpi.testing import any_json, as_loaded, objects, sessions
 from conftest import FIXTURES, run_cli, turn, write_jsonl
 
@@ -220,8 +220,8 @@ def test_floats_survive_the_round_trip_exactly(tmp_path):
 
 
 def test_fingerprint_is_the_same_for_every_form_and_parquet_keeps_extra_columns(tmp_path):
-    from fpi.load import turns_fingerprint
-    from fpi.simulator import write_traces
+    from fpi.io.traces import turns_fingerprint
+    from fpi.simulation.simulator import write_traces
 
     frame = simulate(200, seed=3, annotator_noise=0.1)  # human_label: a field beyond the format
     prints = set()
@@ -272,7 +272,7 @@ def test_validate_reports_every_kind_in_one_pass_with_codes(tmp_path):
 
 
 def test_a_table_writes_the_text_of_rejected_rows_only_and_names_its_columns(tmp_path):
-    from fpi.metrics import annotator_labels
+    from fpi.contract.metrics import annotator_labels
 
     frame = simulate(60, seed=4, annotator_noise=0.2)
     bad = frame[5].with_columns(turn_index=pl.lit(-1, pl.Int64), turn_id=pl.lit("bad"))

@@ -9,9 +9,9 @@ import pytest
 from conftest import run_cli, write_jsonl
 
 from fpi import classify, load_traces, simulate
-from fpi.errors import TraceError
-from fpi.load import read_traces
-from fpi.mapping import (
+from fpi.contract.errors import TraceError
+from fpi.io.traces import read_traces
+from fpi.io.mapping import (
     MappingError,
     load_mapping,
     mapping_json_schema,
@@ -213,7 +213,7 @@ def test_a_time_format_that_cannot_be_used_is_a_clear_error(tmp_path):
 
 def test_a_mapping_goes_through_json_unchanged(warehouse):
     """How the Spark engine sends a mapping to its executors: as JSON, not pickled."""
-    from fpi.mapping import Mapping
+    from fpi.io.mapping import Mapping
 
     for mapping in [*(load_mapping(name) for name in shipped_mappings()), load_mapping(warehouse / "warehouse.yaml")]:
         assert Mapping.from_json(json.loads(json.dumps(mapping.to_json()))) == mapping

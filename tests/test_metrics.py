@@ -1,7 +1,7 @@
 import pytest
 
 from fpi import evaluate
-from fpi.metrics import human_relative
+from fpi.contract.metrics import human_relative
 
 
 def test_metrics_on_a_hand_computed_case():
@@ -29,7 +29,7 @@ def test_scores_are_scikit_learns_on_random_labels():
     import numpy as np
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-    from fpi.schema import LABELS
+    from fpi.contract.trace_format import LABELS
 
     rng = np.random.default_rng(5)
     for size, labels in ((500, list(LABELS)), (40, ["asr", "nlu", "correct"])):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from fpi import FailurePointModel, load_traces
-from fpi.errors import ModelError
-from fpi.native import COMPILE_FROM, NativeTrees, softmax
-from fpi.pipeline import Pipeline
+from fpi.contract.errors import ModelError
+from fpi.pipeline.compiled_trees import COMPILE_FROM, NativeTrees, softmax
+from fpi.pipeline.classify import Pipeline
 from hostile_trees import booster as _booster, hostile_rows as _hostile_rows, splits as _splits
 
 

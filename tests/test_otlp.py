@@ -10,7 +10,7 @@ from conftest import run_cli, write_jsonl
 from otel_export import _sessions, as_span_information, livekit_export, pipecat_export
 
 from fpi import classify, load_traces, simulate
-from fpi.load import read_traces
+from fpi.io.traces import read_traces
 
 TEAM = """\
 extends: pipecat

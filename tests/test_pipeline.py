@@ -8,7 +8,7 @@ import polars as pl
 
 from conftest import run_cli, turn, write_jsonl
 from fpi import FailurePointModel, Pipeline, classify, load_traces, write_records
-from fpi.records import COLUMN_NAMES
+from fpi.contract.records import COLUMN_NAMES
 
 
 def test_classify_explain_and_the_library_give_identical_records(fixture_traces, tmp_path):
@@ -50,8 +50,8 @@ def _modules_after(statement: str) -> set[str]:
 
 
 def test_rendering_a_report_never_loads_the_model():
-    loaded = _modules_after("import fpi.report, fpi.render, fpi.records, fpi.plots")
-    assert not {"lightgbm", "shap", "fpi.model", "fpi.explain", "sklearn"} & loaded
+    loaded = _modules_after("import fpi.reports.failure_report, fpi.presentation.report_formats, fpi.contract.records, fpi.presentation.plots")
+    assert not {"lightgbm", "shap", "fpi.pipeline.model", "fpi.pipeline.explain", "sklearn"} & loaded
 
 
 def test_the_command_line_loads_no_data_library_until_a_command_runs():

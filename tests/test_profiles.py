@@ -6,7 +6,7 @@ import pytest
 
 from conftest import run_cli
 from fpi import simulate
-from fpi.profiles import PROFILES, Calibration, draw_profile
+from fpi.simulation.profiles import PROFILES, Calibration, draw_profile
 
 
 def test_default_profile_is_the_original_simulator():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fpi import Pipeline, simulate
-from fpi.progress import PipelineProgress, turns_progress
+from fpi.presentation.progress import PipelineProgress, turns_progress
 
 
 def test_a_pipeline_run_reports_each_phase_in_turns_and_ends_complete():

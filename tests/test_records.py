@@ -6,7 +6,7 @@ import json
 import jsonschema
 
 from conftest import ROOT, run_cli
-from fpi.records import COLUMN_NAMES, SCHEMA, is_classified, read_records, records_json_schema
+from fpi.contract.records import COLUMN_NAMES, SCHEMA, is_classified, read_records, records_json_schema
 
 
 def test_shipped_records_schema_is_the_generated_one():

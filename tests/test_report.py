@@ -14,12 +14,12 @@ import polars as pl
 import pytest
 
 from conftest import run_cli, turn, write_jsonl
-from fpi.errors import EXIT_ERROR, EXIT_OK, TraceError
-from fpi.records import read_records, records_batches
-from fpi.render import csv_text, html_page, markdown, percent, rate_cell
-from fpi.report import build_report
-from fpi.stats import compare_rates, wilson
-from fpi.tally import Tally
+from fpi.contract.errors import EXIT_ERROR, EXIT_OK, TraceError
+from fpi.contract.records import read_records, records_batches
+from fpi.presentation.report_formats import csv_text, html_page, markdown, percent, rate_cell
+from fpi.reports.failure_report import build_report
+from fpi.reports.statistics import compare_rates, wilson
+from fpi.reports.counts import Tally
 
 # Ten classified turns over two days: wake 1, asr 2, er 1, correct 6; one rule moved an asr turn to correct.
 ROWS = [
@@ -261,7 +261,7 @@ def test_baseline_given_as_raw_traces_is_classified_with_the_same_reader(classif
 
 @pytest.mark.parametrize("name", ["r.jsonl", "r.csv", "r.parquet"])
 def test_a_file_tallied_in_small_batches_reports_as_the_records_in_memory(classified, name):
-    """Reports read a tally (`fpi.tally`), so a file of any size is read batch by batch; the numbers
+    """Reports read a tally (`fpi.reports.counts`), so a file of any size is read batch by batch; the numbers
     are those of the whole records, explanations' mean contributions included."""
     by = ["nlu.intent", "device.type", "day", "session_id"]
     whole = build_report(read_records(classified / name), by=by, baseline=read_records(classified / "r.jsonl"))

@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fpi import FailurePointModel, load_traces, simulate
-from fpi.pipeline import Pipeline, classify
-from fpi.rule_cases import load_cases, run_cases
-from fpi.rules import RuleError, RuleSet, audit_rules, default_rules_path, lint_rules, load_rules
+from fpi.pipeline.classify import Pipeline, classify
+from fpi.pipeline.rule_cases import load_cases, run_cases
+from fpi.pipeline.rules import RuleError, RuleSet, audit_rules, default_rules_path, lint_rules, load_rules
 from conftest import ROOT, run_cli
 
 CASES_FILE = Path(__file__).parent / "rule_cases" / "default.yaml"
@@ -197,8 +197,8 @@ def test_any_schema_valid_rule_file_compiles_and_keeps_turns(tmp_path_factory, s
 @settings(max_examples=100, deadline=None)
 @given(st.text(max_size=60))
 def test_any_condition_text_compiles_or_gives_a_condition_error(text):
-    from fpi.conditions import Compiler, ConditionError
-    from fpi.rules import FIELD_TYPES
+    from fpi.pipeline.conditions import Compiler, ConditionError
+    from fpi.pipeline.rules import FIELD_TYPES
     try:
         Compiler(FIELD_TYPES).compile(text)
     except ConditionError as exc:

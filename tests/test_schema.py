@@ -3,7 +3,7 @@ import json
 import jsonschema
 import polars as pl
 
-from fpi.schema import LABELS, TURN_FIELDS, TURN_SCHEMA, trace_json_schema, validate_turn
+from fpi.contract.trace_format import LABELS, TURN_FIELDS, TURN_SCHEMA, trace_json_schema, validate_turn
 from conftest import ROOT
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import FIXTURES, run_cli
 from fpi import classify
-from fpi.errors import TraceError
+from fpi.contract.errors import TraceError
 
 pytest.importorskip("pyspark")
 pytestmark = pytest.mark.slow
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def spark():
-    from fpi.spark import session
+    from fpi.engines.spark import session
 
     started = session("local[2]", "fpi-tests")
     yield started
@@ -23,7 +23,7 @@ def spark():
 
 
 def test_spark_gives_the_local_engines_records(spark, tmp_path):
-    from fpi import spark as engine
+    from fpi.engines import spark as engine
 
     lines = (FIXTURES / "traces.jsonl").read_text().splitlines()
     shuffled = tmp_path / "interleaved.jsonl"
@@ -43,7 +43,7 @@ def test_spark_gives_the_local_engines_records(spark, tmp_path):
 
 
 def test_lines_are_numbered_in_file_order_across_input_partitions(spark):
-    from fpi import spark as engine
+    from fpi.engines import spark as engine
 
     lines = (FIXTURES / "traces.jsonl").read_text().splitlines()
     spark.conf.set("spark.sql.files.maxPartitionBytes", "100000")  # the fixture in some 20 splits
@@ -58,7 +58,7 @@ def test_lines_are_numbered_in_file_order_across_input_partitions(spark):
 
 
 def test_spark_names_bad_records_by_their_input_line(spark, tmp_path):
-    from fpi import spark as engine
+    from fpi.engines import spark as engine
 
     lines = (FIXTURES / "traces.jsonl").read_text().splitlines()[:200]
     path = tmp_path / "bad.jsonl"
@@ -72,9 +72,9 @@ def test_a_turn_id_reused_in_another_session_is_named_as_locally(spark, tmp_path
     and with `skip` leaves the later use out as the local engine does."""
     import json
 
-    from fpi import spark as engine
-    from fpi.load import read_traces
-    from fpi.pipeline import Pipeline
+    from fpi.engines import spark as engine
+    from fpi.io.traces import read_traces
+    from fpi.pipeline.classify import Pipeline
 
     lines = (FIXTURES / "traces.jsonl").read_text().splitlines()[:300]
     first, other = json.loads(lines[3]), json.loads(lines[250])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fpi.stats import compare_rates, wilson
+from fpi.reports.statistics import compare_rates, wilson
 
 
 @pytest.mark.parametrize(("count", "n"), [(0, 1), (1, 1), (0, 50), (2, 10), (7, 13), (49, 50), (365, 10_000), (5000, 10_000)])

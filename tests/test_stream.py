@@ -14,12 +14,12 @@ import pytest
 from conftest import ROOT, run_cli
 
 from fpi import simulate
-from fpi.load import read_traces, turns_fingerprint
-from fpi.normalise import SAMPLE_TURNS, Reference
-from fpi.pipeline import Pipeline
-from fpi.simulator import write_traces
-from fpi.blocks import line_blocks
-from fpi.stream import _sample_again, classify_file
+from fpi.io.traces import read_traces, turns_fingerprint
+from fpi.pipeline.quantiles import SAMPLE_TURNS, Reference
+from fpi.pipeline.classify import Pipeline
+from fpi.simulation.simulator import write_traces
+from fpi.io.line_blocks import line_blocks
+from fpi.engines.streamed import _sample_again, classify_file
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +75,14 @@ def test_bad_records_are_named_and_quarantined_as_in_memory(interleaved, tmp_pat
 def test_duplicates_across_chunks_and_the_sample_match_the_in_memory_run(interleaved, tmp_path, monkeypatch, slack):
     """Small chunks, so duplicates lie in other chunks than their first use, and a small sample that one
     duplicate falls into: with slack the sample drops it, without slack it is gathered again."""
-    import fpi.normalise
-    import fpi.stream
-    monkeypatch.setattr(fpi.stream, "CHUNK_BYTES", 300_000)
-    monkeypatch.setattr(fpi.stream, "SAMPLE_SLACK", slack)
-    monkeypatch.setattr(fpi.stream, "SAMPLE_TURNS", 3000)
-    monkeypatch.setattr(fpi.normalise, "SAMPLE_TURNS", 3000)
+    import fpi.pipeline.quantiles
+    import fpi.engines.streamed
+    monkeypatch.setattr(fpi.engines.streamed, "CHUNK_BYTES", 300_000)
+    monkeypatch.setattr(fpi.engines.streamed, "SAMPLE_SLACK", slack)
+    monkeypatch.setattr(fpi.engines.streamed, "SAMPLE_TURNS", 3000)
+    monkeypatch.setattr(fpi.pipeline.quantiles, "SAMPLE_TURNS", 3000)
     gathered_again = []
-    monkeypatch.setattr(fpi.stream, "_sample_again", lambda *a: gathered_again.append(1) or _sample_again(*a))
+    monkeypatch.setattr(fpi.engines.streamed, "_sample_again", lambda *a: gathered_again.append(1) or _sample_again(*a))
     lines = (interleaved / "traces.jsonl").read_text().splitlines()
     early, place = json.loads(lines[10]), json.loads(lines[20])
     candidates = pl.Series([f"dup-{i}" for i in range(500)])
@@ -152,12 +152,12 @@ def test_a_large_file_of_other_field_names_is_refused_as_in_memory(tmp_path):
 def test_eval_and_gate_stream_a_large_file_to_the_same_numbers(interleaved, tmp_path, monkeypatch):
     """eval and gate read an input larger than a batch batch by batch: the same metrics file (data
     fingerprint included), scores and verdicts as in memory; unlabeled turns are refused by count."""
-    import fpi.stream
+    import fpi.engines.streamed
     source = interleaved / "traces.jsonl"
     policy = ROOT / "fixtures" / "gate" / "policy.yaml"
     runs = {}
     for engine, batch in (("memory", 100_000), ("streamed", 2000)):
-        monkeypatch.setattr(fpi.stream, "BATCH_TURNS", batch)
+        monkeypatch.setattr(fpi.engines.streamed, "BATCH_TURNS", batch)
         scores = run_cli("eval", source, "--format", "json", "--save-metrics", tmp_path / f"{engine}.json")
         gate = run_cli("gate", source, "--policy", policy, "--baseline", ROOT / "fixtures" / "gate" / "baseline.json",
                        "--format", "json")
@@ -174,10 +174,10 @@ def test_eval_and_gate_stream_a_large_file_to_the_same_numbers(interleaved, tmp_
 
 
 def test_report_on_a_large_trace_file_classifies_it_batch_by_batch_to_the_same_report(interleaved, monkeypatch):
-    import fpi.stream
+    import fpi.engines.streamed
     reports = []
     for batch in (100_000, 2000):
-        monkeypatch.setattr(fpi.stream, "BATCH_TURNS", batch)
+        monkeypatch.setattr(fpi.engines.streamed, "BATCH_TURNS", batch)
         result = run_cli("report", interleaved / "traces.jsonl", "--by", "nlu.intent", "--format", "json")
         assert result.exit_code == 0, result.stderr
         reports.append(result.stdout)
@@ -288,7 +288,7 @@ def test_a_parquet_duplicate_chunks_apart_is_quarantined_as_in_memory(interleave
 
 
 def test_scoring_a_stream_with_every_record_rejected_says_so(tmp_path):
-    from fpi.errors import UsageError
+    from fpi.contract.errors import UsageError
 
     source = tmp_path / "all-bad.jsonl"
     source.write_text('{"turn_id": 1}\nnull\n')

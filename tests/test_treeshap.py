@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fpi.explain import class_boosters, class_contributions, tree_shap
-from fpi.treeshap import TreeShap, _flatten
+from fpi.pipeline.explain import class_boosters, class_contributions, tree_shap
+from fpi.pipeline.treeshap import TreeShap, _flatten
 from hostile_trees import booster as small_booster, hostile_rows
 
 

@@ -1,5 +1,5 @@
 """`fpi` on the command line: one module per command, each parsing its arguments, calling
-the library and handing the result to the presentation layer (`fpi.render`, `fpi.tables`)."""
+the library and handing the result to the presentation layer (`fpi.presentation.report_formats`, `fpi.presentation.result_tables`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ app = typer.Typer(help="Failure-point isolation for voice and conversational ass
 
 def _show_version(asked: bool) -> None:
     if asked:
-        from fpi.about import DISTRIBUTION, version
+        from fpi.contract.distribution import DISTRIBUTION, version
 
         typer.echo(f"fpi {version()} ({DISTRIBUTION})")
         raise typer.Exit()

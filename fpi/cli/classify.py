@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fpi.cli.common import Classifier, Input, TracesArg, exit_for, guard_paths, options, run, say, show, streams
-from fpi.errors import EXIT_PARTIAL, UsageError
+from fpi.contract.errors import EXIT_PARTIAL, UsageError
 
 
 class Engine(str, Enum):
@@ -17,7 +17,7 @@ class Engine(str, Enum):
     spark = "spark"
 
 if TYPE_CHECKING:
-    from fpi.pipeline import Batch, Pipeline
+    from fpi.pipeline.classify import Batch, Pipeline
 
 
 @options
@@ -39,11 +39,11 @@ def classify(
     bad_records: Input = Input(),
 ) -> None:
     """Name each turn's failure point (wake, asr, nlu, er, result) or `correct`."""
-    from fpi.metrics import evaluate, scores
-    from fpi.otlp import is_otlp_path
-    from fpi.progress import PipelineProgress, turns_progress
-    from fpi.records import check_output_path, failure_point_counts, write_records
-    from fpi.tables import counts_table
+    from fpi.contract.metrics import evaluate, scores
+    from fpi.io.otlp import is_otlp_path
+    from fpi.presentation.progress import PipelineProgress, turns_progress
+    from fpi.contract.records import check_output_path, failure_point_counts, write_records
+    from fpi.presentation.result_tables import counts_table
 
     def work() -> int:
         if explain_all and not explain:
@@ -87,7 +87,7 @@ def classify(
 
     def classify_streamed() -> int:
         from fpi.cli.common import account_for
-        from fpi.stream import classify_file
+        from fpi.engines.streamed import classify_file
 
         with turns_progress() as progress:
             result = classify_file(traces, make_pipeline(), output or "-", batch_turns=batch_turns,
@@ -103,11 +103,11 @@ def classify(
             raise UsageError("--engine spark classifies a JSON Lines file (trace format v1, or another shape with --mapping); "
                              "read other input with the local engines (docs/scale.md)")
         try:
-            from fpi import spark
+            from fpi.engines import spark
         except ImportError as exc:
             raise UsageError(f"--engine spark needs pyspark: pip install 'fpi-voice[spark]' ({exc})") from exc
         from fpi.cli.common import account_for
-        from fpi.stream import StreamResult
+        from fpi.engines.streamed import StreamResult
 
         rejected: list = []
         with spark.running(master) as session:
@@ -140,7 +140,7 @@ def _json_lines(path: Path) -> bool:
     Parquet or spans, by its first bytes."""
     import gzip
 
-    from fpi.sources import detect_format
+    from fpi.io.raw_records import detect_format
 
     try:
         with open(path, "rb") as handle:
@@ -157,7 +157,7 @@ def write_spans(spans: bytes, source: str, batch: Batch, output: Path) -> int:
     """The input spans with each turn span's verdict: failure point, confidence, deciding rule, reasons."""
     import polars as pl
 
-    from fpi.otlp import KEY_COLUMN, write_back
+    from fpi.io.otlp import KEY_COLUMN, write_back
 
     reasons = pl.col("explanation").struct.field("features").list.eval(pl.element().struct.field("name"))
     rows = batch.records.select(

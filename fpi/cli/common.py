@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fpi.errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, FpiError, Problem, UsageError, require_scorable
+from fpi.contract.errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, FpiError, Problem, UsageError, require_scorable
 
 if TYPE_CHECKING:
     import polars as pl
     from rich.console import Console
 
-    from fpi.load import LoadResult
-    from fpi.stream import StreamResult
-    from fpi.pipeline import Pipeline
-    from fpi.render import Table
-    from fpi.rules import RuleSet
+    from fpi.io.traces import LoadResult
+    from fpi.engines.streamed import StreamResult
+    from fpi.pipeline.classify import Pipeline
+    from fpi.presentation.report_formats import Table
+    from fpi.pipeline.rules import RuleSet
 
 
 class Predictor(str, Enum):
@@ -60,7 +60,7 @@ def print_problems(problems: list[Problem], output_format: LintFormat, tool: str
     """Problems of files a user wrote, every one, sorted by file and line, with their codes (docs/lint.md)."""
     import json
 
-    from fpi.ci_formats import problem_annotations
+    from fpi.presentation.ci_formats import problem_annotations
 
     if output_format is LintFormat.json:
         sys.stdout.write(json.dumps({"problems": [p.to_json() for p in problems], "summary": summary}, indent=2) + "\n")
@@ -110,8 +110,8 @@ class Classifier:
         return self.model is not None or bool(self.rules) or self.no_rules
 
     def pipeline(self, **explain: Any) -> Pipeline:
-        from fpi.model import FailurePointModel
-        from fpi.pipeline import Pipeline
+        from fpi.pipeline.model import FailurePointModel
+        from fpi.pipeline.classify import Pipeline
 
         return Pipeline(FailurePointModel.load(self.model), rule_set(self.rules, self.no_rules), predictor=self.predictor.value,
                         **explain)
@@ -130,7 +130,7 @@ class Input:
 
     def mapping_file(self) -> str | None:
         """The mapping as an input path (for `guard_paths`), None when it is a shipped one."""
-        from fpi.mapping import shipped_mappings
+        from fpi.io.mapping import shipped_mappings
 
         return None if self.mapping is None or self.mapping in shipped_mappings() else self.mapping
 
@@ -218,7 +218,7 @@ def default_quarantine(traces: str, quarantine: Path | None) -> Path:
 
 
 def stderr_console() -> Console:
-    from fpi.progress import stderr_console as console
+    from fpi.presentation.progress import stderr_console as console
 
     return console()
 
@@ -236,7 +236,7 @@ def say(text: str) -> None:
 
 
 def show(tables: list[Table], *, stderr: bool = False) -> None:
-    from fpi.render import print_table
+    from fpi.presentation.report_formats import print_table
 
     console = stderr_console() if stderr else stdout_console()
     for table in tables:
@@ -247,7 +247,7 @@ def read(traces: str, on_error: OnError, quarantine: Path | None, data: bytes | 
          mapping: str | None = None) -> LoadResult:
     """Read traces (or `data`, already read from `traces`) under the --on-error policy, through
     `mapping` when given; report what was rejected and where it went."""
-    from fpi.load import bad_records_error, read_traces
+    from fpi.io.traces import bad_records_error, read_traces
 
     result = (read_traces(traces, mapping=mapping) if data is None
               else read_traces(data, name="<stdin>" if traces == "-" else traces, mapping=mapping))
@@ -258,17 +258,17 @@ def read(traces: str, on_error: OnError, quarantine: Path | None, data: bytes | 
 
 
 def streams(traces: str, bad_records: Input, batch_turns: int | None = None) -> bool:
-    """Whether the streamed engine reads these traces (`fpi.stream`): a JSON Lines or Parquet file of
+    """Whether the streamed engine reads these traces (`fpi.engines.streamed`): a JSON Lines or Parquet file of
     whole turns, read without a mapping, holding more turns than a batch."""
-    from fpi.stream import BATCH_TURNS, estimated_turns, streamable
+    from fpi.engines.streamed import BATCH_TURNS, estimated_turns, streamable
 
     return bad_records.mapping is None and streamable(traces) and estimated_turns(Path(traces)) > (batch_turns or BATCH_TURNS)
 
 
 def measure_streamed(traces: str, pipeline: Pipeline, bad_records: Input, *, labels_required: bool) -> StreamResult:
     """Classify a large file batch by batch keeping only counts (`fpi eval`, `fpi gate`), with progress."""
-    from fpi.progress import turns_progress
-    from fpi.stream import classify_file
+    from fpi.presentation.progress import turns_progress
+    from fpi.engines.streamed import classify_file
 
     with turns_progress() as progress:
         result = classify_file(traces, pipeline, None, on_error=bad_records.on_error.value, on_progress=progress,
@@ -279,7 +279,7 @@ def measure_streamed(traces: str, pipeline: Pipeline, bad_records: Input, *, lab
 
 def account_for(result: LoadResult | StreamResult, traces: str, quarantine: Path | None) -> None:
     """Quarantine what was rejected, say where and why, and how many records were read and accepted."""
-    from fpi.load import write_quarantine
+    from fpi.io.traces import write_quarantine
 
     if result.rejected:
         where = default_quarantine(traces, quarantine)
@@ -291,7 +291,7 @@ def account_for(result: LoadResult | StreamResult, traces: str, quarantine: Path
 
 
 def rule_set(paths: list[Path] | None, no_rules: bool) -> RuleSet:
-    from fpi.rules import RuleSet, load_rules
+    from fpi.pipeline.rules import RuleSet, load_rules
 
     if no_rules and paths:
         raise UsageError("--rules and --no-rules do not go together")

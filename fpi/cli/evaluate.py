@@ -25,11 +25,11 @@ from fpi.cli.common import (
     stdout_console,
     streams,
 )
-from fpi.errors import UsageError
+from fpi.contract.errors import UsageError
 
 if TYPE_CHECKING:
-    from fpi.load import LoadResult
-    from fpi.stream import StreamResult
+    from fpi.io.traces import LoadResult
+    from fpi.engines.streamed import StreamResult
 
 
 @options
@@ -53,11 +53,11 @@ def evaluate(
     def work() -> int:
         import json
 
-        from fpi.metrics import annotator_labels, score_against_annotator
-        from fpi.output import atomic_write_bytes
-        from fpi.pipeline import measure
-        from fpi.stream import measured
-        from fpi.tables import metrics_tables
+        from fpi.contract.metrics import annotator_labels, score_against_annotator
+        from fpi.contract.atomic_files import atomic_write_bytes
+        from fpi.pipeline.classify import measure
+        from fpi.engines.streamed import measured
+        from fpi.presentation.result_tables import metrics_tables
 
         if human is not None and not human.strip():
             raise UsageError("--human takes the name of a field with one annotator's labels, e.g. --human human_label")
@@ -66,7 +66,7 @@ def evaluate(
         guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()],
                     [save_metrics, errors, output, bad_records.quarantine_path(traces)])
         if errors is not None:
-            from fpi.records import check_output_path
+            from fpi.contract.records import check_output_path
 
             check_output_path(errors)
         pipeline = classifier.pipeline(explain_top_k=3, explain_all=True) if errors is not None else classifier.pipeline()
@@ -83,8 +83,8 @@ def evaluate(
             atomic_write_bytes(save_metrics, metrics.to_text().encode("utf-8"))
             say(f"metrics written to {save_metrics}")
         if errors is not None:
-            from fpi.metrics import misclassified
-            from fpi.records import write_records
+            from fpi.contract.metrics import misclassified
+            from fpi.contract.records import write_records
 
             assert turns is not None and batch is not None
             wrong = misclassified(turns, batch.records)
@@ -93,7 +93,7 @@ def evaluate(
         scores = metrics.metrics
         assert scores is not None
         if output is not None:
-            from fpi.plots import confusion_image
+            from fpi.presentation.plots import confusion_image
 
             confusion_image(scores["confusion"], output, f"{result.source}: {scores['turns']} turns, accuracy "
                             f"{scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}")

@@ -11,7 +11,7 @@ import typer
 
 from fpi.cli.common import (Classifier, Input, TableFormat, TableFormatOpt, TracesArg, exit_for, guard_paths, options, run, say,
                             show, stdout_console)
-from fpi.errors import UsageError
+from fpi.contract.errors import UsageError
 
 
 @options
@@ -32,10 +32,10 @@ def explain(
     def work() -> int:
         from rich.text import Text
 
-        from fpi.explain import explain_turn, summarize
-        from fpi.features import DESCRIPTIONS, build_features
-        from fpi.progress import steps
-        from fpi.tables import explanation_tables, importance_table, stages_table
+        from fpi.pipeline.explain import explain_turn, summarize
+        from fpi.pipeline.features import DESCRIPTIONS, build_features
+        from fpi.presentation.progress import steps
+        from fpi.presentation.result_tables import explanation_tables, importance_table, stages_table
 
         if (turn is None) == (not summary):
             raise UsageError("give either --turn TURN_ID or --summary -o DIR")
@@ -51,8 +51,8 @@ def explain(
             explained = explain_turn(turn, batch.turns, batch.features, pipeline.model)
             record = batch.records.filter(batch.records["turn_id"] == turn).row(0, named=True)
             if output is not None:
-                from fpi.explain import waterfall_png
-                from fpi.output import atomic_write_bytes
+                from fpi.pipeline.explain import waterfall_png
+                from fpi.contract.atomic_files import atomic_write_bytes
 
                 name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in turn)
                 output.mkdir(parents=True, exist_ok=True)

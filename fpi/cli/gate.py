@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from fpi.load import LoadResult
-    from fpi.stream import StreamResult
+    from fpi.io.traces import LoadResult
+    from fpi.engines.streamed import StreamResult
 
 from fpi.cli.common import (Classifier, Input, exit_for, guard_paths, measure_streamed, options, run, say, show, stdout_console,
                             streams)
@@ -39,13 +39,13 @@ def gate(
 ) -> None:
     """Pass or fail a release on labeled traces: exit 0 all checks pass, 1 a check failed, 2 usage, policy or input error."""
     def work() -> int:
-        from fpi.errors import DocumentError, FpiError, TraceError
+        from fpi.contract.errors import DocumentError, FpiError, TraceError
 
         try:
             return measure_and_judge()
         except FpiError as exc:  # the gate could not run: say so in the formats CI reads, then as usual
-            from fpi.ci_formats import github_errors, junit_error_xml
-            from fpi.output import atomic_write_bytes
+            from fpi.presentation.ci_formats import github_errors, junit_error_xml
+            from fpi.contract.atomic_files import atomic_write_bytes
 
             problems = exc.problems if isinstance(exc, DocumentError | TraceError) else str(exc).splitlines()
             if junit is not None and not (junit.exists() and junit.is_dir()):
@@ -55,14 +55,14 @@ def gate(
             raise
 
     def measure_and_judge() -> int:
-        from fpi.ci_formats import github_annotations, junit_xml, markdown_summary
-        from fpi.metrics import Metrics
-        from fpi.gate import load_policy, run_gate
-        from fpi.output import atomic_write_bytes
-        from fpi.pipeline import measure
-        from fpi.stream import measured
-        from fpi.progress import PipelineProgress, turns_progress
-        from fpi.tables import gate_context, gate_table
+        from fpi.presentation.ci_formats import github_annotations, junit_xml, markdown_summary
+        from fpi.contract.metrics import Metrics
+        from fpi.reports.gate import load_policy, run_gate
+        from fpi.contract.atomic_files import atomic_write_bytes
+        from fpi.pipeline.classify import measure
+        from fpi.engines.streamed import measured
+        from fpi.presentation.progress import PipelineProgress, turns_progress
+        from fpi.presentation.result_tables import gate_context, gate_table
 
         guard_paths([bad_records.mapping_file(), traces, policy, baseline, *classifier.inputs()],
                     [junit, summary, bad_records.quarantine_path(traces)])

@@ -16,8 +16,8 @@ MappingArg = Annotated[str, typer.Argument(help="A mapping file, or the name of 
 def list_mappings() -> None:
     """The mappings that ship with fpi (use them with --mapping NAME, or `extends: NAME`)."""
     def work() -> int:
-        from fpi.mapping import load_mapping, shipped_mappings
-        from fpi.render import Table
+        from fpi.io.mapping import load_mapping, shipped_mappings
+        from fpi.presentation.report_formats import Table
 
         rows = []
         for name in shipped_mappings():
@@ -30,8 +30,8 @@ def list_mappings() -> None:
 
 
 def _description(name: str) -> str:
-    from fpi.mapping import shipped_mappings
-    from fpi.yamldoc import read_yaml
+    from fpi.io.mapping import shipped_mappings
+    from fpi.contract.yaml_documents import read_yaml
 
     document, _ = read_yaml(shipped_mappings()[name])
     data = document.data if document is not None else None
@@ -41,7 +41,7 @@ def _description(name: str) -> str:
 def show_mapping(mapping: MappingArg) -> None:
     """Print a shipped mapping (to copy, or to read what `extends: NAME` brings)."""
     def work() -> int:
-        from fpi.mapping import load_mapping, shipped_mappings
+        from fpi.io.mapping import load_mapping, shipped_mappings
 
         load_mapping(mapping)  # a clear error for a name that is not shipped
         path = shipped_mappings().get(mapping, Path(mapping))
@@ -53,7 +53,7 @@ def show_mapping(mapping: MappingArg) -> None:
 def check(mapping: MappingArg) -> None:
     """Check a mapping file (and every file it extends): each problem as file:line and how to mend it."""
     def work() -> int:
-        from fpi.mapping import load_mapping
+        from fpi.io.mapping import load_mapping
 
         loaded = load_mapping(mapping)
         say(f"{loaded.source}: ok ({len(loaded.fields)} fields"
@@ -70,9 +70,9 @@ def infer(
     def work() -> int:
         import gzip
 
-        from fpi.errors import TraceError
-        from fpi.mapping_draft import draft_mapping
-        from fpi.output import atomic_write_bytes
+        from fpi.contract.errors import TraceError
+        from fpi.io.mapping_draft import draft_mapping
+        from fpi.contract.atomic_files import atomic_write_bytes
 
         guard_paths([logs], [output])
         try:

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fpi.cli.common import Classifier, Input, account_for, exit_for, guard_paths, options, run, say, stdout_console, streams
-from fpi.errors import EXIT_OK, UsageError
+from fpi.contract.errors import EXIT_OK, UsageError
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from fpi.load import LoadResult
-    from fpi.stream import StreamResult
-    from fpi.tally import Tally
+    from fpi.io.traces import LoadResult
+    from fpi.engines.streamed import StreamResult
+    from fpi.reports.counts import Tally
 
 
 class ReportFormat(str, Enum):
@@ -65,9 +65,9 @@ def _records(path: str, classifier: Classifier, bad_records: Input,
              by: list[str]) -> tuple[pl.DataFrame | Tally, LoadResult | StreamResult | None, str | None]:
     """Classified records (a file is tallied batch by batch, in bounded memory), or raw traces classified
     now with the given (or shipped) model; and the input's sha256."""
-    from fpi.progress import PipelineProgress, turns_progress
-    from fpi.records import is_classified, read_records
-    from fpi.tally import Tally
+    from fpi.presentation.progress import PipelineProgress, turns_progress
+    from fpi.contract.records import is_classified, read_records
+    from fpi.reports.counts import Tally
 
     data = sys.stdin.buffer.read() if path == "-" else None  # stdin is read once, then recognised by content
     digest = _sha256(path, data)
@@ -84,7 +84,7 @@ def _records(path: str, classifier: Classifier, bad_records: Input,
     if data is None and streams(path, bad_records):  # a large trace file: classified batch by batch, then tallied
         import tempfile
 
-        from fpi.stream import classify_file
+        from fpi.engines.streamed import classify_file
 
         with tempfile.TemporaryDirectory(prefix="fpi-report-") as folder, turns_progress() as progress:
             records_file = Path(folder) / "records.parquet"
@@ -125,9 +125,9 @@ def report(
     def work() -> int:
         import json
 
-        from fpi.output import atomic_write_bytes
-        from fpi.render import csv_text, html_page, markdown, print_report
-        from fpi.report import build_report
+        from fpi.contract.atomic_files import atomic_write_bytes
+        from fpi.presentation.report_formats import csv_text, html_page, markdown, print_report
+        from fpi.reports.failure_report import build_report
 
         chosen = report_format(output_format, output)
         if date is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):

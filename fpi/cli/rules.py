@@ -10,14 +10,14 @@ import typer
 
 from fpi.cli.common import (Input, LabeledArg, LintFormat, LintFormatOpt, print_problems, ModelOpt, RulesOpt, TableFormat, TableFormatOpt, exit_for, guard_paths, options, require_labels, run,
                             say, show, stdout_console)
-from fpi.errors import EXIT_ERROR, EXIT_FAIL, EXIT_OK
+from fpi.contract.errors import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 
 
 def lint(paths: Annotated[list[Path] | None, typer.Argument(help="Rule files or folders (default: the shipped rules).")] = None,
          output_format: LintFormatOpt = LintFormat.text) -> None:
     """Check rule files in one pass: YAML, schema, every condition's names and types, duplicate ids."""
     def work() -> int:
-        from fpi.rules import lint_rules
+        from fpi.pipeline.rules import lint_rules
 
         rule_set, problems = lint_rules(paths)
         files = len({p.file for p in problems})
@@ -40,10 +40,10 @@ def check(
     def work() -> int:
         import json
 
-        from fpi.model import FailurePointModel
-        from fpi.pipeline import Pipeline
-        from fpi.rules import audit_rules, load_rules
-        from fpi.tables import RULE_AUDIT_LEGEND, rule_audit_table
+        from fpi.pipeline.model import FailurePointModel
+        from fpi.pipeline.classify import Pipeline
+        from fpi.pipeline.rules import audit_rules, load_rules
+        from fpi.presentation.result_tables import RULE_AUDIT_LEGEND, rule_audit_table
 
         guard_paths([bad_records.mapping_file(), traces, model, *(rules or [])], [bad_records.quarantine_path(traces)])
         pipeline = Pipeline(FailurePointModel.load(model), load_rules(rules))
@@ -67,10 +67,10 @@ def test(
 ) -> None:
     """Run rule cases: exit 0 when every case holds, 1 when one fails, 2 when a file or rule is wrong."""
     def work() -> int:
-        from fpi.model import FailurePointModel
-        from fpi.pipeline import Pipeline
-        from fpi.rule_cases import load_cases, run_cases
-        from fpi.rules import load_rules
+        from fpi.pipeline.model import FailurePointModel
+        from fpi.pipeline.classify import Pipeline
+        from fpi.pipeline.rule_cases import load_cases, run_cases
+        from fpi.pipeline.rules import load_rules
 
         pipeline = Pipeline(FailurePointModel.load(model), load_rules(rules))
         results = run_cases([case for path in cases for case in load_cases(path)], pipeline)
@@ -84,7 +84,7 @@ def test(
 
 def fields() -> None:
     """List the fields a rule condition can name (each also as next.<field> and prev.<field>)."""
-    from fpi.rules import fields_reference
-    from fpi.tables import fields_table
+    from fpi.pipeline.rules import fields_reference
+    from fpi.presentation.result_tables import fields_table
 
     show([fields_table(fields_reference())])

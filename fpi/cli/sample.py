@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from fpi.cli.common import Classifier, Input, TracesArg, exit_for, guard_paths, options, run, say
-from fpi.errors import UsageError
+from fpi.contract.errors import UsageError
 
 
 @options
@@ -22,8 +22,8 @@ def sample(
 ) -> None:
     """Choose the turns whose labels would teach the model most, as a sheet to fill in."""
     def work() -> int:
-        from fpi.output import atomic_write
-        from fpi.sample import choose, sheet
+        from fpi.contract.atomic_files import atomic_write
+        from fpi.learning.turns_to_label import choose, sheet
 
         suffix = output.suffix.lower()
         if suffix not in (".csv", ".tsv", ".jsonl"):
@@ -53,8 +53,8 @@ def merge(
 ) -> None:
     """Write the traces with the sheet's labels on them (trace format v1 JSON Lines)."""
     def work() -> int:
-        from fpi.labels import labeled_traces, merge_labels, read_sheet
-        from fpi.output import atomic_write_bytes
+        from fpi.learning.label_sheets import labeled_traces, merge_labels, read_sheet
+        from fpi.contract.atomic_files import atomic_write_bytes
 
         guard_paths([bad_records.mapping_file(), traces, sheet], [output, bad_records.quarantine_path(traces)])
         result = bad_records.read(traces)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from fpi.cli.common import run, say
-from fpi.errors import UsageError
+from fpi.contract.errors import UsageError
 
 
 class TraceForm(str, Enum):
@@ -33,13 +33,13 @@ def simulate(
 ) -> None:
     """Write labeled traces from a causal simulation of an assistant and its users."""
     def work() -> None:
-        from fpi.progress import steps
-        from fpi.schema import LABELS
-        from fpi.simulator import parse_error_rates, simulate, write_traces
+        from fpi.presentation.progress import steps
+        from fpi.contract.trace_format import LABELS
+        from fpi.simulation.simulator import parse_error_rates, simulate, write_traces
 
-        from fpi.profiles import PROFILES
+        from fpi.simulation.profiles import PROFILES
 
-        from fpi.simulator import TRACE_SUFFIXES
+        from fpi.simulation.simulator import TRACE_SUFFIXES
 
         if not str(output).lower().endswith(TRACE_SUFFIXES):
             raise UsageError(f"{output}: trace files are {', '.join(TRACE_SUFFIXES)}; name the output so")

@@ -18,11 +18,11 @@ from fpi.cli.common import (
     say,
     show,
 )
-from fpi.errors import UsageError
+from fpi.contract.errors import UsageError
 
 if TYPE_CHECKING:
-    from fpi.learn import Training
-    from fpi.model import FailurePointModel
+    from fpi.learning.training import Training
+    from fpi.pipeline.model import FailurePointModel
 
 FromOpt = Annotated[str | None, typer.Option("--from", help="Continue from a model: `default` (the shipped one) or a model "
                                              "directory. Few labels then go a long way.")]
@@ -34,7 +34,7 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the model alrea
 def check_model_output(output: Path, force: bool) -> None:
     """A model is written only into a new folder, or over a model folder with --force: never over a file
     or a folder of other things."""
-    from fpi.model import is_model_dir
+    from fpi.pipeline.model import is_model_dir
 
     if not output.exists():
         return
@@ -49,7 +49,7 @@ def check_model_output(output: Path, force: bool) -> None:
 
 
 def _base(name: str | None) -> FailurePointModel | None:
-    from fpi.model import FailurePointModel
+    from fpi.pipeline.model import FailurePointModel
 
     if name is None:
         return None
@@ -57,7 +57,7 @@ def _base(name: str | None) -> FailurePointModel | None:
 
 
 def _report(training: Training, output: Path) -> None:
-    from fpi.tables import metrics_tables
+    from fpi.presentation.result_tables import metrics_tables
 
     model = training.model
     metrics = model.validation_metrics_
@@ -91,8 +91,8 @@ def train(
 ) -> None:
     """Train a failure-point model on your traces: every turn with a label, or a few hundred with --from."""
     def work() -> int:
-        from fpi.labels import merge_labels, read_sheet
-        from fpi.learn import train as fit
+        from fpi.learning.label_sheets import merge_labels, read_sheet
+        from fpi.learning.training import train as fit
 
         guard_paths([bad_records.mapping_file(), traces, labels, None if base in (None, "default") else base], [output, bad_records.quarantine_path(traces)],
                     folders=(output,))
@@ -119,7 +119,7 @@ def adapt(
 ) -> None:
     """Fit a model to your unlabeled logs: their own confidence scales, and self-training where implicit feedback agrees."""
     def work() -> int:
-        from fpi.learn import adapt as fit
+        from fpi.learning.training import adapt as fit
 
         guard_paths([bad_records.mapping_file(), traces, None if base == "default" else base], [output, bad_records.quarantine_path(traces)], folders=(output,))
         check_model_output(output, force)

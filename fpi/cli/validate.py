@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from fpi.cli.common import (Input, LintFormat, LintFormatOpt, OnError, TracesArg, default_quarantine, exit_for, guard_paths,
                             options, print_problems, run, say)
-from fpi.errors import EXIT_ERROR
+from fpi.contract.errors import EXIT_ERROR
 
 
 @options
 def validate(traces: TracesArg, bad_records: Input = Input(), output_format: LintFormatOpt = LintFormat.text) -> None:
     """Check traces against trace format v1: every bad record in one pass, by line, each problem with its field and code."""
     def work() -> int:
-        from fpi.load import read_traces, write_quarantine
+        from fpi.io.traces import read_traces, write_quarantine
 
         guard_paths([bad_records.mapping_file(), traces], [bad_records.quarantine_path(traces)])
         result = read_traces(traces, mapping=bad_records.mapping)

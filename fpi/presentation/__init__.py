@@ -1,0 +1,1 @@
+"""Results shown to people and CI: terminal tables, Markdown, CSV, HTML, plots, JUnit and GitHub annotations, progress."""

@@ -1,0 +1,1 @@
+"""Simulated assistants and their users: labeled traces from a causal model."""
