@@ -142,7 +142,7 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
         write_records(classify(load_traces(traces), FailurePointModel.load(), None), out)
         timings["classify, no rules"] = time.perf_counter() - started
     elif name == "report":  # on the records the classify phase wrote
-        from fpi.contract.records import read_records
+        from fpi.io.records_files import read_records
         from fpi.presentation.report_formats import html_page
         from fpi.reports.failure_report import build_report
         records = read_records(out)

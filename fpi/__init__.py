@@ -14,9 +14,9 @@ _EXPORTS = {
     "defect_rates": "fpi.contract.metrics", "evaluate": "fpi.contract.metrics", "Metrics": "fpi.contract.metrics",
     "load_policy": "fpi.reports.gate", "run_gate": "fpi.reports.gate",
     "FEATURE_NAMES": "fpi.pipeline.features", "build_features": "fpi.pipeline.features",
-    "LoadResult": "fpi.io.traces", "load_traces": "fpi.io.traces", "read_traces": "fpi.io.traces",
+    "LoadResult": "fpi.io.read_result", "load_traces": "fpi.io.traces", "read_traces": "fpi.io.traces",
     "FailurePointModel": "fpi.pipeline.model",
-    "read_records": "fpi.contract.records", "write_records": "fpi.contract.records",
+    "read_records": "fpi.io.records_files", "write_records": "fpi.io.records_files",
     "build_report": "fpi.reports.failure_report", "Tally": "fpi.reports.counts",
     "LABELS": "fpi.contract.trace_format", "STAGES": "fpi.contract.trace_format",
     "load_rules": "fpi.pipeline.rules",
@@ -34,10 +34,11 @@ if TYPE_CHECKING:
     from fpi.contract.metrics import Metrics, defect_rates, evaluate
     from fpi.pipeline.features import FEATURE_NAMES, build_features
     from fpi.reports.gate import load_policy, run_gate
-    from fpi.io.traces import LoadResult, load_traces, read_traces
+    from fpi.io.read_result import LoadResult
+    from fpi.io.traces import load_traces, read_traces
     from fpi.pipeline.model import FailurePointModel
     from fpi.pipeline.classify import Batch, Pipeline, classify
-    from fpi.contract.records import read_records, write_records
+    from fpi.io.records_files import read_records, write_records
     from fpi.reports.failure_report import build_report
     from fpi.pipeline.rules import load_rules
     from fpi.contract.trace_format import LABELS, STAGES

@@ -6,7 +6,9 @@ import json
 import jsonschema
 
 from conftest import ROOT, run_cli
-from fpi.contract.records import COLUMN_NAMES, SCHEMA, is_classified, read_records, records_json_schema
+from fpi.contract.records import COLUMN_NAMES, SCHEMA, records_json_schema
+from fpi.io.records_files import read_records
+from fpi.io.sniff import is_classified
 
 
 def test_shipped_records_schema_is_the_generated_one():

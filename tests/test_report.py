@@ -15,7 +15,7 @@ import pytest
 
 from conftest import run_cli, turn, write_jsonl
 from fpi.contract.errors import EXIT_ERROR, EXIT_OK, TraceError
-from fpi.contract.records import read_records, records_batches
+from fpi.io.records_files import read_records, records_batches
 from fpi.presentation.report_formats import csv_text, html_page, markdown, percent, rate_cell
 from fpi.reports.failure_report import build_report
 from fpi.reports.statistics import compare_rates, wilson

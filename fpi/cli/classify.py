@@ -42,7 +42,8 @@ def classify(
     from fpi.contract.metrics import evaluate, scores
     from fpi.io.otlp import is_otlp_path
     from fpi.presentation.progress import PipelineProgress, turns_progress
-    from fpi.contract.records import check_output_path, failure_point_counts, write_records
+    from fpi.contract.records import failure_point_counts
+    from fpi.io.records_files import check_output_path, write_records
     from fpi.presentation.result_tables import counts_table
 
     def work() -> int:
@@ -140,7 +141,7 @@ def _json_lines(path: Path) -> bool:
     Parquet or spans, by its first bytes."""
     import gzip
 
-    from fpi.io.raw_records import detect_format
+    from fpi.io.sniff import detect_format
 
     try:
         with open(path, "rb") as handle:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import polars as pl
     from rich.console import Console
 
-    from fpi.io.traces import LoadResult
+    from fpi.io.read_result import LoadResult
     from fpi.engines.streamed import StreamResult
     from fpi.pipeline.classify import Pipeline
     from fpi.presentation.report_formats import Table
@@ -247,7 +247,8 @@ def read(traces: str, on_error: OnError, quarantine: Path | None, data: bytes | 
          mapping: str | None = None) -> LoadResult:
     """Read traces (or `data`, already read from `traces`) under the --on-error policy, through
     `mapping` when given; report what was rejected and where it went."""
-    from fpi.io.traces import bad_records_error, read_traces
+    from fpi.io.quarantine import bad_records_error
+    from fpi.io.traces import read_traces
 
     result = (read_traces(traces, mapping=mapping) if data is None
               else read_traces(data, name="<stdin>" if traces == "-" else traces, mapping=mapping))
@@ -279,7 +280,7 @@ def measure_streamed(traces: str, pipeline: Pipeline, bad_records: Input, *, lab
 
 def account_for(result: LoadResult | StreamResult, traces: str, quarantine: Path | None) -> None:
     """Quarantine what was rejected, say where and why, and how many records were read and accepted."""
-    from fpi.io.traces import write_quarantine
+    from fpi.io.quarantine import write_quarantine
 
     if result.rejected:
         where = default_quarantine(traces, quarantine)

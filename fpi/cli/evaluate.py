@@ -28,7 +28,7 @@ from fpi.cli.common import (
 from fpi.contract.errors import UsageError
 
 if TYPE_CHECKING:
-    from fpi.io.traces import LoadResult
+    from fpi.io.read_result import LoadResult
     from fpi.engines.streamed import StreamResult
 
 
@@ -66,7 +66,7 @@ def evaluate(
         guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()],
                     [save_metrics, errors, output, bad_records.quarantine_path(traces)])
         if errors is not None:
-            from fpi.contract.records import check_output_path
+            from fpi.io.records_files import check_output_path
 
             check_output_path(errors)
         pipeline = classifier.pipeline(explain_top_k=3, explain_all=True) if errors is not None else classifier.pipeline()
@@ -84,7 +84,7 @@ def evaluate(
             say(f"metrics written to {save_metrics}")
         if errors is not None:
             from fpi.contract.metrics import misclassified
-            from fpi.contract.records import write_records
+            from fpi.io.records_files import write_records
 
             assert turns is not None and batch is not None
             wrong = misclassified(turns, batch.records)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from fpi.io.traces import LoadResult
+    from fpi.io.read_result import LoadResult
     from fpi.engines.streamed import StreamResult
 
 from fpi.cli.common import (Classifier, Input, exit_for, guard_paths, measure_streamed, options, run, say, show, stdout_console,

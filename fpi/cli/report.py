@@ -17,7 +17,7 @@ from fpi.contract.errors import EXIT_OK, UsageError
 if TYPE_CHECKING:
     import polars as pl
 
-    from fpi.io.traces import LoadResult
+    from fpi.io.read_result import LoadResult
     from fpi.engines.streamed import StreamResult
     from fpi.reports.counts import Tally
 
@@ -66,7 +66,8 @@ def _records(path: str, classifier: Classifier, bad_records: Input,
     """Classified records (a file is tallied batch by batch, in bounded memory), or raw traces classified
     now with the given (or shipped) model; and the input's sha256."""
     from fpi.presentation.progress import PipelineProgress, turns_progress
-    from fpi.contract.records import is_classified, read_records
+    from fpi.io.records_files import read_records
+    from fpi.io.sniff import is_classified
     from fpi.reports.counts import Tally
 
     data = sys.stdin.buffer.read() if path == "-" else None  # stdin is read once, then recognised by content

@@ -11,7 +11,8 @@ from fpi.contract.errors import EXIT_ERROR
 def validate(traces: TracesArg, bad_records: Input = Input(), output_format: LintFormatOpt = LintFormat.text) -> None:
     """Check traces against trace format v1: every bad record in one pass, by line, each problem with its field and code."""
     def work() -> int:
-        from fpi.io.traces import read_traces, write_quarantine
+        from fpi.io.quarantine import write_quarantine
+        from fpi.io.traces import read_traces
 
         guard_paths([bad_records.mapping_file(), traces], [bad_records.quarantine_path(traces)])
         result = read_traces(traces, mapping=bad_records.mapping)

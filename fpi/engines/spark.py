@@ -31,7 +31,7 @@ from fpi.contract.records import SCHEMA
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
-    from fpi.io.traces import RejectedRecord
+    from fpi.io.read_result import RejectedRecord
     from fpi.io.mapping import Mapping
 
 LINE = "line"  # the 1-based line of each record in the input, carried through so output keeps input order
@@ -206,7 +206,7 @@ def classify(lines: DataFrame, *, model: str | Path | None = None, rules: list[P
 
 def _rejected(problems: pl.DataFrame, source: str) -> list[RejectedRecord]:
     """The bad records, one per input line in input order, each with every reason found and its text."""
-    from fpi.io.traces import RejectedRecord
+    from fpi.io.read_result import RejectedRecord
 
     return [RejectedRecord(source, line, tuple(zip(group[_FIELD], group[_CODE], group[_WHAT], strict=True)), group[_RAW][0])
             for (line,), group in problems.group_by(LINE, maintain_order=True)]
@@ -253,7 +253,7 @@ def _reused_across_sessions(keyed: DataFrame, problems: pl.DataFrame, turn_key: 
     the problems with these, and the lines to leave out."""
     from pyspark.sql import functions as F
 
-    from fpi.io.traces import duplicate_problem
+    from fpi.io.checks import duplicate_problem
     from fpi.contract.trace_format import DUPLICATE
 
     ids = keyed.select(turn_key.alias("turn_id"), "_session", LINE).where("turn_id is not null")

@@ -34,14 +34,19 @@ import pyarrow.parquet as pq
 from fpi.io.line_blocks import BLOCK_BYTES, line_blocks
 from fpi.contract.errors import TraceError, require_scorable
 from fpi.pipeline.features import reference_rows
-from fpi.io.traces import (MOSTLY, LoadResult, RejectedRecord, _fields_seen, _read_jsonl, _read_table, _refuse_other_formats, _split_lines,
-                      bad_records_error, canonical_turns, duplicate_problem, no_stages_error, row_json, table_rows)
+from fpi.io.checks import StageCheck, duplicate_problem, row_json
+from fpi.io.quarantine import bad_records_error
+from fpi.io.read_result import LoadResult, RejectedRecord
+from fpi.io.sniff import file_head, is_gzip, is_parquet, refuse_other_formats
+from fpi.io.trace_lines import read_jsonl, split_lines
+from fpi.io.trace_tables import read_table, table_rows
+from fpi.io.traces import canonical_turns
 from fpi.contract.metrics import Metrics
 from fpi.pipeline.quantiles import SAMPLE_TURNS, Reference
 from fpi.contract.atomic_files import atomic_write
 from fpi.pipeline.classify import Pipeline
-from fpi.contract.records import RecordsWriter, output_form
-from fpi.contract.trace_format import LABELS, STAGES, TURN_FIELD_NAMES
+from fpi.io.records_files import RecordsWriter, output_form
+from fpi.contract.trace_format import LABELS
 
 BATCH_TURNS = 200_000
 CHUNK_BYTES = BLOCK_BYTES
@@ -84,23 +89,18 @@ def streamable(path: str | Path) -> bool:
     """A file the streamed engine reads in chunks: JSON Lines (plain or gzipped) of whole turns, or Parquet."""
     if str(path) == "-" or not Path(path).is_file():
         return False
-    with open(path, "rb") as handle:
-        head = handle.read(1 << 16)
-    if head[:4] == b"PAR1":
+    head = file_head(path)
+    if head is None:
+        return False  # damaged: read in memory, where the reader names the problem
+    if is_parquet(head):
         return True
-    if head[:2] == b"\x1f\x8b":
-        try:
-            with gzip.open(path, "rb") as handle:
-                head = handle.read(1 << 16)
-        except (OSError, EOFError, zlib.error):
-            return False  # damaged: read in memory, where the reader names the problem
     first = next((line for line in head.splitlines() if line.strip()), b"")
     return first.lstrip(b"\xef\xbb\xbf ").startswith(b"{") and b'"stage"' not in first and b"resourceSpans" not in first
 
 
 def _is_parquet(path: Path) -> bool:
     with open(path, "rb") as probe:
-        return probe.read(4) == b"PAR1"
+        return is_parquet(probe.read(4))
 
 
 def _table_batches(path: Path, turns: int) -> Iterator[tuple[int, pl.DataFrame]]:
@@ -118,12 +118,12 @@ def _chunks(path: Path, label: str, turns: int) -> Iterator[LoadResult]:
     lines numbered as in the file."""
     if _is_parquet(path):
         for first, frame in _table_batches(path, turns):
-            yield _read_table(frame, label, first)
+            yield read_table(frame, label, first)
         return
     for first_line, chunk in line_blocks(path, min(CHUNK_BYTES, max(MIN_CHUNK_BYTES, int(turns * _line_bytes(path))))):
         if first_line == 1:
-            _refuse_other_formats(chunk, label)
-        yield _read_jsonl(chunk, label, first_line)
+            refuse_other_formats(chunk, label)
+        yield read_jsonl(chunk, label, first_line)
 
 
 def _raw_lines(path: Path, label: str, wanted: pl.Series, turns: int) -> dict[int, str | bytes]:
@@ -138,7 +138,7 @@ def _raw_lines(path: Path, label: str, wanted: pl.Series, turns: int) -> dict[in
     for first_line, chunk in line_blocks(path, CHUNK_BYTES):
         last_line = first_line + chunk.count(b"\n")
         if wanted.is_between(first_line, last_line).any():
-            lines = _split_lines(chunk, label, first_line)[0].filter(pl.col("line").is_in(wanted.implode()))
+            lines = split_lines(chunk, label, first_line)[0].filter(pl.col("line").is_in(wanted.implode()))
             found.update(zip(lines["line"].to_list(), lines["raw"].to_list(), strict=True))
     return found
 
@@ -227,8 +227,7 @@ class _Partitions:
     id_count: int = 1  # turn_ids and lines are small: fewer partitions, fewer files
     ids: dict[int, list[Path]] = field(default_factory=dict)
     sample: _Sample = field(default_factory=_Sample)
-    empty: int = 0  # turns with none of the stages, for the whole-input check
-    seen: list[str] = field(default_factory=list)  # the fields of the first records, for its message
+    stages: StageCheck = field(default_factory=StageCheck)  # turns with none of the stages, for the whole-input check
 
     def turns(self, part: int, columns: list[str] | None = None, without: pl.Series | None = None) -> pl.DataFrame:
         """One partition's turns in input order, less the lines `without`."""
@@ -243,19 +242,19 @@ def estimated_turns(path: Path) -> float:
     lines' mean length (gzip compresses traces about tenfold)."""
     with open(path, "rb") as handle:
         head = handle.read(4)
-    if head == b"PAR1":
+    if is_parquet(head):
         try:
             return float(pq.ParquetFile(path).metadata.num_rows)
         except (OSError, pa.ArrowException):
             return 0.0  # not readable: read in memory, where the reader names the problem
     length = _line_bytes(path)
-    return path.stat().st_size * (10 if head[:2] == b"\x1f\x8b" else 1) / length if length else 0.0
+    return path.stat().st_size * (10 if is_gzip(head) else 1) / length if length else 0.0
 
 
 def _line_bytes(path: Path) -> float:
     """The mean length of the first lines of a (plain or gzipped) text file; 0 when it cannot be read."""
     with open(path, "rb") as handle:
-        zipped = handle.read(2) == b"\x1f\x8b"
+        zipped = is_gzip(handle.read(2))
     try:
         with (gzip.open if zipped else open)(path, "rb") as handle:
             sample = handle.read(1 << 20)
@@ -279,12 +278,10 @@ def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Callab
     partitions = _Partitions(count=count, id_count=math.ceil(count / 8))
     order = _SessionOrder()
     for number, chunk in enumerate(_chunks(path, label, batch_turns)):
-        if number == 0:
-            partitions.seen = _fields_seen(chunk.turns)
+        partitions.stages.add(chunk.turns)
         turns = chunk.turns.drop("raw")
         result.read += chunk.read
         result.rejected += chunk.rejected
-        partitions.empty += int(turns.select(pl.all_horizontal(pl.col(s).is_null() for s in (*STAGES, "feedback")).sum()).item())
         result.unlabeled += turns["label"].null_count()
         partitions.sample.add(turns)
         if fingerprint:
@@ -301,9 +298,7 @@ def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Callab
     result.contiguous = order.contiguous
     if result.read == 0:
         raise TraceError([f"{label}: empty file: expected one JSON object per line (trace format v1)"])
-    accepted = result.read - len(result.rejected)
-    if accepted and partitions.empty / accepted > MOSTLY and set(partitions.seen) - set(TURN_FIELD_NAMES):
-        raise no_stages_error(partitions.empty / accepted, partitions.seen, label)
+    partitions.stages.check(label)
     result.fingerprint = digest.hexdigest() if fingerprint else ""
     return result, partitions
 

@@ -13,7 +13,8 @@ import polars as pl
 from fpi.io.mapping import Mapping, shipped_mappings
 from fpi.io.otlp import read_spans
 from fpi.contract.trace_format import RESULT_STATUSES
-from fpi.io.raw_records import detect_format, read_any
+from fpi.io.raw_records import read_any
+from fpi.io.sniff import detect_format
 
 SAMPLE_ROWS = 5000
 

@@ -24,11 +24,6 @@ _KIND: dict[int | str, str] = {0: "unspecified", 1: "internal", 2: "server", 3: 
 KEY_COLUMN = "_otlp_key"
 
 
-def is_otlp(data: bytes) -> bool:
-    """OTLP/JSON trace requests, recognised by content (the `resourceSpans` key near the start)."""
-    head = data[:1 << 16].lstrip(b"\xef\xbb\xbf \t\r\n")
-    return head.startswith(b"{") and (b'"resourceSpans"' in head or b'"resource_spans"' in head)
-
 
 @dataclass(slots=True)
 class Span:
@@ -356,4 +351,4 @@ def is_otlp_path(path: str | Path | None) -> bool:
     return path is not None and ".otlp." in Path(path).name
 
 
-__all__ = ["KEY_COLUMN", "Span", "is_otlp", "is_otlp_path", "read_spans", "turn_rows", "write_back"]
+__all__ = ["KEY_COLUMN", "Span", "is_otlp_path", "read_spans", "turn_rows", "write_back"]

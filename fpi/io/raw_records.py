@@ -11,22 +11,11 @@ import polars as pl
 
 from fpi.contract.errors import TraceError
 from fpi.io.mapping import Mapping
-from fpi.io.otlp import is_otlp, turn_rows
+from fpi.io.otlp import turn_rows
+from fpi.io.sniff import detect_format
 
 BadLine = tuple[int, str, str]  # line, raw text, what is wrong
 
-
-def detect_format(data: bytes) -> str:
-    """jsonl, csv, tsv, parquet or otlp, by content."""
-    if data[:4] == b"PAR1":
-        return "parquet"
-    if is_otlp(data):
-        return "otlp"
-    head = data[:1 << 16].lstrip(b"\xef\xbb\xbf")
-    first = next((line.strip() for line in head.splitlines() if line.strip()), b"")
-    if first.startswith((b"{", b"[")):
-        return "jsonl"
-    return "tsv" if b"\t" in first else "csv"
 
 
 def read_any(data: bytes, label: str, mapping: Mapping) -> tuple[pl.DataFrame, list[BadLine], str]:
@@ -123,4 +112,4 @@ def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
-__all__ = ["detect_format", "read_any"]
+__all__ = ["read_any"]

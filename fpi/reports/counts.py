@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from fpi.contract.errors import UsageError
-from fpi.contract.records import records_batches
+from fpi.io.records_files import records_batches
 from fpi.contract.trace_format import LABELS
 
 # --by names: trace field paths and the record columns that hold them.

@@ -1,0 +1,70 @@
+"""What a reader returns: the accepted turns in input order, and every record it did not accept
+with all its reasons and its text, as the quarantine file keeps them."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from fpi.contract.errors import Problem
+from fpi.contract.trace_format import TURN_SCHEMA, FieldProblem
+
+
+@dataclass(frozen=True)
+class RejectedRecord:
+    """One input record that was not accepted, with every reason found."""
+
+    source: str
+    line: int
+    problems: tuple[FieldProblem, ...]  # (field, code, message)
+    raw: str | bytes
+
+    def found(self) -> list[Problem]:
+        return [Problem(self.source, self.line, code, f"{path}: {what}" if path else what) for path, code, what in self.problems]
+
+    def messages(self) -> list[str]:
+        return [str(problem) for problem in self.found()]
+
+    def to_json(self) -> dict:
+        record: dict = {"source": self.source, "line": self.line,
+                        "errors": [{"field": p, "code": c, "message": m} for p, c, m in self.problems]}
+        if isinstance(self.raw, bytes):
+            record["raw_base64"] = base64.b64encode(self.raw).decode("ascii")
+        else:
+            record["raw"] = self.raw
+        return record
+
+
+@dataclass
+class LoadResult:
+    """Accepted turns (in input order) and the records that were not accepted."""
+
+    turns: pl.DataFrame
+    rejected: list[RejectedRecord] = field(default_factory=list)
+    read: int = 0
+    source: str = ""
+    form: str = "turn"
+    otlp: bytes | None = None  # the spans as read, for writing them back with verdicts
+    quarantine: Path | None = None  # where the rejected records were written (`--on-error skip`)
+
+    @property
+    def accepted(self) -> int:
+        return self.read - len(self.rejected)
+
+    def summary(self, rejected_as: str = "quarantined") -> str:
+        unit = "event lines" if self.form == "stage" else "turns"
+        text = f"{self.source}: read {self.read}, accepted {self.accepted}, {rejected_as} {len(self.rejected)} {unit}"
+        if self.form == "stage":
+            text += f" ({self.turns.height} turns)"
+        return text
+
+    def problems(self) -> list[str]:
+        return [m for r in self.rejected for m in r.messages()]
+
+
+def empty_turns() -> pl.DataFrame:
+    """A frame with no turns and the loader's schema."""
+    return pl.DataFrame(schema={**TURN_SCHEMA, "line": pl.UInt32, "raw": pl.String})
