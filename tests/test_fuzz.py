@@ -149,7 +149,8 @@ def test_a_model_folder_cut_anywhere_is_a_model_error(tmp_path, cut):
     import shutil
 
     from fpi.contract.errors import ModelError
-    from fpi.pipeline.model import FailurePointModel, default_model_dir
+    from fpi.pipeline.model import FailurePointModel
+    from fpi.pipeline.model_folder import default_model_dir
 
     where = tmp_path / "m"
     shutil.copytree(default_model_dir(), where)

@@ -10,7 +10,8 @@ from conftest import FIXTURES, run_cli, turn, write_jsonl
 from fpi import read_traces
 from fpi.pipeline.conditions import MAX_DEPTH, ConditionError, parse
 from fpi.contract.errors import ModelError
-from fpi.pipeline.model import FailurePointModel, default_model_dir
+from fpi.pipeline.model import FailurePointModel
+from fpi.pipeline.model_folder import default_model_dir
 from fpi.contract.yaml_documents import read_yaml
 
 

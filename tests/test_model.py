@@ -6,7 +6,8 @@ import polars as pl
 import pytest
 
 from fpi import FailurePointModel, ModelError, UsageError, build_features, load_traces
-from fpi.pipeline.model import BOOSTER_FILE, METADATA_FILE, session_split
+from fpi.pipeline.model_fitting import session_split
+from fpi.pipeline.model_folder import BOOSTER_FILE, METADATA_FILE
 
 
 def test_save_load_round_trip_gives_identical_predictions(small_model, tmp_path, fixture_traces):
@@ -80,6 +81,6 @@ def test_loading_a_model_that_does_not_fit_this_fpi(small_model, tmp_path):
 def test_shipped_default_model_loads_and_is_small():
     model = FailurePointModel.load()
     assert model.classes_ == ["wake", "asr", "nlu", "er", "result", "correct"]
-    from fpi.pipeline.model import default_model_dir
+    from fpi.pipeline.model_folder import default_model_dir
     size = sum(p.stat().st_size for p in default_model_dir().iterdir())
     assert size < 8 * 2**20

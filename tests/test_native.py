@@ -9,7 +9,8 @@ import pytest
 
 from fpi import FailurePointModel, load_traces
 from fpi.contract.errors import ModelError
-from fpi.pipeline.compiled_trees import COMPILE_FROM, NativeTrees, softmax
+from fpi.pipeline.compiled_trees import NativeTrees, softmax
+from fpi.pipeline.predictor import COMPILE_FROM
 from fpi.pipeline.classify import Pipeline
 from hostile_trees import booster as _booster, hostile_rows as _hostile_rows, splits as _splits
 

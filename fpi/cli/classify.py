@@ -47,10 +47,9 @@ def classify(
     from fpi.presentation.result_tables import counts_table
 
     def work() -> int:
-        if explain_all and not explain:
-            raise UsageError("--explain-all goes with --explain")
-        if top_k is not None and not explain:
-            raise UsageError("--top-k goes with --explain")
+        from fpi.pipeline.explain import explain_options
+
+        explain_options(explain, top_k, explain_all)
         spans_out = is_otlp_path(output)
         if not spans_out:
             check_output_path(output)
@@ -109,12 +108,13 @@ def classify(
             raise UsageError(f"--engine spark needs pyspark: pip install 'fpi-voice[spark]' ({exc})") from exc
         from fpi.cli.common import account_for
         from fpi.engines.streamed import StreamResult
+        from fpi.pipeline.explain import explain_options
 
         rejected: list = []
         with spark.running(master) as session:
             records = spark.classify(session.read.text(traces), model=classifier.model, rules=classifier.rules,
                                      no_rules=classifier.no_rules, source=traces, on_error=bad_records.on_error.value,
-                                     explain_top_k=(top_k or 3) if explain else None, explain_all=explain_all,
+                                     **explain_options(explain, top_k, explain_all),
                                      on_rejected=rejected.extend, mapping=bad_records.mapping)
             spark.write_parquet(records, output)
             written = session.read.parquet(str(output)).count()
@@ -123,7 +123,9 @@ def classify(
         return EXIT_PARTIAL if rejected else 0
 
     def make_pipeline() -> Pipeline:
-        return classifier.pipeline(explain_top_k=(top_k or 3) if explain else None, explain_all=explain_all)
+        from fpi.pipeline.explain import explain_options
+
+        return classifier.pipeline(**explain_options(explain, top_k, explain_all))
 
     def close(counts: dict[str, int], written: int, where: Path | str | None, source: str, labeled: dict | None) -> None:
         """What was classified, where the records went (None: said already) and, with gold labels, how right they were."""

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fpi.contract.errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, FpiError, Problem, UsageError, require_scorable
+from fpi.io.quarantine import OnError
+from fpi.pipeline.predictor import Predictor
 
 if TYPE_CHECKING:
     import polars as pl
@@ -28,17 +30,6 @@ if TYPE_CHECKING:
     from fpi.pipeline.classify import Pipeline
     from fpi.presentation.report_formats import Table
     from fpi.pipeline.rules import RuleSet
-
-
-class Predictor(str, Enum):
-    auto = "auto"
-    native = "native"
-    lightgbm = "lightgbm"
-
-
-class OnError(str, Enum):
-    fail = "fail"
-    skip = "skip"
 
 
 class TableFormat(str, Enum):
@@ -113,7 +104,7 @@ class Classifier:
         from fpi.pipeline.model import FailurePointModel
         from fpi.pipeline.classify import Pipeline
 
-        return Pipeline(FailurePointModel.load(self.model), rule_set(self.rules, self.no_rules), predictor=self.predictor.value,
+        return Pipeline(FailurePointModel.load(self.model), rule_set(self.rules, self.no_rules), predictor=self.predictor,
                         **explain)
 
 

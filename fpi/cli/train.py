@@ -34,7 +34,7 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the model alrea
 def check_model_output(output: Path, force: bool) -> None:
     """A model is written only into a new folder, or over a model folder with --force: never over a file
     or a folder of other things."""
-    from fpi.pipeline.model import is_model_dir
+    from fpi.pipeline.model_folder import is_model_dir
 
     if not output.exists():
         return

@@ -24,7 +24,7 @@ import polars as pl
 import pyarrow as pa
 
 from fpi.contract.errors import TraceError, UsageError
-from fpi.pipeline.model import default_model_dir
+from fpi.pipeline.model_folder import default_model_dir
 from fpi.pipeline.quantiles import SOURCES, Reference
 from fpi.contract.records import SCHEMA
 

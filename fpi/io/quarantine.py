@@ -8,9 +8,13 @@ import json
 from enum import Enum
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from fpi.contract.atomic_files import atomic_write_bytes
 from fpi.contract.errors import TraceError
-from fpi.io.read_result import RejectedRecord
+
+if TYPE_CHECKING:
+    from fpi.io.read_result import RejectedRecord
 
 
 class OnError(str, Enum):

@@ -22,7 +22,7 @@ from fpi.io.traces import Source, load_traces, turns_fingerprint
 from fpi.io.mapping import Mapping
 from fpi.contract.errors import ModelError
 from fpi.pipeline.model import FailurePointModel
-from fpi.pipeline.compiled_trees import COMPILE_FROM
+from fpi.pipeline.predictor import Predictor
 from fpi.pipeline.quantiles import Reference
 from fpi.contract.records import CONTEXT_COLUMNS, SHA_DIGITS, in_contract_order
 from fpi.pipeline.rules import RuleSet, decide, evaluation_frame, load_rules, rule_matches
@@ -31,7 +31,6 @@ from fpi.contract.trace_format import LABELS, TURN_SCHEMA
 PROBABILITY_DIGITS = 6
 
 Progress = Callable[[int, int], None]  # (turns done, turns in all)
-Predictor = Literal["auto", "native", "lightgbm"]
 
 
 @dataclass(frozen=True)
@@ -52,32 +51,31 @@ class Pipeline:
     `rules="default"` takes the shipped rules, `None` runs the model alone. `explain_top_k`
     adds each turn's top SHAP features (the turns not `correct`, or all with `explain_all`).
     `predictor="native"` predicts with the model's trees compiled (`fpi.pipeline.compiled_trees`: once per model
-    and machine), `"lightgbm"` with LightGBM, `"auto"` compiles for runs of COMPILE_FROM turns or more;
+    and machine), `"lightgbm"` with LightGBM, `"auto"` compiles for runs of `COMPILE_FROM` turns or more (`fpi.pipeline.predictor`);
     the records are the same whichever predicts."""
 
     def __init__(self, model: FailurePointModel | None = None, rules: RuleSet | Literal["default"] | None = "default", *,
-                 explain_top_k: int | None = None, explain_all: bool = False, predictor: Predictor = "auto"):
+                 explain_top_k: int | None = None, explain_all: bool = False, predictor: Predictor | str = Predictor.auto):
         self.model = model if model is not None else FailurePointModel.load()
         self.rules = load_rules() if rules == "default" else rules or RuleSet(())
         self.explain_top_k = explain_top_k
         self.explain_all = explain_all
         self.model_sha = self.model.fingerprint()[:SHA_DIGITS]
         self.rules_sha = self.rules.identity()["fingerprint"][:SHA_DIGITS] if len(self.rules) else None
-        self.predictor = predictor
+        self.predictor = Predictor(predictor)
         self._expected = 0
 
     def expect(self, turns: int) -> None:
         """Hear how many turns the whole run holds (an engine that hands over batches knows it first),
         so `predictor="auto"` can choose for the run, not the batch."""
         self._expected = max(self._expected, turns)
-        native = self.predictor == "native" or (self.predictor == "auto" and self._expected >= COMPILE_FROM)
-        if native and self.model.native_ is None:
+        if self.predictor.compiles(self._expected) and self.model.native_ is None:
             try:
                 self.model.compile()
             except ModelError:
-                if self.predictor == "native":
+                if self.predictor is Predictor.native:
                     raise
-                self.predictor = "lightgbm"  # auto: LightGBM predicts the same records, only slower
+                self.predictor = Predictor.lightgbm  # auto: LightGBM predicts the same records, only slower
 
     def verdicts(self, turns: pl.DataFrame, features: pl.DataFrame) -> pl.DataFrame:
         """The model's verdict per turn, before rules: ids, `model_failure_point`, `confidence`, `probabilities`."""

@@ -25,7 +25,6 @@ import numpy as np
 from fpi.contract.errors import ModelError, UsageError
 from fpi.contract.atomic_files import atomic_write_bytes
 
-COMPILE_FROM = 300_000  # turns in a run; below, LightGBM predicts them faster than the trees compile
 CODE_VERSION = 2  # bump when the generated code changes, so cached objects are not reused
 ROWS_PER_BLOCK = 1024  # rows each tree runs over before the next: its code stays in the instruction cache
 ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold, a float

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from fpi.pipeline.treeshap import TreeShap
 
 PROGRESS_ROWS = 2_000  # turns explained between two progress updates (some 10-20k turns a second, one class)
+TOP_K = 3  # features per explanation, unless asked for more or fewer
+SUMMARY_TURNS = 2000  # turns a global summary explains
 _CLASS_BOOSTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _TREE_SHAP: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -125,7 +127,17 @@ def top_features(contributions: np.ndarray, features: pl.DataFrame, feature_name
     return per_row.cast(EXPLANATION_DTYPE.to_schema()["features"])
 
 
-def explanations(records: pl.DataFrame, features: pl.DataFrame, model: FailurePointModel, *, top_k: int = 3,
+def explain_options(explain: bool, top_k: int | None = None, explain_all: bool = False) -> dict:
+    """The `Pipeline` options for `--explain [--top-k K] [--explain-all]`: TOP_K features unless told; the
+    two others go with --explain only."""
+    if explain_all and not explain:
+        raise UsageError("--explain-all goes with --explain")
+    if top_k is not None and not explain:
+        raise UsageError("--top-k goes with --explain")
+    return {"explain_top_k": (top_k or TOP_K) if explain else None, "explain_all": explain_all}
+
+
+def explanations(records: pl.DataFrame, features: pl.DataFrame, model: FailurePointModel, *, top_k: int = TOP_K,
                  explain_all: bool = False, on_progress: Callable[[int, int], None] | None = None) -> pl.Series:
     """The `explanation` column for classify records: a rule's id where a rule decided, else the model's
     top-k features for the final failure point; null for turns not asked for (by default the `correct` ones).
@@ -221,7 +233,7 @@ def explain_turn(turn_id: str, turns: pl.DataFrame, features: pl.DataFrame, mode
 
 # ------------------------------------------------------------------ summary
 
-def summarize(features: pl.DataFrame, model: FailurePointModel, out_dir: str | Path, *, sample: int = 2000,
+def summarize(features: pl.DataFrame, model: FailurePointModel, out_dir: str | Path, *, sample: int = SUMMARY_TURNS,
               seed: int = 0, plots: bool = True, on_progress: Callable[[int], None] | None = None) -> dict:
     """Global importance per failure point (mean |SHAP| over a sample of turns) as JSON and, with
     `plots`, shap's bar and beeswarm PNGs per failure point, written into `out_dir`."""

@@ -36,10 +36,10 @@ DESCRIPTIONS = {
 }
 NAMES = tuple(DESCRIPTIONS)
 
-Table = tuple[tuple[float, ...], tuple[float, ...]]  # breakpoints and their cumulative share
+QuantileTable = tuple[tuple[float, ...], tuple[float, ...]]  # breakpoints and their cumulative share
 
 
-def _table(values: np.ndarray) -> Table:
+def _table(values: np.ndarray) -> QuantileTable:
     """The empirical distribution of `values` at LEVELS quantiles; ties share their mean level."""
     levels = np.linspace(0.0, 1.0, LEVELS)
     points = np.quantile(values, levels)
@@ -48,7 +48,7 @@ def _table(values: np.ndarray) -> Table:
     return tuple(round(float(x), 6) for x in unique), tuple(round(float(x), 6) for x in shares)
 
 
-def _quantiles(values: np.ndarray, table: Table) -> np.ndarray:
+def _quantiles(values: np.ndarray, table: QuantileTable) -> np.ndarray:
     points, shares = table
     if len(points) == 1:
         return np.where(np.isnan(values), np.nan, np.where(values < points[0], 0.0, np.where(values > points[0], 1.0, 0.5)))
@@ -59,9 +59,9 @@ def _quantiles(values: np.ndarray, table: Table) -> np.ndarray:
 class Reference:
     """Quantile tables per source (and NLU confidence per intent), and how many values made each."""
 
-    tables: dict[str, Table] = field(default_factory=dict)
+    tables: dict[str, QuantileTable] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
-    by_intent: dict[str, Table] = field(default_factory=dict)
+    by_intent: dict[str, QuantileTable] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, features: pl.DataFrame) -> Reference:
@@ -126,14 +126,14 @@ class Reference:
         return features.with_columns(pl.Series(name, values, dtype=pl.Float64).fill_nan(None) for name, values in columns.items())
 
     def to_json(self) -> dict:
-        def table(t: Table) -> dict:
+        def table(t: QuantileTable) -> dict:
             return {"points": list(t[0]), "shares": list(t[1])}
         return {"tables": {k: table(v) for k, v in self.tables.items()}, "counts": self.counts,
                 "by_intent": {k: table(v) for k, v in self.by_intent.items()}}
 
     @classmethod
     def from_json(cls, data: dict) -> Reference:
-        def table(t: dict) -> Table:
+        def table(t: dict) -> QuantileTable:
             return tuple(float(x) for x in t["points"]), tuple(float(x) for x in t["shares"])
         return cls({k: table(v) for k, v in data.get("tables", {}).items()}, {k: int(v) for k, v in data.get("counts", {}).items()},
                    {k: table(v) for k, v in data.get("by_intent", {}).items()})

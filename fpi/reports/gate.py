@@ -2,7 +2,7 @@
 against the metrics of labeled traces (and a baseline), as a pass/fail CI step.
 
 A policy parses into checks that are data: a metric path, an operator, and a threshold
-or a reference to the baseline's value. One loop runs them all on two metrics files
+or a limit relative to the baseline's value. One loop runs them all on two metrics files
 (`fpi.contract.metrics.Metrics`), so the gate is a pure function of numbers, testable without
 a model. The policy's JSON Schema is generated from the same vocabulary."""
 
@@ -87,14 +87,14 @@ def policy_json_schema() -> dict:
 # ------------------------------------------------------------------ checks as data
 
 @dataclass(frozen=True)
-class Reference:
+class RegressionLimit:
     """A threshold taken from the baseline: its value moved by an absolute amount or a fraction of it."""
 
     absolute: float | None = None
     relative: float | None = None
 
     @classmethod
-    def parse(cls, limit: float | dict) -> Reference:
+    def parse(cls, limit: float | dict) -> RegressionLimit:
         if isinstance(limit, dict):
             return cls(absolute=limit.get("absolute"), relative=limit.get("relative"))
         return cls(absolute=float(limit))
@@ -107,7 +107,7 @@ class Reference:
 
 @dataclass(frozen=True)
 class CheckSpec:
-    """One line of a policy: `value at metric op threshold` (or the baseline's value moved by `reference`).
+    """One line of a policy: `value at metric op threshold` (or the baseline's value moved by `regression`).
     Metric paths read the metrics file's JSON; `{source}` stands for the defect-rate source."""
 
     name: str
@@ -116,7 +116,7 @@ class CheckSpec:
     op: str  # ">=" (a floor) or "<=" (a ceiling)
     line: int
     threshold: float | None = None
-    reference: Reference | None = None
+    regression: RegressionLimit | None = None
     support: tuple[str, ...] | None = None  # where the gold support of a per-label check is
 
 
@@ -182,19 +182,19 @@ def _checks(data: dict, line: Callable[..., int]) -> list[CheckSpec]:
     for score in SCORES:
         if score in metrics:
             checks.append(CheckSpec(f"regression.{score}", "regression", ("metrics", score), ">=",
-                                    line("regression", "metrics", score), reference=Reference.parse(metrics[score])))
+                                    line("regression", "metrics", score), regression=RegressionLimit.parse(metrics[score])))
     for label, metric, limit, key in _label_entries(metrics.get("per_label") or {}):
         checks.append(CheckSpec(f"regression.{label}.{metric}", "regression", ("metrics", "per_label", label, metric), ">=",
-                                line("regression", "metrics", "per_label", key, metric), reference=Reference.parse(limit),
+                                line("regression", "metrics", "per_label", key, metric), regression=RegressionLimit.parse(limit),
                                 support=("metrics", "per_label", label, "support")))
     rate_limits = (data.get("regression") or {}).get("defect_rates") or {}
     if "overall" in rate_limits:
         checks.append(CheckSpec("regression.defect_rate.overall", "regression", ("defect_rates", "{source}", "overall"), "<=",
-                                line("regression", "defect_rates", "overall"), reference=Reference.parse(rate_limits["overall"])))
+                                line("regression", "defect_rates", "overall"), regression=RegressionLimit.parse(rate_limits["overall"])))
     for component, limit, key in _component_entries(rate_limits.get("per_component") or {}):
         checks.append(CheckSpec(f"regression.defect_rate.{component}", "regression",
                                 ("defect_rates", "{source}", "per_component", component), "<=",
-                                line("regression", "defect_rates", "per_component", key), reference=Reference.parse(limit)))
+                                line("regression", "defect_rates", "per_component", key), regression=RegressionLimit.parse(limit)))
     return checks
 
 
@@ -274,10 +274,10 @@ def _run_check(spec: CheckSpec, current: dict, baseline: dict | None, source: st
     value = float(_at(current, spec.metric, source))  # type: ignore[arg-type]
     rates = spec.metric[0] == "defect_rates"
     detail = f"{source} failure points" if rates else ""
-    if spec.reference is not None:
+    if spec.regression is not None:
         assert baseline is not None
         base_value = float(_at(baseline, spec.metric, source))  # type: ignore[arg-type]
-        allowed, how = spec.reference.allowed(base_value)
+        allowed, how = spec.regression.allowed(base_value)
         threshold = base_value + allowed if spec.op == "<=" else base_value - allowed
         detail = (f"baseline {base_value:.4f} + max rise {allowed:.4f} ({how}; {source})" if spec.op == "<="
                   else f"baseline {base_value:.4f} - max drop {allowed:.4f} ({how})")
@@ -286,12 +286,12 @@ def _run_check(spec: CheckSpec, current: dict, baseline: dict | None, source: st
     threshold = round(threshold, 6)
     if spec.support is not None:
         support = int(_at(current, spec.support, source))  # type: ignore[call-overload]
-        if baseline is not None and spec.reference is not None:
+        if baseline is not None and spec.regression is not None:
             support = min(support, int(_at(baseline, spec.support, source)))  # type: ignore[call-overload]
         if support < min_support:
             return Check(spec.name, spec.group, None, spec.op, threshold, "skipped",
                          f"support {support} < min_support {min_support}", spec.line)
-        if spec.reference is None:
+        if spec.regression is None:
             detail = f"support {support}"
     ok = value >= threshold if spec.op == ">=" else value <= threshold
     return Check(spec.name, spec.group, value, spec.op, threshold, "pass" if ok else "fail", detail, spec.line)
@@ -356,7 +356,7 @@ def run_gate(policy: Policy, current: Metrics, baseline: Metrics | None = None) 
                              "defect rates to compare with; save it from labeled traces or use `defect_rates: {source: predicted}`")
     now, before = current.to_json(), baseline.to_json() if baseline is not None else None
     checks = [_run_check(spec, now, before, source, policy.min_support) for spec in policy.checks
-              if spec.reference is None or before is not None]
+              if spec.regression is None or before is not None]
     context = {
         "policy": policy.source, "source": current.source, "turns": current.turns,
         "data_fingerprint": current.data_fingerprint, "model_fingerprint": current.model_fingerprint,

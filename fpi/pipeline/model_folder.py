@@ -1,0 +1,163 @@
+"""A model folder: LightGBM's text model (`booster.txt`) and JSON metadata (`model.json`), where the
+shipped one is, and the checks both pass before LightGBM reads them: LightGBM trusts a model file,
+and a truncated or edited one would crash the process, not raise. Nothing in the folder is code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from importlib import resources
+from pathlib import Path
+
+from fpi.contract.errors import ModelError
+from fpi.contract.trace_format import LABELS
+from fpi.pipeline.features import CATEGORICAL, FEATURE_NAMES
+
+MODEL_FORMAT = 1
+BOOSTER_FILE = "booster.txt"
+METADATA_FILE = "model.json"
+
+
+def is_model_dir(path: Path) -> bool:
+    return (path / METADATA_FILE).is_file() and (path / BOOSTER_FILE).is_file()
+
+
+def default_model_dir() -> Path:
+    return Path(str(resources.files("fpi").joinpath("models", "default")))
+
+
+def read_model_folder(where: Path) -> tuple[dict, str]:
+    """The metadata and the booster's text of a model folder, each checked against this fpi and the
+    other; a ModelError says what is wrong and how to mend it."""
+    meta_path, booster_path = where / METADATA_FILE, where / BOOSTER_FILE
+    if not meta_path.is_file() or not booster_path.is_file():
+        raise ModelError(f"{where}: not a model directory: expected {METADATA_FILE} and {BOOSTER_FILE} "
+                         "(make one with `fpi train`)")
+    meta = _read_metadata(meta_path)
+    try:
+        text = booster_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"{booster_path}: not a LightGBM text model (not UTF-8 text: {exc})") from exc
+    written = meta.get("booster_sha256")
+    if written is not None and written != hashlib.sha256(text.encode("utf-8")).hexdigest():
+        raise ModelError(f"{booster_path}: changed since model.json was written (its checksum differs); the model "
+                         "folder is damaged or mixed from two models: write it again with `fpi train`")
+    _check_booster(text, meta, booster_path)
+    return meta, text
+
+
+def _read_metadata(meta_path: Path) -> dict:
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{meta_path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != "fpi-model":
+        raise ModelError(f"{meta_path}: not an fpi model (expected \"format\": \"fpi-model\")")
+    if meta.get("format_version") != MODEL_FORMAT:
+        raise ModelError(f"{meta_path}: model format {meta.get('format_version')} is not supported by this fpi "
+                         f"(expected {MODEL_FORMAT}); retrain it with `fpi train`")
+    if meta.get("features") != list(FEATURE_NAMES) or meta.get("classes") != list(LABELS):
+        theirs, ours = set(meta.get("features") or []), set(FEATURE_NAMES)
+        detail = "; ".join(part for part in (
+            f"unknown to this fpi: {', '.join(sorted(theirs - ours))}" if theirs - ours else "",
+            f"missing: {', '.join(sorted(ours - theirs))}" if ours - theirs else "") if part) or "order or classes differ"
+        raise ModelError(f"{meta_path}: the model's features do not match this fpi's ({detail}); retrain it with `fpi train`")
+    problems = [f"{meta_path}: {where_}: {what}" for where_, what in _metadata_problems(meta)]
+    if problems:
+        raise ModelError("\n".join(problems))
+    return meta
+
+
+_METADATA_TYPES: dict[str, tuple[type, ...]] = {
+    "classes": (list,), "features": (list,), "vocabularies": (dict,), "best_iteration": (int,), "params": (dict,)}
+
+
+def _metadata_problems(meta: dict) -> list[tuple[str, str]]:
+    """What is missing or mistyped in model.json (beyond format and features, checked first)."""
+    problems = []
+    for key, kinds in _METADATA_TYPES.items():
+        value = meta.get(key)
+        if key not in meta:
+            problems.append((key, "required field is missing; the model folder is damaged, write it again with `fpi train`"))
+        elif not isinstance(value, kinds) or isinstance(value, bool):
+            problems.append((key, f"expected {'an integer' if kinds == (int,) else kinds[0].__name__}, got {type(value).__name__}"))
+    if isinstance(meta.get("best_iteration"), int) and not isinstance(meta.get("best_iteration"), bool) and meta["best_iteration"] < 1:
+        problems.append(("best_iteration", f"expected at least 1, got {meta['best_iteration']}"))
+    vocabularies = meta.get("vocabularies")
+    if isinstance(vocabularies, dict):
+        for name in CATEGORICAL:
+            values = vocabularies.get(name)
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                problems.append((f"vocabularies.{name}", "expected a list of strings"))
+    if "reference" in meta and not isinstance(meta["reference"], dict):
+        problems.append(("reference", f"expected an object, got {type(meta['reference']).__name__}"))
+    return problems
+
+
+def _check_booster(text: str, meta: dict, path: Path) -> None:
+    """A LightGBM text model that agrees with model.json, checked before LightGBM reads it: LightGBM
+    trusts the header's tree sizes, and a truncated file would crash the process, not raise."""
+    head, found, rest = text.partition("\nTree=0\n")
+    if not found or "end of trees" not in rest or "end of parameters" not in rest:
+        raise ModelError(f"{path}: not a complete LightGBM text model (no trees, or cut short before `end of trees`); "
+                         "write it again with `fpi train`")
+    fields = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
+    try:
+        sizes = [int(size) for size in fields.get("tree_sizes", "").split()]
+        classes, features = int(fields.get("num_class", "")), fields.get("feature_names", "").split()
+    except ValueError:
+        raise ModelError(f"{path}: the LightGBM header is damaged (tree_sizes or num_class not numbers)") from None
+    trees = len(("Tree=0\n" + rest[:rest.index("end of trees")]).encode("utf-8"))
+    if not sizes or sum(sizes) != trees:
+        raise ModelError(f"{path}: the trees take {trees:,} bytes but the header promises {sum(sizes):,}: the file is "
+                         "truncated or edited; write it again with `fpi train`")
+    if classes != len(meta["classes"]):
+        raise ModelError(f"{path}: {classes} classes, but model.json names {len(meta['classes'])}")
+    if features != list(meta["features"]):
+        raise ModelError(f"{path}: {len(features)} features, not the {len(meta['features'])} model.json names (or in "
+                         "another order)")
+    if len(sizes) < meta["best_iteration"] * classes:
+        raise ModelError(f"{path}: {len(sizes)} trees, fewer than best_iteration {meta['best_iteration']} x {classes} classes")
+    for number, tree in enumerate(("Tree=0\n" + rest[:rest.index("end of trees")]).split("\nTree=")):
+        problem = _tree_problem(tree, len(features))
+        if problem:
+            raise ModelError(f"{path}: tree {number} is damaged ({problem}); write the model again with `fpi train`")
+
+
+def _tree_problem(tree: str, features: int) -> str | None:
+    """What in one tree would send LightGBM out of bounds or round a cycle (it trusts the file): every
+    child is a later node or an existing leaf, every split feature and category index is in range,
+    every number parses. None when the tree is sound."""
+    fields = dict(line.split("=", 1) for line in tree.splitlines() if "=" in line)
+    try:
+        leaves = int(fields["num_leaves"])
+        values = [float(v) for v in fields["leaf_value"].split()]
+        if leaves < 1 or len(values) != leaves or not all(math.isfinite(v) for v in values):
+            return "leaf values do not match num_leaves"
+        if leaves == 1:
+            return None
+        nodes = leaves - 1
+        columns = {name: [int(v) for v in fields[name].split()] for name in ("split_feature", "decision_type", "left_child", "right_child")}
+        thresholds = [float(v) for v in fields["threshold"].split()]
+        categories = int(fields.get("num_cat", "0"))
+        boundaries = [int(v) for v in fields.get("cat_boundaries", "0").split()] if categories else [0]
+        bitsets = len(fields.get("cat_threshold", "").split()) if categories else 0
+    except (KeyError, ValueError):
+        return "a field is missing or not a number"
+    if any(len(column) != nodes for column in columns.values()) or len(thresholds) != nodes:
+        return "node lists do not match num_leaves"
+    if any(not 0 <= f < features for f in columns["split_feature"]):
+        return "a split feature out of range"
+    for node, (left, right) in enumerate(zip(columns["left_child"], columns["right_child"], strict=True)):
+        for child in (left, right):
+            if (child >= 0 and not node < child < nodes) or (child < 0 and not 0 <= ~child < leaves):
+                return f"node {node} has child {child}, which is neither a later node nor a leaf"
+    if categories:
+        if len(boundaries) != categories + 1 or boundaries[0] != 0 or boundaries[-1] != bitsets or boundaries != sorted(boundaries):
+            return "categorical boundaries do not match their bitsets"
+        for kind, threshold in zip(columns["decision_type"], thresholds, strict=True):
+            if kind & 1 and not (threshold.is_integer() and 0 <= threshold < categories):
+                return "a categorical split points past its categories"
+    return None
+
