@@ -117,12 +117,14 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
                       out.with_name("records-from-parquet.parquet"))
         timings["classify in memory, Parquet in and out"] = time.perf_counter() - started
     elif name == "classify-streamed":
-        from fpi.engines.streamed import classify_file
-        classify_file(traces, Pipeline(), out.with_name("records-streamed.jsonl"))
+        from fpi.engines import streamed
+        from fpi.engines.plan import Plan, sink_for
+        streamed.run(Plan(traces, Pipeline(), sinks=[sink_for(out.with_name("records-streamed.jsonl"))]))
         timings["classify streamed"] = time.perf_counter() - started
     elif name == "classify-explain":  # `fpi classify --explain`: each turn not correct explained by its top 3 features
-        from fpi.engines.streamed import classify_file
-        classify_file(traces, Pipeline(explain_top_k=3), out.with_name("records-explained.jsonl"))
+        from fpi.engines import streamed
+        from fpi.engines.plan import Plan, sink_for
+        streamed.run(Plan(traces, Pipeline(explain_top_k=3), sinks=[sink_for(out.with_name("records-explained.jsonl"))]))
         timings["classify --explain streamed"] = time.perf_counter() - started
     elif name == "report-streamed":  # on the records classify-streamed wrote, tallied batch by batch
         from fpi.presentation.report_formats import html_page

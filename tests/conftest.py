@@ -64,3 +64,14 @@ def small_model(small_training_set) -> FailurePointModel:
 @pytest.fixture(scope="session")
 def fixture_traces() -> Path:
     return FIXTURES / "traces.jsonl"
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session for every test that needs one (Java 17, pyspark 4)."""
+    pytest.importorskip("pyspark")
+    from fpi.engines.spark import session
+
+    started = session("local[2]", "fpi-tests")
+    yield started
+    started.stop()

@@ -7,6 +7,7 @@ import json
 import polars as pl
 import pytest
 from conftest import run_cli, write_jsonl
+from warehouse_export import WAREHOUSE, warehouse_export
 
 from fpi import classify, load_traces, simulate
 from fpi.contract.errors import TraceError
@@ -17,37 +18,6 @@ from fpi.io.mapping import (
     mapping_json_schema,
     shipped_mappings,
 )
-
-WAREHOUSE = """\
-format: csv
-stages: [asr, nlu, result, feedback]
-order: ts
-fields:
-  session_id: call_id
-  asr.text: transcript
-  asr.confidence: {from: asr_score, scale: [0, 100]}
-  nlu.intent: intent
-  nlu.confidence: intent_confidence
-  result.status:
-    from: status
-    values: {ok: success, failed: error, no_match: fallback}
-  result.response: response
-  feedback.barge_in: interrupted
-  timestamp: {from: ts, time: unix_ms}
-  label: gold
-"""
-
-
-def _export(turns: pl.DataFrame) -> pl.DataFrame:
-    """The turns as a warehouse would export them: flat, other names, a 0-100 scale, epoch ms, their status words."""
-    asr, nlu, result = pl.col("asr").struct, pl.col("nlu").struct, pl.col("result").struct
-    return turns.select(
-        call_id="session_id", transcript=asr.field("text"), asr_score=(asr.field("confidence") * 100).round(2),
-        intent=nlu.field("intent"), intent_confidence=nlu.field("confidence"),
-        status=result.field("status").replace({"success": "ok", "error": "failed", "fallback": "no_match"}),
-        response=result.field("response"), interrupted=pl.col("feedback").struct.field("barge_in"),
-        ts=pl.col("timestamp").str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_zone="UTC").dt.epoch("ms"), gold="label")
-
 
 def _native(turns: pl.DataFrame) -> pl.DataFrame:
     """The same information in trace format v1."""
@@ -68,7 +38,7 @@ def _native(turns: pl.DataFrame) -> pl.DataFrame:
 def warehouse(tmp_path_factory):
     folder = tmp_path_factory.mktemp("warehouse")
     turns = simulate(1500, seed=21, profile="telephone-slot-filling")
-    _export(turns).write_csv(folder / "export.csv")
+    warehouse_export(turns).write_csv(folder / "export.csv")
     write_jsonl(folder / "native.jsonl", [json.loads(line) for line in _native(turns).write_ndjson().splitlines()])
     (folder / "warehouse.yaml").write_text(WAREHOUSE)
     return folder

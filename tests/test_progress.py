@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from fpi import Pipeline, simulate
-from fpi.presentation.progress import PipelineProgress, turns_progress
+from fpi.engines.memory import PipelinePhases
+from fpi.presentation.progress import turns_progress
 
 
 def test_a_pipeline_run_reports_each_phase_in_turns_and_ends_complete():
     turns = simulate(400, seed=8)
     heard: list[tuple[str, int, int | None]] = []
-    phases = PipelineProgress(lambda phase, done, total: heard.append((phase, done, total)), turns.height)
+    phases = PipelinePhases(lambda phase, done, total: heard.append((phase, done, total)), turns.height)
     records = Pipeline(explain_top_k=2).run(turns, on_step=phases.step, on_explained=phases.explained).records
     phases.finish()
     names = list(dict.fromkeys(phase for phase, _, _ in heard))

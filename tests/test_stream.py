@@ -19,7 +19,17 @@ from fpi.pipeline.quantiles import SAMPLE_TURNS, Reference
 from fpi.pipeline.classify import Pipeline
 from fpi.simulation.simulator import write_traces
 from fpi.io.line_blocks import line_blocks
-from fpi.engines.streamed import _sample_again, classify_file
+from fpi.engines import streamed
+from fpi.engines.plan import Plan, Reading, sink_for
+from fpi.engines.streamed import _sample_again
+from fpi.io.quarantine import OnError
+
+
+def classify_file(path, pipeline, output=None, *, batch_turns=200_000, on_error="fail", labels_required=False):
+    """The streamed engine on a file: records into `output`, or (None) only counted and fingerprinted."""
+    reading = Reading(on_error=OnError(on_error), labels_required=labels_required)
+    sinks = [sink_for(output)] if output is not None else []
+    return streamed.run(Plan(str(path), pipeline, reading, sinks, batch_turns, fingerprint=output is None))
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +85,12 @@ def test_bad_records_are_named_and_quarantined_as_in_memory(interleaved, tmp_pat
 def test_duplicates_across_chunks_and_the_sample_match_the_in_memory_run(interleaved, tmp_path, monkeypatch, slack):
     """Small chunks, so duplicates lie in other chunks than their first use, and a small sample that one
     duplicate falls into: with slack the sample drops it, without slack it is gathered again."""
-    import fpi.pipeline.quantiles
     import fpi.engines.streamed
+    import fpi.engines.whole_input
+    import fpi.pipeline.quantiles
     monkeypatch.setattr(fpi.engines.streamed, "CHUNK_BYTES", 300_000)
-    monkeypatch.setattr(fpi.engines.streamed, "SAMPLE_SLACK", slack)
-    monkeypatch.setattr(fpi.engines.streamed, "SAMPLE_TURNS", 3000)
+    monkeypatch.setattr(fpi.engines.whole_input, "SAMPLE_SLACK", slack)
+    monkeypatch.setattr(fpi.engines.whole_input, "SAMPLE_TURNS", 3000)
     monkeypatch.setattr(fpi.pipeline.quantiles, "SAMPLE_TURNS", 3000)
     gathered_again = []
     monkeypatch.setattr(fpi.engines.streamed, "_sample_again", lambda *a: gathered_again.append(1) or _sample_again(*a))
@@ -152,12 +163,12 @@ def test_a_large_file_of_other_field_names_is_refused_as_in_memory(tmp_path):
 def test_eval_and_gate_stream_a_large_file_to_the_same_numbers(interleaved, tmp_path, monkeypatch):
     """eval and gate read an input larger than a batch batch by batch: the same metrics file (data
     fingerprint included), scores and verdicts as in memory; unlabeled turns are refused by count."""
-    import fpi.engines.streamed
+    import fpi.engines.choice
     source = interleaved / "traces.jsonl"
     policy = ROOT / "fixtures" / "gate" / "policy.yaml"
     runs = {}
     for engine, batch in (("memory", 100_000), ("streamed", 2000)):
-        monkeypatch.setattr(fpi.engines.streamed, "BATCH_TURNS", batch)
+        monkeypatch.setattr(fpi.engines.choice, "BATCH_TURNS", batch)
         scores = run_cli("eval", source, "--format", "json", "--save-metrics", tmp_path / f"{engine}.json")
         gate = run_cli("gate", source, "--policy", policy, "--baseline", ROOT / "fixtures" / "gate" / "baseline.json",
                        "--format", "json")
@@ -174,10 +185,10 @@ def test_eval_and_gate_stream_a_large_file_to_the_same_numbers(interleaved, tmp_
 
 
 def test_report_on_a_large_trace_file_classifies_it_batch_by_batch_to_the_same_report(interleaved, monkeypatch):
-    import fpi.engines.streamed
+    import fpi.engines.choice
     reports = []
     for batch in (100_000, 2000):
-        monkeypatch.setattr(fpi.engines.streamed, "BATCH_TURNS", batch)
+        monkeypatch.setattr(fpi.engines.choice, "BATCH_TURNS", batch)
         result = run_cli("report", interleaved / "traces.jsonl", "--by", "nlu.intent", "--format", "json")
         assert result.exit_code == 0, result.stderr
         reports.append(result.stdout)
@@ -295,4 +306,4 @@ def test_scoring_a_stream_with_every_record_rejected_says_so(tmp_path):
     with pytest.raises(UsageError, match="no turns to score: none of the 2 records read was accepted"):
         classify_file(source, Pipeline(), None, on_error="skip", labels_required=True)
     result = classify_file(source, Pipeline(), tmp_path / "out.jsonl", on_error="skip")
-    assert (result.read, result.written, [r.line for r in result.rejected]) == (2, 0, [1, 2])
+    assert (result.read, result.classified, [r.line for r in result.rejected]) == (2, 0, [1, 2])

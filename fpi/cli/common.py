@@ -1,6 +1,7 @@
-"""What every command shares: option types, the error handler, reading traces under the
---on-error policy, the rule set, consoles. Heavy libraries are imported by the commands
-when they run, so `fpi --help` loads none of them."""
+"""What every command shares: option types and groups, the error handler, the guard on paths,
+consoles. The work itself (reading under the --on-error policy, choosing an engine, writing) is the
+library's; heavy libraries are imported by the commands when they run, so `fpi --help` loads none
+of them."""
 
 from __future__ import annotations
 
@@ -17,19 +18,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fpi.contract.errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, FpiError, Problem, UsageError, require_scorable
-from fpi.io.quarantine import OnError
+from fpi.contract.errors import EXIT_INTERNAL, EXIT_OK, FpiError, Problem, UsageError
+from fpi.io.quarantine import OnError, default_quarantine
 from fpi.pipeline.predictor import Predictor
 
 if TYPE_CHECKING:
-    import polars as pl
     from rich.console import Console
 
+    from fpi.engines.plan import Reading, Run
     from fpi.io.read_result import LoadResult
-    from fpi.engines.streamed import StreamResult
     from fpi.pipeline.classify import Pipeline
     from fpi.presentation.report_formats import Table
-    from fpi.pipeline.rules import RuleSet
 
 
 class TableFormat(str, Enum):
@@ -101,10 +100,11 @@ class Classifier:
         return self.model is not None or bool(self.rules) or self.no_rules
 
     def pipeline(self, **explain: Any) -> Pipeline:
-        from fpi.pipeline.model import FailurePointModel
         from fpi.pipeline.classify import Pipeline
+        from fpi.pipeline.model import FailurePointModel
+        from fpi.pipeline.rules import rules_for
 
-        return Pipeline(FailurePointModel.load(self.model), rule_set(self.rules, self.no_rules), predictor=self.predictor,
+        return Pipeline(FailurePointModel.load(self.model), rules_for(self.rules, self.no_rules), predictor=self.predictor,
                         **explain)
 
 
@@ -116,8 +116,19 @@ class Input:
     on_error: OnErrorOpt = OnError.fail
     quarantine: QuarantineOpt = None
 
-    def read(self, traces: str, data: bytes | None = None) -> LoadResult:
-        return read(traces, self.on_error, self.quarantine, data, self.mapping)
+    def reading(self, traces: str, *, labels_required: bool = False) -> Reading:
+        """How an engine reads `traces` under these options."""
+        from fpi.engines.plan import Reading
+
+        return Reading(self.mapping, self.on_error, self.quarantine_path(traces), labels_required)
+
+    def read(self, traces: str) -> LoadResult:
+        """The turns of `traces` under these options (for commands that want the turns themselves), said for people."""
+        from fpi.io.traces import read_accepting
+
+        result = read_accepting(traces, on_error=self.on_error, quarantine=self.quarantine_path(traces), mapping=self.mapping)
+        account_for(result)
+        return result
 
     def mapping_file(self) -> str | None:
         """The mapping as an input path (for `guard_paths`), None when it is a shipped one."""
@@ -204,10 +215,6 @@ def guard_paths(inputs: list[str | Path | None], outputs: list[str | Path | None
         written[where] = str(path)
 
 
-def default_quarantine(traces: str, quarantine: Path | None) -> Path:
-    return quarantine or Path(("stdin" if traces == "-" else traces) + ".quarantine.jsonl")
-
-
 def stderr_console() -> Console:
     from fpi.presentation.progress import stderr_console as console
 
@@ -234,66 +241,10 @@ def show(tables: list[Table], *, stderr: bool = False) -> None:
         print_table(table, console)
 
 
-def read(traces: str, on_error: OnError, quarantine: Path | None, data: bytes | None = None,
-         mapping: str | None = None) -> LoadResult:
-    """Read traces (or `data`, already read from `traces`) under the --on-error policy, through
-    `mapping` when given; report what was rejected and where it went."""
-    from fpi.io.quarantine import bad_records_error
-    from fpi.io.traces import read_traces
-
-    result = (read_traces(traces, mapping=mapping) if data is None
-              else read_traces(data, name="<stdin>" if traces == "-" else traces, mapping=mapping))
-    if result.rejected and on_error is OnError.fail:
-        raise bad_records_error(result.source, result.rejected)
-    account_for(result, traces, quarantine)
-    return result
-
-
-def streams(traces: str, bad_records: Input, batch_turns: int | None = None) -> bool:
-    """Whether the streamed engine reads these traces (`fpi.engines.streamed`): a JSON Lines or Parquet file of
-    whole turns, read without a mapping, holding more turns than a batch."""
-    from fpi.engines.streamed import BATCH_TURNS, estimated_turns, streamable
-
-    return bad_records.mapping is None and streamable(traces) and estimated_turns(Path(traces)) > (batch_turns or BATCH_TURNS)
-
-
-def measure_streamed(traces: str, pipeline: Pipeline, bad_records: Input, *, labels_required: bool) -> StreamResult:
-    """Classify a large file batch by batch keeping only counts (`fpi eval`, `fpi gate`), with progress."""
-    from fpi.presentation.progress import turns_progress
-    from fpi.engines.streamed import classify_file
-
-    with turns_progress() as progress:
-        result = classify_file(traces, pipeline, None, on_error=bad_records.on_error.value, on_progress=progress,
-                               labels_required=labels_required)
-    account_for(result, traces, bad_records.quarantine)
-    return result
-
-
-def account_for(result: LoadResult | StreamResult, traces: str, quarantine: Path | None) -> None:
-    """Quarantine what was rejected, say where and why, and how many records were read and accepted."""
-    from fpi.io.quarantine import write_quarantine
-
+def account_for(result: LoadResult | Run) -> None:
+    """Say what was rejected, where it went, and how many records were read and accepted."""
     if result.rejected:
-        where = default_quarantine(traces, quarantine)
-        write_quarantine(result.rejected, where)
         for message in result.problems()[:10]:
             say(message)
-        say(f"quarantined records written to {where}")
+        say(f"quarantined records written to {result.quarantine}")
     say(result.summary())
-
-
-def rule_set(paths: list[Path] | None, no_rules: bool) -> RuleSet:
-    from fpi.pipeline.rules import RuleSet, load_rules
-
-    if no_rules and paths:
-        raise UsageError("--rules and --no-rules do not go together")
-    return RuleSet(()) if no_rules else load_rules(paths)
-
-
-def exit_for(result: LoadResult | StreamResult) -> int:
-    return EXIT_PARTIAL if result.rejected else EXIT_OK
-
-
-def require_labels(result: LoadResult) -> pl.DataFrame:
-    require_scorable(result.source, result.read, result.turns.height, result.turns["label"].null_count())
-    return result.turns

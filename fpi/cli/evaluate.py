@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -14,22 +14,15 @@ from fpi.cli.common import (
     LabeledArg,
     TableFormat,
     TableFormatOpt,
-    exit_for,
+    account_for,
     guard_paths,
-    measure_streamed,
     options,
-    require_labels,
     run,
     say,
     show,
     stdout_console,
-    streams,
 )
 from fpi.contract.errors import UsageError
-
-if TYPE_CHECKING:
-    from fpi.io.read_result import LoadResult
-    from fpi.engines.streamed import StreamResult
 
 
 @options
@@ -53,10 +46,12 @@ def evaluate(
     def work() -> int:
         import json
 
-        from fpi.contract.metrics import annotator_labels, score_against_annotator
         from fpi.contract.atomic_files import atomic_write_bytes
-        from fpi.pipeline.classify import measure
-        from fpi.engines.streamed import measured
+        from fpi.contract.metrics import annotator_labels, score_against_annotator
+        from fpi.engines.choice import run as run_engine
+        from fpi.engines.plan import Plan
+        from fpi.pipeline.explain import explain_options
+        from fpi.presentation.progress import turns_progress
         from fpi.presentation.result_tables import metrics_tables
 
         if human is not None and not human.strip():
@@ -69,16 +64,13 @@ def evaluate(
             from fpi.io.records_files import check_output_path
 
             check_output_path(errors)
-        pipeline = classifier.pipeline(explain_top_k=3, explain_all=True) if errors is not None else classifier.pipeline()
-        result: LoadResult | StreamResult
-        if human is None and errors is None and streams(traces, bad_records):
-            result = measure_streamed(traces, pipeline, bad_records, labels_required=True)
-            metrics, turns, batch = measured(pipeline, result), None, None
-        else:
-            result = loaded = bad_records.read(traces)
-            turns = require_labels(loaded)
-            batch = pipeline.run(turns)
-            metrics = measure(pipeline, batch, loaded.source)
+        pipeline = classifier.pipeline(**explain_options(errors is not None, explain_all=errors is not None))
+        with turns_progress() as progress:
+            plan = Plan(traces, pipeline, bad_records.reading(traces, labels_required=True), fingerprint=True,
+                        keep_batch=human is not None or errors is not None, on_progress=progress)
+            result = run_engine(plan)
+        account_for(result)
+        metrics, batch = result.metrics(pipeline), result.batch
         if save_metrics is not None:
             atomic_write_bytes(save_metrics, metrics.to_text().encode("utf-8"))
             say(f"metrics written to {save_metrics}")
@@ -86,8 +78,8 @@ def evaluate(
             from fpi.contract.metrics import misclassified
             from fpi.io.records_files import write_records
 
-            assert turns is not None and batch is not None
-            wrong = misclassified(turns, batch.records)
+            assert batch is not None
+            wrong = misclassified(batch.turns, batch.records)
             write_records(wrong, errors)
             say(f"{wrong.height} misclassified turns written to {errors}")
         scores = metrics.metrics
@@ -100,9 +92,9 @@ def evaluate(
             say(f"confusion matrix drawn in {output}")
         report: dict = {"source": result.source, "model": scores}
         if human:
-            assert turns is not None and batch is not None
-            annotator = annotator_labels(turns, human, result.source)
-            report.update(score_against_annotator(turns["label"].to_list(), batch.records["failure_point"].to_list(), annotator))
+            assert batch is not None
+            annotator = annotator_labels(batch.turns, human, result.source)
+            report.update(score_against_annotator(batch.turns["label"].to_list(), batch.records["failure_point"].to_list(), annotator))
         if output_format is TableFormat.json:
             sys.stdout.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
         else:
@@ -111,5 +103,5 @@ def evaluate(
                 stdout_console().print(f"annotator macro-F1 {report['human']['macro_f1']:.4f}; model = "
                                        f"{report['model_pct_of_human_macro_f1']:.1f}% of human performance",
                                        markup=False, highlight=False)
-        return exit_for(result)
+        return result.exit_code
     run(work)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import (Classifier, Input, TableFormat, TableFormatOpt, TracesArg, exit_for, guard_paths, options, run, say,
+from fpi.cli.common import (Classifier, Input, TableFormat, TableFormatOpt, TracesArg, account_for, guard_paths, options, run, say,
                             show, stdout_console)
 from fpi.contract.errors import UsageError
 
@@ -45,9 +45,14 @@ def explain(
             raise UsageError("--format json goes with --turn (--summary writes importance.json into -o DIR)")
         guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()], [bad_records.quarantine_path(traces)])
         pipeline = classifier.pipeline()
-        result = bad_records.read(traces)
         if turn is not None:
-            batch = pipeline.run(result.turns)
+            from fpi.engines import memory
+            from fpi.engines.plan import Plan
+
+            result = memory.run(Plan(traces, pipeline, bad_records.reading(traces), keep_batch=True))
+            account_for(result)
+            batch = result.batch
+            assert batch is not None
             explained = explain_turn(turn, batch.turns, batch.features, pipeline.model)
             record = batch.records.filter(batch.records["turn_id"] == turn).row(0, named=True)
             if output is not None:
@@ -61,7 +66,7 @@ def explain(
                 say(f"wrote {name}.json and {name}-waterfall.png to {output}")
             if output_format is TableFormat.json:
                 sys.stdout.write(json.dumps(explained.to_json(record), indent=2) + "\n")
-                return exit_for(result)
+                return result.exit_code
             one = explained.turn
             console = stdout_console()
             console.print(Text.assemble((f"turn {one['turn_id']}", "bold"), f" (session {one['session_id']}, index "
@@ -75,13 +80,14 @@ def explain(
                 verdict.append(f"; gold label {one['label']}")
             console.print(verdict)
             show(explanation_tables(explained, DESCRIPTIONS))
-            return exit_for(result)
+            return result.exit_code
         assert output is not None
-        features = build_features(result.turns, reference=pipeline.model.reference_)
+        read = bad_records.read(traces)
+        features = build_features(read.turns, reference=pipeline.model.reference_)
         with steps(min(sample, features.height), "explaining") as bar:
             numbers = summarize(features, pipeline.model, output, sample=sample, seed=seed,
                                 on_progress=lambda n: bar.advance(steps=n))
         show([importance_table(numbers)])
         say(f"wrote importance.json and bar/beeswarm plots per failure point to {output}")
-        return exit_for(result)
+        return read.exit_code
     run(work)

@@ -5,16 +5,11 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-if TYPE_CHECKING:
-    from fpi.io.read_result import LoadResult
-    from fpi.engines.streamed import StreamResult
-
-from fpi.cli.common import (Classifier, Input, exit_for, guard_paths, measure_streamed, options, run, say, show, stdout_console,
-                            streams)
+from fpi.cli.common import Classifier, Input, account_for, guard_paths, options, run, say, show, stdout_console
 
 
 class GateFormat(str, Enum):
@@ -55,14 +50,14 @@ def gate(
             raise
 
     def measure_and_judge() -> int:
-        from fpi.presentation.ci_formats import github_annotations, junit_xml, markdown_summary
-        from fpi.contract.metrics import Metrics
-        from fpi.reports.gate import load_policy, run_gate
         from fpi.contract.atomic_files import atomic_write_bytes
-        from fpi.pipeline.classify import measure
-        from fpi.engines.streamed import measured
-        from fpi.presentation.progress import PipelineProgress, turns_progress
+        from fpi.contract.metrics import Metrics
+        from fpi.engines.choice import run as run_engine
+        from fpi.engines.plan import Plan
+        from fpi.presentation.ci_formats import github_annotations, junit_xml, markdown_summary
+        from fpi.presentation.progress import turns_progress
         from fpi.presentation.result_tables import gate_context, gate_table
+        from fpi.reports.gate import load_policy, run_gate
 
         guard_paths([bad_records.mapping_file(), traces, policy, baseline, *classifier.inputs()],
                     [junit, summary, bad_records.quarantine_path(traces)])
@@ -71,18 +66,10 @@ def gate(
         if previous is not None and not gate_policy.has("regression"):
             say(f"note: {policy} sets no regression limits; --baseline {baseline} is not used")
         pipeline = classifier.pipeline()
-        result: LoadResult | StreamResult
-        if streams(traces, bad_records):
-            result = measure_streamed(traces, pipeline, bad_records, labels_required=False)
-            outcome = run_gate(gate_policy, measured(pipeline, result), previous)
-        else:
-            result = loaded = bad_records.read(traces)
-            with turns_progress() as progress:
-                phases = PipelineProgress(progress, loaded.turns.height)
-                batch = pipeline.run(loaded.turns, on_step=phases.step)
-                phases.step("measuring")
-                outcome = run_gate(gate_policy, measure(pipeline, batch, loaded.source), previous)
-                phases.finish()
+        with turns_progress() as progress:
+            result = run_engine(Plan(traces, pipeline, bad_records.reading(traces), fingerprint=True, on_progress=progress))
+        account_for(result)
+        outcome = run_gate(gate_policy, result.metrics(pipeline), previous)
         if junit is not None:
             atomic_write_bytes(junit, junit_xml(outcome))
         if summary is not None:
@@ -95,5 +82,5 @@ def gate(
             for line in gate_context(outcome):
                 stdout_console().print(line, markup=False, highlight=False)
             show([gate_table(outcome)])
-        return outcome.exit_code or exit_for(result)  # a failed check says 1; a pass with quarantined input, 3
+        return outcome.exit_code or result.exit_code  # a failed check says 1; a pass with quarantined input, 3
     run(work)

@@ -11,14 +11,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fpi.cli.common import Classifier, Input, account_for, exit_for, guard_paths, options, run, say, stdout_console, streams
+from fpi.cli.common import Classifier, Input, account_for, guard_paths, options, run, say, stdout_console
 from fpi.contract.errors import EXIT_OK, UsageError
 
 if TYPE_CHECKING:
-    import polars as pl
-
-    from fpi.io.read_result import LoadResult
-    from fpi.engines.streamed import StreamResult
+    from fpi.engines.plan import Run
     from fpi.reports.counts import Tally
 
 
@@ -61,14 +58,18 @@ def _sha256(path: str, data: bytes | None) -> str | None:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _records(path: str, classifier: Classifier, bad_records: Input,
-             by: list[str]) -> tuple[pl.DataFrame | Tally, LoadResult | StreamResult | None, str | None]:
-    """Classified records (a file is tallied batch by batch, in bounded memory), or raw traces classified
-    now with the given (or shipped) model; and the input's sha256."""
-    from fpi.presentation.progress import PipelineProgress, turns_progress
+def _records(path: str, classifier: Classifier, bad_records: Input, by: list[str]) -> tuple[Tally, Run | None, str | None]:
+    """The tally of classified records (a file tallied batch by batch, in bounded memory), or of raw traces
+    classified now, by whichever engine suits their size, with the given (or shipped) model; and the
+    input's sha256."""
+    from dataclasses import replace
+
+    from fpi.engines.choice import run as run_engine
+    from fpi.engines.plan import Plan
     from fpi.io.records_files import read_records
     from fpi.io.sniff import is_classified
-    from fpi.reports.counts import Tally
+    from fpi.presentation.progress import turns_progress
+    from fpi.reports.counts import Tally, Tallying
 
     data = sys.stdin.buffer.read() if path == "-" else None  # stdin is read once, then recognised by content
     digest = _sha256(path, data)
@@ -77,28 +78,18 @@ def _records(path: str, classifier: Classifier, bad_records: Input,
             raise UsageError(f"{path} is already classified (it has failure_point); --model, --rules and --no-rules "
                              "apply to raw traces")
         if data is not None:
-            return read_records(data, name="<stdin>"), None, digest
+            return Tally.of(read_records(data, name="<stdin>"), by), None, digest
         with turns_progress() as progress:
             return Tally.of_file(path, by, on_progress=lambda read: progress("reading", read, None)), None, digest
-
-    pipeline = classifier.pipeline()
-    if data is None and streams(path, bad_records):  # a large trace file: classified batch by batch, then tallied
-        import tempfile
-
-        from fpi.engines.streamed import classify_file
-
-        with tempfile.TemporaryDirectory(prefix="fpi-report-") as folder, turns_progress() as progress:
-            records_file = Path(folder) / "records.parquet"
-            streamed = classify_file(path, pipeline, records_file, on_error=bad_records.on_error.value, on_progress=progress)
-            tally = Tally.of_file(records_file, by)
-        account_for(streamed, path, bad_records.quarantine)
-        return tally, streamed, digest
-    result = bad_records.read(path, data)
+    tallying = Tallying(by)
+    reading = bad_records.reading(path)
     with turns_progress() as progress:
-        phases = PipelineProgress(progress, result.turns.height)
-        records = pipeline.run(result.turns, on_step=phases.step).records
-        phases.finish()
-    return records, result, digest
+        plan = Plan(path if data is None else data, classifier.pipeline(), replace(reading, name="<stdin>") if data is not None
+                    else reading, [tallying], on_progress=progress)
+        result = run_engine(plan)
+    account_for(result)
+    assert tallying.tally is not None
+    return tallying.tally, result, digest
 
 
 @options
@@ -151,5 +142,5 @@ def report(
             else:
                 atomic_write_bytes(output, text.encode("utf-8"))
                 say(f"report written to {output}")
-        return exit_for(result) if result else EXIT_OK
+        return result.exit_code if result else EXIT_OK
     run(work)

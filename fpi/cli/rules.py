@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import (Input, LabeledArg, LintFormat, LintFormatOpt, print_problems, ModelOpt, RulesOpt, TableFormat, TableFormatOpt, exit_for, guard_paths, options, require_labels, run,
+from fpi.cli.common import (Input, LabeledArg, LintFormat, LintFormatOpt, print_problems, ModelOpt, RulesOpt, TableFormat, TableFormatOpt, account_for, guard_paths, options, run,
                             say, show, stdout_console)
 from fpi.contract.errors import EXIT_ERROR, EXIT_FAIL, EXIT_OK
 
@@ -40,23 +40,26 @@ def check(
     def work() -> int:
         import json
 
-        from fpi.pipeline.model import FailurePointModel
+        from fpi.engines import memory
+        from fpi.engines.plan import Plan
         from fpi.pipeline.classify import Pipeline
+        from fpi.pipeline.model import FailurePointModel
         from fpi.pipeline.rules import audit_rules, load_rules
         from fpi.presentation.result_tables import RULE_AUDIT_LEGEND, rule_audit_table
 
         guard_paths([bad_records.mapping_file(), traces, model, *(rules or [])], [bad_records.quarantine_path(traces)])
         pipeline = Pipeline(FailurePointModel.load(model), load_rules(rules))
-        result = bad_records.read(traces)
-        turns = require_labels(result)
-        batch = pipeline.run(turns)
-        audit = audit_rules(batch.matches, pipeline.rules, batch.verdicts["model_failure_point"], turns["label"])
+        result = memory.run(Plan(traces, pipeline, bad_records.reading(traces, labels_required=True), keep_batch=True))
+        account_for(result)
+        batch = result.batch
+        assert batch is not None
+        audit = audit_rules(batch.matches, pipeline.rules, batch.verdicts["model_failure_point"], batch.turns["label"])
         if output_format is TableFormat.json:
             sys.stdout.write(json.dumps(audit.to_json(), indent=2, sort_keys=True) + "\n")
-            return exit_for(result)
+            return result.exit_code
         show([rule_audit_table(audit)])
         stdout_console().print(RULE_AUDIT_LEGEND, markup=False, highlight=False)
-        return exit_for(result)
+        return result.exit_code
     run(work)
 
 

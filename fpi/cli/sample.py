@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import Classifier, Input, TracesArg, exit_for, guard_paths, options, run, say
+from fpi.cli.common import Classifier, Input, TracesArg, account_for, guard_paths, options, run, say
 from fpi.contract.errors import UsageError
 
 
@@ -23,15 +23,18 @@ def sample(
     """Choose the turns whose labels would teach the model most, as a sheet to fill in."""
     def work() -> int:
         from fpi.contract.atomic_files import atomic_write
+        from fpi.engines import memory
+        from fpi.engines.plan import Plan
         from fpi.learning.turns_to_label import choose, sheet
 
         suffix = output.suffix.lower()
         if suffix not in (".csv", ".tsv", ".jsonl"):
             raise UsageError(f"{output}: unknown sheet format {suffix or '(none)'}: expected .csv, .tsv or .jsonl")
         guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()], [output, bad_records.quarantine_path(traces)])
-        pipeline = classifier.pipeline()
-        result = bad_records.read(traces)
-        batch = pipeline.run(result.turns)
+        result = memory.run(Plan(traces, classifier.pipeline(), bad_records.reading(traces), keep_batch=True))
+        account_for(result)
+        batch = result.batch
+        assert batch is not None
         rows = sheet(batch, choose(batch, min(n, batch.turns.height), seed=seed))
         writers = {".csv": lambda tmp: rows.write_csv(tmp), ".tsv": lambda tmp: rows.write_csv(tmp, separator="\t"),
                    ".jsonl": lambda tmp: rows.write_ndjson(tmp)}
@@ -40,7 +43,7 @@ def sample(
         say(f"wrote {rows.height} turns to label to {output} (model's guesses: "
             + ", ".join(f"{label} {count}" for label, count in mix.iter_rows()) + "); fill the `label` column, then "
             f"`fpi train {traces} --labels {output} --from default --unlabeled -o MODEL_DIR`")
-        return exit_for(result)
+        return result.exit_code
     run(work)
 
 
@@ -62,5 +65,5 @@ def merge(
         turns = merge_labels(result.turns, filled, str(sheet))
         atomic_write_bytes(output, labeled_traces(turns).encode("utf-8"))
         say(f"wrote {turns.height} turns to {output}, {filled.height} labeled from {sheet}")
-        return exit_for(result)
+        return result.exit_code
     run(work)

@@ -11,7 +11,7 @@ from fpi.cli.common import (
     Input,
     LabeledArg,
     TracesArg,
-    exit_for,
+   
     guard_paths,
     options,
     run,
@@ -104,7 +104,7 @@ def train(
         training = fit(turns, base=_base(base), unlabeled=unlabeled, seed=seed, valid_fraction=valid_fraction)
         training.model.save(output)
         _report(training, output)
-        return exit_for(result)
+        return result.exit_code
     run(work)
 
 
@@ -129,5 +129,5 @@ def adapt(
         training = fit(result.turns, base=start, seed=seed)
         training.model.save(output)
         _report(training, output)
-        return exit_for(result)
+        return result.exit_code
     run(work)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fpi.cli.common import (Input, LintFormat, LintFormatOpt, OnError, TracesArg, default_quarantine, exit_for, guard_paths,
+from fpi.cli.common import (Input, LintFormat, LintFormatOpt, OnError, TracesArg, default_quarantine, guard_paths,
                             options, print_problems, run, say)
 from fpi.contract.errors import EXIT_ERROR
 
@@ -20,11 +20,11 @@ def validate(traces: TracesArg, bad_records: Input = Input(), output_format: Lin
         keep = bad_records.on_error is OnError.skip
         print_problems(problems, output_format, "fpi validate", result.summary("quarantined" if keep or not result.rejected else "rejected"))
         if not result.rejected:
-            return exit_for(result)
+            return result.exit_code
         if not keep:
             return EXIT_ERROR
         where = default_quarantine(traces, bad_records.quarantine)
         write_quarantine(result.rejected, where)
         say(f"quarantined records written to {where}")
-        return exit_for(result)
+        return result.exit_code
     run(work)

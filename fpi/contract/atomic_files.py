@@ -11,26 +11,40 @@ from pathlib import Path
 from fpi.contract.errors import UsageError
 
 
+class AtomicFile:
+    """A file filled beside `path` (as `tmp`) and renamed over it by `commit`; `discard` leaves no trace.
+    A reader never sees half a file, and a failed run leaves the old one."""
+
+    def __init__(self, path: str | Path):
+        self.target = Path(path)
+        if self.target.is_dir():
+            raise UsageError(f"{path} is a folder; give the name of a file to write")
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent)
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot write there ({exc.strerror})") from None
+        os.close(fd)
+        self.tmp = Path(tmp_name)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp's 0600 would make outputs private
+
+    def commit(self) -> None:
+        os.replace(self.tmp, self.target)
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`."""
-    target = Path(path)
-    if target.is_dir():
-        raise UsageError(f"{path} is a folder; give the name of a file to write")
+    file = AtomicFile(path)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot write there ({exc.strerror})") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make outputs private
-    try:
-        write(tmp)
-        os.replace(tmp, target)
+        write(file.tmp)
+        file.commit()
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        file.discard()
         raise
 
 

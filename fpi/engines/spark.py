@@ -1,10 +1,15 @@
-"""The Spark engine: the same pipeline as `fpi classify`, one partition of whole sessions per task.
+"""The Spark engine: the same pipeline, one partition of whole sessions per task.
 
-Trace lines are keyed by `session_id`, shuffled so every session lands whole in one partition, and
-each partition is read by fpi's own reader and classified by the same `Pipeline`, with quantile
-tables fitted once on the driver from the same sample the local engines use (`Reference.sample`).
-So Spark and the local engine give the same records. The model and rule files travel to executors
-as files (`SparkContext.addFile`), a mapping as JSON; nothing the user wrote is pickled.
+A JSON Lines file (trace format v1, or records of another shape through a mapping that names the
+session by one field) is read by Spark itself: its lines are keyed by session, shuffled so every
+session lands whole in one partition, and each partition is read by fpi's own reader. Any other
+input (CSV, Parquet, OpenTelemetry spans, a mapping that computes the session) is read whole by the
+readers on the driver and handed to Spark as trace format v1. Either way the steps that need the
+whole input are the local engines' (`fpi.engines.whole_input`): the stage check, duplicate turn ids
+across sessions, the `--on-error` policy, the quantile sample (fitted once on the driver) and the
+predictor, chosen for the whole run. So Spark and the local engines give the same records. The
+model travels to executors as its files (`SparkContext.addFile`), the rules, the mapping and the
+quantile tables as JSON; nothing is pickled.
 
     from fpi.engines import spark as fpi_spark
     records = fpi_spark.classify(spark.read.text("traces.jsonl"))    # a column `value` of JSON lines
@@ -14,9 +19,13 @@ Needs the `spark` extra (`pip install "fpi-voice[spark]"`, pyspark 4)."""
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,25 +33,184 @@ import polars as pl
 import pyarrow as pa
 
 from fpi.contract.errors import TraceError, UsageError
-from fpi.pipeline.model_folder import default_model_dir
-from fpi.pipeline.quantiles import SOURCES, Reference
 from fpi.contract.records import SCHEMA
+from fpi.contract.trace_format import DUPLICATE
+from fpi.engines.choice import DEFAULT_MASTER
+from fpi.engines.plan import Plan, Run
+from fpi.engines.whole_input import QuantileSample, read_whole, settle, smallest
+from fpi.io.checks import FIRST_TURN, NO_STAGE, StageCheck, duplicates_rejected, fields_of_lines
+from fpi.io.quarantine import bad_records_error
+from fpi.io.read_result import LoadResult, RejectedRecord
+from fpi.io.sniff import detect_format, file_head, is_gzip, refuse_other_formats, refuse_records, whole_turn_lines
+from fpi.io.traces import as_mapping, canonical_turns
+from fpi.pipeline.quantiles import SOURCES, Reference
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import Column, DataFrame, SparkSession
 
-    from fpi.io.read_result import RejectedRecord
     from fpi.io.mapping import Mapping
+    from fpi.pipeline.classify import Pipeline
 
 LINE = "line"  # the 1-based line of each record in the input, carried through so output keeps input order
-_PROBLEM, _CODE, _FIELD, _WHAT, _RAW, _LABELED = "_problem", "_code", "_field", "_what", "_raw", "_labeled"
-# What the first pass brings back per partition: the rows quantile tables are fitted on, bad records (a row
-# per problem: its message, and the field, code, reason and line text the quarantine keeps), and a row
-# counting the turns with a gold label (records carry `label` when any turn has one).
+_PROBLEM, _CODE, _FIELD, _WHAT, _RAW = "_problem", "_code", "_field", "_what", "_raw"
+_READ, _TURNS, _STAGELESS, _LABELED = "_read", "_turns", "_stageless", "_labeled"
+# What the first pass brings back per partition: the rows quantile tables are fitted on, bad records (a row per
+# problem: its message, and the field, code, reason and line text the quarantine keeps), and a row counting the
+# records read, the turns accepted, those with no stage and those with a gold label.
 _INSPECTED = pa.schema([("turn_id", pa.string()), *[(name, pa.float64()) for name in SOURCES], ("nlu_intent", pa.string()),
                         (LINE, pa.int64()), (_PROBLEM, pa.string()), (_CODE, pa.string()), (_FIELD, pa.string()),
-                        (_WHAT, pa.string()), (_RAW, pa.string()), (_LABELED, pa.int64())])
+                        (_WHAT, pa.string()), (_RAW, pa.string()), (_READ, pa.int64()), (_TURNS, pa.int64()),
+                        (_STAGELESS, pa.int64()), (_LABELED, pa.int64())])
 _EXTRA = (_PROBLEM, _CODE, _FIELD, _WHAT, _RAW)
+_COUNTS = (_READ, _TURNS, _STAGELESS, _LABELED)
+
+
+def run(plan: Plan, master: str = DEFAULT_MASTER) -> Run:
+    """The plan on a Spark session (the active one, else a new one on `master`): its records written as
+    a Parquet folder in input order, the one sink Spark writes."""
+    output = _parquet_folder(plan)
+    with running(master) as spark:
+        lines, read = _lines(spark, plan)
+        job = _Job(plan.pipeline, plan.label, None if read is not None else as_mapping(plan.reading.mapping))
+        outcome = job.inspect(lines) if read is None else job.inspect(lines, Run.of_read(read, "spark"))
+        if read is None:
+            settle(outcome, plan.reading)
+        write_parquet(job.records(), output)
+        counted = pl.from_arrow(spark.read.parquet(str(output)).groupBy(*job.counted_by()).count().toArrow())
+        assert isinstance(counted, pl.DataFrame)
+        outcome.count(counted, turns="count")
+    return outcome
+
+
+def classify(lines: DataFrame, *, model: str | Path | None = None, rules: list[Path] | None = None, no_rules: bool = False,
+             partitions: int | None = None, source: str = "traces", on_error: str = "fail", explain_top_k: int | None = None,
+             explain_all: bool = False, on_rejected: Callable[[list[RejectedRecord]], None] | None = None,
+             mapping: str | Path | None = None, predictor: str = "auto") -> DataFrame:
+    """Records (the records-v1 contract, plus `line`; `explanation` only with `explain_top_k`) for trace lines:
+    a DataFrame with a `value` column of JSON lines, in input order (`spark.read.text(path)`), optionally with
+    `line` numbers. `on_error="fail"` raises TraceError naming every bad record; `"skip"` leaves them out and
+    hands them, with their reasons and text, to `on_rejected`. With a `mapping` (a shipped name or a file) the
+    lines are JSON records of another shape (docs/mapping.md), their session named by one field."""
+    from fpi.pipeline.classify import Pipeline
+    from fpi.pipeline.model import FailurePointModel
+    from fpi.pipeline.rules import rules_for
+
+    if "value" not in lines.columns:
+        raise UsageError("fpi.engines.spark.classify takes trace lines: a DataFrame with a `value` column of JSON text "
+                         "(spark.read.text(path)); for a table of structs, select to_json(struct(*)) as value")
+    pipeline = Pipeline(FailurePointModel.load(model), rules_for(rules, no_rules),
+                        explain_top_k=explain_top_k, explain_all=explain_all, predictor=predictor)
+    job = _Job(pipeline, source, _line_mapping(mapping))
+    outcome = job.inspect(lines, partitions=partitions)
+    if outcome.rejected and on_error == "fail":
+        raise bad_records_error(source, outcome.rejected)
+    if outcome.rejected and on_rejected is not None:
+        on_rejected(outcome.rejected)
+    return job.records()
+
+
+@dataclass
+class _Job:
+    """One input on Spark: its lines keyed by session, inspected once (bad records, counts, the quantile
+    sample), then classified partition by partition with what the inspection fitted."""
+
+    pipeline: Pipeline
+    source: str
+    mapping: Mapping | None
+    by_session: Any = None
+    reference: str = ""
+    labeled: bool = False
+    expected: int = 0
+    reused: list[int] = field(default_factory=list)
+
+    def inspect(self, lines: DataFrame, outcome: Run | None = None, partitions: int | None = None) -> Run:
+        """Read every partition once: what was read and rejected (duplicate turn ids across sessions
+        included), the whole-input stage check, and the quantile tables fitted on the driver."""
+        from pyspark.sql import functions as F
+
+        mapping_json = json.dumps(self.mapping.to_json()) if self.mapping is not None else None
+        session_key, turn_key = _keys(self.mapping)
+        numbered = lines if LINE in lines.columns else with_lines(lines)
+        keyed = numbered.withColumn("_session", session_key)
+        spark = lines.sparkSession
+        self.by_session = keyed.repartition(partitions or spark.sparkContext.defaultParallelism, "_session").select("value", LINE)
+        found = _collected(self.by_session.mapInArrow(_inspect(self.source, mapping_json), _spark_schema(_INSPECTED)))
+        counts = found.select(pl.col(_COUNTS).sum())
+        read, turns, stageless, labeled = (int(counts[name].item() or 0) for name in _COUNTS)
+        if not read and outcome is None:
+            raise TraceError([f"{self.source}: empty file: expected one JSON object per line (trace format v1)"])
+        self._check_stages(numbered, turns, stageless)
+        rejected = _rejected(found.filter(pl.col(_PROBLEM).is_not_null()), self.source)
+        if turn_key is not None:
+            rejected = self._reused_across_sessions(keyed, rejected, turn_key)
+        outcome = outcome or Run(self.source, "spark", read=read, rejected=rejected, turns=turns - len(self.reused),
+                                 unlabeled=turns - labeled)
+        if self.reused:
+            self.by_session = self.by_session.where(~F.col(LINE).isin(self.reused))
+        self.labeled, self.expected = labeled > 0, outcome.turns
+        self.reference = json.dumps(self._fitted(found).to_json())
+        return outcome
+
+    def _check_stages(self, numbered: DataFrame, turns: int, stageless: int) -> None:
+        """The stage check on the whole input's counts; the fields of its first lines name what was seen."""
+        stages = StageCheck()
+        stages.add_counts(turns, stageless)
+        if stages.suspect:
+            first = numbered.where(f"{LINE} <= 200").orderBy(LINE).select("value").toArrow().column("value").to_pylist()
+            stages.seen = fields_of_lines([line for line in first if line and line.strip()][:50])
+        stages.check(self.source, self.mapping)
+
+    def _fitted(self, found: pl.DataFrame) -> Reference:
+        """The quantile tables on the sample every engine fits them on, gathered again without the duplicates
+        when too many sampled turns were among them."""
+        rejected = pl.Series(LINE, self.reused, dtype=pl.Int64)
+        sample = QuantileSample()
+        sample.add_rows(found.filter(pl.col("turn_id").is_not_null()).select("turn_id", *SOURCES, "nlu_intent", LINE))
+        fitted = sample.fit(rejected)
+        if fitted is None:
+            again = _collected(self.by_session.mapInArrow(_inspect(self.source, json.dumps(self.mapping.to_json())
+                                                                   if self.mapping is not None else None),
+                                                          _spark_schema(_INSPECTED)))
+            sample = QuantileSample()
+            sample.add_rows(again.filter(pl.col("turn_id").is_not_null()).select("turn_id", *SOURCES, "nlu_intent", LINE))
+            fitted = sample.fit(rejected)
+        assert fitted is not None
+        return fitted
+
+    def _reused_across_sessions(self, keyed: DataFrame, rejected: list[RejectedRecord], turn_key: Column) -> list[RejectedRecord]:
+        """A turn_id used in more than one session: each task sees one session's use only, so the driver names the
+        later uses as the readers do (first use: the earliest line that is otherwise a valid turn)."""
+        from pyspark.sql import functions as F
+
+        ids = keyed.select(turn_key.alias("turn_id"), "_session", LINE).where("turn_id is not null")
+        spread = ids.groupBy("turn_id").agg(F.countDistinct("_session").alias("_sessions")).where("_sessions > 1")
+        uses = _collected(ids.join(spread, "turn_id").select("turn_id", LINE))
+        invalid = [r.line for r in rejected if any(code != DUPLICATE for _, code, _ in r.problems)]
+        later = (uses.filter(~pl.col(LINE).is_in(invalid)).with_columns(first_turn=FIRST_TURN)
+                 .filter(pl.col(LINE) != pl.col("first_turn")).sort(LINE))
+        if not later.height:
+            return rejected
+        self.reused = later[LINE].to_list()
+        text = _collected(keyed.where(F.col(LINE).isin(self.reused)).select(LINE, "value"))
+        named = duplicates_rejected(later.join(text, on=LINE, how="left").select(
+            LINE, "turn_id", "first_turn", raw="value", session_id=pl.lit(""), turn_index=pl.lit(0), first_index=pl.lit(0)),
+            self.source)
+        kept = [r for r in rejected if r.line not in set(self.reused) or any(code != DUPLICATE for _, code, _ in r.problems)]
+        return sorted(kept + named, key=lambda r: r.line)
+
+    def records(self) -> DataFrame:
+        """The records, partition by partition, with the driver's quantile tables."""
+        pipeline = self.pipeline
+        model = _shipped_model(pipeline)
+        schema = records_arrow(pipeline.explain_top_k is not None, self.labeled)
+        task = _Task(self.source, model, json.dumps(pipeline.rules.to_json()), self.reference, pipeline.explain_top_k,
+                     pipeline.explain_all, json.dumps(self.mapping.to_json()) if self.mapping is not None else None,
+                     self.labeled, pipeline.predictor.value, self.expected)
+        return self.by_session.mapInArrow(task, _spark_schema(schema))
+
+    def counted_by(self) -> list[str]:
+        """The columns the written records are counted by: the failure point, and the gold label when there is one."""
+        return ["failure_point", "label"] if self.labeled else ["failure_point"]
 
 
 def _arrow_type(dtype: Any) -> pa.DataType:
@@ -69,77 +237,108 @@ def _partition_traces(batches: Iterator[pa.RecordBatch]) -> tuple[bytes, list[in
     return text.encode("utf-8"), frame[LINE].to_list()
 
 
-def _read(batches: Iterator[pa.RecordBatch], label: str, mapping: str | None):
-    from fpi.io.traces import read_traces
+def _read(batches: Iterator[pa.RecordBatch], label: str, mapping: str | None) -> tuple[LoadResult | None, list[int]]:
+    """A partition through fpi's reader, every check but those of the whole input (the driver's)."""
     from fpi.io.mapping import Mapping
+    from fpi.io.traces import read_part
 
     data, lines = _partition_traces(batches)
     if not lines:
         return None, lines
-    return read_traces(data, name=label, mapping=Mapping.from_json(json.loads(mapping)) if mapping else None), lines
+    return read_part(data, label, Mapping.from_json(json.loads(mapping)) if mapping else None), lines
 
 
-def _inspect(label: str, mapping: str | None):
-    """Per partition: the sample rows for the quantile tables (the partition's own `Reference.sample`: the
-    union over partitions holds the global one), its count of labeled turns and a row per problem of a bad record."""
+def _inspect(label: str, mapping: str | None) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """Per partition: its counts, the sample rows for the quantile tables (the rows a sample can still need,
+    `smallest`), and a row per problem of a bad record."""
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from fpi.pipeline.features import reference_rows
 
         result, lines = _read(batches, label, mapping)
         if result is None:
             return
-        original = pl.Series(lines)
-        if result.turns.height:
-            rows = Reference.sample(reference_rows(result.turns).with_columns(
-                pl.Series(LINE, original.gather(result.turns["line"] - 1)),
-                *[pl.lit(None, pl.String).alias(name) for name in _EXTRA], pl.lit(None, pl.Int64).alias(_LABELED)))
-            yield rows.select(_INSPECTED.names).to_arrow().cast(_INSPECTED).to_batches()[0]
-            labeled = result.turns.height - result.turns["label"].null_count()
-            yield pa.RecordBatch.from_pylist([{_LABELED: labeled}], schema=_INSPECTED)
+        turns = result.turns
+        stageless = int(turns.select(NO_STAGE.sum()).item()) if turns.height else 0
+        yield pa.RecordBatch.from_pylist([{_READ: result.read, _TURNS: turns.height, _STAGELESS: stageless,
+                                           _LABELED: turns.height - turns["label"].null_count()}], schema=_INSPECTED)
+        if turns.height:
+            rows = smallest(reference_rows(turns).with_columns(pl.Series(LINE, pl.Series(lines).gather(turns["line"] - 1))))
+            yield _as_inspected(rows.drop("_hash"))
         problems = [{LINE: lines[r.line - 1], _PROBLEM: f"{field}: {what}" if field else what, _CODE: code, _FIELD: field,
                      _WHAT: what, _RAW: r.raw if isinstance(r.raw, str) else r.raw.decode("utf-8", "replace")}
                     for r in result.rejected for field, code, what in r.problems]
         if problems:
-            frame = pl.DataFrame(problems, schema={name: pl.Int64 if name == LINE else pl.String
-                                                   for name in (LINE, *_EXTRA)}).with_columns(
-                *[pl.lit(None, pl.Float64).alias(name) for name in SOURCES], turn_id=pl.lit(None, pl.String),
-                nlu_intent=pl.lit(None, pl.String), _labeled=pl.lit(None, pl.Int64))
-            yield frame.select(_INSPECTED.names).to_arrow().cast(_INSPECTED).to_batches()[0]
+            yield _as_inspected(pl.DataFrame(problems, schema={name: pl.Int64 if name == LINE else pl.String
+                                                               for name in (LINE, *_EXTRA)}))
     return run
 
 
-_PIPELINES: dict[tuple, object] = {}  # per Python worker: the pipeline built from the shipped files
+def _as_inspected(frame: pl.DataFrame) -> pa.RecordBatch:
+    """Rows of one kind in the inspection's schema, the other columns null."""
+    missing = [pl.lit(None, pl.Float64 if name in SOURCES else pl.Int64 if name in (LINE, *_COUNTS) else pl.String).alias(name)
+               for name in _INSPECTED.names if name not in frame.columns]
+    return frame.with_columns(missing).select(_INSPECTED.names).to_arrow().cast(_INSPECTED).to_batches()[0]
 
 
-def _classify(label: str, model_file: str, rule_files: tuple[str, ...], reference: str, explain_top_k: int | None,
-              explain_all: bool, mapping: str | None, labeled: bool):
-    """Per partition: fpi's reader, then the pipeline with the driver's quantile tables."""
-    schema = records_arrow(explain_top_k is not None, labeled)
+_PIPELINES: dict[tuple, object] = {}  # per Python worker: the pipeline built from what the driver sent
 
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from pyspark import SparkFiles
 
-        from fpi.pipeline.model import FailurePointModel
-        from fpi.pipeline.classify import Pipeline
-        from fpi.pipeline.rules import RuleSet, load_rules
+@dataclass(frozen=True)
+class _Task:
+    """Per partition: fpi's reader, then the pipeline with the driver's quantile tables and predictor choice."""
 
-        key = (model_file, rule_files, explain_top_k, explain_all)
-        if key not in _PIPELINES:
-            rules = load_rules([Path(SparkFiles.get(name)) for name in rule_files]) if rule_files else RuleSet(())
-            _PIPELINES[key] = Pipeline(FailurePointModel.load(SparkFiles.get(model_file)), rules,
-                                       explain_top_k=explain_top_k, explain_all=explain_all)
-        pipeline = _PIPELINES[key]
-        assert isinstance(pipeline, Pipeline)
-        result, lines = _read(batches, label, mapping)
+    label: str
+    model: str
+    rules: str
+    reference: str
+    explain_top_k: int | None
+    explain_all: bool
+    mapping: str | None
+    labeled: bool
+    predictor: str
+    expected: int
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        pipeline = self._pipeline()
+        schema = records_arrow(self.explain_top_k is not None, self.labeled)
+        result, lines = _read(batches, self.label, self.mapping)
         if result is None or result.turns.height == 0:
             return
-        records = pipeline.run(result.turns, fitted=Reference.from_json(json.loads(reference))).records
+        records = pipeline.run(result.turns, fitted=Reference.from_json(json.loads(self.reference))).records
         records = records.with_columns(pl.Series(LINE, pl.Series(lines).gather(result.turns["line"] - 1)))
         for name in schema.names:
             if name not in records.columns:
                 records = records.with_columns(pl.lit(None, SCHEMA[name]).alias(name))
         yield from records.select(schema.names).to_arrow().cast(schema).to_batches()
-    return run
+
+    def _pipeline(self) -> Pipeline:
+        from pyspark import SparkFiles
+
+        from fpi.pipeline.classify import Pipeline
+        from fpi.pipeline.model import FailurePointModel
+        from fpi.pipeline.rules import RuleSet
+
+        key = (self.model, self.rules, self.explain_top_k, self.explain_all, self.predictor, self.expected)
+        if key not in _PIPELINES:
+            pipeline = Pipeline(FailurePointModel.load(SparkFiles.get(self.model)), RuleSet.from_json(json.loads(self.rules)),
+                                explain_top_k=self.explain_top_k, explain_all=self.explain_all, predictor=self.predictor)
+            pipeline.expect(self.expected)  # the run's size, as every engine tells it: `auto` chooses for the run
+            _PIPELINES[key] = pipeline
+        found = _PIPELINES[key]
+        assert isinstance(found, Pipeline)
+        return found
+
+
+def _shipped_model(pipeline: Pipeline) -> str:
+    """The pipeline's model saved as its files and added to the Spark job; the name a task finds it by."""
+    from pyspark import SparkContext
+
+    folder = Path(tempfile.mkdtemp(prefix="fpi-model-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    pipeline.model.save(folder)
+    context = SparkContext.getOrCreate()
+    context.addFile(str(folder), recursive=True)
+    return folder.name
 
 
 def with_lines(lines: DataFrame) -> DataFrame:
@@ -151,75 +350,49 @@ def with_lines(lines: DataFrame) -> DataFrame:
                                                                     StructField(LINE, LongType())]))
 
 
-def classify(lines: DataFrame, *, model: str | Path | None = None, rules: list[Path] | None = None, no_rules: bool = False,
-             partitions: int | None = None, source: str = "traces", on_error: str = "fail", explain_top_k: int | None = None,
-             explain_all: bool = False, on_rejected: Callable[[list[RejectedRecord]], None] | None = None,
-             mapping: str | Path | None = None) -> DataFrame:
-    """Records (the records-v1 contract, plus `line`; `explanation` only with `explain_top_k`) for trace lines:
-    a DataFrame with a `value` column of JSON lines, in input order (`spark.read.text(path)`), optionally with
-    `line` numbers. `on_error="fail"` raises TraceError naming every bad record; `"skip"` leaves them out and
-    hands them, with their reasons and text, to `on_rejected` (which `fpi classify` quarantines). With a
-    `mapping` (a shipped name or a file) the lines are JSON records of another shape (docs/mapping.md)."""
-    from pyspark.sql import functions as F
-
-    from fpi.pipeline.rules import default_rules_path
-
-    if "value" not in lines.columns:
-        raise UsageError("fpi.engines.spark.classify takes trace lines: a DataFrame with a `value` column of JSON text "
-                         "(spark.read.text(path)); for a table of structs, select to_json(struct(*)) as value")
-    spark = lines.sparkSession
-    mapped = _line_mapping(mapping) if mapping is not None else None
-    session_key, turn_key = _keys(mapped)
-    mapping_json = json.dumps(mapped.to_json()) if mapped is not None else None
-    numbered = lines if LINE in lines.columns else with_lines(lines)
-    keyed = numbered.withColumn("_session", session_key)
-    by_session = keyed.repartition(partitions or spark.sparkContext.defaultParallelism, "_session").select("value", LINE)
-
-    inspected = by_session.mapInArrow(_inspect(source, mapping_json), _spark_schema(_INSPECTED)).toArrow()
-    found = pl.from_arrow(inspected)
-    assert isinstance(found, pl.DataFrame)
-    problems = found.filter(pl.col(_PROBLEM).is_not_null())
-    problems, reused = _reused_across_sessions(keyed, problems, turn_key) if turn_key is not None else (problems, [])
-    problems = problems.sort(LINE, maintain_order=True)
-    if problems.height and on_error == "fail":
-        raise TraceError([f"{source}:{line}: {problem}" for line, problem in problems.select(LINE, _PROBLEM).iter_rows()],
-                         summary=f"{source}: {problems[LINE].n_unique()} bad records; nothing was written "
-                                 "(use --on-error skip to go on with the valid turns)")
-    if problems.height and on_rejected is not None:
-        on_rejected(_rejected(problems, source))
-    if reused:
-        by_session = by_session.where(~F.col(LINE).isin(reused))
-    labeled = bool(found[_LABELED].sum())
-    sample = Reference.sample(found.filter(pl.col(_PROBLEM).is_null() & pl.col(_LABELED).is_null() & ~pl.col(LINE).is_in(reused))
-                              .drop(LINE, *_EXTRA, _LABELED))
-    reference = json.dumps(Reference.fit(sample).to_json())
-
-    model_dir = Path(model) if model is not None else default_model_dir()
-    rule_paths = [] if no_rules else _shipped_rules(rules or [default_rules_path()])
-    spark.sparkContext.addFile(str(model_dir.resolve()), recursive=True)
-    for path in rule_paths:
-        spark.sparkContext.addFile(str(path.resolve()))
-    run = _classify(source, model_dir.resolve().name, tuple(path.name for path in rule_paths), reference, explain_top_k,
-                    explain_all, mapping_json, labeled)
-    return by_session.mapInArrow(run, _spark_schema(records_arrow(explain_top_k is not None, labeled)))
+def _lines(spark: SparkSession, plan: Plan) -> tuple[DataFrame, LoadResult | None]:
+    """The input as Spark lines: a JSON Lines file Spark reads itself, or, for any other input, the turns the
+    readers read whole on the driver, as trace format v1 lines numbered in input order."""
+    path = _line_file(plan)
+    if path is not None:
+        return spark.read.text(str(path)), None
+    read = read_whole(plan)
+    text = canonical_turns(read.turns).decode("utf-8").splitlines()
+    frame = pl.DataFrame({"value": text, LINE: range(1, len(text) + 1)}, schema={"value": pl.String, LINE: pl.Int64})
+    return spark.createDataFrame(frame.to_arrow().cast(pa.schema([("value", pa.string()), (LINE, pa.int64())]))), read
 
 
-def _rejected(problems: pl.DataFrame, source: str) -> list[RejectedRecord]:
-    """The bad records, one per input line in input order, each with every reason found and its text."""
-    from fpi.io.read_result import RejectedRecord
+def _line_file(plan: Plan) -> Path | None:
+    """The plan's input when Spark reads its lines itself: a JSON Lines file of whole turns, or JSON records of
+    another shape through a mapping that names the session by one field. None: the readers read it whole."""
+    if not isinstance(plan.source, str | Path) or str(plan.source) == "-" or not Path(plan.source).is_file():
+        return None
+    path, label = Path(plan.source), plan.label
+    head = file_head(path)
+    with open(path, "rb") as probe:
+        zipped = is_gzip(probe.read(2))
+    if head is None or (zipped and not path.name.endswith(".gz")):  # Spark unzips by the name
+        return None
+    mapping = as_mapping(plan.reading.mapping)
+    if mapping is None:
+        refuse_other_formats(head, label)
+        return path if whole_turn_lines(head) else None
+    refuse_records(head, label)
+    reads_lines = mapping.format in (None, "jsonl") and mapping.turn is None and detect_format(head) == "jsonl"
+    return path if reads_lines and _straight_key(mapping, "session_id") is not None else None
 
-    return [RejectedRecord(source, line, tuple(zip(group[_FIELD], group[_CODE], group[_WHAT], strict=True)), group[_RAW][0])
-            for (line,), group in problems.group_by(LINE, maintain_order=True)]
 
-
-def _line_mapping(mapping: str | Path) -> Mapping:
-    """The mapping, if it reads JSON records one a line (Spark hands the engine lines, not files)."""
-    from fpi.io.mapping import load_mapping
-
-    loaded = load_mapping(mapping)
+def _line_mapping(mapping: str | Path | None) -> Mapping | None:
+    """The mapping, if it reads JSON records one a line by a session named in one field (Spark hands the engine lines)."""
+    loaded = as_mapping(mapping)
+    if loaded is None:
+        return None
     if loaded.format not in (None, "jsonl") or loaded.turn is not None:
-        raise UsageError(f"--engine spark reads JSON Lines, and the mapping {loaded.name} reads "
-                         f"{loaded.format or 'spans'}: classify such input with the local engines")
+        raise UsageError(f"fpi.engines.spark.classify reads JSON lines, and the mapping {loaded.name} reads "
+                         f"{loaded.format or 'spans'}: classify such input with `fpi.engines.spark.run`")
+    if _straight_key(loaded, "session_id") is None:
+        raise UsageError(f"fpi.engines.spark.classify partitions lines by `session_id` read straight from one field; the "
+                         f"mapping {loaded.name} computes it: classify such input with `fpi.engines.spark.run`")
     return loaded
 
 
@@ -230,63 +403,46 @@ def _keys(mapping: Mapping | None) -> tuple[Column, Column | None]:
 
     if mapping is None:
         return F.get_json_object("value", "$.session_id"), F.get_json_object("value", "$.turn_id")
-    turn = mapping.fields.get("turn_id")
-    return (F.coalesce(*[F.get_json_object("value", path) for path in _json_paths(mapping, "session_id")]),
-            None if turn is None else F.coalesce(*[F.get_json_object("value", path) for path in _json_paths(mapping, "turn_id")]))
+    session, turn = _straight_key(mapping, "session_id"), _straight_key(mapping, "turn_id")
+    assert session is not None
+    return (F.coalesce(*[F.get_json_object("value", path) for path in session]),
+            None if turn is None else F.coalesce(*[F.get_json_object("value", path) for path in turn]))
 
 
-def _json_paths(mapping: Mapping, target: str) -> list[str]:
-    """The JSON paths of a key's field in the lines: a name with dots whole first, as the mapping reads it.
-    A key the mapping computes (`first_of`, `values`, ...) cannot partition lines before they are read."""
+def _straight_key(mapping: Mapping, target: str) -> list[str] | None:
+    """The JSON paths of a key's field in the lines, a name with dots whole first, as the mapping reads it; None
+    when the mapping does not map it, or computes it (`first_of`, `values`, ...): lines cannot be partitioned by it
+    before they are read."""
     spec = mapping.fields.get(target)
     if isinstance(spec, dict) and set(spec) == {"from"}:
         spec = spec["from"]
     if not isinstance(spec, str) or any(c in spec for c in "'[]:"):
-        raise UsageError(f"--engine spark partitions lines by `{target}` read straight from one field; the mapping "
-                         f"{mapping.name} computes it ({spec!r}): classify with the local engines, or map it from one field")
+        return None
     return ([f"$['{spec}']"] if "." in spec else []) + [f"$.{spec}"]
 
 
-def _reused_across_sessions(keyed: DataFrame, problems: pl.DataFrame, turn_key: Column) -> tuple[pl.DataFrame, list[int]]:
-    """A turn_id used in more than one session: each task sees one session's use only, so the driver names the
-    later uses as the local reader does (first use: the earliest line that is otherwise a valid turn). Returns
-    the problems with these, and the lines to leave out."""
-    from pyspark.sql import functions as F
-
-    from fpi.io.checks import duplicate_problem
-    from fpi.contract.trace_format import DUPLICATE
-
-    ids = keyed.select(turn_key.alias("turn_id"), "_session", LINE).where("turn_id is not null")
-    spread = ids.groupBy("turn_id").agg(F.countDistinct("_session").alias("_sessions")).where("_sessions > 1")
-    uses = pl.from_arrow(ids.join(spread, "turn_id").select("turn_id", LINE).toArrow())
-    assert isinstance(uses, pl.DataFrame)
-    invalid = problems.filter(pl.col(_CODE) != DUPLICATE)[LINE].implode()
-    later = (uses.filter(~pl.col(LINE).is_in(invalid)).with_columns(first=pl.col(LINE).min().over("turn_id"))
-             .filter(pl.col(LINE) != pl.col("first")).sort(LINE))
-    if not later.height:
-        return problems, []
-    text = pl.from_arrow(keyed.where(F.col(LINE).isin(later[LINE].to_list())).select(LINE, "value").toArrow())
-    assert isinstance(text, pl.DataFrame)
-    raw = dict(text.iter_rows())
-    named = pl.DataFrame([{LINE: line, _PROBLEM: f"{field}: {message}", _CODE: code, _FIELD: field, _WHAT: message,
-                           _RAW: raw.get(line)}
-                          for line, turn_id, first in later.select(LINE, "turn_id", "first").iter_rows()
-                          for field, code, message in [duplicate_problem(turn_id, "", 0, first, 0)]],
-                         schema={name: pl.Int64 if name == LINE else pl.String for name in (LINE, *_EXTRA)})
-    kept = problems.filter(~(pl.col(LINE).is_in(later[LINE].implode()) & (pl.col(_CODE) == DUPLICATE)))
-    return pl.concat([kept, named], how="diagonal_relaxed"), later[LINE].to_list()
+def _rejected(problems: pl.DataFrame, source: str) -> list[RejectedRecord]:
+    """The bad records, one per input line in input order, each with every reason found and its text."""
+    return [RejectedRecord(source, line, tuple(zip(group[_FIELD], group[_CODE], group[_WHAT], strict=True)), group[_RAW][0])
+            for (line,), group in problems.sort(LINE, maintain_order=True).group_by(LINE, maintain_order=True)]
 
 
-def _shipped_rules(paths: list[Path]) -> list[Path]:
-    """The rule files to ship (folders opened), checked first: a bad rule fails on the driver, not in a task."""
-    from fpi.pipeline.rules import load_rules, rule_files
+def _parquet_folder(plan: Plan) -> Path:
+    """The one sink Spark writes: records as a Parquet folder; anything else is said plainly."""
+    from fpi.io.records_files import RecordsFile
 
-    load_rules(paths)
-    found = rule_files(paths)
-    names = [path.name for path in found]
-    if len(set(names)) != len(names):
-        raise UsageError("--engine spark ships rule files by name; give rule files with different names")
-    return found
+    sink = plan.sinks[0] if len(plan.sinks) == 1 else None
+    path = sink.path if isinstance(sink, RecordsFile) else None
+    if path is None or path.suffix != ".parquet" or plan.fingerprint or plan.keep_batch:
+        raise UsageError("--engine spark writes records as a Parquet folder, and nothing else: give -o NAME.parquet "
+                         "(spans, stdout, a report or metrics come from the local engines; docs/scale.md)")
+    return path
+
+
+def _collected(frame: DataFrame) -> pl.DataFrame:
+    collected = pl.from_arrow(frame.toArrow())
+    assert isinstance(collected, pl.DataFrame)
+    return collected
 
 
 def _spark_schema(schema: pa.Schema):
@@ -295,7 +451,7 @@ def _spark_schema(schema: pa.Schema):
     return from_arrow_schema(schema)
 
 
-def session(master: str = "local[2]", app: str = "fpi"):
+def session(master: str = DEFAULT_MASTER, app: str = "fpi"):
     """A Spark session whose Python workers run this interpreter (so they have fpi and its packages)."""
     import os
     import sys
@@ -310,9 +466,12 @@ def session(master: str = "local[2]", app: str = "fpi"):
 
 
 @contextmanager
-def running(master: str = "local[2]"):
+def running(master: str = DEFAULT_MASTER):
     """The active session if there is one (a notebook's, a test's), else a new one, stopped at the end."""
-    from pyspark.sql import SparkSession
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise UsageError(f"--engine spark needs pyspark: pip install 'fpi-voice[spark]' ({exc})") from exc
 
     active = SparkSession.getActiveSession()
     spark = active or session(master)
@@ -326,9 +485,6 @@ def running(master: str = "local[2]"):
 def write_parquet(records: DataFrame, output: Path) -> None:
     """Records in input order as a Parquet folder (Spark's part files), replacing `output` only once the
     new folder is complete."""
-    import shutil
-    import tempfile
-
     output = output.resolve()
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:

@@ -1,15 +1,17 @@
-"""The streamed engine: classify an input of any size in bounded memory, with the same records as
-the in-memory run, in input order.
+"""The streamed engine: an input of any size classified in bounded memory, with the same records as
+the in-memory engine, in input order.
 
-1. Read the file in chunks of lines, check each like any input, and spill the accepted turns into
-   partitions by a hash of session_id, so every session lands whole in one partition; when sessions
-   come whole one after another, each chunk is a partition as read (`_SessionOrder`). Quantile
-   tables are fitted on a sample chosen by turn_id (`Reference.sample`), collected as chunks pass.
+1. Read the input in parts and spill the accepted turns into partitions by a hash of session_id, so
+   every session lands whole in one partition; when sessions come whole one after another, each chunk
+   is a partition as read (`_SessionOrder`). A JSON Lines or Parquet file of trace format v1 is read
+   chunk by chunk; any other input (a mapping, CSV, OpenTelemetry spans, stdin, a frame) is read whole
+   by the readers, which need whole sessions and span trees, and then spilled. Quantile tables are
+   fitted on a sample chosen by turn_id (`QuantileSample`), collected as parts pass.
 2. Run the pipeline on one partition at a time: a batch of whole sessions.
-3. Merge the partitions' records back into input order, a window of lines at a time.
+3. Merge the partitions' records back into input order, a window of records at a time, into the sinks.
 
-Spill files live in a temporary folder removed on every exit path; the output is written to a
-temporary file and renamed into place at the end, so an interrupted run leaves the old output."""
+Spill files live in a temporary folder removed on every exit path; outputs are written beside their
+place and renamed into it at the end, so an interrupted run leaves the old ones."""
 
 from __future__ import annotations
 
@@ -17,85 +19,46 @@ import gzip
 import hashlib
 import math
 import signal
-import sys
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import BinaryIO
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fpi.contract.errors import TraceError
+from fpi.engines.plan import Plan, Progress, Run, Sinks
+from fpi.engines.whole_input import QuantileSample, read_whole, settle
+from fpi.io.checks import FIRST_INDEX, FIRST_TURN, StageCheck, duplicates_rejected, row_json
 from fpi.io.line_blocks import BLOCK_BYTES, line_blocks
-from fpi.contract.errors import TraceError, require_scorable
-from fpi.pipeline.features import reference_rows
-from fpi.io.checks import StageCheck, duplicate_problem, row_json
-from fpi.io.quarantine import bad_records_error
-from fpi.io.read_result import LoadResult, RejectedRecord
-from fpi.io.sniff import file_head, is_gzip, is_parquet, refuse_other_formats
+from fpi.io.read_result import LoadResult
+from fpi.io.sniff import file_head, is_gzip, is_parquet, refuse_other_formats, whole_turn_lines
 from fpi.io.trace_lines import read_jsonl, split_lines
 from fpi.io.trace_tables import read_table, table_rows
-from fpi.io.traces import canonical_turns
-from fpi.contract.metrics import Metrics
-from fpi.pipeline.quantiles import SAMPLE_TURNS, Reference
-from fpi.contract.atomic_files import atomic_write
+from fpi.io.traces import canonical_turns, turns_fingerprint
 from fpi.pipeline.classify import Pipeline
-from fpi.io.records_files import RecordsWriter, output_form
-from fpi.contract.trace_format import LABELS
+from fpi.pipeline.quantiles import Reference
 
-BATCH_TURNS = 200_000
 CHUNK_BYTES = BLOCK_BYTES
 MIN_CHUNK_BYTES = 1 << 20
-SAMPLE_SLACK = 20_000
 MERGE_WINDOW = 100_000  # lines merged back into input order at a time
 SESSION_HASH = pl.col("session_id").hash(seed=1)  # what places a session in its partition, and tells sessions apart
 
 
-@dataclass
-class StreamResult:
-    """What a streamed run read and wrote; `rejected` as the in-memory `LoadResult` would hold them."""
-
-    source: str
-    read: int = 0
-    written: int = 0
-    rejected: list[RejectedRecord] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LABELS, 0))
-    unlabeled: int = 0  # accepted turns without a gold label
-    contiguous: bool = False  # sessions came whole, one after another: read without a shuffle by session
-    fingerprint: str = ""  # of the accepted turns, as `fpi.io.traces.turns_fingerprint` (when only measuring)
-    confusion: np.ndarray = field(default_factory=lambda: np.zeros((len(LABELS), len(LABELS)), dtype=np.int64))
-
-    @property
-    def labeled(self) -> bool:
-        return self.unlabeled == 0
-
-    @property
-    def accepted(self) -> int:
-        return self.read - len(self.rejected)
-
-    def summary(self) -> str:
-        return f"{self.source}: read {self.read}, accepted {self.accepted}, quarantined {len(self.rejected)} turns"
-
-    def problems(self) -> list[str]:
-        return [m for r in self.rejected for m in r.messages()]
-
-
-def streamable(path: str | Path) -> bool:
-    """A file the streamed engine reads in chunks: JSON Lines (plain or gzipped) of whole turns, or Parquet."""
+def in_chunks(path: str | Path) -> bool:
+    """A file the streamed engine reads chunk by chunk: JSON Lines (plain or gzipped) of whole turns in trace
+    format v1, or Parquet."""
     if str(path) == "-" or not Path(path).is_file():
         return False
     head = file_head(path)
     if head is None:
         return False  # damaged: read in memory, where the reader names the problem
-    if is_parquet(head):
-        return True
-    first = next((line for line in head.splitlines() if line.strip()), b"")
-    return first.lstrip(b"\xef\xbb\xbf ").startswith(b"{") and b'"stage"' not in first and b"resourceSpans" not in first
+    return is_parquet(head) or whole_turn_lines(head)
 
 
 def _is_parquet(path: Path) -> bool:
@@ -143,41 +106,6 @@ def _raw_lines(path: Path, label: str, wanted: pl.Series, turns: int) -> dict[in
     return found
 
 
-@dataclass
-class _Sample:
-    """The turns quantile tables are fitted on (`Reference.sample`: the smallest turn_id hashes),
-    gathered as chunks pass. Only the turns whose hash can still be among the smallest get their
-    reference rows computed; SAMPLE_SLACK more than needed are kept, so the sample stays the same
-    when duplicates found at the end are taken out."""
-
-    rows: pl.DataFrame | None = None
-    truncated: bool = False
-
-    def add(self, turns: pl.DataFrame) -> None:
-        hashed = turns.with_columns(_hash=pl.col("turn_id").hash(seed=0))
-        if self.truncated and self.rows is not None:
-            hashed = hashed.filter(pl.col("_hash") <= self.rows["_hash"].max())
-        rows = _own_text(reference_rows(hashed).with_columns(hashed["_hash"], hashed["line"]))
-        merged = rows if self.rows is None else pl.concat([self.rows, rows])
-        if merged.height > SAMPLE_TURNS + SAMPLE_SLACK:
-            merged, self.truncated = merged.sort("_hash", "turn_id").head(SAMPLE_TURNS + SAMPLE_SLACK), True
-        self.rows = merged
-
-    def fit(self, rejected: pl.Series) -> Reference | None:
-        """The tables, or None when so many sampled turns were rejected that the sample must be gathered again."""
-        rows = self.rows.filter(~pl.col("line").is_in(rejected.implode())) if self.rows is not None else pl.DataFrame()
-        if self.truncated and rows.height < SAMPLE_TURNS:
-            return None
-        return Reference.fit(Reference.sample(rows.drop("_hash", "line", strict=False)))
-
-
-def _own_text(frame: pl.DataFrame) -> pl.DataFrame:
-    """The frame with its text copied out: polars' strings are views into the buffers they were decoded
-    into, so a few rows kept from each chunk would keep every chunk's text alive."""
-    return frame.with_columns(pl.concat_str(pl.col(name), pl.lit("")).alias(name) for name, dtype in frame.schema.items()
-                              if dtype == pl.String)
-
-
 class _Interrupted(KeyboardInterrupt):
     pass
 
@@ -186,33 +114,35 @@ def _on_term(signum: int, frame: FrameType | None) -> None:
     raise _Interrupted()  # unwinds through the `with` blocks, so spill files and temporary output go
 
 
-def classify_file(path: str | Path, pipeline: Pipeline, output: str | Path | None = "-", *, batch_turns: int = BATCH_TURNS,
-                  on_error: str = "fail", on_progress: Callable[[str, int, int | None], None] | None = None,
-                  labels_required: bool = False) -> StreamResult:
-    """Classify the turns of `path` into `output` (.jsonl, .csv or .parquet; `-`: JSON Lines on stdout)
-    batch by batch, in bounded memory: the same records, in the same order, as `pipeline.run` on the whole file;
-    `output=None` only counts them and fingerprints the turns (`measured`), and `labels_required` refuses turns without a gold label. `on_progress` hears (phase, turns done, turns in all or None)."""
-    label = str(path)
-    report = on_progress or (lambda phase, done, total: None)
+def run(plan: Plan) -> Run:
+    """Classify the plan's input batch by batch of whole sessions, in bounded memory: the same records, in
+    the same order, as the in-memory engine."""
     previous = signal.signal(signal.SIGTERM, _on_term)
     try:
-        with tempfile.TemporaryDirectory(prefix="fpi-spill-") as spill:
-            result, partitions = _spill(Path(path), label, Path(spill), batch_turns, report, fingerprint=output is None)
-            duplicate_lines = _reject_duplicates(Path(path), label, partitions, result, batch_turns)
-            if result.rejected and on_error == "fail":
-                raise bad_records_error(label, result.rejected)
-            if labels_required:
-                require_scorable(label, result.read, result.accepted, result.unlabeled)
-            pipeline.expect(result.accepted)
-            fitted = partitions.sample.fit(duplicate_lines)
+        with tempfile.TemporaryDirectory(prefix="fpi-spill-") as folder:
+            spill = Path(folder)
+            read: LoadResult | None = None
+            if isinstance(plan.source, str | Path) and plan.reading.mapping is None and in_chunks(plan.source):
+                outcome, partitions = _spill(Path(plan.source), plan.label, spill, plan.batch_turns, plan.progress,
+                                             plan.fingerprint)
+                rejected_lines = _reject_duplicates(Path(plan.source), plan.label, partitions, outcome, plan.batch_turns)
+                settle(outcome, plan.reading)
+                outcome.turns = outcome.accepted
+            else:
+                read = read_whole(plan)
+                outcome, partitions = _spill_whole(read, spill, plan)
+                rejected_lines = pl.Series("line", [], dtype=pl.UInt32)
+            plan.pipeline.expect(outcome.turns)
+            fitted = partitions.sample.fit(rejected_lines)
             if fitted is None:
-                fitted = _sample_again(partitions, duplicate_lines).fit(duplicate_lines)
+                fitted = _sample_again(partitions, rejected_lines).fit(rejected_lines)
                 assert fitted is not None
-            records = _classify_partitions(pipeline, Path(spill), partitions, duplicate_lines, fitted, result, report,
-                                           keep=output is not None)
-            if output is not None:
-                _merge(records, output, result, report)
-            return result
+            with Sinks(plan.sinks, read) as sinks:
+                records = _classify_partitions(plan.pipeline, spill, partitions, rejected_lines, fitted, outcome, plan.progress,
+                                               keep=bool(sinks))
+                if sinks:
+                    _merge(records, sinks, outcome, plan.progress)
+            return outcome
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -226,7 +156,7 @@ class _Partitions:
     files: dict[int, list[Path]] = field(default_factory=dict)
     id_count: int = 1  # turn_ids and lines are small: fewer partitions, fewer files
     ids: dict[int, list[Path]] = field(default_factory=dict)
-    sample: _Sample = field(default_factory=_Sample)
+    sample: QuantileSample = field(default_factory=QuantileSample)
     stages: StageCheck = field(default_factory=StageCheck)  # turns with none of the stages, for the whole-input check
 
     def turns(self, part: int, columns: list[str] | None = None, without: pl.Series | None = None) -> pl.DataFrame:
@@ -270,9 +200,10 @@ def _spill_by(rows: pl.DataFrame, key: pl.Expr, count: int, where: Path, files: 
         files.setdefault(int(part), []).append(target)
 
 
-def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Callable,
-           fingerprint: bool) -> tuple[StreamResult, _Partitions]:
-    result = StreamResult(label)
+def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Progress,
+           fingerprint: bool) -> tuple[Run, _Partitions]:
+    """The file read chunk by chunk, each chunk's accepted turns spilled by session (and their ids by turn_id)."""
+    result = Run(label, "streamed")
     digest = hashlib.sha256()
     count = max(1, math.ceil(1.5 * estimated_turns(path) / batch_turns))
     partitions = _Partitions(count=count, id_count=math.ceil(count / 8))
@@ -301,6 +232,19 @@ def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Callab
     partitions.stages.check(label)
     result.fingerprint = digest.hexdigest() if fingerprint else ""
     return result, partitions
+
+
+def _spill_whole(read: LoadResult, spill: Path, plan: Plan) -> tuple[Run, _Partitions]:
+    """An input the readers read whole, spilled by session; its turns numbered in input order (spans can
+    put several turns on one line)."""
+    outcome = Run.of_read(read, "streamed")
+    turns = read.turns.drop("raw").with_columns(line=pl.int_range(1, read.turns.height + 1, dtype=pl.UInt32))
+    partitions = _Partitions(count=max(1, math.ceil(1.5 * turns.height / plan.batch_turns)))
+    partitions.sample.add(turns)
+    _spill_by(turns, SESSION_HASH, partitions.count, spill / "turns-0", partitions.files)
+    if plan.fingerprint:
+        outcome.fingerprint = turns_fingerprint(read.turns)
+    return outcome, partitions
 
 
 class _SessionOrder:
@@ -352,47 +296,43 @@ class _SessionOrder:
         _spill_by(turns, SESSION_HASH, partitions.count, spill / f"turns-{number}", partitions.files)
 
 
-def _reject_duplicates(path: Path, label: str, partitions: _Partitions, result: StreamResult, batch_turns: int) -> pl.Series:
+def _reject_duplicates(path: Path, label: str, partitions: _Partitions, result: Run, batch_turns: int) -> pl.Series:
     """Turns whose turn_id, or whose session and turn_index, an earlier line used (across chunks; each chunk
     was checked when read), named as the in-memory run names them. Returns their lines, sorted."""
     reused_ids = pl.concat([
-        pl.scan_ipc(files).with_columns(first_turn=pl.col("line").min().over("turn_id"))
-        .filter(pl.col("line") != pl.col("first_turn")).select("line", "first_turn").collect()
+        pl.scan_ipc(files).with_columns(first_turn=FIRST_TURN).filter(pl.col("line") != pl.col("first_turn"))
+        .select("line", "first_turn").collect()
         for files in partitions.ids.values()] or [pl.DataFrame(schema={"line": pl.UInt32, "first_turn": pl.UInt32})])
     found = []
     for part in partitions.files:
         keys = partitions.turns(part, ["line", "turn_id", "session_id", "turn_index"])
-        found.append(keys.join(reused_ids, on="line", how="left")
-                     .with_columns(first_index=pl.col("line").min().over("session_id", "turn_index"))
+        found.append(keys.join(reused_ids, on="line", how="left").with_columns(first_index=FIRST_INDEX)
                      .filter(pl.col("first_turn").is_not_null() | (pl.col("line") != pl.col("first_index"))))
     duplicates = pl.concat(found).sort("line") if found else pl.DataFrame(schema={"line": pl.UInt32})
     if duplicates.height:
         raw = _raw_lines(path, label, duplicates["line"], batch_turns)
-        for number, turn_id, session_id, index, first_turn, first_index in duplicates.select(
-                "line", "turn_id", "session_id", "turn_index", "first_turn", "first_index").iter_rows():
-            problem = duplicate_problem(turn_id, session_id, index, first_turn or 0, first_index)
-            result.rejected.append(RejectedRecord(label, number, (problem,), raw[number]))
+        texts = pl.Series("raw", [raw[number] for number in duplicates["line"].to_list()], dtype=pl.String)
+        result.rejected += duplicates_rejected(duplicates.with_columns(texts), label)
         if result.fingerprint:  # the accepted turns' fingerprint, without the duplicates
             digest = hashlib.sha256()
             for chunk in _chunks(path, label, batch_turns):
                 digest.update(canonical_turns(chunk.turns.filter(~pl.col("line").is_in(duplicates["line"].implode()))))
             result.fingerprint = digest.hexdigest()
-    result.rejected.sort(key=lambda r: r.line)
     return duplicates["line"]
 
 
-def _sample_again(partitions: _Partitions, rejected: pl.Series) -> _Sample:
+def _sample_again(partitions: _Partitions, rejected: pl.Series) -> QuantileSample:
     """The sample gathered from the spilled turns, when too many of the first one's turns were rejected."""
-    sample = _Sample()
+    sample = QuantileSample()
     for part in partitions.files:
         sample.add(partitions.turns(part, without=rejected))
     return sample
 
 
 def _classify_partitions(pipeline: Pipeline, spill: Path, partitions: _Partitions, rejected: pl.Series, fitted: Reference,
-                         result: StreamResult, report: Callable, keep: bool = True) -> list[Path]:
+                         result: Run, report: Progress, keep: bool = True) -> list[Path]:
     """Each partition's records, sorted by line, in a Parquet file of small row groups (unless not `keep`)."""
-    out, done, total = [], 0, result.accepted
+    out, done = [], 0
     for part in sorted(partitions.files):
         turns = partitions.turns(part, without=rejected)
         for f in partitions.files[part]:
@@ -404,50 +344,25 @@ def _classify_partitions(pipeline: Pipeline, spill: Path, partitions: _Partition
             # a partition holds 1/count of the lines spread over the whole file: row groups of WINDOW/count
             # records each span about one merge window, so the merge reads each record about once
             records.write_parquet(out[-1], row_group_size=max(1000, MERGE_WINDOW // partitions.count), statistics=True)
-        for label, count in records["failure_point"].value_counts().iter_rows():
-            result.counts[label] += count
-        if result.labeled and "label" in records.columns:
-            code = {label: i for i, label in enumerate(LABELS)}
-            pairs = records.select(g=pl.col("label").replace_strict(code), p=pl.col("failure_point").replace_strict(code))
-            np.add.at(result.confusion, (pairs["g"].to_numpy(), pairs["p"].to_numpy()), 1)
+        result.count(records)
         done += turns.height
-        report("classifying", done, total)
+        report("classifying", done, result.turns)
     return out
 
 
-def _merge(parts: list[Path], output: str | Path, result: StreamResult, report: Callable) -> None:
-    """The records in input order, a window of lines at a time, into `output` (written atomically), or
-    JSON Lines on stdout for `-`."""
+def _merge(parts: list[Path], sinks: Sinks, result: Run, report: Progress) -> None:
+    """The records in input order, a window of lines at a time, into the sinks."""
     scan = pl.scan_parquet(parts) if parts else None
     last = int(scan.select(pl.col("_line").max()).collect().item() or 0) if scan is not None else 0
-    window = MERGE_WINDOW
-
-    def write(handle: BinaryIO) -> None:
-        writer = RecordsWriter(handle, output_form(output))
-        for start in range(1, last + 1, window):
-            assert scan is not None
-            records = scan.filter(pl.col("_line").is_between(start, start + window - 1)).sort("_line").drop("_line").collect()
-            if records.height:
-                writer.write(records)
-                report("writing", writer.written, result.accepted)
-        writer.close(scan.drop("_line").head(0).collect() if scan is not None else None)
-        result.written = writer.written
-
-    if str(output) == "-":
-        write(sys.stdout.buffer)
-        sys.stdout.flush()
-    else:
-        def to_file(tmp: Path) -> None:
-            with open(tmp, "wb") as handle:
-                write(handle)
-        atomic_write(output, to_file)
+    written = 0
+    for start in range(1, last + 1, MERGE_WINDOW):
+        assert scan is not None
+        records = scan.filter(pl.col("_line").is_between(start, start + MERGE_WINDOW - 1)).sort("_line").drop("_line").collect()
+        if records.height:
+            sinks.write(records)
+            written += records.height
+            report("writing", written, result.turns)
+    sinks.finish(scan.drop("_line").head(0).collect() if scan is not None else None)
 
 
-def measured(pipeline: Pipeline, result: StreamResult) -> Metrics:
-    """The metrics file of a streamed run, as `fpi.pipeline.classify.measure` gives for the same turns in memory."""
-    return Metrics.of_counts(source=result.source, data_fingerprint=result.fingerprint, model_fingerprint=pipeline.model.fingerprint(),
-                             rules=pipeline.rules.identity(), predicted=result.counts,
-                             confusion=result.confusion if result.labeled else None)
-
-
-__all__ = ["BATCH_TURNS", "StreamResult", "classify_file", "estimated_turns", "measured", "streamable"]
+__all__ = ["estimated_turns", "in_chunks", "run"]

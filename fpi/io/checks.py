@@ -12,6 +12,7 @@ import polars as pl
 from fpi.contract.errors import TraceError
 from fpi.contract.trace_format import (DUPLICATE, NOT_A_RECORD, STAGES, TURN_FIELD_NAMES, TURN_FIELDS, TURN_SCHEMA,
                                        WRONG_VALUE, FieldProblem, clean_turn_expr, validate_turn)
+from fpi.io.mapping import Mapping
 from fpi.io.read_result import LoadResult, RejectedRecord
 
 # The earliest line that used a turn's id, and its place (session, index): a later use is a duplicate.
@@ -156,14 +157,20 @@ class StageCheck:
         self.turns += turns
         self.stageless += stageless
 
-    def check(self, label: str, mapping: object | None = None) -> None:
-        """Raise when most turns carry no stage (`mapping`: the `fpi.io.mapping.Mapping` they were read through)."""
-        if not self.turns or self.stageless / self.turns <= MOSTLY:
+    @property
+    def suspect(self) -> bool:
+        """Most turns carry no stage: the fields seen decide."""
+        return self.turns > 0 and self.stageless / self.turns > MOSTLY
+
+    def check(self, label: str, mapping: Mapping | None = None) -> None:
+        """Raise when most turns carry no stage but fields the format (or the `mapping` they were read through)
+        does not name."""
+        if not self.suspect:
             return
         seen = self.seen or []
         if mapping is None and not set(seen) - set(TURN_FIELD_NAMES):
             return  # turns that carry only what the format names (ids, context) are valid, if thin
-        raise no_stages_error(self.stageless / self.turns, seen, label, getattr(mapping, "source", None))
+        raise no_stages_error(self.stageless / self.turns, seen, label, mapping.source if mapping is not None else None)
 
 
 def no_stages_error(empty: float, seen: list[str], label: str, mapping_source: str | None = None) -> TraceError:

@@ -15,9 +15,10 @@ from typing import Any
 
 import polars as pl
 
-from fpi.contract.errors import TraceError
-from fpi.io.mapping import Mapping, Selector
 from fpi.contract.atomic_files import atomic_write_bytes
+from fpi.contract.errors import TraceError, UsageError
+from fpi.io.mapping import Mapping, Selector
+from fpi.io.read_result import LoadResult
 
 _STATUS: dict[int | str, str] = {0: "unset", 1: "ok", 2: "error", "STATUS_CODE_UNSET": "unset", "STATUS_CODE_OK": "ok", "STATUS_CODE_ERROR": "error"}
 _KIND: dict[int | str, str] = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
@@ -346,9 +347,46 @@ def write_back(data: bytes, label: str, verdicts: dict[str, dict[str, Any]], pat
     return marked
 
 
+class SpanVerdicts:
+    """Where records go when the output is named like spans (`x.otlp.json`): the input's spans, written
+    back with each turn span's verdict (failure point, confidence, deciding rule, reasons). A records
+    sink of `fpi.engines.plan`; it needs the input as the readers read it, through a span mapping."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.marked = 0  # turn spans given a verdict
+        self._verdicts: dict[str, dict[str, Any]] = {}
+        self._spans: bytes = b""
+        self._source = ""
+        self._keys = pl.DataFrame()
+
+    def start(self, read: LoadResult | None) -> None:
+        if read is None or read.otlp is None:
+            raise UsageError(f"{self.path}: spans can be written back only for OpenTelemetry input; name the "
+                             "records .jsonl, .csv or .parquet")
+        self._spans, self._source = read.otlp, read.source
+        self._keys = read.turns.select("turn_id", KEY_COLUMN)
+
+    def write(self, records: pl.DataFrame) -> None:
+        reasons = pl.col("explanation").struct.field("features").list.eval(pl.element().struct.field("name"))
+        rows = records.join(self._keys, on="turn_id", how="left", maintain_order="left").select(
+            KEY_COLUMN,
+            pl.col("failure_point").alias("fpi.failure_point"),
+            pl.col("confidence").alias("fpi.confidence"),
+            pl.col("rule").alias("fpi.rule"),
+            (reasons if "explanation" in records.columns else pl.lit(None, pl.List(pl.String))).alias("fpi.reasons"))
+        self._verdicts.update((row.pop(KEY_COLUMN), row) for row in rows.to_dicts())
+
+    def finish(self, empty: pl.DataFrame | None) -> None:
+        self.marked = write_back(self._spans, self._source, self._verdicts, self.path)
+
+    def discard(self) -> None:
+        """Nothing is written before `finish`."""
+
+
 def is_otlp_path(path: str | Path | None) -> bool:
     """Output named like spans (`x.otlp.json`, `x.otlp.jsonl`) gets the spans back, with verdicts."""
     return path is not None and ".otlp." in Path(path).name
 
 
-__all__ = ["KEY_COLUMN", "Span", "is_otlp_path", "read_spans", "turn_rows", "write_back"]
+__all__ = ["KEY_COLUMN", "Span", "SpanVerdicts", "is_otlp_path", "read_spans", "turn_rows", "write_back"]

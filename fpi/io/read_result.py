@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from fpi.contract.errors import Problem
+from fpi.contract.errors import EXIT_OK, EXIT_PARTIAL, Problem
 from fpi.contract.trace_format import TURN_SCHEMA, FieldProblem
 
 
@@ -55,14 +55,22 @@ class LoadResult:
         return self.read - len(self.rejected)
 
     def summary(self, rejected_as: str = "quarantined") -> str:
-        unit = "event lines" if self.form == "stage" else "turns"
-        text = f"{self.source}: read {self.read}, accepted {self.accepted}, {rejected_as} {len(self.rejected)} {unit}"
-        if self.form == "stage":
-            text += f" ({self.turns.height} turns)"
-        return text
+        return read_summary(self.source, self.read, len(self.rejected), self.form, self.turns.height, rejected_as)
 
     def problems(self) -> list[str]:
         return [m for r in self.rejected for m in r.messages()]
+
+    @property
+    def exit_code(self) -> int:
+        """3 when records were rejected (and the run went on), else 0."""
+        return EXIT_PARTIAL if self.rejected else EXIT_OK
+
+
+def read_summary(source: str, read: int, rejected: int, form: str, turns: int, rejected_as: str = "quarantined") -> str:
+    """One line on what was read: records read, accepted and rejected (event lines for per-stage input, with the turns)."""
+    unit = "event lines" if form == "stage" else "turns"
+    text = f"{source}: read {read}, accepted {read - rejected}, {rejected_as} {rejected} {unit}"
+    return text + f" ({turns} turns)" if form == "stage" else text
 
 
 def empty_turns() -> pl.DataFrame:

@@ -14,11 +14,12 @@ from typing import Any, BinaryIO
 import numpy as np
 import polars as pl
 
-from fpi.contract.atomic_files import atomic_write
+from fpi.contract.atomic_files import AtomicFile
 from fpi.contract.errors import TraceError, UsageError
 from fpi.contract.records import CONTEXT, EXPLANATION_DTYPE
 from fpi.contract.trace_format import LABELS
 from fpi.io.line_blocks import line_blocks
+from fpi.io.read_result import LoadResult
 from fpi.io.sniff import is_parquet
 
 _CSV_TEXT_COLUMNS = ("rule", "label", "explanation", *CONTEXT, "rules_matched", "recovered_from")
@@ -216,18 +217,57 @@ def check_output_path(path: str | Path | None) -> None:
                          "expected .jsonl, .csv or .parquet")
 
 
+class RecordsFile:
+    """Where records go: `path` by its extension (.jsonl, .csv, .parquet), written atomically, or JSON
+    Lines on stdout for `-` or None; handed records batch by batch in input order (a records sink of
+    `fpi.engines.plan`), it writes the same bytes however they were cut."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = None if path is None or str(path) == "-" else Path(path)
+        check_output_path(self.path)
+        self._file: AtomicFile | None = None
+        self._handle: BinaryIO | None = None
+        self._writer: RecordsWriter | None = None
+
+    def start(self, read: LoadResult | None) -> None:
+        """Records can be written whatever the input was."""
+
+    def write(self, records: pl.DataFrame) -> None:
+        self._opened().write(records)
+
+    def finish(self, empty: pl.DataFrame | None) -> None:
+        """Close the file (`empty`: the columns of a Parquet file that got no records) and put it in place."""
+        self._opened().close(empty)
+        if self._file is None:
+            sys.stdout.flush()
+            return
+        assert self._handle is not None
+        self._handle.close()
+        self._file.commit()
+
+    def discard(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        if self._file is not None:
+            self._file.discard()
+
+    def _opened(self) -> RecordsWriter:
+        if self._writer is None:
+            handle: BinaryIO = sys.stdout.buffer
+            if self.path is not None:
+                self._file = AtomicFile(self.path)
+                handle = self._handle = open(self._file.tmp, "wb")
+            self._writer = RecordsWriter(handle, output_form(self.path))
+        return self._writer
+
+
 def write_records(records: pl.DataFrame, path: str | Path | None) -> None:
     """JSON Lines to stdout when `path` is None or `-`; else by extension: .jsonl/.json, .csv, .parquet,
     written atomically."""
-    if path is None or str(path) == "-":
-        records.write_ndjson(sys.stdout.buffer)
-        sys.stdout.flush()
-        return
-    check_output_path(path)
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            writer = RecordsWriter(handle, output_form(path))
-            writer.write(records)
-            writer.close(records)
-    atomic_write(path, write)
+    sink = RecordsFile(path)
+    try:
+        sink.write(records)
+        sink.finish(records)
+    except BaseException:
+        sink.discard()
+        raise

@@ -139,3 +139,9 @@ def refuse_other_formats(data: bytes, label: str) -> None:
         header = ", ".join(name.decode("utf-8", "replace").strip().strip('"') for name in first.split(separator)[:12])
         raise TraceError([f"{label}: looks like {kind} (header: {header}); {kind} needs a mapping that names its columns: "
                           f"--mapping FILE (docs/mapping.md), drafted by `fpi map infer {label}`"])
+
+
+def whole_turn_lines(head: bytes) -> bool:
+    """JSON Lines whose first record is a whole turn: not per-stage events, not spans."""
+    first = first_line(head)
+    return first.lstrip(b" ").startswith(b"{") and b'"stage"' not in first and b"resourceSpans" not in first

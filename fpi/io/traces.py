@@ -109,9 +109,16 @@ def load_traces(source: Source, *, on_error: OnError | str = "fail", quarantine:
                 name: str | None = None, mapping: Mapping | str | Path | None = None) -> pl.DataFrame:
     """Typed turns of a trace file or frame (see `read_traces`). `on_error="fail"` raises TraceError naming every bad
     line; `"skip"` keeps the valid turns and writes the bad lines to `quarantine`."""
+    return read_accepting(source, on_error=on_error, quarantine=quarantine, name=name, mapping=mapping).turns
+
+
+def read_accepting(source: Source, *, on_error: OnError | str = "fail", quarantine: str | Path | None = None,
+                   name: str | None = None, mapping: Mapping | str | Path | None = None) -> LoadResult:
+    """`read_traces` under the `--on-error` policy (`fpi.io.quarantine`): bad records raise, or go to `quarantine`
+    (noted in the result) while the valid turns go on."""
     result = read_traces(source, name=name, mapping=mapping)
-    apply_on_error(result.source, result.rejected, on_error, quarantine)
-    return result.turns
+    result.quarantine = apply_on_error(result.source, result.rejected, on_error, quarantine)
+    return result
 
 
 def turns_fingerprint(turns: pl.DataFrame) -> str:
@@ -142,4 +149,4 @@ def _read_source(source: str | Path | bytes, name: str | None) -> tuple[bytes, s
         raise TraceError([f"{source}: cannot be read ({exc.strerror})"]) from exc
 
 
-__all__ = ["LoadResult", "RejectedRecord", "load_traces", "read_part", "read_traces", "turns_fingerprint"]
+__all__ = ["LoadResult", "RejectedRecord", "load_traces", "read_accepting", "read_part", "read_traces", "turns_fingerprint"]

@@ -15,10 +15,9 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from fpi.contract.metrics import Metrics
 from fpi.pipeline.explain import explanations
 from fpi.pipeline.features import build_features, neighbour_rows
-from fpi.io.traces import Source, load_traces, turns_fingerprint
+from fpi.io.traces import Source, load_traces
 from fpi.io.mapping import Mapping
 from fpi.contract.errors import ModelError
 from fpi.pipeline.model import FailurePointModel
@@ -115,17 +114,6 @@ class Pipeline:
             records = records.with_columns(turns["label"])
         records = records.with_columns(model_sha=pl.lit(self.model_sha), rules_sha=pl.lit(self.rules_sha, pl.String))
         return Batch(turns, neighbours, features, verdicts, matches, in_contract_order(records))
-
-
-def measure(pipeline: Pipeline, batch: Batch, source: str) -> Metrics:
-    """The metrics file of a classified batch: scores when every turn has a gold label, defect
-    rates, and what they were measured with (data, model and rules fingerprints)."""
-    turns = batch.turns
-    labeled = turns.height > 0 and turns["label"].null_count() == 0
-    return Metrics.measure(source=source, data_fingerprint=turns_fingerprint(turns),
-                           model_fingerprint=pipeline.model.fingerprint(), rules=pipeline.rules.identity(),
-                           predicted=batch.records["failure_point"].to_list(),
-                           gold=turns["label"].to_list() if labeled else None)
 
 
 def classify(turns: Source, model: FailurePointModel | None = None,

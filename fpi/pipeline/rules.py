@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from fpi.pipeline.conditions import Compiler, ConditionError, FieldType
-from fpi.contract.errors import DocumentError, Problem
+from fpi.contract.errors import DocumentError, Problem, UsageError
 from fpi.contract.metrics import evaluate
 from fpi.pipeline.features import CATEGORICAL, FEATURES, next_of, prev_of
 from fpi.contract.trace_format import LABELS, RESULT_STATUSES, STAGES, TURN_FIELDS
@@ -64,6 +64,16 @@ class RuleSet:
 
     def without(self, rule_id: str) -> RuleSet:
         return RuleSet(tuple(r for r in self.rules if r.id != rule_id))
+
+    def to_json(self) -> list[dict]:
+        """The rules as data, in run order (what a Spark task is sent): each compiles again to the same condition."""
+        return [{"id": r.id, "description": r.description, "when": r.when, "effect": r.effect, "value": r.value,
+                 "priority": r.priority, "source": r.source, "line": r.line, "metadata": r.metadata} for r in self.rules]
+
+    @classmethod
+    def from_json(cls, data: list[dict]) -> RuleSet:
+        compiler = Compiler(FIELD_TYPES)
+        return cls(tuple(Rule(**item, condition=compiler.compile(item["when"])) for item in data))
 
     def identity(self) -> dict:
         """Rule ids in run order and a hash of what they do, for metrics files."""
@@ -213,6 +223,13 @@ def lint_rules(paths: list[Path] | None = None) -> tuple[RuleSet, list[Problem]]
         rules += loaded
     order = sorted(range(len(rules)), key=lambda i: (-rules[i].priority, i))
     return RuleSet(tuple(rules[i] for i in order)), sorted(problems)
+
+
+def rules_for(paths: list[Path] | None, no_rules: bool = False) -> RuleSet:
+    """The rule set `--rules` and `--no-rules` ask for: these files, none, or the shipped rules."""
+    if no_rules and paths:
+        raise UsageError("--rules and --no-rules do not go together")
+    return RuleSet(()) if no_rules else load_rules(paths)
 
 
 def load_rules(paths: list[Path] | None = None) -> RuleSet:

@@ -75,26 +75,3 @@ def turns_progress(*, enabled: bool | None = None) -> Iterator[TurnsProgress]:
                 tasks[phase] = progress.add_task(phase, total=total)
             progress.update(tasks[phase], completed=done, total=total)
         yield update
-
-
-class PipelineProgress:
-    """Turns through a pipeline run, phase by phase, for `turns_progress`: each phase the pipeline
-    announces starts at 0 of its turns and is complete when the next one starts; explaining counts
-    the turns it explains as it goes."""
-
-    def __init__(self, update: TurnsProgress, turns: int):
-        self._update, self._turns = update, turns
-        self._phase, self._total = "", turns
-
-    def step(self, phase: str) -> None:
-        self.finish()
-        self._phase, self._total = phase, self._turns
-        self._update(phase, 0, self._turns)
-
-    def explained(self, done: int, total: int) -> None:
-        self._total = total
-        self._update(self._phase, done, total)
-
-    def finish(self) -> None:
-        if self._phase:
-            self._update(self._phase, self._total, self._total)

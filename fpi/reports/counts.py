@@ -17,7 +17,6 @@ import polars as pl
 
 from fpi.contract.errors import UsageError
 from fpi.io.records_files import records_batches
-from fpi.contract.trace_format import LABELS
 
 # --by names: trace field paths and the record columns that hold them.
 SLICES = {
@@ -85,13 +84,39 @@ class Tally:
             read += batch.height
             if on_progress is not None:
                 on_progress(read)
-        if tally is None:
-            return cls.of(pl.DataFrame(schema={"failure_point": pl.String, "timestamp": pl.String}), by)
-        return tally
+        return tally if tally is not None else cls.empty(by)
+
+    @classmethod
+    def empty(cls, by: Iterable[str] = ()) -> Tally:
+        """The tally of no records."""
+        return cls.of(pl.DataFrame(schema={"failure_point": pl.String, "timestamp": pl.String}), by)
 
     def canonical(self) -> Tally:
         """Rows sorted, so equal tallies are equal frames."""
         return Tally(self.counts.sort(pl.all(), nulls_last=True), self.reasons.sort(pl.all()), self.columns)
+
+
+class Tallying:
+    """Records tallied as an engine hands them over, batch by batch (a records sink of `fpi.engines.plan`):
+    a report on raw traces of any size, classified by whichever engine runs, without a records file."""
+
+    def __init__(self, by: Iterable[str] = ()):
+        self.by = list(by)
+        self.tally: Tally | None = None
+
+    def start(self, read: object) -> None:
+        """Any input's records can be tallied."""
+
+    def write(self, records: pl.DataFrame) -> None:
+        part = Tally.of(records, self.by)
+        self.tally = part if self.tally is None else Tally.combined([self.tally, part])
+
+    def finish(self, empty: pl.DataFrame | None) -> None:
+        if self.tally is None:
+            self.tally = Tally.of(empty, self.by) if empty is not None else Tally.empty(self.by)
+
+    def discard(self) -> None:
+        """Nothing is written."""
 
 
 def _reasons(records: pl.DataFrame) -> pl.DataFrame:
@@ -106,4 +131,4 @@ def _reasons(records: pl.DataFrame) -> pl.DataFrame:
             .select(empty.columns).collect())
 
 
-__all__ = ["KEYS", "SLICES", "Tally", "slice_key"]
+__all__ = ["KEYS", "SLICES", "Tally", "Tallying", "slice_key"]

@@ -1,0 +1,90 @@
+"""The steps that need the whole input, written once for every engine: reading an input whole
+through the readers, the `--on-error` policy and the gold-label check on what an engine read in
+parts, and the sample the quantile tables are fitted on. Duplicate turn ids are named by
+`fpi.io.checks.duplicates_rejected` and the stage check is `fpi.io.checks.StageCheck`, which every
+engine feeds; the predictor is chosen by `Pipeline.expect`, heard before the first batch; metrics
+come from `Run.metrics`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from fpi.contract.errors import require_scorable
+from fpi.engines.plan import Plan, Reading, Run
+from fpi.io.quarantine import apply_on_error
+from fpi.io.read_result import LoadResult
+from fpi.io.traces import read_accepting
+from fpi.pipeline.features import reference_rows
+from fpi.pipeline.quantiles import SAMPLE_TURNS, Reference
+
+SAMPLE_SLACK = 20_000  # sampled turns kept beyond SAMPLE_TURNS, so duplicates found at the end can be taken out
+TURN_HASH = pl.col("turn_id").hash(seed=0)  # what `Reference.sample` chooses by
+
+
+def read_whole(plan: Plan) -> LoadResult:
+    """The whole input through the readers, under the plan's `--on-error` policy, with gold labels on
+    every turn when the plan requires them."""
+    reading = plan.reading
+    read = read_accepting(plan.source, on_error=reading.on_error, quarantine=reading.quarantine, name=reading.name,
+                          mapping=reading.mapping)
+    if reading.labels_required:
+        require_scorable(read.source, read.read, read.turns.height, read.turns["label"].null_count())
+    return read
+
+
+def settle(run: Run, reading: Reading) -> None:
+    """What an engine that read the input in parts does once every part is read: the rejected records in
+    input order under the `--on-error` policy, and the gold-label check."""
+    run.rejected.sort(key=lambda r: r.line)
+    run.quarantine = apply_on_error(run.source, run.rejected, reading.on_error, reading.quarantine)
+    if reading.labels_required:
+        require_scorable(run.source, run.read, run.accepted, run.unlabeled)
+
+
+@dataclass
+class QuantileSample:
+    """The turns quantile tables are fitted on (`Reference.sample`: the smallest turn_id hashes), gathered
+    part by part. Only the turns whose hash can still be among the smallest get their reference rows
+    computed; SAMPLE_SLACK more than needed are kept, so the sample stays the same when duplicates found
+    at the end are taken out. In memory the one batch is the whole input and the pipeline fits its
+    tables on it, by the same `Reference.sample`."""
+
+    rows: pl.DataFrame | None = None
+    truncated: bool = False
+
+    def add(self, turns: pl.DataFrame) -> None:
+        """A part's accepted turns (with `line`)."""
+        hashed = turns.with_columns(_hash=TURN_HASH)
+        if self.truncated and self.rows is not None:
+            hashed = hashed.filter(pl.col("_hash") <= self.rows["_hash"].max())
+        self.add_rows(reference_rows(hashed).with_columns(hashed["line"]))
+
+    def add_rows(self, rows: pl.DataFrame) -> None:
+        """A part's reference rows (`fpi.pipeline.features.reference_rows`, with `line`), as a Spark task sends them."""
+        rows = own_text(rows.with_columns(_hash=TURN_HASH))
+        merged = rows if self.rows is None else pl.concat([self.rows, rows])
+        if merged.height > SAMPLE_TURNS + SAMPLE_SLACK:
+            merged, self.truncated = smallest(merged), True
+        self.rows = merged
+
+    def fit(self, rejected: pl.Series) -> Reference | None:
+        """The tables, or None when so many sampled turns were rejected that the sample must be gathered again."""
+        rows = self.rows.filter(~pl.col("line").is_in(rejected.implode())) if self.rows is not None else pl.DataFrame()
+        if self.truncated and rows.height < SAMPLE_TURNS:
+            return None
+        return Reference.fit(Reference.sample(rows.drop("_hash", "line", strict=False)))
+
+
+def smallest(rows: pl.DataFrame) -> pl.DataFrame:
+    """The reference rows a sample can still need: the SAMPLE_TURNS + SAMPLE_SLACK smallest turn_id hashes."""
+    ordered = rows if "_hash" in rows.columns else rows.with_columns(_hash=TURN_HASH)
+    return ordered.sort("_hash", "turn_id").head(SAMPLE_TURNS + SAMPLE_SLACK)
+
+
+def own_text(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame with its text copied out: polars' strings are views into the buffers they were decoded
+    into, so a few rows kept from each chunk would keep every chunk's text alive."""
+    return frame.with_columns(pl.concat_str(pl.col(name), pl.lit("")).alias(name) for name, dtype in frame.schema.items()
+                              if dtype == pl.String)

@@ -1,0 +1,62 @@
+"""Every engine reads what the readers read and gives the same records: the fixtures as trace format v1,
+through a mapping (CSV and JSON Lines of another shape) and as OpenTelemetry spans, classified in memory,
+streamed in small batches and on Spark."""
+
+import json
+
+import polars as pl
+import pytest
+from conftest import FIXTURES
+from otel_export import as_span_information, pipecat_export
+from warehouse_export import WAREHOUSE, warehouse_export
+
+from fpi import load_traces
+from fpi.engines import memory, streamed
+from fpi.engines.plan import Plan, Reading, sink_for
+from fpi.pipeline.classify import Pipeline
+
+TEAM_SPANS = "extends: pipecat\nfields:\n  asr.confidence: stt:stt.confidence\n  nlu.intent:\n    first_of: [llm:nlu.intent, tool:tool.function_name]\n  nlu.confidence: llm:nlu.confidence\n"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """The fixtures in every shape a reader reads: (input, mapping) by name."""
+    folder = tmp_path_factory.mktemp("shapes")
+    turns = load_traces(FIXTURES / "traces.jsonl")
+    export = warehouse_export(turns)
+    export.write_csv(folder / "export.csv")
+    export.write_ndjson(folder / "export.jsonl")
+    (folder / "warehouse.yaml").write_text(WAREHOUSE)
+    (folder / "warehouse-lines.yaml").write_text(WAREHOUSE.replace("format: csv\n", ""))
+    spans = [as_span_information(json.loads(line)) for line in (FIXTURES / "traces.jsonl").read_text().splitlines()]
+    (folder / "spans.otlp.jsonl").write_bytes(pipecat_export(spans, team_attributes=True, seed=4, shuffle=True))
+    (folder / "team.yaml").write_text(TEAM_SPANS)
+    return {"native": (FIXTURES / "traces.jsonl", None), "csv": (folder / "export.csv", folder / "warehouse.yaml"),
+            "lines": (folder / "export.jsonl", folder / "warehouse-lines.yaml"),
+            "spans": (folder / "spans.otlp.jsonl", folder / "team.yaml")}
+
+
+def _records(engine, source, mapping, output, **options):
+    plan = Plan(str(source), Pipeline(explain_top_k=2), Reading(mapping=mapping), [sink_for(output)], batch_turns=1000)
+    run = engine.run(plan, **options)
+    assert run.classified == run.turns > 0
+    return output
+
+
+@pytest.mark.parametrize("shape", ["native", "csv", "lines", "spans"])
+def test_memory_and_streamed_write_the_same_bytes(inputs, tmp_path, shape):
+    source, mapping = inputs[shape]
+    whole = _records(memory, source, mapping, tmp_path / "memory.jsonl")
+    parts = _records(streamed, source, mapping, tmp_path / "streamed.jsonl")
+    assert parts.read_bytes() == whole.read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", ["native", "csv", "lines", "spans"])
+def test_spark_gives_the_records_of_the_local_engines(spark, inputs, tmp_path, shape):
+    from fpi.engines import spark as on_spark
+
+    source, mapping = inputs[shape]
+    whole = _records(memory, source, mapping, tmp_path / "memory.parquet")
+    folder = _records(on_spark, source, mapping, tmp_path / "spark.parquet")
+    assert pl.read_parquet(folder / "*.parquet").equals(pl.read_parquet(whole))
