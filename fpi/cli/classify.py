@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import Classifier, Input, TracesArg, account_for, guard_paths, options, run, say, show
+from fpi.cli.common import Classifier, Input, TracesArg, account_for, guard_paths, options, run, say
 from fpi.engines.choice import BATCH_TURNS, DEFAULT_MASTER, Engine
+from fpi.presentation.terminal import show
 
 
 @options

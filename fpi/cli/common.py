@@ -7,60 +7,49 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import os
 import sys
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fpi.contract.errors import EXIT_INTERNAL, EXIT_OK, FpiError, Problem, UsageError
+from fpi.contract.errors import EXIT_INTERNAL, EXIT_OK, FpiError, UsageError
 from fpi.io.quarantine import OnError, default_quarantine
 from fpi.pipeline.predictor import Predictor
+from fpi.presentation import formats
+from fpi.presentation.formats import Shown
+from fpi.presentation.terminal import say, stderr_console
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from fpi.engines.plan import Reading, Run
     from fpi.io.read_result import LoadResult
     from fpi.pipeline.classify import Pipeline
-    from fpi.presentation.report_formats import Table
 
 
-class TableFormat(str, Enum):
-    table = "table"
-    json = "json"
+def format_option(writers: dict[str, object], help: str) -> Any:
+    """`--format`, one of the names `writers` has (`fpi.presentation.formats`), checked as typer checks a choice."""
+    names = list(writers)
+
+    def one_of(value: str | None) -> str | None:
+        if value is not None and value not in names:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, names))}.")
+        return value
+    return typer.Option("--format", metavar="<" + "|".join(names) + ">", callback=one_of, help=help)
 
 
-class LintFormat(str, Enum):
-    text = "text"
-    json = "json"
-    github = "github"
+def emit(shown: Shown, output: Path | None = None) -> None:
+    """A rendered result: its text to `output` (written atomically) or stdout, and what it has for stderr."""
+    if output is not None:
+        from fpi.contract.atomic_files import atomic_write_bytes
 
-
-LintFormatOpt = Annotated[LintFormat, typer.Option("--format", help="text: `file:line: CODE message` lines on stderr; "
-                                                   "json (stdout); github: ::error annotations (stdout).")]
-
-
-def print_problems(problems: list[Problem], output_format: LintFormat, tool: str, summary: str) -> None:
-    """Problems of files a user wrote, every one, sorted by file and line, with their codes (docs/lint.md)."""
-    import json
-
-    from fpi.presentation.ci_formats import problem_annotations
-
-    if output_format is LintFormat.json:
-        sys.stdout.write(json.dumps({"problems": [p.to_json() for p in problems], "summary": summary}, indent=2) + "\n")
-        return
-    if output_format is LintFormat.github:
-        sys.stdout.write(problem_annotations(problems, tool))
-    else:
-        for p in problems:
-            say(f"{p.file}:{p.line}: {p.code} {p.message}")
-    say(summary)
+        atomic_write_bytes(output, shown.stdout.encode("utf-8"))
+    elif shown.stdout:
+        sys.stdout.write(shown.stdout)
+    if shown.stderr:
+        say(shown.stderr.removesuffix("\n"))
 
 
 TracesArg = Annotated[str, typer.Argument(help="Trace file: .jsonl, .jsonl.gz or .parquet; - for stdin.")]
@@ -76,7 +65,8 @@ PredictorOpt = Annotated[Predictor, typer.Option("--predictor", help="What predi
 NoRulesOpt = Annotated[bool, typer.Option("--no-rules", help="Run the model alone, without the rule layer.")]
 QuarantineOpt = Annotated[Path | None, typer.Option("--quarantine", help="Where --on-error skip writes bad records "
                                                     "(default: <traces>.quarantine.jsonl).")]
-TableFormatOpt = Annotated[TableFormat, typer.Option("--format", help="table (terminal) or json (stdout).")]
+LintFormatOpt = Annotated[str, format_option(formats.PROBLEMS, "text: `file:line: CODE message` lines on stderr; json "
+                                                               "(stdout); github: ::error annotations (stdout).")]
 MappingOpt = Annotated[str | None, typer.Option("--mapping", help="Read records of another shape (other field names, CSV, "
                                                 "OpenTelemetry spans) through a mapping: a file, or a shipped one "
                                                 "(`fpi map list`: pipecat, livekit, openinference).")]
@@ -213,32 +203,6 @@ def guard_paths(inputs: list[str | Path | None], outputs: list[str | Path | None
         if where.is_dir() and Path(path) not in folders:
             raise UsageError(f"{path} is a folder; give the name of a file to write")
         written[where] = str(path)
-
-
-def stderr_console() -> Console:
-    from fpi.presentation.progress import stderr_console as console
-
-    return console()
-
-
-def stdout_console() -> Console:
-    """Tables on stdout: the terminal's width (or $COLUMNS), else wide enough not to fold when piped."""
-    from rich.console import Console
-
-    return Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=200)
-
-
-def say(text: str) -> None:
-    """One line for people on stderr, shown as it is."""
-    stderr_console().print(text, markup=False, highlight=False, soft_wrap=True)
-
-
-def show(tables: list[Table], *, stderr: bool = False) -> None:
-    from fpi.presentation.report_formats import print_table
-
-    console = stderr_console() if stderr else stdout_console()
-    for table in tables:
-        print_table(table, console)
 
 
 def account_for(result: LoadResult | Run) -> None:

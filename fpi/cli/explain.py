@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fpi.cli.common import (Classifier, Input, TableFormat, TableFormatOpt, TracesArg, account_for, guard_paths, options, run, say,
-                            show, stdout_console)
+from fpi.cli.common import Classifier, Input, TracesArg, account_for, emit, format_option, guard_paths, options, run, say
 from fpi.contract.errors import UsageError
+from fpi.presentation import formats
+
+if TYPE_CHECKING:
+    from fpi.pipeline.classify import Pipeline
 
 
 @options
@@ -22,7 +24,7 @@ def explain(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for the files: with --turn, TURN.json and "
                                                 "TURN-waterfall.png (shap's waterfall plot); with --summary, importance.json "
                                                 "and bar/beeswarm plots.")] = None,
-    output_format: Annotated[TableFormat, typer.Option("--format", help="With --turn: table (terminal) or json (stdout).")] = TableFormat.table,
+    output_format: Annotated[str, format_option(formats.TURN, "With --turn: table (terminal) or json (stdout).")] = "table",
     sample: Annotated[int, typer.Option(min=1, help="Turns sampled for --summary.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the --summary sample.")] = 0,
     classifier: Classifier = Classifier(),
@@ -30,64 +32,57 @@ def explain(
 ) -> None:
     """Show why fpi named a failure point: one turn (--turn) or the whole set (--summary)."""
     def work() -> int:
-        from rich.text import Text
-
-        from fpi.pipeline.explain import explain_turn, summarize
-        from fpi.pipeline.features import DESCRIPTIONS, build_features
-        from fpi.presentation.progress import steps
-        from fpi.presentation.result_tables import explanation_tables, importance_table, stages_table
-
         if (turn is None) == (not summary):
             raise UsageError("give either --turn TURN_ID or --summary -o DIR")
         if summary and output is None:
             raise UsageError("--summary needs -o DIR for its JSON and plots")
-        if summary and output_format is TableFormat.json:
+        if summary and output_format == "json":
             raise UsageError("--format json goes with --turn (--summary writes importance.json into -o DIR)")
         guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()], [bad_records.quarantine_path(traces)])
         pipeline = classifier.pipeline()
         if turn is not None:
-            from fpi.engines import memory
-            from fpi.engines.plan import Plan
-
-            result = memory.run(Plan(traces, pipeline, bad_records.reading(traces), keep_batch=True))
-            account_for(result)
-            batch = result.batch
-            assert batch is not None
-            explained = explain_turn(turn, batch.turns, batch.features, pipeline.model)
-            record = batch.records.filter(batch.records["turn_id"] == turn).row(0, named=True)
-            if output is not None:
-                from fpi.pipeline.explain import waterfall_png
-                from fpi.contract.atomic_files import atomic_write_bytes
-
-                name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in turn)
-                output.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(output / f"{name}.json", (json.dumps(explained.to_json(record), indent=2) + "\n").encode())
-                waterfall_png(explained, output / f"{name}-waterfall.png")
-                say(f"wrote {name}.json and {name}-waterfall.png to {output}")
-            if output_format is TableFormat.json:
-                sys.stdout.write(json.dumps(explained.to_json(record), indent=2) + "\n")
-                return result.exit_code
-            one = explained.turn
-            console = stdout_console()
-            console.print(Text.assemble((f"turn {one['turn_id']}", "bold"), f" (session {one['session_id']}, index "
-                                        f"{one['turn_index']}, {one.get('timestamp') or 'no timestamp'})"))
-            show([stages_table(one)])
-            verdict = Text.assemble("failure point ", (record["failure_point"], "bold"),
-                                    f"; model says {record['model_failure_point']}")
-            if record["rule"]:
-                verdict.append("; decided by rule ").append(record["rule"], style="bold")
-            if one.get("label"):
-                verdict.append(f"; gold label {one['label']}")
-            console.print(verdict)
-            show(explanation_tables(explained, DESCRIPTIONS))
-            return result.exit_code
+            return _one_turn(traces, turn, output, output_format, pipeline, bad_records)
         assert output is not None
-        read = bad_records.read(traces)
-        features = build_features(read.turns, reference=pipeline.model.reference_)
-        with steps(min(sample, features.height), "explaining") as bar:
-            numbers = summarize(features, pipeline.model, output, sample=sample, seed=seed,
-                                on_progress=lambda n: bar.advance(steps=n))
-        show([importance_table(numbers)])
-        say(f"wrote importance.json and bar/beeswarm plots per failure point to {output}")
-        return read.exit_code
+        return _summary(traces, output, sample, seed, pipeline, bad_records)
     run(work)
+
+
+def _one_turn(traces: str, turn: str, output: Path | None, output_format: str, pipeline: Pipeline, bad_records: Input) -> int:
+    """One turn: its stages, probabilities and SHAP waterfall (with -o, shap's waterfall PNG and the JSON)."""
+    from fpi.contract.atomic_files import atomic_write_bytes
+    from fpi.engines import memory
+    from fpi.engines.plan import Plan
+    from fpi.pipeline.explain import explain_turn, waterfall_png
+    from fpi.pipeline.features import DESCRIPTIONS
+
+    result = memory.run(Plan(traces, pipeline, bad_records.reading(traces), keep_batch=True))
+    account_for(result)
+    batch = result.batch
+    assert batch is not None
+    explained = explain_turn(turn, batch.turns, batch.features, pipeline.model)
+    record = batch.records.filter(batch.records["turn_id"] == turn).row(0, named=True)
+    if output is not None:
+        name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in turn)
+        output.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(output / f"{name}.json", (json.dumps(explained.to_json(record), indent=2) + "\n").encode())
+        waterfall_png(explained, output / f"{name}-waterfall.png")
+        say(f"wrote {name}.json and {name}-waterfall.png to {output}")
+    emit(formats.TURN[output_format](explained, record, DESCRIPTIONS))
+    return result.exit_code
+
+
+def _summary(traces: str, output: Path, sample: int, seed: int, pipeline: Pipeline, bad_records: Input) -> int:
+    """Global importance per failure point over a sample of turns: a table, importance.json and shap's plots."""
+    from fpi.pipeline.explain import summarize
+    from fpi.pipeline.features import build_features
+    from fpi.presentation.progress import steps
+    from fpi.presentation.result_tables import importance_table
+    from fpi.presentation.terminal import show
+
+    read = bad_records.read(traces)
+    features = build_features(read.turns, reference=pipeline.model.reference_)
+    with steps(min(sample, features.height), "explaining") as bar:
+        numbers = summarize(features, pipeline.model, output, sample=sample, seed=seed, on_progress=lambda n: bar.advance(steps=n))
+    show([importance_table(numbers)])
+    say(f"wrote importance.json and bar/beeswarm plots per failure point to {output}")
+    return read.exit_code

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import guard_paths, run, say, show
+from fpi.cli.common import guard_paths, run, say
+from fpi.presentation.terminal import show
 
 MappingArg = Annotated[str, typer.Argument(help="A mapping file, or the name of a shipped mapping.")]
 
@@ -17,13 +18,13 @@ def list_mappings() -> None:
     """The mappings that ship with fpi (use them with --mapping NAME, or `extends: NAME`)."""
     def work() -> int:
         from fpi.io.mapping import load_mapping, shipped_mappings
-        from fpi.presentation.report_formats import Table
+        from fpi.presentation.display_tables import DisplayTable
 
         rows = []
         for name in shipped_mappings():
             mapping = load_mapping(name)
             rows.append([name, mapping.format or "any", ", ".join(mapping.stages or ()), _description(name)])
-        show([Table("mappings", "shipped mappings", ["name", "format", "stages", "reads"], rows,
+        show([DisplayTable("mappings", "shipped mappings", ["name", "format", "stages", "reads"], rows,
                     note="fpi map show NAME prints one; docs/mapping.md describes the language")])
         return 0
     run(work)

@@ -5,45 +5,18 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import replace
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fpi.cli.common import Classifier, Input, account_for, guard_paths, options, run, say, stdout_console
+from fpi.cli.common import Classifier, Input, account_for, emit, format_option, guard_paths, options, run, say
 from fpi.contract.errors import EXIT_OK, UsageError
+from fpi.presentation import formats
 
 if TYPE_CHECKING:
     from fpi.engines.plan import Run
     from fpi.reports.counts import Tally
-
-
-class ReportFormat(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-    markdown = "markdown"
-    html = "html"
-
-
-SUFFIXES = {".json": ReportFormat.json, ".csv": ReportFormat.csv, ".md": ReportFormat.markdown,
-            ".markdown": ReportFormat.markdown, ".html": ReportFormat.html, ".htm": ReportFormat.html}
-
-
-def report_format(given: ReportFormat | None, output: Path | None) -> ReportFormat:
-    """--format as given, else as -o's extension says; a table goes to the terminal only."""
-    implied = SUFFIXES.get(output.suffix.lower()) if output is not None else None
-    if given is None:
-        if output is not None and implied is None:
-            raise UsageError(f"-o {output}: cannot tell the format from {output.suffix or 'no extension'!r}; "
-                             f"name it {', '.join(SUFFIXES)} or give --format json, csv, markdown or html")
-        return implied or ReportFormat.table
-    if given is ReportFormat.table and output is not None:
-        raise UsageError("-o needs --format json, csv, markdown or html (a table goes to the terminal)")
-    if implied is not None and implied is not given:
-        raise UsageError(f"-o {output} says {implied.value} but --format says {given.value}; drop one of them")
-    return given
 
 
 def _sha256(path: str, data: bytes | None) -> str | None:
@@ -101,8 +74,8 @@ def report(
                                                  "device.type, locale, day, or any column of the records.")] = None,
     baseline: Annotated[str | None, typer.Option("--baseline", help="Another run (records or traces) to compare with, "
                                                  "e.g. the last release.")] = None,
-    output_format: Annotated[ReportFormat | None, typer.Option("--format", help="table (terminal), json, csv, markdown or html "
-                                                               "(default: from -o's extension, else table).")] = None,
+    output_format: Annotated[str | None, format_option(formats.REPORT, "table (terminal), json, csv, markdown or html "
+                                                                      "(default: from -o's extension, else table).")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the report to this file (default stdout); "
                                                 ".json, .csv, .md or .html sets the format.")] = None,
     date: Annotated[str | None, typer.Option("--date", help="The report's date in its header (default: the day of the latest "
@@ -115,13 +88,9 @@ def report(
 ) -> None:
     """Where the assistant fails: defect rate per component with intervals, slices, a baseline, confusion."""
     def work() -> int:
-        import json
-
-        from fpi.contract.atomic_files import atomic_write_bytes
-        from fpi.presentation.report_formats import csv_text, html_page, markdown, print_report
         from fpi.reports.failure_report import build_report
 
-        chosen = report_format(output_format, output)
+        chosen = formats.report_format(output_format, output)
         if date is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):
             raise UsageError(f"--date {date}: expected a day as YYYY-MM-DD")
         guard_paths([bad_records.mapping_file(), records, baseline, *classifier.inputs()], [output, bad_records.quarantine_path(records)])
@@ -130,17 +99,8 @@ def report(
         numbers = build_report(current, source=result.source if result else records, by=by, baseline=before,
                                baseline_source=baseline or "", min_cell=min_cell, top=top, alpha=alpha,
                                input_sha256=digest, date=date)
-        components = by_component or not by
-        if chosen is ReportFormat.table:
-            print_report(numbers, stdout_console(), components)
-        else:
-            text = {ReportFormat.json: lambda: json.dumps(numbers, indent=2, sort_keys=True) + "\n",
-                    ReportFormat.csv: lambda: csv_text(numbers), ReportFormat.markdown: lambda: markdown(numbers, components),
-                    ReportFormat.html: lambda: html_page(numbers, components)}[chosen]()
-            if output is None:
-                sys.stdout.write(text)
-            else:
-                atomic_write_bytes(output, text.encode("utf-8"))
-                say(f"report written to {output}")
+        emit(formats.REPORT[chosen](numbers, by_component or not by), output)
+        if output is not None:
+            say(f"report written to {output}")
         return result.exit_code if result else EXIT_OK
     run(work)

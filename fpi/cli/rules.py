@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fpi.cli.common import (Input, LabeledArg, LintFormat, LintFormatOpt, print_problems, ModelOpt, RulesOpt, TableFormat, TableFormatOpt, account_for, guard_paths, options, run,
-                            say, show, stdout_console)
+from fpi.cli.common import (Input, LabeledArg, LintFormatOpt, ModelOpt, RulesOpt, account_for, emit, format_option, guard_paths,
+                            options, run, say)
 from fpi.contract.errors import EXIT_ERROR, EXIT_FAIL, EXIT_OK
+from fpi.presentation import formats
 
 
 def lint(paths: Annotated[list[Path] | None, typer.Argument(help="Rule files or folders (default: the shipped rules).")] = None,
-         output_format: LintFormatOpt = LintFormat.text) -> None:
+         output_format: LintFormatOpt = "text") -> None:
     """Check rule files in one pass: YAML, schema, every condition's names and types, duplicate ids."""
     def work() -> int:
         from fpi.pipeline.rules import lint_rules
@@ -23,7 +23,7 @@ def lint(paths: Annotated[list[Path] | None, typer.Argument(help="Rule files or 
         files = len({p.file for p in problems})
         summary = (f"{len(problems)} problem{'s' * (len(problems) != 1)} in {files} file{'s' * (files != 1)}" if problems
                    else f"{len(rule_set)} rules, no problems")
-        print_problems(problems, output_format, "fpi rules lint", summary)
+        emit(formats.PROBLEMS[output_format](problems, "fpi rules lint", summary))
         return EXIT_ERROR if problems else EXIT_OK
     run(work)
 
@@ -33,19 +33,16 @@ def check(
     traces: LabeledArg,
     rules: RulesOpt = None,
     model: ModelOpt = None,
-    output_format: TableFormatOpt = TableFormat.table,
+    output_format: Annotated[str, format_option(formats.RULE_AUDIT, "table (terminal) or json (stdout).")] = "table",
     bad_records: Input = Input(),
 ) -> None:
     """Audit each rule against gold labels: matches, changes, precision, and macro-F1 with and without it."""
     def work() -> int:
-        import json
-
         from fpi.engines import memory
         from fpi.engines.plan import Plan
         from fpi.pipeline.classify import Pipeline
         from fpi.pipeline.model import FailurePointModel
         from fpi.pipeline.rules import audit_rules, load_rules
-        from fpi.presentation.result_tables import RULE_AUDIT_LEGEND, rule_audit_table
 
         guard_paths([bad_records.mapping_file(), traces, model, *(rules or [])], [bad_records.quarantine_path(traces)])
         pipeline = Pipeline(FailurePointModel.load(model), load_rules(rules))
@@ -54,11 +51,7 @@ def check(
         batch = result.batch
         assert batch is not None
         audit = audit_rules(batch.matches, pipeline.rules, batch.verdicts["model_failure_point"], batch.turns["label"])
-        if output_format is TableFormat.json:
-            sys.stdout.write(json.dumps(audit.to_json(), indent=2, sort_keys=True) + "\n")
-            return result.exit_code
-        show([rule_audit_table(audit)])
-        stdout_console().print(RULE_AUDIT_LEGEND, markup=False, highlight=False)
+        emit(formats.RULE_AUDIT[output_format](audit))
         return result.exit_code
     run(work)
 
@@ -89,5 +82,6 @@ def fields() -> None:
     """List the fields a rule condition can name (each also as next.<field> and prev.<field>)."""
     from fpi.pipeline.rules import fields_reference
     from fpi.presentation.result_tables import fields_table
+    from fpi.presentation.terminal import show
 
     show([fields_table(fields_reference())])

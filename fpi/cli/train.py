@@ -7,18 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fpi.cli.common import (
-    Input,
-    LabeledArg,
-    TracesArg,
-   
-    guard_paths,
-    options,
-    run,
-    say,
-    show,
-)
+from fpi.cli.common import Input, LabeledArg, TracesArg, guard_paths, options, run, say
 from fpi.contract.errors import UsageError
+from fpi.presentation.terminal import show
 
 if TYPE_CHECKING:
     from fpi.learning.training import Training

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fpi.cli.common import (Input, LintFormat, LintFormatOpt, OnError, TracesArg, default_quarantine, guard_paths,
-                            options, print_problems, run, say)
+from fpi.cli.common import Input, LintFormatOpt, OnError, TracesArg, emit, guard_paths, options, run, say
 from fpi.contract.errors import EXIT_ERROR
+from fpi.presentation import formats
 
 
 @options
-def validate(traces: TracesArg, bad_records: Input = Input(), output_format: LintFormatOpt = LintFormat.text) -> None:
+def validate(traces: TracesArg, bad_records: Input = Input(), output_format: LintFormatOpt = "text") -> None:
     """Check traces against trace format v1: every bad record in one pass, by line, each problem with its field and code."""
     def work() -> int:
         from fpi.io.quarantine import write_quarantine
@@ -18,12 +18,14 @@ def validate(traces: TracesArg, bad_records: Input = Input(), output_format: Lin
         result = read_traces(traces, mapping=bad_records.mapping)
         problems = sorted(problem for rejected in result.rejected for problem in rejected.found())
         keep = bad_records.on_error is OnError.skip
-        print_problems(problems, output_format, "fpi validate", result.summary("quarantined" if keep or not result.rejected else "rejected"))
+        emit(formats.PROBLEMS[output_format](problems, "fpi validate",
+                                             result.summary("quarantined" if keep or not result.rejected else "rejected")))
         if not result.rejected:
             return result.exit_code
         if not keep:
             return EXIT_ERROR
-        where = default_quarantine(traces, bad_records.quarantine)
+        where = bad_records.quarantine_path(traces)
+        assert where is not None
         write_quarantine(result.rejected, where)
         say(f"quarantined records written to {where}")
         return result.exit_code

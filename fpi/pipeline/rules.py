@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import ClassVar
 
 import jsonschema
 import numpy as np
@@ -315,9 +316,11 @@ class RuleAudit:
     macro_f1_model: float
     macro_f1_with_rules: float
     rules: tuple[RuleEffect, ...]
+    COLUMNS: ClassVar[tuple[str, ...]] = ("rule", "then", "matched", "decided", "precision", "changed", "changes_right",
+                                          "macro_f1_without", "effect")
 
     def rows(self) -> list[dict]:
-        """One row per rule, keyed by AUDIT_COLUMNS: what the table shows and the JSON holds, under the same names."""
+        """One row per rule, keyed by COLUMNS: what the table shows and the JSON holds, under the same names."""
         return [{"rule": r.id, "then": r.effect, "matched": r.matched, "decided": r.decided, "precision": r.match_precision,
                  "changed": r.changed, "changes_right": r.precision, "macro_f1_without": r.macro_f1_without,
                  "effect": round(self.macro_f1_with_rules - r.macro_f1_without, 6)} for r in self.rules]
@@ -326,8 +329,6 @@ class RuleAudit:
         return {"turns": self.turns, "macro_f1_model": self.macro_f1_model,
                 "macro_f1_with_rules": self.macro_f1_with_rules, "rules": self.rows()}
 
-
-AUDIT_COLUMNS = ("rule", "then", "matched", "decided", "precision", "changed", "changes_right", "macro_f1_without", "effect")
 
 
 def audit_rules(matches: pl.DataFrame, rules: RuleSet, model_failure_point: pl.Series, gold: pl.Series) -> RuleAudit:

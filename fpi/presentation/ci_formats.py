@@ -94,7 +94,7 @@ def problem_annotations(problems: list[Problem], tool: str) -> str:
 
 def markdown_summary(result: GateResult, context: list[str]) -> str:
     """The verdict for a CI job summary (`$GITHUB_STEP_SUMMARY`): a heading, what was measured, the checks."""
-    from fpi.presentation.report_formats import markdown_table
+    from fpi.presentation.display_tables import markdown_table
     from fpi.presentation.result_tables import gate_table
 
     mark = "✅" if result.exit_code == 0 else "❌"

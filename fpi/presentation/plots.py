@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from fpi.reports.failure_report import Report, SliceTable
+from fpi.reports.failure_report import Report, SliceRates
 from fpi.contract.trace_format import COMPONENTS
 
 COLOURS = {"wake": "#7b61c9", "asr": "#d1495b", "nlu": "#edae49", "er": "#00798c", "result": "#30638e", "defects": "#1d2330"}
@@ -48,7 +48,7 @@ def _components(report: Report):
     return figure
 
 
-def _by_day(table: SliceTable):
+def _by_day(table: SliceRates):
     """Small multiples: all defects and each component in a panel of its own, each with its 95% band
     and its own scale (one chart of six lines is spaghetti; components differ tenfold in rate)."""
     import matplotlib.pyplot as plt
@@ -74,7 +74,7 @@ def _by_day(table: SliceTable):
     return figure
 
 
-def _heatmap(table: SliceTable):
+def _heatmap(table: SliceRates):
     """Each column coloured on its own scale (its highest rate among values with enough turns is the
     darkest), so per-component differences show beside all defects; values with fewer turns than
     `min_cell` are grey, never the strongest colour."""

@@ -5,19 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import cache
 
-from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 from rich.text import Text
 
-
-@cache
-def stderr_console() -> Console:
-    """One console for everything fpi says on stderr, so a line said while a bar is live goes above the
-    bar instead of splitting it (it writes to whatever sys.stderr is at the time)."""
-    return Console(stderr=True, soft_wrap=True)
+from fpi.presentation.terminal import stderr_console
 
 
 class Steps:

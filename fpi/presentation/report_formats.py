@@ -1,26 +1,21 @@
-"""The presentation layer: a `Table` of display strings, shown on a terminal, as Markdown
-or in HTML; and a report's numbers as tables, Markdown, CSV or one self-contained HTML
-page with plots. Every format reads the same numbers (`fpi.reports.failure_report.build_report`) and
-formats rates the same way, so they agree. Cells are text, never markup."""
+"""A report's numbers (`fpi.reports.failure_report.build_report`) as display tables for a terminal,
+Markdown, CSV or one self-contained HTML page with plots. Every format reads the same numbers and
+formats rates the same way, so they agree."""
 
 from __future__ import annotations
 
 import csv
 import html
 import io
-from dataclasses import dataclass, field
 
-from rich.box import HEAVY_HEAD, SIMPLE_HEAD
 from rich.console import Console
-from rich.measure import Measurement
-from rich.table import Table as RichTable
 from rich.text import Text
 
-from fpi.reports.failure_report import Rate, Report, SliceTable
-from fpi.contract.trace_format import COMPONENTS, LABELS
+from fpi.contract.trace_format import COMPONENTS
+from fpi.presentation.display_tables import DisplayTable, html_table, markdown_table, md_escape, print_table
+from fpi.reports.failure_report import Rate, Report, SliceRates
 
 DEFECTS = "defects"  # the column/row of all defects together
-UNBOUNDED = 10_000  # columns: how wide a table would be on a terminal with no edge
 
 
 def percent(value: float) -> str:
@@ -34,33 +29,6 @@ def rate_cell(cell: Rate) -> str:
 
 def _listing(items: list[dict], key: str) -> str:
     return ", ".join(f"{item[key]} ({item['turns']})" for item in items) or "-"
-
-
-@dataclass
-class Table:
-    """A titled table of display strings, shared by the terminal, Markdown and HTML."""
-
-    key: str  # components | slice:<field> | baseline | confusion (plots attach by key)
-    title: str
-    columns: list[str]
-    rows: list[list[str]] = field(default_factory=list)
-    note: str = ""
-    numeric_columns: tuple[str, ...] = ()  # right-aligned besides the usual numeric names
-    styles: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, column) -> terminal style
-    plain: bool = False  # no header and no borders: a list of labelled lines
-    dense: bool = False  # no borders and one space between columns: the most a narrow terminal can hold
-
-    def numeric(self, i: int) -> bool:
-        """Whether column i holds numbers (right-aligned in every format)."""
-        column = self.columns[i]
-        return i > 0 and (column in ("turns", "p", "rate", "baseline", "all defects") or column in LABELS
-                          or column in self.numeric_columns or column.startswith(("rate", "change", "share")))
-
-    def add(self, *cells: str, styles: dict[int, str] | None = None) -> None:
-        """Append a row; `styles` maps a column to its terminal style (colour, bold)."""
-        for column, style in (styles or {}).items():
-            self.styles[(len(self.rows), column)] = style
-        self.rows.append(list(cells))
 
 
 def header(report: Report) -> list[str]:
@@ -96,10 +64,10 @@ def verdict(report: Report) -> tuple[str, str] | None:
     return f"Against {base['source']}: " + "; ".join(parts), tone
 
 
-def tables(report: Report, with_components: bool = True) -> list[Table]:
+def tables(report: Report, with_components: bool = True) -> list[DisplayTable]:
     """The report as tables: per component (unless `with_components` is off), confusion, baseline, slices."""
     has_reasons = any(row["top_reasons"] for row in report["components"])
-    components = Table(
+    components = DisplayTable(
         "components", f"Failure points of {report['turns']} turns ({report['source']}): defect rate with 95% Wilson interval",
         ["failure point", "turns", "rate [95% CI]", "share of defects", "top intents", "top domains", "top reasons",
          "rules in", "rules out"],
@@ -119,14 +87,14 @@ def tables(report: Report, with_components: bool = True) -> list[Table]:
     out = [components] if with_components else []
     if "confusion" in report:
         confusion = report["confusion"]
-        t = Table("confusion", f"Predicted vs gold failure point ({confusion['turns']} labeled turns; accuracy {confusion['accuracy']:.4f}, "
+        t = DisplayTable("confusion", f"Predicted vs gold failure point ({confusion['turns']} labeled turns; accuracy {confusion['accuracy']:.4f}, "
                   f"macro-F1 {confusion['macro_f1']:.4f})", ["gold \\ predicted", *confusion["labels"]])
         for label, row in zip(confusion["labels"], confusion["matrix"], strict=True):
             t.rows.append([label, *map(str, row)])
         out.append(t)
     if "baseline" in report:
         base = report["baseline"]
-        t = Table("baseline", f"Against the baseline {base['source']} ({base['baseline_turns']} turns)",
+        t = DisplayTable("baseline", f"Against the baseline {base['source']} ({base['baseline_turns']} turns)",
                   ["failure point", "rate", "baseline", "change [95% CI]", "p", "verdict"],
                   note=f"change: percentage points, Newcombe interval; p: two-proportion z-test; significant at p < {base['alpha']}.")
         for row in [*base["components"], {"failure_point": "all defects", **base["overall"]}]:
@@ -139,7 +107,7 @@ def tables(report: Report, with_components: bool = True) -> list[Table]:
     if by_day and not any(s["field"] == "day" for s in slices):
         slices.append(by_day)
     for table in slices:
-        t = Table(f"slice:{table['field']}", f"By {table['field']}: rate of each failure point [95% CI]",
+        t = DisplayTable(f"slice:{table['field']}", f"By {table['field']}: rate of each failure point [95% CI]",
                   [table["field"], "turns", *COMPONENTS, "all defects", "flag"],
                   note=f"flag `small`: fewer than {table['min_cell']} turns; read its rates with care.")
         for value in table["values"]:
@@ -150,63 +118,6 @@ def tables(report: Report, with_components: bool = True) -> list[Table]:
 
 
 # ------------------------------------------------------------------ text formats
-
-def _rich_table(table: Table) -> RichTable:
-    rich_table = RichTable(title=Text(table.title) if table.title else None, title_justify="left",
-                           caption=Text(table.note) if table.note else None, caption_justify="left",
-                           show_header=not table.plain, box=None if table.plain else SIMPLE_HEAD if table.dense else HEAVY_HEAD,
-                           padding=(0, 0) if table.dense else (0, 1), show_edge=not table.dense)
-    for i, column in enumerate(table.columns):
-        rich_table.add_column(Text(column), justify="right" if table.numeric(i) else "left", overflow="fold",
-                              style="bold" if table.plain and i == 0 else None)
-    for r, row in enumerate(table.rows):
-        rich_table.add_row(*(Text(cell, style=table.styles.get((r, c), "")) for c, cell in enumerate(row)),
-                           style="bold" if row and row[0] == "all defects" else None)
-    return rich_table
-
-
-def print_table(table: Table, console: Console) -> None:
-    """A table on a terminal; cells are shown as text, whatever brackets the data holds. A report
-    table wider than the terminal is shown in its narrow layout, so no identifier is split."""
-    rich_table = _rich_table(table)
-    unbounded = console.options.update(width=UNBOUNDED, max_width=UNBOUNDED)
-    if Measurement.get(console, unbounded, rich_table).maximum <= console.width:
-        console.print(rich_table)
-        return
-    for narrow_table in narrow(table):
-        console.print(_rich_table(narrow_table))
-
-
-def _short_interval(cell: str) -> str:
-    """`3.57% [1.22, 9.98]` as two lines: `3.57%` over `1.2-10.0`."""
-    rate, _, interval = cell.partition(" [")
-    if not interval:
-        return cell
-    low, high = (float(bound) for bound in interval.rstrip("]").split(", "))
-    return f"{rate}\n{low:.1f}-{high:.1f}"
-
-
-def narrow(table: Table) -> list[Table]:
-    """A report table laid out for a narrow terminal: the numbers per failure point, then what
-    lies behind each as wrapped lines; slice rates over their intervals, small values starred."""
-    if table.key == "components":
-        numbers = Table(table.key, table.title, table.columns[:4], [row[:4] for row in table.rows])
-        behind = Table("behind", "", ["failure point", "behind it"], plain=True, note=table.note)
-        for row in table.rows:
-            parts = [f"{name}: {cell}" for name, cell in zip(table.columns[4:], row[4:], strict=True) if cell not in ("", "-")]
-            if parts:
-                behind.add(row[0], "; ".join(parts))
-        return [numbers, behind]
-    if table.key.startswith("slice:"):
-        flag = table.columns.index("flag")
-        slim = Table(table.key, table.title, table.columns[:flag], dense=True,
-                     note=table.note.replace("flag `small`", "*") + " Each cell: rate over its 95% interval.")
-        for row in table.rows:
-            value = row[0] + (" *" if row[flag] == "small" else "")
-            slim.add(value, row[1], *(_short_interval(cell) for cell in row[2:flag]))
-        return [slim]
-    return [table]
-
 
 TONES = {"worse": "bold red", "better": "bold green", "no significant change": "bold"}
 
@@ -221,25 +132,11 @@ def print_report(report: Report, console: Console, with_components: bool = True)
         print_table(table, console)
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def markdown_table(table: Table) -> list[str]:
-    """A table as Markdown lines: its title as a heading, the rows, its note in italics."""
-    parts = [f"## {_md_escape(table.title)}", "", "| " + " | ".join(map(_md_escape, table.columns)) + " |",
-             "|" + "|".join("---" for _ in table.columns) + "|"]
-    parts += ["| " + " | ".join(_md_escape(cell) for cell in row) + " |" for row in table.rows]
-    if table.note:
-        parts += ["", f"_{_md_escape(table.note)}_"]
-    return [*parts, ""]
-
-
 def markdown(report: Report, with_components: bool = True) -> str:
-    parts = ["# fpi report", "", *(f"{_md_escape(line)}  " for line in header(report)), ""]
+    parts = ["# fpi report", "", *(f"{md_escape(line)}  " for line in header(report)), ""]
     top_line = verdict(report)
     if top_line:
-        parts += [f"**{_md_escape(top_line[0])}**", ""]
+        parts += [f"**{md_escape(top_line[0])}**", ""]
     for table in tables(report, with_components):
         parts += markdown_table(table)
     return "\n".join(parts)
@@ -262,7 +159,7 @@ def csv_text(report: Report) -> str:
     writer.writerow({"table": "components", "failure_point": DEFECTS, "turns": report["turns"], "count": overall["turns"],
                      "rate": overall["rate"], "ci_low": overall["ci_low"], "ci_high": overall["ci_high"], "share_of_defects": 1.0})
     by_day = report.get("by_day")
-    slices: list[SliceTable] = list(report["slices"]) + ([by_day] if by_day else [])
+    slices: list[SliceRates] = list(report["slices"]) + ([by_day] if by_day else [])
     for table in slices:
         for value in table["values"]:
             for name in (*COMPONENTS, DEFECTS):
@@ -309,21 +206,6 @@ figure { margin: 1rem 0; } figure svg { max-width: 100%; height: auto; }
 """
 
 
-def _html_table(table: Table) -> str:
-    """The table and its note (the heading is the caller's, so plots can sit between)."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-    body = []
-    for row in table.rows:
-        classes = "total" if row[0] == "all defects" else "small" if row[-1] == "small" else ""
-        cells = []
-        for i, cell in enumerate(row):
-            css = cell if table.columns[i] == "verdict" and cell in ("worse", "better") else "num" if table.numeric(i) else ""
-            cells.append(f'<td class="{css}">{html.escape(cell)}</td>' if css else f"<td>{html.escape(cell)}</td>")
-        body.append((f'<tr class="{classes}">' if classes else "<tr>") + "".join(cells) + "</tr>")
-    note = f'<p class="note">{html.escape(table.note)}</p>' if table.note else ""
-    return f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>{note}"
-
-
 def html_page(report: Report, with_components: bool = True) -> str:
     """One self-contained page: inline styles, tables, and plots as inline SVG (no network)."""
     from fpi.presentation.plots import report_figures
@@ -345,7 +227,7 @@ def html_page(report: Report, with_components: bool = True) -> str:
         parts.append(f"<h2>{html.escape(table.title)}</h2>")
         for caption, svg in figures.get(table.key, []):
             parts.append(f"<figure>{svg}<figcaption class=\"note\">{html.escape(caption)}</figcaption></figure>")
-        parts.append(_html_table(table))
+        parts.append(html_table(table))
     parts.append('<p class="meta">Made by fpi. Rates are shares of all turns; intervals are 95% Wilson score intervals.</p>')
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -1,25 +1,25 @@
 """Results as tables for people: failure-point counts, scores, the gate's checks, the rule
-audit, SHAP importance and one turn's explanation. Content only; `fpi.presentation.report_formats` shows them."""
+audit, SHAP importance and one turn's explanation. Content only; `display_tables` draws them."""
 
 from __future__ import annotations
 
-from fpi.presentation.report_formats import Table
+from fpi.presentation.display_tables import DisplayTable
 
 SCORE_COLUMNS = ("precision", "recall", "F1", "support", "annotator F1", "p", "contribution", "running total", "value",
                  "threshold")
 STATUS_STYLES = {"pass": "green", "fail": "bold red", "skipped": "yellow"}
 
 
-def counts_table(counts: dict[str, int], total: int) -> Table:
-    table = Table("counts", f"failure points of {total} turns", ["failure point", "turns", "share"])
+def counts_table(counts: dict[str, int], total: int) -> DisplayTable:
+    table = DisplayTable("counts", f"failure points of {total} turns", ["failure point", "turns", "share"])
     for label, count in counts.items():
         table.add(label, str(count), f"{100 * count / total:.1f}%" if total else "-")
     return table
 
 
-def metrics_tables(metrics: dict, human: dict | None = None) -> list[Table]:
+def metrics_tables(metrics: dict, human: dict | None = None) -> list[DisplayTable]:
     """Per-label scores (and the annotator's F1), then the confusion matrix."""
-    scores = Table("metrics", f"{metrics['turns']} turns: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}",
+    scores = DisplayTable("metrics", f"{metrics['turns']} turns: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}",
                    ["label", "precision", "recall", "F1", "support", *(["annotator F1"] if human else [])],
                    numeric_columns=SCORE_COLUMNS)
     for label, row in metrics["per_label"].items():
@@ -28,15 +28,15 @@ def metrics_tables(metrics: dict, human: dict | None = None) -> list[Table]:
             cells.append(f"{human['per_label'][label]['f1']:.4f}")
         scores.add(*cells)
     labels = metrics["confusion"]["labels"]
-    confusion = Table("confusion", "confusion (rows gold, columns predicted)", ["gold \\ predicted", *labels])
+    confusion = DisplayTable("confusion", "confusion (rows gold, columns predicted)", ["gold \\ predicted", *labels])
     for label, row in zip(labels, metrics["confusion"]["matrix"], strict=True):
         confusion.add(label, *map(str, row))
     return [scores, confusion]
 
 
-def gate_table(result) -> Table:
+def gate_table(result) -> DisplayTable:
     """One row per check of a `fpi.reports.gate.GateResult`, titled by its verdict."""
-    table = Table("gate", result.summary(), ["check", "value", "threshold", "status", "detail"], numeric_columns=SCORE_COLUMNS)
+    table = DisplayTable("gate", result.summary(), ["check", "value", "threshold", "status", "detail"], numeric_columns=SCORE_COLUMNS)
     for check in result.checks:
         table.add(check.name, "-" if check.value is None else f"{check.value:.4f}",
                   f"{check.op} {check.threshold:.4f}" if check.threshold is not None else "-", check.status, check.detail,
@@ -61,29 +61,28 @@ RULE_AUDIT_LEGEND = ("precision: share of the turns the rule decided whose gold 
                      "effect: macro-F1 with all rules minus without this one. --format json has the same columns.")
 
 
-def rule_audit_table(audit) -> Table:
+def rule_audit_table(audit) -> DisplayTable:
     """One row per rule of a `fpi.pipeline.rules.RuleAudit`, its columns named as in the JSON."""
-    from fpi.pipeline.rules import AUDIT_COLUMNS
-
-    table = Table("rules", f"{audit.turns} turns: macro-F1 model {audit.macro_f1_model:.4f}, "
-                           f"model + rules {audit.macro_f1_with_rules:.4f}", list(AUDIT_COLUMNS), numeric_columns=AUDIT_COLUMNS[2:])
+    columns = audit.COLUMNS
+    table = DisplayTable("rules", f"{audit.turns} turns: macro-F1 model {audit.macro_f1_model:.4f}, "
+                                  f"model + rules {audit.macro_f1_with_rules:.4f}", list(columns), numeric_columns=columns[2:])
     for row in audit.rows():
         cells = {name: "-" if row[name] is None else f"{row[name]:.3f}" if name in ("precision", "changes_right")
                  else f"{row[name]:.4f}" if name == "macro_f1_without" else f"{row[name]:+.4f}" if name == "effect"
-                 else str(row[name]) for name in AUDIT_COLUMNS}
+                 else str(row[name]) for name in columns}
         table.add(*cells.values(), styles={8: "green" if row["effect"] >= 0 else "red"})
     return table
 
 
-def fields_table(fields: list[tuple[str, str]]) -> Table:
-    table = Table("fields", "condition fields (also next.<field>, prev.<field>)", ["field", "type"])
+def fields_table(fields: list[tuple[str, str]]) -> DisplayTable:
+    table = DisplayTable("fields", "condition fields (also next.<field>, prev.<field>)", ["field", "type"])
     for name, kind in fields:
         table.add(name, kind)
     return table
 
 
-def importance_table(numbers: dict) -> Table:
-    table = Table("importance", f"mean |SHAP| per failure point over {numbers['turns_explained']} turns (top 8)",
+def importance_table(numbers: dict) -> DisplayTable:
+    table = DisplayTable("importance", f"mean |SHAP| per failure point over {numbers['turns_explained']} turns (top 8)",
                   ["failure point", "most important features"])
     for label, importance in numbers["mean_abs_shap"].items():
         table.add(label, ", ".join(f"{name} {value:.3f}" for name, value in list(importance.items())[:8]))
@@ -94,10 +93,10 @@ def _number(value: object) -> str:
     return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def stages_table(turn: dict) -> Table:
+def stages_table(turn: dict) -> DisplayTable:
     """The stages of one turn as the trace saw them, one line each."""
     wake, asr, nlu, er, result, feedback = (turn.get(k) for k in ("wake", "asr", "nlu", "er", "result", "feedback"))
-    table = Table("stages", "", ["stage", "what it did"], plain=True)
+    table = DisplayTable("stages", "", ["stage", "what it did"], plain=True)
     table.add("wake", "did not run" if wake is None else
               f"detected {wake['detected']}, score {_number(wake['score'])}, verified {_number(wake['verified'])}")
     table.add("asr", "did not run" if asr is None else f"{asr['text']!r} (confidence {_number(asr['confidence'])}"
@@ -122,12 +121,12 @@ def stages_table(turn: dict) -> Table:
 WATERFALL_ROWS = 12
 
 
-def explanation_tables(explained, descriptions: dict[str, str]) -> list[Table]:
+def explanation_tables(explained, descriptions: dict[str, str]) -> list[DisplayTable]:
     """Probabilities, then the SHAP waterfall of a `fpi.pipeline.explain.TurnExplanation`."""
-    probabilities = Table("probabilities", "probabilities", ["label", "p"], numeric_columns=SCORE_COLUMNS)
+    probabilities = DisplayTable("probabilities", "probabilities", ["label", "p"], numeric_columns=SCORE_COLUMNS)
     for label, p in sorted(explained.probabilities.items(), key=lambda item: -item[1]):
         probabilities.add(label, f"{p:.4f}")
-    waterfall = Table("waterfall", f"why {explained.explained_class}: SHAP contributions in log-odds",
+    waterfall = DisplayTable("waterfall", f"why {explained.explained_class}: SHAP contributions in log-odds",
                       ["feature", "value", "contribution", "running total"], numeric_columns=("contribution", "running total"))
     total = explained.expected
     waterfall.add("expected value", "", "", f"{total:+.4f}")

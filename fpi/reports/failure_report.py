@@ -53,7 +53,7 @@ class SliceRow(TypedDict):
     rates: dict[str, CountedRate]
 
 
-class SliceTable(TypedDict):
+class SliceRates(TypedDict):
     field: str
     min_cell: int
     values: list[SliceRow]
@@ -81,8 +81,8 @@ class Report(TypedDict, total=False):
     confidence_level: float
     components: list[ComponentRow]
     overall: Overall
-    slices: list[SliceTable]
-    by_day: SliceTable | None
+    slices: list[SliceRates]
+    by_day: SliceRates | None
     baseline: dict
     confusion: dict
 
@@ -155,7 +155,7 @@ def component_table(tally: Tally, top: int = 3) -> tuple[list[ComponentRow], Ove
     return rows, Overall(turns=defects, rate=counted["rate"], ci_low=counted["ci_low"], ci_high=counted["ci_high"])
 
 
-def slice_table(tally: Tally, field: str, min_cell: int) -> SliceTable:
+def slice_table(tally: Tally, field: str, min_cell: int) -> SliceRates:
     """Failure point × values of one field: turns per value, and each component's rate with its
     interval; values with fewer than `min_cell` turns are flagged `small`, never dropped.
     Values come most turns first; days in date order."""
@@ -185,7 +185,7 @@ def slice_table(tally: Tally, field: str, min_cell: int) -> SliceTable:
                                       ci_low=round(float(intervals[name][0][i]), DIGITS),
                                       ci_high=round(float(intervals[name][1][i]), DIGITS))
         rows.append(SliceRow(value=slice_value, turns=int(n[i]), small=bool(n[i] < min_cell), rates=rates))
-    return SliceTable(field=field, min_cell=min_cell, values=rows)
+    return SliceRates(field=field, min_cell=min_cell, values=rows)
 
 
 def baseline_table(tally: Tally, baseline: Tally, alpha: float) -> dict:
