@@ -4,7 +4,7 @@ import polars as pl
 import pytest
 
 from fpi import LABELS, read_traces, simulate
-from fpi.simulation.simulator import load_bank
+from fpi.simulation.utterance_bank import load_bank
 from conftest import run_cli
 
 

@@ -123,6 +123,11 @@ def _with_matches(lf: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _feature_list() -> list[Feature]:
+    """Every feature, in the model's order: what each stage logged, then the dialogue around the turn."""
+    return _stage_features() + _dialogue_features()
+
+
+def _stage_features() -> list[Feature]:
     wake, asr, nlu, er, result, feedback = (c(s) for s in ("wake", "asr", "nlu", "er", "result", "feedback"))
     asr_nbest, nlu_nbest = asr.struct.field("nbest"), nlu.struct.field("nbest")
     slots = nlu.struct.field("slots")
@@ -134,7 +139,6 @@ def _feature_list() -> list[Feature]:
     def status_count(status: str) -> pl.Expr:
         return pl.when(er.is_not_null()).then(c("_er_status").list.eval(pl.element() == status).list.sum().cast(pl.Float64))
 
-    session = ("session_id",)
     F = Feature
     return [
         F("wake_missing", "wake stage did not run (follow-up turn or not logged)", _flag(wake.is_null()), group="wake"),
@@ -175,6 +179,14 @@ def _feature_list() -> list[Feature]:
         F("explicit_positive", "explicit positive feedback", _flag(explicit == "positive"), group="feedback"),
         F("device_type", "device type", c("device").struct.field("type"), categorical=True, group="context"),
         F("locale", "locale", c("locale"), categorical=True, group="context"),
+    ]
+
+
+def _dialogue_features() -> list[Feature]:
+    asr, feedback = c("asr"), c("feedback")
+    session = ("session_id",)
+    F = Feature
+    return [
         F("position_in_session", "0-based position of the turn in its session", c("_position").cast(pl.Float64), group="dialogue"),
         F("session_length", "turns of the session in the input", pl.len().over(*session).cast(pl.Float64), group="dialogue"),
         F("next_text_similarity", "similarity of this ASR text and the next turn's (a rephrase)", c("_next_similarity"), group="dialogue"),

@@ -114,6 +114,14 @@ def _flatten(trees: list[dict]) -> ClassLeaves | None:
     for tree in trees:
         root = tree["tree_structure"]
         walk(root, [], float(root.get("internal_count", root.get("leaf_count", 0))))
+    return _class_leaves((node_feature, node_threshold, node_kind, node_missing, node_default_left, node_categories, categories),
+                         (leaf_value, leaf_slots, slot_feature, slot_zero, slot_steps, step_node, step_left), expected)
+
+
+def _class_leaves(nodes: tuple[list, ...], paths: tuple[list, ...], expected: float) -> ClassLeaves | None:
+    """The walked trees' lists as the kernel's arrays, with each leaf's Gauss-Legendre points."""
+    node_feature, node_threshold, node_kind, node_missing, node_default_left, node_categories, categories = nodes
+    leaf_value, leaf_slots, slot_feature, slot_zero, slot_steps, step_node, step_left = paths
     slots_per_leaf: np.ndarray = np.diff(np.asarray(leaf_slots, dtype=np.int64))
     zero = np.asarray(slot_zero, dtype=np.float64)
     if (slots_per_leaf > MAX_SLOTS).any() or not (zero > 0).all():
@@ -137,6 +145,34 @@ def _flatten(trees: list[dict]) -> ClassLeaves | None:
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
+def _decide(X, start, rows, goes_left, node_feature, node_threshold, node_kind, node_missing, node_default_left,
+            node_categories, categories):
+    """Each split's decision for rows start..start+rows, as LightGBM's `tree.h` makes it."""
+    for n in range(node_feature.shape[0]):
+        feature, kind, missing = node_feature[n], node_kind[n], node_missing[n]
+        for r in range(rows):
+            x = X[start + r, feature]
+            if abs(x) <= ZERO:  # LightGBM reads a dense row as sparse: values this small are 0
+                x = 0.0
+            if kind == 1:
+                left = False
+                if x > INT_RANGE[0] and x < INT_RANGE[1]:
+                    code = int(x)
+                    if code >= 0:
+                        for c in range(node_categories[n], node_categories[n + 1]):
+                            if categories[c] == code:
+                                left = True
+                goes_left[n, r] = left
+            else:
+                if x != x and missing != 2:
+                    x = 0.0
+                if (missing == 1 and -ZERO <= x <= ZERO) or (missing == 2 and x != x):
+                    goes_left[n, r] = node_default_left[n]
+                else:
+                    goes_left[n, r] = x <= node_threshold[n]
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
 def _kernel(X, lo, hi, out, node_feature, node_threshold, node_kind, node_missing, node_default_left,
             node_categories, categories, leaf_value, leaf_slots, leaf_points, leaf_weights, weights,
             slot_feature, slot_zero, slot_steps, slot_constants, cold, hot, cold_inverse, hot_inverse,
@@ -150,28 +186,8 @@ def _kernel(X, lo, hi, out, node_feature, node_threshold, node_kind, node_missin
     total = np.empty(BLOCK, dtype=np.float64)
     for start in range(lo, hi, BLOCK):
         rows = min(BLOCK, hi - start)
-        for n in range(nodes):
-            feature, kind, missing = node_feature[n], node_kind[n], node_missing[n]
-            for r in range(rows):
-                x = X[start + r, feature]
-                if abs(x) <= ZERO:  # LightGBM reads a dense row as sparse: values this small are 0
-                    x = 0.0
-                if kind == 1:
-                    left = False
-                    if x > INT_RANGE[0] and x < INT_RANGE[1]:
-                        code = int(x)
-                        if code >= 0:
-                            for c in range(node_categories[n], node_categories[n + 1]):
-                                if categories[c] == code:
-                                    left = True
-                    goes_left[n, r] = left
-                else:
-                    if x != x and missing != 2:
-                        x = 0.0
-                    if (missing == 1 and -ZERO <= x <= ZERO) or (missing == 2 and x != x):
-                        goes_left[n, r] = node_default_left[n]
-                    else:
-                        goes_left[n, r] = x <= node_threshold[n]
+        _decide(X, start, rows, goes_left, node_feature, node_threshold, node_kind, node_missing, node_default_left,
+                node_categories, categories)
         for leaf in range(leaves):
             first, last = leaf_slots[leaf], leaf_slots[leaf + 1]
             points, w, value = leaf_points[leaf], leaf_weights[leaf], leaf_value[leaf]
