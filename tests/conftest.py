@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import polars as pl
@@ -8,8 +9,12 @@ import pytest
 from hypothesis import settings
 from typer.testing import CliRunner
 
-from fpi import FailurePointModel, simulate
-from fpi.cli import app
+# LightGBM's threads sleep while they wait instead of spinning: on a machine other work also uses (a shared CI
+# runner), spinning threads on two cores stall training a hundredfold. Set before LightGBM loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+from fpi import FailurePointModel, simulate  # noqa: E402
+from fpi.cli import app  # noqa: E402
 
 # Property tests explore the same examples on every run: CI passes or fails on the code, not on the draw.
 # To hunt for new counterexamples: pytest --hypothesis-profile explore
@@ -44,8 +49,6 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def compiled_trees_cache(tmp_path_factory) -> Path:
     """Compiled models go to a folder of the test run, never the user's cache."""
-    import os
-
     where = tmp_path_factory.mktemp("compiled-trees")
     os.environ["FPI_CACHE_DIR"] = str(where)
     return where

@@ -1,5 +1,5 @@
 """`fpi` on the command line: one module per command, each parsing its arguments, calling
-the library and handing the result to the presentation layer (`fpi.presentation.report_formats`, `fpi.presentation.result_tables`)."""
+the library and handing the result to presentation (`fpi.presentation.formats`: every output format, named once)."""
 
 from __future__ import annotations
 

@@ -50,12 +50,12 @@ def explain(
 def _one_turn(traces: str, turn: str, output: Path | None, output_format: str, pipeline: Pipeline, bad_records: Input) -> int:
     """One turn: its stages, probabilities and SHAP waterfall (with -o, shap's waterfall PNG and the JSON)."""
     from fpi.contract.atomic_files import atomic_write_bytes
-    from fpi.engines import memory
+    from fpi.engines.choice import run as run_engine
     from fpi.engines.plan import Plan
     from fpi.pipeline.explain import explain_turn, waterfall_png
     from fpi.pipeline.features import DESCRIPTIONS
 
-    result = memory.run(Plan(traces, pipeline, bad_records.reading(traces), keep_batch=True))
+    result = run_engine(Plan(traces, pipeline, bad_records.reading(traces), keep_batch=True))
     account_for(result)
     batch = result.batch
     assert batch is not None

@@ -38,7 +38,7 @@ def check(
 ) -> None:
     """Audit each rule against gold labels: matches, changes, precision, and macro-F1 with and without it."""
     def work() -> int:
-        from fpi.engines import memory
+        from fpi.engines.choice import run as run_engine
         from fpi.engines.plan import Plan
         from fpi.pipeline.classify import Pipeline
         from fpi.pipeline.model import FailurePointModel
@@ -46,7 +46,7 @@ def check(
 
         guard_paths([bad_records.mapping_file(), traces, model, *(rules or [])], [bad_records.quarantine_path(traces)])
         pipeline = Pipeline(FailurePointModel.load(model), load_rules(rules))
-        result = memory.run(Plan(traces, pipeline, bad_records.reading(traces, labels_required=True), keep_batch=True))
+        result = run_engine(Plan(traces, pipeline, bad_records.reading(traces, labels_required=True), keep_batch=True))
         account_for(result)
         batch = result.batch
         assert batch is not None

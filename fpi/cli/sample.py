@@ -23,7 +23,7 @@ def sample(
     """Choose the turns whose labels would teach the model most, as a sheet to fill in."""
     def work() -> int:
         from fpi.contract.atomic_files import atomic_write
-        from fpi.engines import memory
+        from fpi.engines.choice import run as run_engine
         from fpi.engines.plan import Plan
         from fpi.learning.turns_to_label import choose, sheet
 
@@ -31,7 +31,7 @@ def sample(
         if suffix not in (".csv", ".tsv", ".jsonl"):
             raise UsageError(f"{output}: unknown sheet format {suffix or '(none)'}: expected .csv, .tsv or .jsonl")
         guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()], [output, bad_records.quarantine_path(traces)])
-        result = memory.run(Plan(traces, classifier.pipeline(), bad_records.reading(traces), keep_batch=True))
+        result = run_engine(Plan(traces, classifier.pipeline(), bad_records.reading(traces), keep_batch=True))
         account_for(result)
         batch = result.batch
         assert batch is not None

@@ -59,7 +59,7 @@ class Reading:
     `name` names input that is not a file (stdin, bytes) in messages."""
 
     mapping: Mapping | str | Path | None = None
-    on_error: OnError = OnError.fail
+    on_error: OnError | str = OnError.fail
     quarantine: Path | None = None
     labels_required: bool = False
     name: str | None = None

@@ -1,10 +1,9 @@
-"""Progress counts turns phase by phase, ends every phase complete, and says nothing when stderr is not a terminal."""
+"""The in-memory engine reports a pipeline run phase by phase in turns, every phase ending complete."""
 
 from __future__ import annotations
 
 from fpi import Pipeline, simulate
 from fpi.engines.memory import PipelinePhases
-from fpi.presentation.progress import turns_progress
 
 
 def test_a_pipeline_run_reports_each_phase_in_turns_and_ends_complete():
@@ -20,9 +19,3 @@ def test_a_pipeline_run_reports_each_phase_in_turns_and_ends_complete():
     explained = [(done, total) for phase, done, total in heard if phase == "explaining"][1:]
     wanted = records.filter((records["failure_point"] != "correct") & records["rule"].is_null()).height
     assert explained[-1] == (wanted, wanted) and [d for d, _ in explained] == sorted(d for d, _ in explained)
-
-
-def test_progress_is_silent_off_a_terminal(capsys):
-    with turns_progress() as progress:
-        progress("reading", 5, 10)
-    assert capsys.readouterr().err == ""

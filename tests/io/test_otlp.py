@@ -177,3 +177,21 @@ def test_openinference_spans_read_one_turn_per_trace():
     assert turns["asr"].struct.field("text").to_list() == ["what's the weather", "book a table"]
     assert turns["nlu"].struct.field("intent").to_list() == ["weather", "book_table"]
     assert turns["result"].struct.field("status").to_list() == ["success", "error"]
+
+
+def test_spans_go_back_with_verdicts_through_any_engine_that_reads_them_whole(team, tmp_path):
+    """Write-back is a sink of the library: in memory and streamed alike, and refused for input that is not spans."""
+    from fpi.contract.errors import UsageError
+    from fpi.engines import memory, streamed
+    from fpi.engines.plan import Plan, Reading
+    from fpi.io.otlp import SpanVerdicts
+    from fpi.pipeline.classify import Pipeline
+
+    written = {}
+    for engine in (memory, streamed):
+        sink = SpanVerdicts(tmp_path / f"{engine.__name__}.otlp.json")
+        engine.run(Plan(str(team / "plain.otlp.jsonl"), Pipeline(), Reading(mapping="pipecat"), [sink], batch_turns=1000))
+        written[engine] = (sink.marked, sink.path.read_bytes())
+    assert written[memory] == written[streamed] and written[memory][0] == 2500
+    with pytest.raises(UsageError, match="spans can be written back only for OpenTelemetry input"):
+        SpanVerdicts(tmp_path / "x.otlp.json").start(None)

@@ -13,7 +13,7 @@ from fpi.pipeline.rule_cases import load_cases, run_cases
 from fpi.pipeline.rules import RuleError, RuleSet, audit_rules, default_rules_path, lint_rules, load_rules
 from conftest import ROOT, run_cli
 
-CASES_FILE = Path(__file__).parent / "rule_cases" / "default.yaml"
+CASES_FILE = ROOT / "tests" / "rule_cases" / "default.yaml"
 CASES = load_cases(CASES_FILE)
 
 

@@ -169,3 +169,16 @@ def test_explain_turn_writes_json_and_shaps_waterfall(fixture_traces, tmp_path):
     total = printed["expected_value"] + sum(c["contribution"] for c in printed["contributions"])
     assert math.isclose(total, printed["score"], abs_tol=1e-6)  # the waterfall adds up to the model's score
     assert (tmp_path / f"{first}-waterfall.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_explanations_take_three_features_unless_told_and_their_options_need_explain():
+    from fpi.contract.errors import UsageError
+    from fpi.pipeline.explain import TOP_K, explain_options
+
+    assert TOP_K == 3
+    assert explain_options(True) == {"explain_top_k": 3, "explain_all": False}
+    assert explain_options(True, 5, True) == {"explain_top_k": 5, "explain_all": True}
+    assert explain_options(False) == {"explain_top_k": None, "explain_all": False}
+    for top_k, explain_all, option in ((2, False, "--top-k"), (None, True, "--explain-all")):
+        with pytest.raises(UsageError, match=f"{option} goes with --explain"):
+            explain_options(False, top_k, explain_all)
