@@ -48,6 +48,9 @@ def classify(
                         on_progress=progress)
             outcome = run_engine(plan, engine, master)
         account_for(outcome)
+        warning = outcome.profile.message() if outcome.profile is not None else None
+        if warning:
+            say(warning)
         if isinstance(sink, SpanVerdicts):
             say(f"{sink.marked} turn spans marked with their verdict in {output}")
         show([counts_table(outcome.counts, outcome.classified)], stderr=True)

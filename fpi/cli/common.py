@@ -18,6 +18,7 @@ import typer
 
 from fpi.contract.errors import EXIT_INTERNAL, EXIT_OK, FpiError, UsageError
 from fpi.io.quarantine import OnError, default_quarantine
+from fpi.pipeline.adaptation import Adaptation
 from fpi.pipeline.predictor import Predictor
 from fpi.presentation import formats
 from fpi.presentation.formats import Shown
@@ -53,7 +54,7 @@ def emit(shown: Shown, output: Path | None = None) -> None:
 
 
 TracesArg = Annotated[str, typer.Argument(help="Trace file: .jsonl, .jsonl.gz or .parquet; - for stdin.")]
-LabeledArg = Annotated[str, typer.Argument(help="Labeled traces (every turn with a `label`).")]
+LabeledArg = Annotated[str, typer.Argument(help="Traces with gold labels (`label`) on some or all of their turns.")]
 ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="Model directory (default: the model shipped with fpi).")]
 OnErrorOpt = Annotated[OnError, typer.Option("--on-error", help="fail: stop at bad records (exit 2, nothing written); "
                                              "skip: go on with the valid turns and quarantine the bad records (exit 3).")]
@@ -63,6 +64,10 @@ PredictorOpt = Annotated[Predictor, typer.Option("--predictor", help="What predi
                                                  "~/.cache/fpi; needs llvmlite, which shap brings), lightgbm does not, auto "
                                                  "compiles for 300,000 turns or more. The records are the same.")]
 NoRulesOpt = Annotated[bool, typer.Option("--no-rules", help="Run the model alone, without the rule layer.")]
+AdaptOpt = Annotated[Adaptation, typer.Option("--adapt", help="auto: move verdicts to the label mix these logs seem to "
+                                              "have and, on logs unlike the model's training data (shift 0.25 or more), "
+                                              "classify with a model taught by their own confidences; prior: the label "
+                                              "mix only; off: the model as trained.")]
 QuarantineOpt = Annotated[Path | None, typer.Option("--quarantine", help="Where --on-error skip writes bad records "
                                                     "(default: <traces>.quarantine.jsonl).")]
 LintFormatOpt = Annotated[str, format_option(formats.PROBLEMS, "text: `file:line: CODE message` lines on stderr; json "
@@ -76,12 +81,13 @@ MappingOpt = Annotated[str | None, typer.Option("--mapping", help="Read records 
 
 @dataclass(frozen=True)
 class Classifier:
-    """--model, --rules, --no-rules, --predictor: what classifies the turns."""
+    """--model, --rules, --no-rules, --predictor, --adapt: what classifies the turns."""
 
     model: ModelOpt = None
     rules: RulesOpt = None
     no_rules: NoRulesOpt = False
     predictor: PredictorOpt = Predictor.auto
+    adapt: AdaptOpt = Adaptation.auto
 
     def inputs(self) -> list[str | Path | None]:
         return [self.model, *(self.rules or [])]
@@ -95,7 +101,7 @@ class Classifier:
         from fpi.pipeline.rules import rules_for
 
         return Pipeline(FailurePointModel.load(self.model), rules_for(self.rules, self.no_rules), predictor=self.predictor,
-                        **explain)
+                        adapt=self.adapt, **explain)
 
 
 @dataclass(frozen=True)

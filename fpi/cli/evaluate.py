@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fpi.cli.common import Classifier, Input, LabeledArg, account_for, emit, format_option, guard_paths, options, run, say
+from fpi.cli.common import Classifier, Input, TracesArg, account_for, emit, format_option, guard_paths, options, run, say
 from fpi.contract.errors import UsageError
 from fpi.presentation import formats
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 @options
 def evaluate(
-    traces: LabeledArg,
+    traces: TracesArg,
     classifier: Classifier = Classifier(),
     output_format: Annotated[str, format_option(formats.SCORES, "table (terminal) or json (stdout).")] = "table",
     human: Annotated[str | None, typer.Option(help="Field with one annotator's labels (e.g. human_label): score the "
@@ -32,7 +32,7 @@ def evaluate(
                                                 "(.png or .svg).")] = None,
     bad_records: Input = Input(),
 ) -> None:
-    """Score the model against gold labels: accuracy, macro-F1, per-label P/R/F1, confusion."""
+    """Score the model against gold labels (the turns that have one): accuracy, macro-F1, per-label P/R/F1, confusion."""
     def work() -> int:
         from fpi.contract.atomic_files import atomic_write_bytes
         from fpi.engines.choice import run as run_engine
@@ -55,6 +55,8 @@ def evaluate(
                         keep_batch=human is not None or errors is not None, on_progress=progress)
             result = run_engine(plan)
         account_for(result)
+        if result.unlabeled:
+            say(f"scored the {result.scored} turns with a gold label; the other {result.unlabeled} of {result.turns} have none")
         metrics = result.metrics(pipeline)
         if save_metrics is not None:
             atomic_write_bytes(save_metrics, metrics.to_text().encode("utf-8"))

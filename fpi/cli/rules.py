@@ -50,7 +50,9 @@ def check(
         account_for(result)
         batch = result.batch
         assert batch is not None
-        audit = audit_rules(batch.matches, pipeline.rules, batch.verdicts["model_failure_point"], batch.turns["label"])
+        labeled = batch.turns["label"].is_not_null()  # the turns a rule can be checked on
+        audit = audit_rules(batch.matches.filter(labeled), pipeline.rules, batch.verdicts["model_failure_point"].filter(labeled),
+                            batch.turns["label"].filter(labeled))
         emit(formats.RULE_AUDIT[output_format](audit))
         return result.exit_code
     run(work)

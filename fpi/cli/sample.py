@@ -20,7 +20,7 @@ def sample(
     classifier: Classifier = Classifier(),
     bad_records: Input = Input(),
 ) -> None:
-    """Choose the turns whose labels would teach the model most, as a sheet to fill in."""
+    """Choose turns to label, spread over the logs (the model's guesses, confidences, sessions), as a sheet to fill in."""
     def work() -> int:
         from fpi.contract.atomic_files import atomic_write
         from fpi.engines.choice import run as run_engine
@@ -35,16 +35,24 @@ def sample(
         account_for(result)
         batch = result.batch
         assert batch is not None
-        rows = sheet(batch, choose(batch, min(n, batch.turns.height), seed=seed))
+        warning = result.profile.message() if result.profile is not None else None
+        if warning:
+            say(warning)
+        rows = sheet(batch, choose(batch, n, seed=seed))
         writers = {".csv": lambda tmp: rows.write_csv(tmp), ".tsv": lambda tmp: rows.write_csv(tmp, separator="\t"),
                    ".jsonl": lambda tmp: rows.write_ndjson(tmp)}
         atomic_write(output, writers[suffix])
         mix = rows["model_guess"].value_counts().sort("model_guess")
         say(f"wrote {rows.height} turns to label to {output} (model's guesses: "
             + ", ".join(f"{label} {count}" for label, count in mix.iter_rows()) + "); fill the `label` column, then "
-            f"`fpi train {traces} --labels {output} --from default --unlabeled -o MODEL_DIR`")
+            f"`{recommended_command(traces, output)}`")
         return result.exit_code
     run(work)
+
+
+def recommended_command(traces: str, sheet: Path) -> str:
+    """What to run once the sheet is filled: training that chooses its way by cross-validation on the labels."""
+    return f"fpi train {traces} --labels {sheet} -o MODEL_DIR"
 
 
 @options

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fpi.cli.common import Input, LabeledArg, TracesArg, guard_paths, options, run, say
+from fpi.learning.methods import Method
 from fpi.contract.errors import UsageError
 from fpi.presentation.terminal import show
 
@@ -15,8 +16,8 @@ if TYPE_CHECKING:
     from fpi.learning.training import Training
     from fpi.pipeline.model import FailurePointModel
 
-FromOpt = Annotated[str | None, typer.Option("--from", help="Continue from a model: `default` (the shipped one) or a model "
-                                             "directory. Few labels then go a long way.")]
+FromOpt = Annotated[str | None, typer.Option("--from", help="The model to continue from, or to take weak labels from: "
+                                             "`default` (the shipped one, when not given) or a model directory.")]
 OutputOpt = Annotated[Path, typer.Option("-o", "--output", help="Model directory to write.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed for the validation split and LightGBM.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the model already in --output.")]
@@ -51,17 +52,13 @@ def _report(training: Training, output: Path) -> None:
     from fpi.presentation.result_tables import metrics_tables
 
     model = training.model
-    metrics = model.validation_metrics_
     gold = sum(training.gold.values())
-    how = "out-of-fold over all labels" if model.training_rows_.get("valid") == 0 else f"{model.training_rows_['valid']} held-out turns"
     say(f"learned from {gold} gold labels (" + ", ".join(f"{k} {v}" for k, v in training.gold.items() if v) + ")"
         + (f" and {training.weak.summary()}" if training.weak else ""))
-    rounds = f"{model.best_iteration_ - model.init_rounds_} new rounds" + (f" over {model.init_rounds_} continued" if model.init_rounds_ else "")
-    if not metrics:
-        say(f"no gold labels, so no validation ({rounds})")
-    else:
-        say(f"validation ({how}; {rounds}): accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
-        show(metrics_tables(metrics), stderr=True)
+    say(training.summary())
+    if model.validation_metrics_:
+        say("out of fold, every gold label scored by a model that did not learn from it:")
+        show(metrics_tables(model.validation_metrics_), stderr=True)
     say(f"model written to {output}")
 
 
@@ -72,15 +69,18 @@ def train(
     base: FromOpt = None,
     labels: Annotated[Path | None, typer.Option("--labels", help="A filled labeling sheet (`fpi sample`): its labels go "
                                                 "onto these traces by turn_id.")] = None,
-    unlabeled: Annotated[bool, typer.Option("--unlabeled", help="Also learn from turns without a label, where the user's "
-                                            "reaction agrees with a confident verdict (weak labels).")] = False,
+    method: Annotated[Method, typer.Option("--method", help="auto: continue from the --from model on logs like its "
+                                           "training data unless training from scratch is clearly better in "
+                                           "cross-validation on your labels; from scratch on logs out of its depth. "
+                                           "Or one way: scratch, continue, weak (from scratch, with weak labels from "
+                                           "the --from model where users' reactions agree).")] = Method.auto,
+    unlabeled: Annotated[bool, typer.Option("--unlabeled", help="The same as --method weak.")] = False,
     seed: SeedOpt = 0,
     force: ForceOpt = False,
-    valid_fraction: Annotated[float, typer.Option(min=0.01, max=0.9, help="Share of sessions held out for early stopping "
-                                                  "(5,000 labels or more; fewer are cross-validated).")] = 0.15,
     bad_records: Input = Input(),
 ) -> None:
-    """Train a failure-point model on your traces: every turn with a label, or a few hundred with --from."""
+    """Train a failure-point model on your labeled traces (every turn, or the few hundred of a filled `fpi sample` sheet);
+    the way of learning is chosen by cross-validation on your labels, and said with its spread."""
     def work() -> int:
         from fpi.learning.label_sheets import merge_labels, read_sheet
         from fpi.learning.training import train as fit
@@ -92,7 +92,9 @@ def train(
         turns = result.turns
         if labels is not None:
             turns = merge_labels(turns, read_sheet(labels), str(labels))
-        training = fit(turns, base=_base(base), unlabeled=unlabeled, seed=seed, valid_fraction=valid_fraction)
+        how = "weak" if unlabeled else method.value
+        named = "the shipped model" if base in (None, "default") else str(base)
+        training = fit(turns, base=_base(base), method=how, seed=seed, base_name=named)
         training.model.save(output)
         _report(training, output)
         return result.exit_code

@@ -67,8 +67,10 @@ class UsageError(FpiError):
 
 
 def require_scorable(source: str, read: int, accepted: int, unlabeled: int) -> None:
-    """Scores need accepted turns, each with a gold label: a usage error naming what is missing."""
+    """Scores need accepted turns, some with a gold label (the others are classified, not scored): a usage
+    error naming what is missing."""
     if not accepted:
         raise UsageError(f"{source}: no turns to score: none of the {read} records read was accepted")
-    if unlabeled:
-        raise UsageError(f"{source}: {unlabeled} of {accepted} turns have no `label`; this needs gold labels on every turn")
+    if unlabeled == accepted:
+        raise UsageError(f"{source}: none of the {accepted} turns has a `label`, so there is nothing to score against; "
+                         "label some with `fpi sample` and `fpi label merge`")

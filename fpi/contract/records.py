@@ -72,8 +72,19 @@ COLUMNS: tuple[Column, ...] = (
            required=False),
     Column("rules_sha", pl.String(), _nullable(_TEXT), "the rule set applied: its fingerprint's first 12 hex digits, or "
            "null when the model ran alone", required=False),
+    Column("shift", pl.Float64(), {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+           "how far the run's logs sit from the model's training data (0 alike .. 1 unlike in every feature; 0.25 or "
+           "more: out of the model's depth), the same on every record of a run; null when the model keeps no "
+           "training distributions", required=False),
 )
 SHA_DIGITS = 12  # of a fingerprint, in records and report headers
+OUT_OF_DEPTH = 0.25  # a `shift` from here on: the logs are unlike the model's training data
+
+
+def out_of_depth_warning(shift: float, detail: str = "") -> str:
+    """The one line that says a run's logs were unlike its model's training data, for terminals and report headers."""
+    return (f"these logs look unlike the model's training data (shift {shift:.2f}{detail}): verdicts are rough; "
+            "label 200 turns with `fpi sample` and `fpi train` to adapt")
 COLUMN_NAMES = tuple(c.name for c in COLUMNS)
 SCHEMA = pl.Schema({c.name: c.dtype for c in COLUMNS})
 CONTEXT = ("timestamp", "locale", "device_type", "domain", "intent")

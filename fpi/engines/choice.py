@@ -40,14 +40,17 @@ def run(plan: Plan, engine: Engine = Engine.local, master: str = DEFAULT_MASTER)
     if chosen == "spark":
         from fpi.engines import spark
 
-        return spark.run(plan, master)
-    if chosen == "streamed":
+        outcome = spark.run(plan, master)
+    elif chosen == "streamed":
         from fpi.engines import streamed
 
-        return streamed.run(plan)
-    from fpi.engines import memory
+        outcome = streamed.run(plan)
+    else:
+        from fpi.engines import memory
 
-    return memory.run(plan)
+        outcome = memory.run(plan)
+    outcome.profile = plan.pipeline.profile
+    return outcome
 
 
 def _a_file(source: object) -> bool:

@@ -26,6 +26,7 @@ from fpi.io.records_files import RecordsFile
 if TYPE_CHECKING:
     from fpi.io.mapping import Mapping
     from fpi.pipeline.classify import Batch, Pipeline
+    from fpi.pipeline.log_profile import LogProfile
 
 Progress = Callable[[str, int, "int | None"], None]  # (phase, turns done, turns in all or None)
 
@@ -111,6 +112,7 @@ class Run:
     fingerprint: str = ""
     contiguous: bool = False  # streamed: the sessions came whole, one after another, and were read without a shuffle
     batch: Batch | None = None  # with `Plan.keep_batch`: what the pipeline computed
+    profile: LogProfile | None = None  # how the input sat against the model's training data (`Pipeline.fit_logs`)
 
     @classmethod
     def of_read(cls, read: LoadResult, engine: str) -> Run:
@@ -126,11 +128,6 @@ class Run:
     def classified(self) -> int:
         return sum(self.counts.values())
 
-    @property
-    def labeled(self) -> bool:
-        """Every accepted turn had a gold label."""
-        return self.turns > 0 and self.unlabeled == 0
-
     def count(self, records: pl.DataFrame, *, turns: str | None = None) -> None:
         """Add a batch's records: turns per failure point and, where a turn has a gold label, the confusion.
         `turns` names a column saying how many turns each row stands for (records counted elsewhere)."""
@@ -143,15 +140,20 @@ class Run:
             pairs = pairs.select(pl.col("label").replace_strict(code), pl.col("failure_point").replace_strict(code), "n")
             np.add.at(self.confusion, (pairs["label"].to_numpy(), pairs["failure_point"].to_numpy()), pairs["n"].to_numpy())
 
+    @property
+    def scored(self) -> int:
+        """Accepted turns with a gold label: the turns scores are computed on."""
+        return self.turns - self.unlabeled
+
     def scores(self) -> dict | None:
-        """Accuracy, macro-F1 and per-label scores against the gold labels, when every turn had one."""
-        return scores(self.confusion) if self.labeled else None
+        """Accuracy, macro-F1 and per-label scores against the gold labels, over the turns that have one."""
+        return scores(self.confusion) if self.scored > 0 else None
 
     def metrics(self, pipeline: Pipeline) -> Metrics:
         """The metrics file of the run (`fpi eval --save-metrics`, what `fpi gate` judges)."""
         return Metrics.of_counts(source=self.source, data_fingerprint=self.fingerprint,
                                  model_fingerprint=pipeline.model.fingerprint(), rules=pipeline.rules.identity(),
-                                 predicted=self.counts, confusion=self.confusion if self.labeled else None)
+                                 predicted=self.counts, confusion=self.confusion if self.scored > 0 else None)
 
     @property
     def exit_code(self) -> int:

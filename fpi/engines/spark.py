@@ -37,19 +37,21 @@ from fpi.contract.records import SCHEMA
 from fpi.contract.trace_format import DUPLICATE
 from fpi.engines.choice import DEFAULT_MASTER
 from fpi.engines.plan import Plan, Run
-from fpi.engines.whole_input import QuantileSample, read_whole, settle, smallest
+from fpi.engines.whole_input import QuantileSample, hear, read_whole, settle, smallest
 from fpi.io.checks import FIRST_TURN, NO_STAGE, StageCheck, duplicates_rejected, fields_of_lines
 from fpi.io.quarantine import bad_records_error
 from fpi.io.read_result import LoadResult, RejectedRecord
 from fpi.io.sniff import detect_format, file_head, is_gzip, refuse_other_formats, refuse_records, whole_turn_lines
 from fpi.io.traces import as_mapping, canonical_turns
-from fpi.pipeline.quantiles import SOURCES, Reference
+from fpi.pipeline.features import SAMPLE_COLUMNS
+from fpi.pipeline.quantiles import Reference
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
     from fpi.io.mapping import Mapping
     from fpi.pipeline.classify import Pipeline
+    from fpi.pipeline.model import FailurePointModel
 
 LINE = "line"  # the 1-based line of each record in the input, carried through so output keeps input order
 _PROBLEM, _CODE, _FIELD, _WHAT, _RAW = "_problem", "_code", "_field", "_what", "_raw"
@@ -57,7 +59,7 @@ _READ, _TURNS, _STAGELESS, _LABELED = "_read", "_turns", "_stageless", "_labeled
 # What the first pass brings back per partition: the rows quantile tables are fitted on, bad records (a row per
 # problem: its message, and the field, code, reason and line text the quarantine keeps), and a row counting the
 # records read, the turns accepted, those with no stage and those with a gold label.
-_INSPECTED = pa.schema([("turn_id", pa.string()), *[(name, pa.float64()) for name in SOURCES], ("nlu_intent", pa.string()),
+_INSPECTED = pa.schema([*[(name, pa.string() if kind == pl.String else pa.float64()) for name, kind in SAMPLE_COLUMNS.items()],
                         (LINE, pa.int64()), (_PROBLEM, pa.string()), (_CODE, pa.string()), (_FIELD, pa.string()),
                         (_WHAT, pa.string()), (_RAW, pa.string()), (_READ, pa.int64()), (_TURNS, pa.int64()),
                         (_STAGELESS, pa.int64()), (_LABELED, pa.int64())])
@@ -162,19 +164,21 @@ class _Job:
 
     def _fitted(self, found: pl.DataFrame) -> Reference:
         """The quantile tables on the sample every engine fits them on, gathered again without the duplicates
-        when too many sampled turns were among them."""
+        when too many sampled turns were among them; the pipeline hears the sample."""
         rejected = pl.Series(LINE, self.reused, dtype=pl.Int64)
         sample = QuantileSample()
-        sample.add_rows(found.filter(pl.col("turn_id").is_not_null()).select("turn_id", *SOURCES, "nlu_intent", LINE))
-        fitted = sample.fit(rejected)
-        if fitted is None:
+        sample.add_rows(found.filter(pl.col("turn_id").is_not_null()).select(*SAMPLE_COLUMNS, LINE))
+        chosen = sample.chosen(rejected)
+        if chosen is None:
             again = _collected(self.by_session.mapInArrow(_inspect(self.source, json.dumps(self.mapping.to_json())
                                                                    if self.mapping is not None else None),
                                                           _spark_schema(_INSPECTED)))
             sample = QuantileSample()
-            sample.add_rows(again.filter(pl.col("turn_id").is_not_null()).select("turn_id", *SOURCES, "nlu_intent", LINE))
-            fitted = sample.fit(rejected)
-        assert fitted is not None
+            sample.add_rows(again.filter(pl.col("turn_id").is_not_null()).select(*SAMPLE_COLUMNS, LINE))
+            chosen = sample.chosen(rejected)
+        assert chosen is not None
+        fitted = Reference.fit(chosen)
+        hear(self.pipeline, chosen, fitted)  # a task's partition holds whole sessions: its rows saw their neighbours
         return fitted
 
     def _reused_across_sessions(self, keyed: DataFrame, rejected: list[RejectedRecord], turn_key: Column) -> list[RejectedRecord]:
@@ -201,11 +205,13 @@ class _Job:
     def records(self) -> DataFrame:
         """The records, partition by partition, with the driver's quantile tables."""
         pipeline = self.pipeline
-        model = _shipped_model(pipeline)
+        model = _shipped_model(pipeline.base)
+        adapted = _shipped_model(pipeline.model) if pipeline.model is not pipeline.base else None
         schema = records_arrow(pipeline.explain_top_k is not None, self.labeled)
         task = _Task(self.source, model, json.dumps(pipeline.rules.to_json()), self.reference, pipeline.explain_top_k,
                      pipeline.explain_all, json.dumps(self.mapping.to_json()) if self.mapping is not None else None,
-                     self.labeled, pipeline.predictor.value, self.expected)
+                     self.labeled, pipeline.predictor.value, self.expected,
+                     json.dumps(pipeline.profile.to_json()) if pipeline.profile is not None else None, adapted)
         return self.by_session.mapInArrow(task, _spark_schema(schema))
 
     def counted_by(self) -> list[str]:
@@ -252,7 +258,7 @@ def _inspect(label: str, mapping: str | None) -> Callable[[Iterator[pa.RecordBat
     """Per partition: its counts, the sample rows for the quantile tables (the rows a sample can still need,
     `smallest`), and a row per problem of a bad record."""
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from fpi.pipeline.features import reference_rows
+        from fpi.pipeline.features import sample_rows
 
         result, lines = _read(batches, label, mapping)
         if result is None:
@@ -262,7 +268,7 @@ def _inspect(label: str, mapping: str | None) -> Callable[[Iterator[pa.RecordBat
         yield pa.RecordBatch.from_pylist([{_READ: result.read, _TURNS: turns.height, _STAGELESS: stageless,
                                            _LABELED: turns.height - turns["label"].null_count()}], schema=_INSPECTED)
         if turns.height:
-            rows = smallest(reference_rows(turns).with_columns(pl.Series(LINE, pl.Series(lines).gather(turns["line"] - 1))))
+            rows = smallest(sample_rows(turns).with_columns(pl.Series(LINE, pl.Series(lines).gather(turns["line"] - 1))))
             yield _as_inspected(rows.drop("_hash"))
         problems = [{LINE: lines[r.line - 1], _PROBLEM: f"{field}: {what}" if field else what, _CODE: code, _FIELD: field,
                      _WHAT: what, _RAW: r.raw if isinstance(r.raw, str) else r.raw.decode("utf-8", "replace")}
@@ -275,7 +281,7 @@ def _inspect(label: str, mapping: str | None) -> Callable[[Iterator[pa.RecordBat
 
 def _as_inspected(frame: pl.DataFrame) -> pa.RecordBatch:
     """Rows of one kind in the inspection's schema, the other columns null."""
-    missing = [pl.lit(None, pl.Float64 if name in SOURCES else pl.Int64 if name in (LINE, *_COUNTS) else pl.String).alias(name)
+    missing = [pl.lit(None, SAMPLE_COLUMNS.get(name, pl.Int64 if name in (LINE, *_COUNTS) else pl.String)).alias(name)
                for name in _INSPECTED.names if name not in frame.columns]
     return frame.with_columns(missing).select(_INSPECTED.names).to_arrow().cast(_INSPECTED).to_batches()[0]
 
@@ -297,6 +303,8 @@ class _Task:
     labeled: bool
     predictor: str
     expected: int
+    profile: str | None  # what the driver heard of the whole input (`Pipeline.fit_logs`)
+    adapted: str | None  # the model taught by the logs, shipped like the model, when one classifies
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         pipeline = self._pipeline()
@@ -315,27 +323,32 @@ class _Task:
         from pyspark import SparkFiles
 
         from fpi.pipeline.classify import Pipeline
+        from fpi.pipeline.log_profile import LogProfile
         from fpi.pipeline.model import FailurePointModel
         from fpi.pipeline.rules import RuleSet
 
-        key = (self.model, self.rules, self.explain_top_k, self.explain_all, self.predictor, self.expected)
+        key = (self.model, self.rules, self.explain_top_k, self.explain_all, self.predictor, self.expected, self.profile,
+               self.adapted)
         if key not in _PIPELINES:
             pipeline = Pipeline(FailurePointModel.load(SparkFiles.get(self.model)), RuleSet.from_json(json.loads(self.rules)),
                                 explain_top_k=self.explain_top_k, explain_all=self.explain_all, predictor=self.predictor)
             pipeline.expect(self.expected)  # the run's size, as every engine tells it: `auto` chooses for the run
+            if self.profile is not None:
+                pipeline.adopt(LogProfile.from_json(json.loads(self.profile)),
+                               FailurePointModel.load(SparkFiles.get(self.adapted)) if self.adapted else None)
             _PIPELINES[key] = pipeline
         found = _PIPELINES[key]
         assert isinstance(found, Pipeline)
         return found
 
 
-def _shipped_model(pipeline: Pipeline) -> str:
-    """The pipeline's model saved as its files and added to the Spark job; the name a task finds it by."""
+def _shipped_model(model: FailurePointModel) -> str:
+    """A model saved as its files and added to the Spark job; the name a task finds it by."""
     from pyspark import SparkContext
 
     folder = Path(tempfile.mkdtemp(prefix="fpi-model-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    pipeline.model.save(folder)
+    model.save(folder)
     context = SparkContext.getOrCreate()
     context.addFile(str(folder), recursive=True)
     return folder.name

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from fpi.contract.errors import TraceError
 from fpi.engines.plan import Plan, Progress, Run, Sinks
-from fpi.engines.whole_input import QuantileSample, read_whole, settle
+from fpi.engines.whole_input import QuantileSample, hear, read_whole, settle
 from fpi.io.checks import FIRST_INDEX, FIRST_TURN, StageCheck, duplicates_rejected, row_json
 from fpi.io.line_blocks import BLOCK_BYTES, line_blocks
 from fpi.io.read_result import LoadResult
@@ -42,6 +42,7 @@ from fpi.io.trace_lines import read_jsonl, split_lines
 from fpi.io.trace_tables import read_table, table_rows
 from fpi.io.traces import canonical_turns, turns_fingerprint
 from fpi.pipeline.classify import Pipeline
+from fpi.pipeline.features import sample_rows
 from fpi.pipeline.quantiles import Reference
 
 CHUNK_BYTES = BLOCK_BYTES
@@ -133,10 +134,12 @@ def run(plan: Plan) -> Run:
                 outcome, partitions = _spill_whole(read, spill, plan)
                 rejected_lines = pl.Series("line", [], dtype=pl.UInt32)
             plan.pipeline.expect(outcome.turns)
-            fitted = partitions.sample.fit(rejected_lines)
-            if fitted is None:
-                fitted = _sample_again(partitions, rejected_lines).fit(rejected_lines)
-                assert fitted is not None
+            chosen = partitions.sample.chosen(rejected_lines)
+            if chosen is None:
+                chosen = _sample_again(partitions, rejected_lines).chosen(rejected_lines)
+                assert chosen is not None
+            fitted = Reference.fit(chosen)
+            hear(plan.pipeline, _sampled_sessions(partitions, rejected_lines, chosen["turn_id"]), fitted)
             with Sinks(plan.sinks, read) as sinks:
                 records = _classify_partitions(plan.pipeline, spill, partitions, rejected_lines, fitted, outcome, plan.progress,
                                                keep=bool(sinks))
@@ -327,6 +330,18 @@ def _sample_again(partitions: _Partitions, rejected: pl.Series) -> QuantileSampl
     for part in partitions.files:
         sample.add(partitions.turns(part, without=rejected))
     return sample
+
+
+def _sampled_sessions(partitions: _Partitions, rejected: pl.Series, sampled: pl.Series) -> pl.DataFrame:
+    """The sampled turns' `sample_rows`, each computed among the whole session it sits in."""
+    found = []
+    for part in sorted(partitions.files):
+        turns = partitions.turns(part, without=rejected)
+        sessions = turns.filter(pl.col("turn_id").is_in(sampled.implode()))["session_id"].unique()
+        whole = turns.filter(pl.col("session_id").is_in(sessions.implode()))
+        if whole.height:
+            found.append(sample_rows(whole).filter(pl.col("turn_id").is_in(sampled.implode())))
+    return pl.concat(found) if found else pl.DataFrame()
 
 
 def _classify_partitions(pipeline: Pipeline, spill: Path, partitions: _Partitions, rejected: pl.Series, fitted: Reference,

@@ -8,6 +8,7 @@ come from `Run.metrics`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -17,10 +18,12 @@ from fpi.io.quarantine import apply_on_error
 from fpi.io.read_result import LoadResult
 from fpi.io.traces import read_accepting
 from fpi.pipeline.features import reference_rows
-from fpi.pipeline.quantiles import SAMPLE_TURNS, Reference
+
+if TYPE_CHECKING:
+    from fpi.pipeline.classify import Pipeline
+from fpi.pipeline.quantiles import SAMPLE_ORDER, SAMPLE_TURNS, TURN_HASH, Reference
 
 SAMPLE_SLACK = 20_000  # sampled turns kept beyond SAMPLE_TURNS, so duplicates found at the end can be taken out
-TURN_HASH = pl.col("turn_id").hash(seed=0)  # what `Reference.sample` chooses by
 
 
 def read_whole(plan: Plan) -> LoadResult:
@@ -45,8 +48,8 @@ def settle(run: Run, reading: Reading) -> None:
 
 @dataclass
 class QuantileSample:
-    """The turns quantile tables are fitted on (`Reference.sample`: the smallest turn_id hashes), gathered
-    part by part. Only the turns whose hash can still be among the smallest get their reference rows
+    """The turns quantile tables are fitted on and the run hears (`Reference.sample`: the smallest turn_id
+    hashes), gathered part by part. Only the turns whose hash can still be among the smallest get their reference rows
     computed; SAMPLE_SLACK more than needed are kept, so the sample stays the same when duplicates found
     at the end are taken out. In memory the one batch is the whole input and the pipeline fits its
     tables on it, by the same `Reference.sample`."""
@@ -69,12 +72,26 @@ class QuantileSample:
             merged, self.truncated = smallest(merged), True
         self.rows = merged
 
-    def fit(self, rejected: pl.Series) -> Reference | None:
-        """The tables, or None when so many sampled turns were rejected that the sample must be gathered again."""
+    def chosen(self, rejected: pl.Series) -> pl.DataFrame | None:
+        """The sampled turns' rows, or None when so many were rejected that the sample must be gathered again."""
         rows = self.rows.filter(~pl.col("line").is_in(rejected.implode())) if self.rows is not None else pl.DataFrame()
         if self.truncated and rows.height < SAMPLE_TURNS:
             return None
-        return Reference.fit(Reference.sample(rows.drop("_hash", "line", strict=False)))
+        return Reference.sample(rows.drop("_hash", "line", strict=False))
+
+    def fit(self, rejected: pl.Series) -> Reference | None:
+        """The tables, or None when the sample must be gathered again."""
+        chosen = self.chosen(rejected)
+        return None if chosen is None else Reference.fit(chosen)
+
+
+def hear(pipeline: Pipeline, rows: pl.DataFrame, tables: Reference) -> None:
+    """The pipeline hears the sampled turns (`sample_rows` of whole sessions), in the order every engine hears
+    them, on the run's quantile tables: the logs' shift and prior, and a model they teach (`Pipeline.fit_logs`)."""
+    if rows.height:
+        heard = rows.sort(*SAMPLE_ORDER)
+        features = tables.over(pipeline.base.reference_).apply(heard.drop("session_id", "line", "_hash", strict=False))
+        pipeline.fit_logs(features, heard["session_id"])
 
 
 def smallest(rows: pl.DataFrame) -> pl.DataFrame:

@@ -1,74 +1,57 @@
-"""Which turns to label: the few hundred whose labels would teach the model most.
+"""Which turns to label: a few hundred that cover the logs.
 
-A turn is worth a label when the model is unsure (a small margin between its two likeliest
-failure points) or when the user's reaction disagrees with it (a rephrase after a turn it
-calls correct, a clean continuation after one it calls failed). The choice is spread over
-predicted failure points, intents and sessions, so a few hundred labels cover the ground.
+A model fitted to other logs is a poor judge of which turns would teach it most on these: its doubt
+is biased. Turns picked by the shipped model's doubt taught less than turns picked at random, on a
+real telephone system's logs and on simulated assistants alike (docs/learning.md). So the sheet is
+drawn at random within strata of the logs (the model's guess, and which third of these logs the
+turn's weakest confidence sits in), each stratum in proportion to its turns but every guess given
+room, and one turn per session while sessions last: as random as random sessions, spread wider.
 Same traces, model and seed: the same sheet."""
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 
 import numpy as np
 import polars as pl
 
 from fpi.pipeline.classify import Batch
-from fpi.contract.trace_format import LABELS
-from fpi.learning.weak_labels import signals
 
-DISAGREEMENT_BONUS = 0.5
-INTENT_DECAY = 0.85  # each further turn of an intent already chosen counts this much less
-POOL = 20  # candidates looked at per turn asked for
+LEVELS = ("low", "middle", "high")  # thirds of the weakest stage's confidence among these logs
 
 c = pl.col
 
 
-def _scores(batch: Batch) -> pl.DataFrame:
-    probabilities = batch.records["probabilities"].struct.unnest().select(LABELS).to_numpy()
-    ordered = np.sort(probabilities, axis=1)
-    margin = ordered[:, -1] - ordered[:, -2]
-    reactions = signals(batch.features)
-    failure = (batch.records["model_failure_point"] != "correct").to_numpy()
-    failed, clean = reactions["something_failed"].to_numpy(), reactions["clean"].to_numpy()
-    disagrees = (failed & ~failure) | (clean & failure)
-    why = np.where(disagrees & ~failure, "the user reacted as if it failed; the model says correct",
-                   np.where(disagrees, "the user carried on cleanly; the model says it failed",
-                            "the model is unsure between its two likeliest failure points"))
-    return pl.DataFrame({"row": np.arange(len(margin)), "score": (1 - margin) + DISAGREEMENT_BONUS * disagrees,
-                         "margin": margin, "why": why})
+def _strata(batch: Batch, seed: int) -> pl.DataFrame:
+    """Each turn's row, session, stratum (the model's guess, its weakest confidence's third) and random draw."""
+    weakest = batch.features["weakest_stage_q"].fill_null(0.5).to_numpy()
+    return pl.DataFrame({
+        "row": np.arange(batch.records.height), "jitter": np.random.default_rng(seed).random(batch.records.height),
+        "session": batch.records["session_id"], "predicted": batch.records["model_failure_point"],
+        "level": np.asarray(LEVELS)[np.minimum((weakest * 3).astype(int), 2)]})
 
 
 def choose(batch: Batch, n: int, *, seed: int = 0) -> pl.DataFrame:
-    """Row numbers of the `n` turns to label and why each was chosen, in session order."""
-    scored = _scores(batch).with_columns(
-        jitter=pl.Series(np.random.default_rng(seed).random(batch.records.height)),
-        predicted=batch.records["model_failure_point"], session=batch.records["session_id"],
-        intent=batch.records["intent"].fill_null(""))
-    pool = scored.sort(["score", "jitter"], descending=[True, True]).head(max(POOL * n, n))
-    labels_present = pool["predicted"].unique().sort().to_list()
-    per_label = math.ceil(n / 2 / max(len(labels_present), 1))  # half the sheet spread over predicted labels
-    chosen: list[int] = []
-    sessions: set[str] = set()
-    intents: Counter[str] = Counter()
-    by_label: Counter[str] = Counter()
-    rows = pool.select("row", "score", "predicted", "session", "intent").rows()
-    for strict in (2, 1, 0):  # one turn per session within label quotas; then per session; then by score alone
-        taken = set(chosen)
-        candidates = sorted((score * INTENT_DECAY ** intents[intent], -row, row, label, session, intent)
-                            for row, score, label, session, intent in rows if row not in taken)
-        for _, _, row, label, session, intent in reversed(candidates):
-            if len(chosen) >= n:
-                break
-            if (strict >= 1 and session in sessions) or (strict == 2 and by_label[label] >= per_label):
-                continue
-            chosen.append(row)
-            sessions.add(session)
-            intents[intent] += 1
-            by_label[label] += 1
-    picked = pl.DataFrame({"row": chosen}, schema={"row": pl.Int64})
-    return picked.join(scored.select("row", "why", "margin"), on="row", how="left").sort("row")
+    """Row numbers of the `n` turns to label and why each was chosen, in session order: drawn at random within
+    strata, from one turn drawn per session (more only when sessions run out), each stratum in proportion to
+    its turns, each guess at least its share of half the sheet."""
+    drawn = _strata(batch, seed).sort("jitter").with_columns(repeat=pl.int_range(pl.len()).over("session"))
+    n = min(n, drawn.height)
+    if n == 0:
+        return drawn.clear().select("row", why=pl.lit("", pl.String))
+    firsts = drawn.filter(c("repeat") == 0)  # each session's first draw
+    strata = firsts.group_by("predicted", "level").agg(turns=pl.len())
+    floor = math.ceil(n / 2 / strata["predicted"].n_unique())  # the least each guess gets, where it has the turns
+    quota = (strata.with_columns(guess_turns=c("turns").sum().over("predicted"))
+             .with_columns(want=pl.max_horizontal(c("turns") / firsts.height * n, floor * c("turns") / c("guess_turns")))
+             .with_columns(quota=(c("want") * n / c("want").sum()).round().cast(pl.Int64))
+             .select("predicted", "level", "quota"))
+    within = (firsts.with_columns(place=pl.int_range(pl.len()).over("predicted", "level"))
+              .join(quota, on=["predicted", "level"]).filter(c("place") < c("quota")).drop("place", "quota"))
+    rest = drawn.join(within.select("row"), on="row", how="anti").sort("repeat", "jitter")  # rounding, small strata
+    picked = pl.concat([within, rest.head(max(n - within.height, 0))]).head(n)
+    return picked.select("row", why=pl.format("drawn at random among the turns the model calls {} with a {} weakest "
+                                              "confidence", "predicted", "level")).sort("row")
 
 
 def sheet(batch: Batch, picked: pl.DataFrame) -> pl.DataFrame:
@@ -94,4 +77,4 @@ def sheet(batch: Batch, picked: pl.DataFrame) -> pl.DataFrame:
     guesses = (batch.records.select(model_guess="model_failure_point", model_confidence="confidence")
                .with_row_index("row").cast({"row": pl.Int64}))
     return (picked.join(described, on="row").join(guesses, on="row")
-            .select(pl.exclude("row", "why", "margin"), "why", label=pl.lit("", pl.String)))
+            .select(pl.exclude("row", "why"), "why", label=pl.lit("", pl.String)))

@@ -8,26 +8,31 @@ hands the same pipeline one partition of sessions at a time."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import polars as pl
 
+from fpi.pipeline.adaptation import Adaptation
 from fpi.pipeline.explain import explanations
 from fpi.pipeline.features import build_features, neighbour_rows
+from fpi.pipeline.log_adaptation import adapted_model
+from fpi.pipeline.log_profile import LogProfile
 from fpi.io.traces import Source, load_traces
 from fpi.io.mapping import Mapping
 from fpi.contract.errors import ModelError
 from fpi.pipeline.model import FailurePointModel
 from fpi.pipeline.predictor import Predictor
-from fpi.pipeline.quantiles import Reference
+from fpi.pipeline.quantiles import SAMPLE_ORDER, Reference
 from fpi.contract.records import CONTEXT_COLUMNS, SHA_DIGITS, in_contract_order
 from fpi.pipeline.rules import RuleSet, decide, evaluation_frame, load_rules, rule_matches
 from fpi.contract.trace_format import LABELS, TURN_SCHEMA
 
 PROBABILITY_DIGITS = 6
+ADAPT_TURNS = 50_000  # a model taught by the logs learns from at most this many sampled turns (whole sessions by hash)
+SESSION_HASH = pl.col("_session").hash(seed=2)
 
 Progress = Callable[[int, int], None]  # (turns done, turns in all)
 
@@ -51,11 +56,22 @@ class Pipeline:
     adds each turn's top SHAP features (the turns not `correct`, or all with `explain_all`).
     `predictor="native"` predicts with the model's trees compiled (`fpi.pipeline.compiled_trees`: once per model
     and machine), `"lightgbm"` with LightGBM, `"auto"` compiles for runs of `COMPILE_FROM` turns or more (`fpi.pipeline.predictor`);
-    the records are the same whichever predicts."""
+    the records are the same whichever predicts.
+
+    Before the first batch the pipeline hears the whole input (or its sample, `fit_logs`): how far it
+    sits from the model's training data and the label prior it seems to have (`fpi.pipeline.log_profile`).
+    The model's probabilities move to that prior (`adapt="prior"`); and with `adapt="auto"`, on logs the model
+    is out of its depth on, a model taught by the logs' own confidences classifies instead
+    (`fpi.pipeline.log_adaptation`); `adapt="off"`: the model alone. In memory, every `run` without
+    `fitted` tables is a whole input and is heard anew."""
 
     def __init__(self, model: FailurePointModel | None = None, rules: RuleSet | Literal["default"] | None = "default", *,
-                 explain_top_k: int | None = None, explain_all: bool = False, predictor: Predictor | str = Predictor.auto):
+                 explain_top_k: int | None = None, explain_all: bool = False, predictor: Predictor | str = Predictor.auto,
+                 adapt: Adaptation | str = Adaptation.auto):
         self.model = model if model is not None else FailurePointModel.load()
+        self.base = self.model
+        self.adapt = Adaptation(adapt)
+        self.profile: LogProfile | None = None
         self.rules = load_rules() if rules == "default" else rules or RuleSet(())
         self.explain_top_k = explain_top_k
         self.explain_all = explain_all
@@ -68,6 +84,9 @@ class Pipeline:
         """Hear how many turns the whole run holds (an engine that hands over batches knows it first),
         so `predictor="auto"` can choose for the run, not the batch."""
         self._expected = max(self._expected, turns)
+        self._choose_predictor()
+
+    def _choose_predictor(self) -> None:
         if self.predictor.compiles(self._expected) and self.model.native_ is None:
             try:
                 self.model.compile()
@@ -76,9 +95,37 @@ class Pipeline:
                     raise
                 self.predictor = Predictor.lightgbm  # auto: LightGBM predicts the same records, only slower
 
+    def fit_logs(self, features: pl.DataFrame, sessions: pl.Series) -> LogProfile:
+        """Hear the whole input's features (or its sample's) and their sessions, once, before any batch: the
+        logs' shift and prior against the model's training data, and on logs it is out of its depth on (with
+        `adapt="auto"`), the model taught by the logs' own confidences that classifies from then on."""
+        profile = LogProfile.fit(features, self.base.predict_proba(features), self.base.classes_,
+                                 self.base.trained_prior_ if self.adapt is not Adaptation.off else {}, self.base.distributions_)
+        adapted = None
+        if self.adapt is Adaptation.auto and profile.out_of_depth:
+            taught = features.with_columns(_session=sessions.alias("_session"))
+            if taught.height > ADAPT_TURNS:  # whole sessions, by a hash of their id
+                taught = taught.sort(SESSION_HASH, "_session", maintain_order=True).head(ADAPT_TURNS)
+            adapted = adapted_model(taught.drop("_session"), taught["_session"], threads=1)  # small data: one thread is as fast
+            if adapted is not None:
+                adapted.reference_ = self.base.reference_  # features read on the same fallback tables as before
+                profile = replace(profile, adapted=True)
+        self.adopt(profile, adapted)
+        return profile
+
+    def adopt(self, profile: LogProfile, adapted: FailurePointModel | None = None) -> None:
+        """What `fit_logs` heard, here or elsewhere (a Spark driver, for the pipeline of one of its tasks)."""
+        self.profile = profile
+        self.model = adapted if adapted is not None else self.base
+        self.model_sha = self.model.fingerprint()[:SHA_DIGITS]
+        self._choose_predictor()
+
     def verdicts(self, turns: pl.DataFrame, features: pl.DataFrame) -> pl.DataFrame:
         """The model's verdict per turn, before rules: ids, `model_failure_point`, `confidence`, `probabilities`."""
-        probabilities = np.round(self.model.predict_proba(features), PROBABILITY_DIGITS)
+        probabilities = self.model.predict_proba(features)
+        if self.profile is not None and not self.profile.adapted:
+            probabilities = self.profile.adjust(probabilities, self.model.classes_)
+        probabilities = np.round(probabilities, PROBABILITY_DIGITS)
         predicted = pl.Series("model_failure_point", np.asarray(self.model.classes_)[probabilities.argmax(axis=1)],
                               dtype=pl.String)
         by_label = pl.DataFrame(probabilities, schema=list(self.model.classes_), orient="row").select(LABELS)
@@ -95,8 +142,11 @@ class Pipeline:
         self.expect(turns.height)
         step("features")
         neighbours = neighbour_rows(turns)
-        features = features if features is not None else build_features(turns, neighbours, reference=self.model.reference_,
+        features = features if features is not None else build_features(turns, neighbours, reference=self.base.reference_,
                                                                          fitted=fitted)
+        if fitted is None:  # the batch is the whole input: heard as every engine hears its sample (`engines.whole_input.hear`)
+            heard = Reference.sample(features.with_columns(turns["session_id"].alias("_session"))).sort(*SAMPLE_ORDER)
+            self.fit_logs(heard.drop("_session"), heard["_session"])
         step("predicting")
         verdicts = self.verdicts(turns, features)
         step("rules")
@@ -112,7 +162,8 @@ class Pipeline:
                                                         explain_all=self.explain_all, on_progress=on_explained))
         if "label" in turns.columns and turns["label"].null_count() < turns.height:
             records = records.with_columns(turns["label"])
-        records = records.with_columns(model_sha=pl.lit(self.model_sha), rules_sha=pl.lit(self.rules_sha, pl.String))
+        records = records.with_columns(model_sha=pl.lit(self.model_sha), rules_sha=pl.lit(self.rules_sha, pl.String),
+                                       shift=pl.lit(self.profile.shift if self.profile else None, pl.Float64))
         return Batch(turns, neighbours, features, verdicts, matches, in_contract_order(records))
 
 

@@ -241,8 +241,20 @@ def build_features(turns: pl.DataFrame, neighbours: pl.DataFrame | None = None, 
 
 def reference_rows(turns: pl.DataFrame) -> pl.DataFrame:
     """What quantile tables are fitted on, per turn: its id, the sources and the intent (row-local,
-    so a streamed run collects them batch by batch)."""
+    so a streamed run collects them part by part, whole sessions or not)."""
     return feature_plan(turns).select("turn_id", *quantiles.SOURCES, "nlu_intent").collect(engine=ENGINE)
+
+
+def sample_rows(turns: pl.DataFrame) -> pl.DataFrame:
+    """What the run hears of the whole input's sample (`Pipeline.fit_logs`), per turn: its id, its session and
+    every feature before the quantiles. Dialogue features look at the neighbouring turns: whole sessions only."""
+    return feature_plan(turns).collect(engine=ENGINE).with_columns(turns["session_id"])
+
+
+SAMPLE_COLUMNS: dict[str, type[pl.DataType]] = {
+    "turn_id": pl.String, "session_id": pl.String,
+    **{f.name: pl.String if f.categorical else pl.Float64 for f in FEATURES}}
+"""`sample_rows`' columns and their types."""
 
 
 def features_markdown() -> str:

@@ -23,7 +23,7 @@ from fpi.contract.trace_format import STAGES
 from fpi.pipeline import model_fitting
 from fpi.pipeline.compiled_trees import NativeTrees, softmax
 from fpi.pipeline.features import CATEGORICAL, build_features
-from fpi.pipeline.model_folder import BOOSTER_FILE, METADATA_FILE, MODEL_FORMAT, default_model_dir, read_model_folder
+from fpi.pipeline.model_folder import BOOSTER_FILE, METADATA_FILE, MODEL_FORMAT, default_model_dir, read_model_folder, training_data
 from fpi.pipeline.quantiles import Reference
 
 
@@ -56,6 +56,10 @@ class FailurePointModel:
     data_fingerprint_: str
     training_rows_: dict[str, int]
     labels_used_: dict
+    fold_scores_: list[float]  # macro-F1 on each cross-validation fold (or the held-out split) of the last fit
+    selection_: dict  # how `fpi train` chose among ways of learning (fpi.learning.training)
+    distributions_: dict[str, list[float]]  # training features at 101 quantiles (fpi.pipeline.log_profile)
+    trained_prior_: dict[str, float]  # each label's share of training, as weighted in fitting
 
     def __init__(self, *, n_estimators: int = 600, learning_rate: float = 0.2, num_leaves: int = 63,
                  min_child_samples: int = 50, feature_fraction: float = 0.8, lambda_l2: float = 1.0,
@@ -73,6 +77,10 @@ class FailurePointModel:
         self.seed = seed
         self.num_threads = num_threads
         self.native_: NativeTrees | None = None  # set by compile()
+        self.fold_scores_ = []
+        self.selection_ = {}
+        self.distributions_ = {}
+        self.trained_prior_ = {}
 
     # ------------------------------------------------------------ encoding
 
@@ -93,12 +101,14 @@ class FailurePointModel:
     # ------------------------------------------------------------ fitting
 
     def fit(self, turns: pl.DataFrame, labels: pl.Series | None = None, *, weights: pl.Series | None = None,
-            init: FailurePointModel | None = None, features: pl.DataFrame | None = None,
-            on_iteration: Callable[[int, int], None] | None = None) -> FailurePointModel:
+            init: FailurePointModel | None = None, features: pl.DataFrame | None = None, rounds: int | None = None,
+            cross_validate: bool = False, on_iteration: Callable[[int, int], None] | None = None) -> FailurePointModel:
         """Fit on loaded turns and their labels (`fpi.pipeline.model_fitting.fit`). Turns without a label
         still give their neighbours' dialogue context; `weights` scales each labeled turn (weak labels count
-        less); with `init`, boosting continues from that model's trees."""
-        return model_fitting.fit(self, turns, labels, weights=weights, init=init, features=features, on_iteration=on_iteration)
+        less); with `init`, boosting continues from that model's trees; `rounds` fixes how many; `cross_validate`
+        chooses them by cross-validation however many the labels."""
+        return model_fitting.fit(self, turns, labels, weights=weights, init=init, features=features, rounds=rounds,
+                                 cross_validate=cross_validate, on_iteration=on_iteration)
 
     # ------------------------------------------------------------ prediction
 
@@ -163,6 +173,9 @@ class FailurePointModel:
             "training_rows": self.training_rows_, "data_fingerprint": self.data_fingerprint_,
             "validation_metrics": self.validation_metrics_, "reference": self.reference_.to_json(),
             "labels_used": self.labels_used_, "continued_from_rounds": self.init_rounds_,
+            **({"selection": self.selection_} if self.selection_ else {}),
+            **({"training_data": {"prior": self.trained_prior_, "distributions": self.distributions_}}
+               if self.trained_prior_ else {}),
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -194,6 +207,8 @@ class FailurePointModel:
         model.reference_ = Reference.from_json(meta.get("reference") or {})
         model.labels_used_ = meta.get("labels_used", {})
         model.init_rounds_ = int(meta.get("continued_from_rounds", 0))
+        model.selection_ = meta.get("selection", {}) if isinstance(meta.get("selection"), dict) else {}
+        model.trained_prior_, model.distributions_ = training_data(meta)
         return model
 
     def fingerprint(self) -> str:

@@ -16,6 +16,7 @@ from fpi.contract.errors import UsageError
 from fpi.contract.metrics import evaluate
 from fpi.contract.trace_format import LABELS
 from fpi.pipeline.features import CATEGORICAL, FEATURE_NAMES, build_features
+from fpi.pipeline.log_profile import training_distributions
 from fpi.pipeline.quantiles import Reference
 
 if TYPE_CHECKING:
@@ -64,8 +65,8 @@ def _params(model: FailurePointModel, labeled: int) -> dict:
         "seed": model.seed, "deterministic": True, "force_col_wise": True, "num_threads": model.num_threads,
         "verbosity": -1, "max_cat_to_onehot": 8, "cat_smooth": 10.0, "metric": "multi_logloss",
     }
-    if labeled < CV_BELOW:
-        params.update(learning_rate=min(model.learning_rate, 0.05), num_leaves=min(model.num_leaves, 7),
+    if labeled < CV_BELOW:  # one thread: as fast on so few rows, and no waiting on a busy machine's other core
+        params.update(learning_rate=min(model.learning_rate, 0.05), num_leaves=min(model.num_leaves, 7), num_threads=1,
                       min_data_in_leaf=max(5, labeled // 50), lambda_l2=max(model.lambda_l2, 10.0),
                       min_data_per_group=5, cat_smooth=20.0)
     elif labeled < MANY_LABELS:  # one assistant's labeled logs: finer steps than the large default
@@ -75,12 +76,14 @@ def _params(model: FailurePointModel, labeled: int) -> dict:
 
 
 def fit(model: FailurePointModel, turns: pl.DataFrame, labels: pl.Series | None = None, *, weights: pl.Series | None = None,
-        init: FailurePointModel | None = None, features: pl.DataFrame | None = None,
-        on_iteration: Callable[[int, int], None] | None = None) -> FailurePointModel:
+        init: FailurePointModel | None = None, features: pl.DataFrame | None = None, rounds: int | None = None,
+        cross_validate: bool = False, on_iteration: Callable[[int, int], None] | None = None) -> FailurePointModel:
     """Fit on loaded turns and their labels. Turns without a label still give their neighbours'
     dialogue context; `weights` scales each labeled turn (weak labels count less). With `init`,
     boosting continues from that model's trees (its features, classes and vocabularies).
-    With fewer than CV_BELOW labels, the number of rounds comes from session-grouped cross-validation.
+    With fewer than CV_BELOW labels (or with `cross_validate`), the number of rounds comes from session-grouped
+    cross-validation, else from one held-out split; `rounds` sets it instead, for labels that are not a truth
+    to validate on.
     `features` are the turns' features when the caller has built them already."""
     model.native_ = None  # compiled trees belong to the booster they were compiled from
     if labels is None:
@@ -93,6 +96,7 @@ def fit(model: FailurePointModel, turns: pl.DataFrame, labels: pl.Series | None 
     if features is None:
         features = turns if "wake_missing" in turns.columns else features_by_assistant(turns)
     model.reference_ = Reference.fit(features).global_only()  # the fallback for sources an input has too few of
+    model.distributions_ = training_distributions(features)  # what the shift of other logs is measured against
     if init is not None:
         init._check_fitted()
         model.feature_names_, model.classes_, model.vocabularies_ = list(init.feature_names_), list(init.classes_), init.vocabularies_
@@ -109,10 +113,14 @@ def fit(model: FailurePointModel, turns: pl.DataFrame, labels: pl.Series | None 
     sessions = turns["session_id"].filter(pl.Series(labeled))
     model.init_rounds_ = init.best_iteration_ if init is not None else 0
     gold = scale >= 1.0  # weak labels (weight below 1) train, never validate
-    if not gold.any():
+    if rounds is not None:  # labels that are not a truth to validate on (a teacher's): a set number of rounds
+        _final(model, X, y, scale, _params(model, len(y)), rounds, init, on_iteration)
+        model.validation_metrics_, model.fold_scores_ = {}, []
+        model.training_rows_ = {"train": len(y), "valid": 0}
+    elif not gold.any():
         _self_trained(model, X, y, scale, init, on_iteration)
         model.training_rows_ = {"train": len(y), "valid": 0}
-    elif gold.all() and len(y) >= CV_BELOW:
+    elif gold.all() and len(y) >= CV_BELOW and not cross_validate:
         valid = _holdout(model, X, y, scale, sessions, features, labels, init, on_iteration)
         model.training_rows_ = {"train": int((~valid).sum()), "valid": int(valid.sum())}
     else:
@@ -123,6 +131,8 @@ def fit(model: FailurePointModel, turns: pl.DataFrame, labels: pl.Series | None 
     digest.update(scale.astype(np.float64).tobytes())
     model.data_fingerprint_ = digest.hexdigest()
     model.labels_used_ = {"turns": len(y), "by_label": {label: int((y == k).sum()) for k, label in enumerate(model.classes_)}}
+    weighted = np.bincount(y, weights=_weights(model, y, scale), minlength=len(model.classes_))
+    model.trained_prior_ = {label: round(float(w / weighted.sum()), 6) for label, w in zip(model.classes_, weighted, strict=True)}
     return model
 
 
@@ -161,6 +171,7 @@ def _holdout(model: FailurePointModel, X: np.ndarray, y: np.ndarray, scale: np.n
     chosen = pl.Series(valid)
     predicted = np.asarray(model.classes_)[model._possible(model._proba_matrix(X[valid]), features.filter(chosen)).argmax(axis=1)]
     model.validation_metrics_ = evaluate(labels.filter(chosen).to_list(), predicted.tolist())
+    model.fold_scores_ = [model.validation_metrics_["macro_f1"]]
     return valid
 
 
@@ -189,7 +200,10 @@ def _cross_validated(model: FailurePointModel, X: np.ndarray, y: np.ndarray, sca
     _final(model, X, y, scale, params, max(0, int(np.median(best))) if best else 1, init, on_iteration)
     chosen = pl.Series(gold)
     predicted = np.asarray(model.classes_)[model._possible(out_of_fold[gold], features.filter(chosen)).argmax(axis=1)]
-    model.validation_metrics_ = evaluate(labels.filter(chosen).to_list(), predicted.tolist())
+    truth, held_in = labels.filter(chosen).to_numpy(), fold[gold]
+    model.validation_metrics_ = evaluate(truth.tolist(), predicted.tolist())
+    model.fold_scores_ = [evaluate(truth[held_in == k].tolist(), predicted[held_in == k].tolist())["macro_f1"]
+                          for k in range(CV_FOLDS) if (held_in == k).any()]
 
 
 def _self_trained(model: FailurePointModel, X: np.ndarray, y: np.ndarray, scale: np.ndarray, init: FailurePointModel | None,
@@ -197,6 +211,7 @@ def _self_trained(model: FailurePointModel, X: np.ndarray, y: np.ndarray, scale:
     """Weak labels only: nothing to validate on, so a few gentle rounds (see `fpi adapt`)."""
     _final(model, X, y, scale, _params(model, len(y)) | {"learning_rate": 0.05}, SELF_TRAINING_ROUNDS, init, on_iteration)
     model.validation_metrics_ = {}
+    model.fold_scores_ = []
 
 
 def _final(model: FailurePointModel, X: np.ndarray, y: np.ndarray, scale: np.ndarray, params: dict, rounds: int,

@@ -13,6 +13,9 @@ from pathlib import Path
 from fpi.contract.errors import ModelError
 from fpi.contract.trace_format import LABELS
 from fpi.pipeline.features import CATEGORICAL, FEATURE_NAMES
+from fpi.pipeline.log_profile import LEVELS
+
+DISTRIBUTION_POINTS = len(LEVELS)  # a training distribution's quantiles
 
 MODEL_FORMAT = 1
 BOOSTER_FILE = "booster.txt"
@@ -92,7 +95,37 @@ def _metadata_problems(meta: dict) -> list[tuple[str, str]]:
                 problems.append((f"vocabularies.{name}", "expected a list of strings"))
     if "reference" in meta and not isinstance(meta["reference"], dict):
         problems.append(("reference", f"expected an object, got {type(meta['reference']).__name__}"))
+    problems += _training_data_problems(meta.get("training_data"))
     return problems
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _training_data_problems(data: object) -> list[tuple[str, str]]:
+    """`training_data` (optional): the label prior and the features' distributions the model learned from."""
+    if data is None:
+        return []
+    if not isinstance(data, dict) or not isinstance(data.get("prior"), dict) or not isinstance(data.get("distributions"), dict):
+        return [("training_data", "expected an object with `prior` and `distributions` objects")]
+    problems = []
+    prior = data["prior"]
+    if set(prior) != set(LABELS) or not all(_finite(v) and v >= 0 for v in prior.values()) or not sum(prior.values()) > 0:
+        problems.append(("training_data.prior", f"expected a share of at least 0 for each of {', '.join(LABELS)}"))
+    for name, points in data["distributions"].items():
+        if (name not in FEATURE_NAMES or not isinstance(points, list) or len(points) != DISTRIBUTION_POINTS
+                or not all(_finite(v) for v in points) or points != sorted(points)):
+            problems.append((f"training_data.distributions.{name}",
+                             f"expected a known feature with {DISTRIBUTION_POINTS} ascending numbers"))
+    return problems
+
+
+def training_data(meta: dict) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """The label prior and feature distributions of a vetted model.json (empty for a model without them)."""
+    data = meta.get("training_data") or {}
+    return ({k: float(v) for k, v in data.get("prior", {}).items()},
+            {k: [float(v) for v in points] for k, points in data.get("distributions", {}).items()})
 
 
 def _check_booster(text: str, meta: dict, path: Path) -> None:

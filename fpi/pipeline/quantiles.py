@@ -22,6 +22,8 @@ LEVELS = 101
 MIN_VALUES = 200  # fewer values of a source: use the fallback's table
 MIN_INTENT_VALUES = 50
 SAMPLE_TURNS = 200_000  # the tables rest on at most this many turns: those with the smallest hash of turn_id
+TURN_HASH = pl.col("turn_id").hash(seed=0)
+SAMPLE_ORDER = (TURN_HASH, "turn_id")  # which turns are sampled first; the order whole-input fits see them in
 
 DESCRIPTIONS = {
     "wake_score_q": "wake score as a quantile among this assistant's turns",
@@ -85,7 +87,7 @@ class Reference:
         into batches, so a streamed run fits the same tables as one in memory."""
         if features.height <= SAMPLE_TURNS:
             return features
-        chosen = features.select(pl.arg_sort_by(pl.col("turn_id").hash(seed=0), "turn_id").head(SAMPLE_TURNS)).to_series()
+        chosen = features.select(pl.arg_sort_by(*SAMPLE_ORDER).head(SAMPLE_TURNS)).to_series()
         return features[chosen]
 
     def global_only(self) -> Reference:

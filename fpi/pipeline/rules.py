@@ -263,8 +263,9 @@ def rule_matches(frame: pl.DataFrame, rules: RuleSet) -> pl.DataFrame:
 
 
 def decide(matches: pl.DataFrame, rules: RuleSet, model_failure_point: pl.Series) -> pl.DataFrame:
-    """From the match of each rule: `failure_point` decided by the first rule that matched (else the
-    model's), `rule` (that rule's id or null), `rules_matched` and `recovered_from` (in stage order).
+    """From the match of each rule: `failure_point` decided by the first rule that matched and applies (else
+    the model's; a `recovered: STAGE` rule applies where the model names that stage or `correct`), `rule`
+    (that rule's id or null), `rules_matched` and `recovered_from` (in stage order).
     The lists are built only for the turns some rule matched: most turns match none."""
     empty = pl.lit([], dtype=pl.List(pl.String))
     if not len(rules):
@@ -279,11 +280,13 @@ def decide(matches: pl.DataFrame, rules: RuleSet, model_failure_point: pl.Series
     lists = matches.lazy().with_row_index("_row").filter(pl.any_horizontal(ids)).select(
         "_row", rules_matched=pl.concat_list([pl.when(c(i)).then(pl.lit(i)) for i in ids]).list.drop_nulls(),
         recovered_from=recovered_from)
-    return matches.lazy().with_row_index("_row").select(
+    applies = {rule.id: c(rule.id) & c("_model").is_in([rule.value, "correct"]) if rule.effect == "recovered" else c(rule.id)
+               for rule in rules.rules}  # a stage's recovery speaks for that stage, not for another's failure
+    return matches.lazy().with_row_index("_row").with_columns(_model=model_failure_point).select(
         "_row",
-        failure_point=pl.coalesce([pl.when(c(rule.id)).then(pl.lit(rule.failure_point)) for rule in rules.rules])
+        failure_point=pl.coalesce([pl.when(applies[rule.id]).then(pl.lit(rule.failure_point)) for rule in rules.rules])
         .fill_null(model_failure_point),
-        rule=pl.coalesce([pl.when(c(rule.id)).then(pl.lit(rule.id)) for rule in rules.rules]),
+        rule=pl.coalesce([pl.when(applies[rule.id]).then(pl.lit(rule.id)) for rule in rules.rules]),
     ).join(lists, on="_row", how="left", maintain_order="left").select(
         "failure_point", "rule", c("rules_matched").fill_null(empty),
         recovered_from=pl.when(c("failure_point") == "correct").then(c("recovered_from").fill_null(empty)).otherwise(empty),

@@ -11,6 +11,7 @@ import io
 from rich.console import Console
 from rich.text import Text
 
+from fpi.contract.records import OUT_OF_DEPTH, out_of_depth_warning
 from fpi.contract.trace_format import COMPONENTS
 from fpi.presentation.display_tables import DisplayTable, html_table, markdown_table, md_escape, print_table
 from fpi.reports.failure_report import Rate, Report, SliceRates
@@ -37,7 +38,10 @@ def header(report: Report) -> list[str]:
     models = ", ".join(about["models"]) or "not recorded in the records"
     rules = ", ".join(about["rules"]) or "not recorded in the records"
     mixed = " (records of several runs)" if len(about["models"]) > 1 or len(about["rules"]) > 1 else ""
-    lines = [f"fpi {about['fpi']}; model {models}; rules {rules}{mixed}"]
+    shift = about.get("shift")
+    lines = [f"fpi {about['fpi']}; model {models}; rules {rules}{mixed}" + (f"; shift {shift:.2f}" if shift is not None else "")]
+    if shift is not None and shift >= OUT_OF_DEPTH:
+        lines.append(out_of_depth_warning(shift))
     where = f"{report['turns']} turns from {report['source']}" + (f" (sha256 {about['input_sha256'][:16]})" if about["input_sha256"] else "")
     days = f"turns of {about['first_day']} to {about['last_day']}" if about["first_day"] else "no timestamps"
     lines.append(f"{where}; {days}; report date {about['date'] or '-'}")

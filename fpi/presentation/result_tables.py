@@ -23,7 +23,9 @@ def metrics_tables(metrics: dict, human: dict | None = None) -> list[DisplayTabl
                    ["label", "precision", "recall", "F1", "support", *(["annotator F1"] if human else [])],
                    numeric_columns=SCORE_COLUMNS)
     for label, row in metrics["per_label"].items():
-        cells = [label, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"])]
+        predicted = row.get("predicted", 1)  # undefined where nothing was predicted, or nothing is to be recalled
+        cells = [label, f"{row['precision']:.4f}" if predicted else "-", f"{row['recall']:.4f}" if row["support"] else "-",
+                 f"{row['f1']:.4f}" if predicted or row["support"] else "-", str(row["support"])]
         if human:
             cells.append(f"{human['per_label'][label]['f1']:.4f}")
         scores.add(*cells)

@@ -27,7 +27,7 @@ SLICES = {
     "day": "day",
 }
 KEYS = ("failure_point", "model_failure_point", "rule", "domain", "intent", "device_type", "locale", "day", "label",
-        "model_sha", "rules_sha")
+        "model_sha", "rules_sha", "shift")
 MICRO = 1_000_000  # contributions are recorded to 6 digits: summed as integers, exact in any order
 COUNT = pl.UInt64
 

@@ -66,6 +66,7 @@ class About(TypedDict):
     fpi: str
     models: list[str]  # model_sha of the records (several when runs were mixed; none when not recorded)
     rules: list[str]  # rules_sha of the records ("none" for a run without rules)
+    shift: float | None  # the largest shift of the records' runs from their model's training data (None: not recorded)
     input_sha256: str | None
     first_day: str | None
     last_day: str | None
@@ -212,7 +213,9 @@ def about(tally: Tally, input_sha256: str | None = None, date: str | None = None
     first_day, last_day = days.min(), days.max()
     assert first_day is None or isinstance(first_day, str)
     assert last_day is None or isinstance(last_day, str)
-    return About(fpi=version(), models=distinct("model_sha", "none"), rules=distinct("rules_sha", "none"), input_sha256=input_sha256,
+    shifts = [float(value) for value in distinct("shift", "") if value]
+    return About(fpi=version(), models=distinct("model_sha", "none"), rules=distinct("rules_sha", "none"),
+                 shift=max(shifts) if shifts else None, input_sha256=input_sha256,
                  first_day=first_day, last_day=last_day, date=date or last_day)
 
 

@@ -16,7 +16,9 @@ def test_classify_fixture_with_no_flags_gives_one_record_per_turn(fixture_traces
     first = records[0]
     assert list(first) == ["turn_id", "session_id", "turn_index", "failure_point", "model_failure_point",
                            "confidence", "probabilities", "rule", "rules_matched", "recovered_from",
-                           "timestamp", "locale", "device_type", "domain", "intent", "label", "model_sha", "rules_sha"]
+                           "timestamp", "locale", "device_type", "domain", "intent", "label", "model_sha", "rules_sha",
+                           "shift"]
+    assert 0 <= first["shift"] < 0.25  # the fixtures are simulated: like the model's training data
     assert abs(sum(first["probabilities"].values()) - 1) < 1e-4
     assert first["confidence"] == max(first["probabilities"].values())
     assert "failure points of 2000 turns" in result.stderr
@@ -68,7 +70,8 @@ def test_train_then_eval_with_the_trained_model(tmp_path):
     assert run_cli("simulate", "-n", "4000", "--seed", "3", "-o", data).exit_code == 0
     result = run_cli("train", data, "-o", tmp_path / "model", "--seed", "1")
     assert result.exit_code == 0, result.stderr
-    assert "validation (" in result.stderr and (tmp_path / "model" / "booster.txt").exists()
+    assert "macro-F1" in result.stderr and "over 5 folds of 4000 labels" in result.stderr
+    assert (tmp_path / "model" / "booster.txt").exists()
     result = run_cli("eval", data, "--model", tmp_path / "model", "--format", "json")
     report = json.loads(result.stdout)
     assert result.exit_code == 0 and report["model"]["turns"] == 4000 and 0.3 < report["model"]["macro_f1"] <= 1
@@ -89,7 +92,28 @@ def test_eval_against_the_annotator(tmp_path):
 def test_eval_without_labels_is_a_usage_error(tmp_path):
     path = write_jsonl(tmp_path / "t.jsonl", [turn()])
     result = run_cli("eval", path)
-    assert result.exit_code == 2 and "have no `label`" in result.stderr
+    assert result.exit_code == 2 and "none of the 1 turns has a `label`" in result.stderr and "fpi sample" in result.stderr
+
+
+def test_eval_scores_the_labeled_turns_of_merged_traces(fixture_traces, tmp_path):
+    """`fpi label merge` writes every turn, a few labeled: eval scores those and says how many; labels with no
+    support and no prediction show `-`, not a score."""
+    rows = [json.loads(line) for line in fixture_traces.read_text().splitlines()]
+    kept = {"correct": 0, "asr": 0}
+    for row in rows:  # gold labels on 30 correct and 10 asr turns only
+        label = row.pop("label")
+        if label in kept and kept[label] < (30 if label == "correct" else 10):
+            kept[label] += 1
+            row["label"] = label
+    merged = write_jsonl(tmp_path / "merged.jsonl", rows)
+    result = run_cli("eval", merged)
+    assert result.exit_code == 0, result.stderr
+    assert "scored the 40 turns with a gold label; the other 1960 of 2000 have none" in result.stderr
+    assert "40 turns: accuracy" in result.stdout
+    wake = next(line for line in result.stdout.splitlines() if line.strip("│┃ ").startswith("wake"))
+    assert [cell.strip() for cell in wake.strip("│").split("│")][1:] == ["-", "-", "-", "0"]
+    scores = json.loads(run_cli("eval", merged, "--format", "json").stdout)
+    assert scores["model"]["turns"] == 40 and scores["model"]["per_label"]["asr"]["support"] == 10
 
 
 def test_library_and_cli_agree(fixture_traces, tmp_path):

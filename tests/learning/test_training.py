@@ -84,25 +84,30 @@ def test_label_merge_and_bad_labels(telephone, tmp_path):
     assert "got 'asrr'" in result.stderr and not (tmp_path / "x.jsonl").exists()
 
 
-def test_train_from_default_on_a_few_labels_and_partial_traces(telephone, tmp_path):
+def test_train_on_a_filled_sheet_chooses_and_says_how_well(telephone, tmp_path):
     sheet, model_dir = tmp_path / "sheet.csv", tmp_path / "model"
-    run_cli("sample", telephone / "unlabeled.jsonl", "-n", "120", "-o", sheet)
+    sampled = run_cli("sample", telephone / "unlabeled.jsonl", "-n", "120", "-o", sheet)
+    assert f"fpi train {telephone / 'unlabeled.jsonl'} --labels {sheet} -o MODEL_DIR" in sampled.stderr
     filled = _fill(sheet, telephone / "labeled.jsonl", tmp_path / "filled.csv")
-    result = run_cli("train", telephone / "unlabeled.jsonl", "--labels", filled, "--from", "default", "--unlabeled", "-o", model_dir)
+    result = run_cli("train", telephone / "unlabeled.jsonl", "--labels", filled, "-o", model_dir)
     assert result.exit_code == 0, result.stderr
-    assert "learned from 120 gold labels" in result.stderr and "weak labels" in result.stderr
+    assert "learned from 120 gold labels" in result.stderr and "over 5 folds of 120 labels" in result.stderr
+    assert " ± " in result.stderr and "chosen over: " in result.stderr  # logs like the shipped model's: both were tried
     meta = json.loads((model_dir / "model.json").read_text())
-    assert meta["continued_from_rounds"] == FailurePointModel.load().best_iteration_
-    assert meta["labels_used"]["turns"] > 120  # gold plus weak
+    assert meta["selection"]["method"] in ("scratch", "continue") and set(meta["selection"]["candidates"]) == {"scratch", "continue"}
+    assert meta["labels_used"]["turns"] == 120
     report = json.loads(run_cli("eval", telephone / "labeled.jsonl", "--model", model_dir, "--format", "json").stdout)
     assert report["model"]["macro_f1"] > 0.6
+    weak = run_cli("train", telephone / "unlabeled.jsonl", "--labels", filled, "--method", "weak", "-o", tmp_path / "weak")
+    assert weak.exit_code == 0 and "weak labels" in weak.stderr and "with weak labels from the shipped model" in weak.stderr
+    assert json.loads((tmp_path / "weak" / "model.json").read_text())["labels_used"]["turns"] > 120  # gold plus weak
 
 
 def test_training_on_few_labels_is_deterministic_and_keeps_unlabeled_context():
     turns = simulate(2000, seed=5)
     partial = turns.with_columns(label=pl.when(pl.int_range(pl.len()) % 5 == 0).then(pl.col("label")))
-    first = train(partial, base=FailurePointModel.load(), seed=2)
-    again = train(partial, base=FailurePointModel.load(), seed=2)
+    first = train(partial, base=FailurePointModel.load(), seed=2, threads=1)
+    again = train(partial, base=FailurePointModel.load(), seed=2, threads=1)
     assert first.model.booster_.model_to_string() == again.model.booster_.model_to_string()
     assert sum(first.gold.values()) == 400 and first.model.training_rows_["valid"] == 0
 

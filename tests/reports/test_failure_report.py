@@ -206,7 +206,10 @@ def test_terminal_report_fits_100_columns_without_splitting_identifiers(classifi
     assert max(len(line.rstrip()) for line in lines) <= 100
     words = set(re.findall(r"[A-Za-z0-9_.-]+", result.stdout))
     records = read_records(classified / "r.jsonl")
-    identifiers = {*records["intent"].drop_nulls(), *records["device_type"].drop_nulls(), "nlu-clarification-confirmed"}
+    reasons = records["explanation"].struct.field("features").list.eval(pl.element().struct.field("feature")).explode()
+    identifiers = {*records["intent"].drop_nulls(), *records["device_type"].drop_nulls(),
+                   *(name for name in reasons.drop_nulls() if name in result.stdout)}
+    assert "er_value_similarity_min" in identifiers  # a long one
     assert identifiers <= words, f"split across lines: {sorted(identifiers - words)}"
     assert re.search(r"\n\s+\d+\.\d-\d+\.\d ", result.stdout)  # slices: each rate's interval on the line under it
     monkeypatch.setenv("COLUMNS", "250")
