@@ -162,7 +162,8 @@ def test_a_large_file_of_other_field_names_is_refused_as_in_memory(tmp_path):
 
 def test_eval_and_gate_stream_a_large_file_to_the_same_numbers(interleaved, tmp_path, monkeypatch):
     """eval and gate read an input larger than a batch batch by batch: the same metrics file (data
-    fingerprint included), scores and verdicts as in memory; unlabeled turns are refused by count."""
+    fingerprint included), scores and verdicts as in memory; a partly labeled file is scored on its
+    labeled turns, saying how many, the same way in both."""
     import fpi.engines.choice
     source = interleaved / "traces.jsonl"
     policy = ROOT / "fixtures" / "gate" / "policy.yaml"
@@ -180,8 +181,13 @@ def test_eval_and_gate_stream_a_large_file_to_the_same_numbers(interleaved, tmp_
     lines = source.read_text().splitlines()
     unlabeled = [json.dumps({k: v for k, v in json.loads(line).items() if k != "label"}) for line in lines[:3]]
     (tmp_path / "some-unlabeled.jsonl").write_text("\n".join(unlabeled + lines[3:]) + "\n")
-    refused = run_cli("eval", tmp_path / "some-unlabeled.jsonl")
-    assert refused.exit_code == 2 and "3 of 12000 turns have no `label`" in refused.stderr
+    partial = {}
+    for engine, batch in (("memory", 100_000), ("streamed", 2000)):
+        monkeypatch.setattr(fpi.engines.choice, "BATCH_TURNS", batch)
+        partial[engine] = run_cli("eval", tmp_path / "some-unlabeled.jsonl", "--format", "json")
+        assert partial[engine].exit_code == 0, partial[engine].stderr
+        assert "scored the 11997 turns with a gold label; the other 3 of 12000 have none" in partial[engine].stderr
+    assert partial["streamed"].stdout == partial["memory"].stdout != runs["memory"][0]
 
 
 def test_report_on_a_large_trace_file_classifies_it_batch_by_batch_to_the_same_report(interleaved, monkeypatch):
