@@ -147,7 +147,7 @@ def test_classify_explain_cli_and_csv(fixture_traces, tmp_path):
     explained = [r for r in records if r["explanation"]]
     assert explained and all(r["failure_point"] != "correct" for r in explained)
     assert all(len(r["explanation"]["features"]) == 4 for r in explained if r["explanation"]["decided_by"] == "model")
-    assert list(records[0])[-3:] == ["label", "model_sha", "rules_sha"]
+    assert list(records[0])[-4:] == ["label", "model_sha", "rules_sha", "shift"]
     csv = tmp_path / "r.csv"
     assert run_cli("classify", fixture_traces, "--explain", "-o", csv).exit_code == 0
     frame = pl.read_csv(csv)
