@@ -69,8 +69,10 @@ class ConfidenceRule:
         return score, rule
 
     def describe(self) -> str:
-        parts = [f"{stage} < {value:.3g}" for stage, value in self.thresholds.items()]
-        return ", ".join(parts) + ("; a failed result status blames the result" if self.result_status else "")
+        parts = [", ".join(f"{stage} < {value:.3g}" for stage, value in self.thresholds.items()) or "no confidences"]
+        if self.result_status:
+            parts.append("a failed result status blames the result")
+        return "; ".join(parts)
 
 
 def _scores(features: pl.DataFrame) -> dict[str, np.ndarray]:

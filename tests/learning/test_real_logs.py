@@ -146,6 +146,8 @@ def test_confidence_rule_finds_each_stages_threshold():
     assert np.mean(np.asarray(rule.predict(features)) == np.asarray(gold)) > 0.97  # thresholds on a grid of 41 quantiles
     assert set(rule.thresholds) == {"asr", "nlu"} and abs(rule.thresholds["asr"] - 0.3) < 0.03 and abs(rule.thresholds["nlu"] - 0.5) < 0.03
     assert not rule.result_status  # no result ever fails here
+    assert rule.describe().startswith("asr < 0.") and ", nlu < 0." in rule.describe()
+    assert ConfidenceRule({}, True).describe() == "no confidences; a failed result status blames the result"
 
 
 def test_the_sheet_spreads_over_guesses_confidences_and_sessions(telephone):
