@@ -31,19 +31,21 @@ def test_every_writing_command_guards_its_outputs(fixture_traces, tmp_path):
 
 
 def test_train_writes_only_a_new_folder_or_a_model_with_force(fixture_traces, tmp_path):
+    traces = tmp_path / "traces.jsonl"  # enough labels to train on, few enough to train fast
+    traces.write_text("".join(fixture_traces.read_text().splitlines(keepends=True)[:400]))
     a_file = tmp_path / "notes.txt"
     a_file.write_text("keep me")
-    result = run_cli("train", fixture_traces, "-o", a_file)
+    result = run_cli("train", traces, "-o", a_file)
     assert result.exit_code == 2 and "is a file" in result.stderr and a_file.read_text() == "keep me"
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "data.csv").write_text("x")
-    assert run_cli("train", fixture_traces, "-o", busy).exit_code == 2 and (busy / "data.csv").exists()
+    assert run_cli("train", traces, "-o", busy).exit_code == 2 and (busy / "data.csv").exists()
     model = tmp_path / "model"
-    assert run_cli("train", fixture_traces, "-o", model).exit_code == 0
+    assert run_cli("train", traces, "-o", model).exit_code == 0
     first = (model / "booster.txt").read_bytes()
-    again = run_cli("train", fixture_traces, "-o", model, "--seed", "5")
+    again = run_cli("train", traces, "-o", model, "--seed", "5")
     assert again.exit_code == 2 and "--force" in again.stderr and (model / "booster.txt").read_bytes() == first
-    assert run_cli("train", fixture_traces, "-o", model, "--seed", "5", "--force").exit_code == 0
+    assert run_cli("train", traces, "-o", model, "--seed", "5", "--force").exit_code == 0
     assert (model / "booster.txt").read_bytes() != first
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "model", "notes.txt"]  # no staging folders left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "model", "notes.txt", "traces.jsonl"]  # no staging folders left

@@ -43,7 +43,8 @@ def _records(engine, source, mapping, output, **options):
     return output
 
 
-@pytest.mark.parametrize("shape", ["native", "csv", "lines", "spans"])
+@pytest.mark.parametrize("shape", ["native", pytest.param("csv", marks=pytest.mark.slow),
+                                   pytest.param("lines", marks=pytest.mark.slow), "spans"])
 def test_memory_and_streamed_write_the_same_bytes(inputs, tmp_path, shape):
     source, mapping = inputs[shape]
     whole = _records(memory, source, mapping, tmp_path / "memory.jsonl")

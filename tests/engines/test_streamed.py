@@ -43,8 +43,9 @@ def interleaved(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("name", ["traces.jsonl", "traces.jsonl.gz", "traces.parquet"])
-@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+@pytest.mark.parametrize(("name", "suffix"), [
+    pytest.param(name, suffix, marks=() if (name, suffix) == ("traces.jsonl", ".jsonl") else pytest.mark.slow)
+    for name in ("traces.jsonl", "traces.jsonl.gz", "traces.parquet") for suffix in (".jsonl", ".csv", ".parquet")])
 def test_streamed_records_are_the_in_memory_records_byte_for_byte(interleaved, tmp_path, name, suffix):
     source = interleaved / name
     whole, streamed = tmp_path / f"whole{suffix}", tmp_path / f"streamed{suffix}"
@@ -54,6 +55,7 @@ def test_streamed_records_are_the_in_memory_records_byte_for_byte(interleaved, t
     assert streamed.read_bytes() == whole.read_bytes()
 
 
+@pytest.mark.slow
 def test_explanations_stream_alike(interleaved, tmp_path):
     pipeline = Pipeline(explain_top_k=2)
     whole = pipeline.run(read_traces(interleaved / "traces.jsonl").turns).records
@@ -81,7 +83,7 @@ def test_bad_records_are_named_and_quarantined_as_in_memory(interleaved, tmp_pat
     assert (tmp_path / "streamed-q.jsonl").read_bytes() == (tmp_path / "whole-q.jsonl").read_bytes()
 
 
-@pytest.mark.parametrize("slack", [50, 0])
+@pytest.mark.parametrize("slack", [50, pytest.param(0, marks=pytest.mark.slow)])
 def test_duplicates_across_chunks_and_the_sample_match_the_in_memory_run(interleaved, tmp_path, monkeypatch, slack):
     """Small chunks, so duplicates lie in other chunks than their first use, and a small sample that one
     duplicate falls into: with slack the sample drops it, without slack it is gathered again."""
@@ -116,6 +118,7 @@ def test_duplicates_across_chunks_and_the_sample_match_the_in_memory_run(interle
     assert measured_only.fingerprint == turns_fingerprint(loaded.turns) and measured_only.counts == result.counts
 
 
+@pytest.mark.slow
 def test_records_to_stdout_stream_too(interleaved):
     whole = run_cli("classify", interleaved / "traces.jsonl", "--batch-turns", "100000")
     streamed = run_cli("classify", interleaved / "traces.jsonl", "--batch-turns", "2000")
@@ -160,6 +163,7 @@ def test_a_large_file_of_other_field_names_is_refused_as_in_memory(tmp_path):
     assert not (tmp_path / "a.jsonl").exists() and not (tmp_path / "b.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_eval_and_gate_stream_a_large_file_to_the_same_numbers(interleaved, tmp_path, monkeypatch):
     """eval and gate read an input larger than a batch batch by batch: the same metrics file (data
     fingerprint included), scores and verdicts as in memory; a partly labeled file is scored on its
@@ -190,6 +194,7 @@ def test_eval_and_gate_stream_a_large_file_to_the_same_numbers(interleaved, tmp_
     assert partial["streamed"].stdout == partial["memory"].stdout != runs["memory"][0]
 
 
+@pytest.mark.slow
 def test_report_on_a_large_trace_file_classifies_it_batch_by_batch_to_the_same_report(interleaved, monkeypatch):
     import fpi.engines.choice
     reports = []
@@ -201,7 +206,7 @@ def test_report_on_a_large_trace_file_classifies_it_batch_by_batch_to_the_same_r
     assert reports[1] == reports[0] and json.loads(reports[0])["turns"] == 12000
 
 
-@pytest.mark.parametrize("damage", ["garbled", "truncated"])
+@pytest.mark.parametrize("damage", ["garbled", pytest.param("truncated", marks=pytest.mark.slow)])
 def test_a_damaged_gzip_file_is_a_clear_error_streamed_or_not(interleaved, tmp_path, damage):
     data = (interleaved / "traces.jsonl.gz").read_bytes()
     middle = len(data) // 2

@@ -99,6 +99,7 @@ def test_a_line_that_is_not_a_request_is_quarantined_and_counted(team, tmp_path)
     assert result.turns.height == 2500
 
 
+@pytest.mark.slow
 def test_write_back_marks_each_turn_span_and_keeps_every_span(team, tmp_path):
     out = tmp_path / "verdicts.otlp.json"
     result = run_cli("classify", team / "export.otlp.jsonl", "--mapping", team / "team.yaml", "--explain", "-o", out)
@@ -179,6 +180,7 @@ def test_openinference_spans_read_one_turn_per_trace():
     assert turns["result"].struct.field("status").to_list() == ["success", "error"]
 
 
+@pytest.mark.slow
 def test_spans_go_back_with_verdicts_through_any_engine_that_reads_them_whole(team, tmp_path):
     """Write-back is a sink of the library: in memory and streamed alike, and refused for input that is not spans."""
     from fpi.contract.errors import UsageError

@@ -5,12 +5,14 @@ import subprocess
 import sys
 
 import polars as pl
+import pytest
 
 from conftest import run_cli, turn, write_jsonl
 from fpi import FailurePointModel, Pipeline, classify, load_traces, write_records
 from fpi.contract.records import COLUMN_NAMES
 
 
+@pytest.mark.slow
 def test_classify_explain_and_the_library_give_identical_records(fixture_traces, tmp_path):
     cli_out, library_out = tmp_path / "cli.jsonl", tmp_path / "library.jsonl"
     assert run_cli("classify", fixture_traces, "--explain", "--top-k", "2", "-o", cli_out).exit_code == 0

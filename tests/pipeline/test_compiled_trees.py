@@ -15,7 +15,7 @@ from fpi.pipeline.classify import Pipeline
 from hostile_trees import booster as _booster, hostile_rows as _hostile_rows, splits as _splits
 
 
-@pytest.mark.parametrize("missing", ["nan", "zero", "none"])
+@pytest.mark.parametrize("missing", ["nan", pytest.param("zero", marks=pytest.mark.slow), pytest.param("none", marks=pytest.mark.slow)])
 def test_compiled_trees_give_lightgbm_raw_scores_bit_for_bit(missing, tmp_path):
     booster = _booster(missing, seed=5)
     decisions = {node["missing_type"] for tree in booster.dump_model()["tree_info"] for node in _splits(tree["tree_structure"])}
@@ -54,6 +54,7 @@ def _own(model: FailurePointModel, where) -> FailurePointModel:
     return FailurePointModel.load(model.save(where / "model"))
 
 
+@pytest.mark.slow
 def test_pipeline_records_are_the_same_whichever_predicts(small_model, fixture_traces, tmp_path):
     turns = load_traces(fixture_traces)
     plain = Pipeline(_own(small_model, tmp_path), predictor="lightgbm").run(turns)
