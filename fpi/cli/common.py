@@ -1,5 +1,5 @@
-"""What every command shares: option types and groups, the error handler, the guard on paths,
-consoles. The work itself (reading under the --on-error policy, choosing an engine, writing) is the
+"""What every command shares: option types and groups, the error handler, the guard on paths
+(`output_guard`), consoles. The work itself (reading under the --on-error policy, choosing an engine, writing) is the
 library's; heavy libraries are imported by the commands when they run, so `fpi --help` loads none
 of them."""
 
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from fpi.cli.output_guard import guard_paths
 from fpi.contract.errors import EXIT_INTERNAL, EXIT_OK, FpiError, UsageError
 from fpi.io.quarantine import OnError, default_quarantine
 from fpi.pipeline.adaptation import Adaptation
@@ -187,28 +188,6 @@ def run(work: Callable[[], int | None]) -> None:
                                              "(run with --debug for the traceback)"), highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_INTERNAL) from None
     raise typer.Exit(code or EXIT_OK)
-
-
-def guard_paths(inputs: list[str | Path | None], outputs: list[str | Path | None], folders: tuple[Path, ...] = ()) -> None:
-    """Before anything is read: no output may be an input or another output (a quarantine pointed at
-    its own input would replace it), nor a folder where a file goes (`folders` are outputs that are
-    folders). Stdin and stdout (`-`) are not files."""
-    def key(path: str | Path) -> Path:
-        return Path(path).expanduser().resolve()
-
-    read = {key(p): str(p) for p in inputs if p is not None and str(p) != "-"}
-    written: dict[Path, str] = {}
-    for path in outputs:
-        if path is None or str(path) == "-":
-            continue
-        where = key(path)
-        if where in read:
-            raise UsageError(f"{path} is also an input ({read[where]}); writing it would replace what is being read")
-        if where in written:
-            raise UsageError(f"{path} is given for two outputs ({written[where]} and {path})")
-        if where.is_dir() and Path(path) not in folders:
-            raise UsageError(f"{path} is a folder; give the name of a file to write")
-        written[where] = str(path)
 
 
 def account_for(result: LoadResult | Run) -> None:

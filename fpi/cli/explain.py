@@ -38,7 +38,8 @@ def explain(
             raise UsageError("--summary needs -o DIR for its JSON and plots")
         if summary and output_format == "json":
             raise UsageError("--format json goes with --turn (--summary writes importance.json into -o DIR)")
-        guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()], [bad_records.quarantine_path(traces)])
+        guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()], [output, bad_records.quarantine_path(traces)],
+                    folders=(output,) if output is not None else ())
         pipeline = classifier.pipeline()
         if turn is not None:
             return _one_turn(traces, turn, output, output_format, pipeline, bad_records)

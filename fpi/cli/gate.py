@@ -30,6 +30,8 @@ def gate(
     def work() -> int:
         from fpi.contract.errors import DocumentError, FpiError, TraceError
 
+        guard_paths([bad_records.mapping_file(), traces, policy, baseline, *classifier.inputs()],
+                    [junit, summary, bad_records.quarantine_path(traces)])  # before the JUnit error file can be written
         try:
             return _measure_and_judge(traces, policy, baseline, junit, output_format, summary, classifier, bad_records)
         except FpiError as exc:  # the gate could not run: say so in the formats CI reads, then as usual
@@ -56,8 +58,6 @@ def _measure_and_judge(traces: str, policy: Path, baseline: Path | None, junit: 
     from fpi.presentation.result_tables import gate_context
     from fpi.reports.gate import load_policy, run_gate
 
-    guard_paths([bad_records.mapping_file(), traces, policy, baseline, *classifier.inputs()],
-                [junit, summary, bad_records.quarantine_path(traces)])
     gate_policy = load_policy(policy)
     previous = Metrics.read(baseline) if baseline is not None else None
     if previous is not None and not gate_policy.has("regression"):

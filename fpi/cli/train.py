@@ -26,7 +26,7 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the model alrea
 def check_model_output(output: Path, force: bool) -> None:
     """A model is written only into a new folder, or over a model folder with --force: never over a file
     or a folder of other things."""
-    from fpi.pipeline.model_folder import is_model_dir
+    from fpi.pipeline.model_folder import BOOSTER_FILE, METADATA_FILE, is_model_dir
 
     if not output.exists():
         return
@@ -38,6 +38,10 @@ def check_model_output(output: Path, force: bool) -> None:
         return
     if not force:
         raise UsageError(f"{output} already holds a model; add --force to replace it")
+    others = sorted(entry.name for entry in output.iterdir() if entry.name not in (BOOSTER_FILE, METADATA_FILE))
+    if others:
+        raise UsageError(f"{output} holds files fpi did not write ({', '.join(others[:5])}); --force replaces a model "
+                         "folder only: move them, or give another folder")
 
 
 def _base(name: str | None) -> FailurePointModel | None:
