@@ -5,11 +5,13 @@ of them."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import sys
 import typing
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fpi.cli.output_guard import guard_paths
-from fpi.contract.errors import EXIT_INTERNAL, EXIT_OK, FpiError, UsageError
+from fpi.contract.errors import EXIT_INTERNAL, EXIT_OK, FpiError, FpiWarning, UsageError
 from fpi.io.quarantine import OnError, default_quarantine
 from fpi.pipeline.adaptation import Adaptation
 from fpi.pipeline.predictor import Predictor
@@ -169,13 +171,30 @@ def options(command: Callable[..., None]) -> Callable[..., None]:
 DEBUG = {"traceback": False}  # set by `fpi --debug`
 
 
+@contextlib.contextmanager
+def _warnings_in_one_line() -> Iterator[None]:
+    """fpi's own warnings as one `warning:` line on stderr; other libraries' as Python shows them."""
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                 line: str | None = None) -> None:
+            if issubclass(category, FpiWarning):
+                say(f"warning: {message}")
+            else:
+                shown(message, category, filename, lineno, file, line)
+        warnings.showwarning = show
+        yield
+
+
 def run(work: Callable[[], int | None]) -> None:
     """Run a command body; expected errors become a message on stderr and their exit code, and an
     unexpected one says so in a line and exits 70 (with --debug, its traceback instead)."""
     from rich.text import Text
 
     try:
-        code = work()
+        with _warnings_in_one_line():
+            code = work()
     except FpiError as exc:
         stderr_console().print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None

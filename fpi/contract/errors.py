@@ -18,6 +18,10 @@ class FpiError(Exception):
     exit_code = EXIT_ERROR
 
 
+class FpiWarning(UserWarning):
+    """Something fpi worked around and the user should hear of (the CLI shows it as one `warning:` line)."""
+
+
 class TraceError(FpiError):
     """Input traces that break the trace format, with every problem found."""
 

@@ -7,6 +7,7 @@ hands the same pipeline one partition of sessions at a time."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,8 +23,9 @@ from fpi.pipeline.log_adaptation import adapted_model
 from fpi.pipeline.log_profile import LogProfile
 from fpi.io.traces import Source, load_traces
 from fpi.io.mapping import Mapping
-from fpi.contract.errors import ModelError
+from fpi.contract.errors import FpiWarning, ModelError
 from fpi.pipeline.model import FailurePointModel
+from fpi.pipeline.native_cache import UntrustedCache
 from fpi.pipeline.predictor import Predictor
 from fpi.pipeline.quantiles import SAMPLE_ORDER, Reference
 from fpi.contract.records import CONTEXT_COLUMNS, SHA_DIGITS, in_contract_order
@@ -90,6 +92,9 @@ class Pipeline:
         if self.predictor.compiles(self._expected) and self.model.native_ is None:
             try:
                 self.model.compile()
+            except UntrustedCache as exc:  # never run code another user could have written
+                warnings.warn(f"{exc}; LightGBM predicts instead", FpiWarning, stacklevel=2)
+                self.predictor = Predictor.lightgbm
             except ModelError:
                 if self.predictor is Predictor.native:
                     raise

@@ -4,8 +4,9 @@ LightGBM walks its trees through one shared loop, so the processor cannot learn 
 compiled, every split is its own branch and the trees predict about four times faster. The
 code is generated here from the booster's numbers only (split features, thresholds, category
 sets, leaf values: nothing of the data is code) as LLVM IR, compiled with llvmlite (which
-shap already brings, through numba), and cached by model, compiler and processor, so a model
-is compiled once per machine. Each split makes LightGBM's own decision (`Tree::NumericalDecision`,
+shap already brings, through numba), and cached by model, compiler and processor in a store
+only fpi writes (`native_cache`: the user's own folder, every entry checked against the digest
+recorded when it was written), so a model is compiled once per machine. Each split makes LightGBM's own decision (`Tree::NumericalDecision`,
 `CategoricalDecision`) and leaves are summed in LightGBM's order: raw scores are bit-identical,
 which tests hold it to. Without llvmlite, or when compiling fails, LightGBM predicts."""
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import os
 import struct
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,21 +22,15 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
-from fpi.contract.errors import ModelError, UsageError
-from fpi.contract.atomic_files import atomic_write_bytes
+from fpi.contract.distribution import version
+from fpi.contract.errors import ModelError
+from fpi.pipeline.native_cache import NativeCache
 
 CODE_VERSION = 2  # bump when the generated code changes, so cached objects are not reused
 ROWS_PER_BLOCK = 1024  # rows each tree runs over before the next: its code stays in the instruction cache
 ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold, a float
 INT_RANGE = (-2147483649.0, 2147483648.0)  # where a double converts to a C int (categories)
 MISSING_TYPES = {"None": 0, "Zero": 1, "NaN": 2}  # LightGBM's missing types, as its dump names them
-
-
-def cache_dir() -> Path:
-    """Where compiled models are kept: $FPI_CACHE_DIR, else the user's cache folder."""
-    if os.environ.get("FPI_CACHE_DIR"):
-        return Path(os.environ["FPI_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fpi" / "trees"
 
 
 def _double(value: float) -> str:
@@ -197,6 +191,8 @@ class NativeTrees:
     """A booster's first `trees` trees as native code; `raw_scores` is LightGBM's `raw_score=True`."""
 
     def __init__(self, engine: object, address: int, classes: int, features: int, threads: int):
+        if threads < 1:
+            raise ModelError(f"compiled trees predict on at least one thread, not {threads}")
         self._engine = engine  # owns the code; the function lives as long as it does
         self._predict = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
                                          ctypes.c_int64, ctypes.c_int64)(address)
@@ -204,12 +200,12 @@ class NativeTrees:
 
     @staticmethod
     def key(booster: lgb.Booster, trees: int) -> str:
-        """What a compiled object depends on: the trees, the generated code, the compiler and the processor."""
+        """What a compiled object depends on: the trees, the generated code, fpi, the compiler and the processor."""
         from llvmlite import __version__ as llvmlite_version
         from llvmlite import binding as llvm
 
         digest = hashlib.sha256(booster.model_to_string(num_iteration=-1).encode("utf-8"))
-        for part in (str(trees), str(CODE_VERSION), llvmlite_version, llvm.get_process_triple(), llvm.get_host_cpu_name(),
+        for part in (str(trees), str(CODE_VERSION), version(), llvmlite_version, llvm.get_process_triple(), llvm.get_host_cpu_name(),
                      llvm.get_host_cpu_features().flatten()):
             digest.update(b"\0" + part.encode("utf-8"))
         return digest.hexdigest()
@@ -234,10 +230,10 @@ class NativeTrees:
             machine = llvm.Target.from_default_triple().create_target_machine(opt=1, reloc="pic", codemodel="jitdefault")
         except (RuntimeError, AttributeError) as exc:
             raise ModelError(f"this llvmlite cannot compile for this machine ({exc}); LightGBM predicts instead") from exc
-        path = (cache or cache_dir()) / f"{cls.key(booster, trees)}.o"
-        try:
-            obj = path.read_bytes()
-        except OSError:
+        store = NativeCache(cache)
+        key = cls.key(booster, trees)
+        obj = store.get(key)
+        if obj is None:
             if not compile_if_missing:
                 return None
             try:
@@ -246,10 +242,7 @@ class NativeTrees:
                 obj = machine.emit_object(module)
             except RuntimeError as exc:
                 raise ModelError(f"the model's trees did not compile ({exc}); LightGBM predicts instead") from exc
-            try:
-                atomic_write_bytes(path, obj)
-            except (OSError, UsageError):
-                pass  # a read-only cache: compiled for this run only
+            store.put(key, obj)
         engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine)
         engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         engine.finalize_object()

@@ -93,9 +93,35 @@ def _metadata_problems(meta: dict) -> list[tuple[str, str]]:
             values = vocabularies.get(name)
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
                 problems.append((f"vocabularies.{name}", "expected a list of strings"))
-    if "reference" in meta and not isinstance(meta["reference"], dict):
-        problems.append(("reference", f"expected an object, got {type(meta['reference']).__name__}"))
+            elif len(set(values)) != len(values):
+                problems.append((f"vocabularies.{name}", "a value is listed twice; each category has one code"))
+    threads = meta["params"].get("num_threads", 1) if isinstance(meta.get("params"), dict) else 1
+    if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 1024:
+        problems.append(("params.num_threads", f"expected a whole number from 1 to 1024 (or none), got {threads!r}"))
+    problems += _reference_problems(meta.get("reference"))
     problems += _training_data_problems(meta.get("training_data"))
+    return problems
+
+
+def _reference_problems(reference: object) -> list[tuple[str, str]]:
+    """`reference` (optional): quantile tables of finite numbers, points and shares alike long, and whole counts."""
+    if reference is None:
+        return []
+    if not isinstance(reference, dict):
+        return [("reference", f"expected an object, got {type(reference).__name__}")]
+    problems = []
+    for part in ("tables", "by_intent"):
+        tables = reference.get(part) or {}
+        if not isinstance(tables, dict):
+            problems.append((f"reference.{part}", "expected an object of quantile tables"))
+            continue
+        for name, table in tables.items():
+            if (not isinstance(table, dict) or not isinstance(table.get("points"), list) or not isinstance(table.get("shares"), list)
+                    or len(table["points"]) != len(table["shares"]) or not all(map(_finite, table["points"] + table["shares"]))):
+                problems.append((f"reference.{part}.{name}", "expected `points` and `shares`: two lists of numbers, alike long"))
+    counts = reference.get("counts") or {}
+    if not isinstance(counts, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in counts.values()):
+        problems.append(("reference.counts", "expected whole numbers"))
     return problems
 
 
