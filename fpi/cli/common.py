@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -188,25 +188,36 @@ def _warnings_in_one_line() -> Iterator[None]:
 
 
 def run(work: Callable[[], int | None]) -> None:
-    """Run a command body; expected errors become a message on stderr and their exit code, and an
-    unexpected one says so in a line and exits 70 (with --debug, its traceback instead)."""
-    from rich.text import Text
+    """Run a command body; expected errors (and faults of the machine: a full disk, a folder that may not be
+    written) become a line on stderr and their exit code, an interrupt exits 130 or 143 once temporary files
+    are gone, and an unexpected error says so in a line and exits 70 (with --debug, its traceback instead)."""
+    from fpi.contract.environment_faults import as_environment_fault
+    from fpi.contract.interrupts import Interrupted, handling_interrupts
 
     try:
-        with _warnings_in_one_line():
+        with handling_interrupts(), _warnings_in_one_line():
             code = work()
     except FpiError as exc:
-        stderr_console().print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
+        _error("error:", str(exc), exc.exit_code)
+    except Interrupted as exc:
+        _error("interrupted:", str(exc).removeprefix("interrupted "), exc.exit_code)
     except (typer.Exit, KeyboardInterrupt):
         raise
     except Exception as exc:
+        fault = as_environment_fault(exc)
+        if fault is not None:
+            _error("error:", str(fault), fault.exit_code)
         if DEBUG["traceback"]:
             raise
-        stderr_console().print(Text.assemble(("internal error:", "bold red"), f" {type(exc).__name__}: {exc} "
-                                             "(run with --debug for the traceback)"), highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_INTERNAL) from None
+        _error("internal error:", f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", EXIT_INTERNAL)
     raise typer.Exit(code or EXIT_OK)
+
+
+def _error(kind: str, message: str, exit_code: int) -> NoReturn:
+    from rich.text import Text
+
+    stderr_console().print(Text.assemble((kind, "bold red"), f" {message}"), highlight=False, soft_wrap=True)
+    raise typer.Exit(exit_code) from None
 
 
 def account_for(result: LoadResult | Run) -> None:

@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from fpi.contract.environment_faults import writing
 from fpi.contract.errors import UsageError
 
 
@@ -41,8 +42,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`."""
     file = AtomicFile(path)
     try:
-        write(file.tmp)
-        file.commit()
+        with writing(path):
+            write(file.tmp)
+            file.commit()
     except BaseException:
         file.discard()
         raise
@@ -59,12 +61,13 @@ def atomic_write_dir(path: str | Path, files: dict[str, bytes]) -> None:
     os.chmod(staging, 0o777 & ~umask)
     old = target.with_name(f".{target.name}.{os.getpid()}.old")
     try:
-        for name, data in files.items():
-            (staging / name).write_bytes(data)
-            os.chmod(staging / name, 0o666 & ~umask)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(staging, target)
+        with writing(path):
+            for name, data in files.items():
+                (staging / name).write_bytes(data)
+                os.chmod(staging / name, 0o666 & ~umask)
+            if target.exists():
+                os.replace(target, old)
+            os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if old.exists() and not target.exists():

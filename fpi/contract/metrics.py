@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from fpi.contract.errors import UsageError
+from fpi.contract.small_files import read_small_file
 from fpi.contract.trace_format import LABELS
 
 
@@ -102,6 +103,7 @@ def defect_rates_of(counts: dict[str, int], labels: Sequence[str] = LABELS) -> d
 
 
 METRICS_FORMAT = 1
+MAX_METRICS_BYTES = 64 * 2**20  # a metrics file is kilobytes; a bound on what reading one may take
 
 
 def _number(value: object) -> bool:
@@ -200,11 +202,11 @@ class Metrics:
     def read(cls, path: str | Path) -> Metrics:
         label = str(path)
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = json.loads(read_small_file(Path(path), MAX_METRICS_BYTES).decode("utf-8"))
         except FileNotFoundError:
             raise UsageError(f"{label}: no such baseline file; write one with `fpi eval LABELED --save-metrics {label}`") from None
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise UsageError(f"{label}: not a readable JSON metrics file ({exc})") from None
+            raise UsageError(f"{label}: not a readable JSON metrics file ({getattr(exc, 'strerror', None) or exc})") from None
         return cls.from_json(data, label)
 
 

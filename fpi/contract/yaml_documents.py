@@ -15,6 +15,7 @@ import jsonschema
 import yaml
 
 from fpi.contract.errors import Problem
+from fpi.contract.small_files import TooLarge, read_small_file
 
 Hint = Callable[[jsonschema.ValidationError], "tuple[tuple, str] | None"]
 
@@ -99,13 +100,13 @@ def read_yaml(path: Path, label: str | None = None) -> tuple[YamlDocument | None
     def problem(line: int, code: str, message: str) -> tuple[None, list[Problem]]:
         return None, [Problem(label, line, code, message)]
     try:
-        if path.is_file() and path.stat().st_size > MAX_BYTES:
-            return problem(1, UNREADABLE, f"{path.stat().st_size:,} bytes; a rules file or policy is at most {MAX_BYTES:,}")
-        text = path.read_text(encoding="utf-8")
+        text = read_small_file(path, MAX_BYTES).decode("utf-8")
     except FileNotFoundError:
         return problem(1, UNREADABLE, "no such file")
-    except (OSError, UnicodeDecodeError) as exc:
-        return problem(1, UNREADABLE, f"cannot be read ({exc})")
+    except TooLarge as exc:
+        return problem(1, UNREADABLE, f"{exc}; a rules file, policy or mapping is at most {MAX_BYTES:,} bytes")
+    except (OSError, UnicodeDecodeError, RuntimeError) as exc:
+        return problem(1, UNREADABLE, f"cannot be read ({getattr(exc, 'strerror', None) or exc})")
     try:
         loader = _StrictLoader(text)
         try:

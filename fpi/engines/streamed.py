@@ -18,13 +18,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import math
-import signal
 import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 import numpy as np
 import polars as pl
@@ -32,6 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fpi.contract.errors import TraceError
+from fpi.contract.environment_faults import writing
+from fpi.contract.interrupts import handling_interrupts
 from fpi.engines.plan import Plan, Progress, Run, Sinks
 from fpi.engines.whole_input import QuantileSample, hear, read_whole, settle
 from fpi.io.checks import FIRST_INDEX, FIRST_TURN, StageCheck, duplicates_rejected, row_json
@@ -107,47 +107,35 @@ def _raw_lines(path: Path, label: str, wanted: pl.Series, turns: int) -> dict[in
     return found
 
 
-class _Interrupted(KeyboardInterrupt):
-    pass
-
-
-def _on_term(signum: int, frame: FrameType | None) -> None:
-    raise _Interrupted()  # unwinds through the `with` blocks, so spill files and temporary output go
-
-
 def run(plan: Plan) -> Run:
     """Classify the plan's input batch by batch of whole sessions, in bounded memory: the same records, in
     the same order, as the in-memory engine."""
-    previous = signal.signal(signal.SIGTERM, _on_term)
-    try:
-        with tempfile.TemporaryDirectory(prefix="fpi-spill-") as folder:
-            spill = Path(folder)
-            read: LoadResult | None = None
-            if isinstance(plan.source, str | Path) and plan.reading.mapping is None and in_chunks(plan.source):
-                outcome, partitions = _spill(Path(plan.source), plan.label, spill, plan.batch_turns, plan.progress,
-                                             plan.fingerprint)
-                rejected_lines = _reject_duplicates(Path(plan.source), plan.label, partitions, outcome, plan.batch_turns)
-                settle(outcome, plan.reading)
-                outcome.turns = outcome.accepted
-            else:
-                read = read_whole(plan)
-                outcome, partitions = _spill_whole(read, spill, plan)
-                rejected_lines = pl.Series("line", [], dtype=pl.UInt32)
-            plan.pipeline.expect(outcome.turns)
-            chosen = partitions.sample.chosen(rejected_lines)
-            if chosen is None:
-                chosen = _sample_again(partitions, rejected_lines).chosen(rejected_lines)
-                assert chosen is not None
-            fitted = Reference.fit(chosen)
-            hear(plan.pipeline, _sampled_sessions(partitions, rejected_lines, chosen["turn_id"]), fitted)
-            with Sinks(plan.sinks, read) as sinks:
-                records = _classify_partitions(plan.pipeline, spill, partitions, rejected_lines, fitted, outcome, plan.progress,
-                                               keep=bool(sinks))
-                if sinks:
-                    _merge(records, sinks, outcome, plan.progress)
-            return outcome
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with handling_interrupts(), tempfile.TemporaryDirectory(prefix="fpi-spill-") as folder:  # both unwind: spills go
+        spill = Path(folder)
+        read: LoadResult | None = None
+        if isinstance(plan.source, str | Path) and plan.reading.mapping is None and in_chunks(plan.source):
+            outcome, partitions = _spill(Path(plan.source), plan.label, spill, plan.batch_turns, plan.progress,
+                                         plan.fingerprint)
+            rejected_lines = _reject_duplicates(Path(plan.source), plan.label, partitions, outcome, plan.batch_turns)
+            settle(outcome, plan.reading)
+            outcome.turns = outcome.accepted
+        else:
+            read = read_whole(plan)
+            outcome, partitions = _spill_whole(read, spill, plan)
+            rejected_lines = pl.Series("line", [], dtype=pl.UInt32)
+        plan.pipeline.expect(outcome.turns)
+        chosen = partitions.sample.chosen(rejected_lines)
+        if chosen is None:
+            chosen = _sample_again(partitions, rejected_lines).chosen(rejected_lines)
+            assert chosen is not None
+        fitted = Reference.fit(chosen)
+        hear(plan.pipeline, _sampled_sessions(partitions, rejected_lines, chosen["turn_id"]), fitted)
+        with Sinks(plan.sinks, read) as sinks:
+            records = _classify_partitions(plan.pipeline, spill, partitions, rejected_lines, fitted, outcome, plan.progress,
+                                           keep=bool(sinks))
+            if sinks:
+                _merge(records, sinks, outcome, plan.progress)
+        return outcome
 
 
 @dataclass
@@ -196,10 +184,16 @@ def _line_bytes(path: Path) -> float:
     return len(sample) / max(sample.count(b"\n"), 1)
 
 
+def _write_spill(frame: pl.DataFrame, target: Path) -> None:
+    """Turns put aside in TMPDIR, read back soon (speed over size); a full disk there is named as such."""
+    with writing(f"{target.parent} (turns spilled to the temporary folder; set TMPDIR to one with room)"):
+        frame.write_ipc(target, compression="lz4")
+
+
 def _spill_by(rows: pl.DataFrame, key: pl.Expr, count: int, where: Path, files: dict[int, list[Path]]) -> None:
     for (part,), group in rows.with_columns(_part=(key % count).cast(pl.UInt32)).group_by("_part"):
         target = where.with_name(f"{where.name}-{int(part)}.arrow")
-        group.drop("_part").write_ipc(target, compression="lz4")  # read back soon: speed over size
+        _write_spill(group.drop("_part"), target)
         files.setdefault(int(part), []).append(target)
 
 
@@ -276,14 +270,14 @@ class _SessionOrder:
         self.held = turns.filter(~here)
         if here.any():
             target = spill / f"chunk-{number}.arrow"
-            turns.filter(here).write_ipc(target, compression="lz4")
+            _write_spill(turns.filter(here), target)
             partitions.files[number] = [target]
         self.ended = np.union1d(self.ended, seen[seen != last])
 
     def finish(self, spill: Path, partitions: _Partitions) -> None:
         if self.contiguous and self.held is not None and self.held.height:
             target = spill / "chunk-last.arrow"
-            self.held.write_ipc(target, compression="lz4")
+            _write_spill(self.held, target)
             partitions.files[max(partitions.files, default=0) + 1] = [target]
         if self.contiguous:
             partitions.count = max(1, len(partitions.files))

@@ -218,15 +218,19 @@ def load_mapping(name_or_path: str | Path) -> Mapping:
     return _load(name_or_path, None, ())
 
 
-def _load(name_or_path: str | Path, base: Path | None, chain: tuple[str, ...]) -> Mapping:
+def _load(name_or_path: str | Path, base: Path | None, chain: tuple[tuple[str, str], ...]) -> Mapping:
     path, label = _locate(name_or_path, base)
-    if label in chain:
-        raise MappingError([f"{label}:1: extends itself ({' -> '.join((*chain, label))})"])
+    try:
+        identity = label if label.startswith("fpi:") else str(path.resolve())  # `../sub/self.yaml` is itself too
+    except (RuntimeError, OSError):
+        raise MappingError([f"{label}: cannot be resolved (a symlink loop)"]) from None
+    if identity in (seen for seen, _ in chain):
+        raise MappingError([f"{label}:1: extends itself ({' -> '.join((*(name for _, name in chain), label))})"])
     document, problems = read_yaml(path, label)
     if document is None:
         raise MappingError(problems)
     data = _checked(document)
-    parent = _load(data["extends"], path.parent, (*chain, label)) if "extends" in data else None
+    parent = _load(data["extends"], path.parent, (*chain, (identity, label))) if "extends" in data else None
     return _merge(parent, data, label)
 
 

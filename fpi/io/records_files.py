@@ -14,6 +14,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import polars as pl
 
+from fpi.contract.environment_faults import writing
+from fpi.contract.interrupts import held
 from fpi.contract.atomic_files import AtomicFile
 from fpi.contract.errors import TraceError, UsageError
 from fpi.contract.records import CONTEXT, EXPLANATION_DTYPE
@@ -174,6 +176,10 @@ class RecordsWriter:
         self._schema: Any = None
 
     def write(self, records: pl.DataFrame) -> None:
+        with held():  # polars writes through Python's file: an interrupt there would be a Rust panic
+            self._write(records)
+
+    def _write(self, records: pl.DataFrame) -> None:
         if self.form == "jsonl":  # polars writes into the handle: three times faster than through a str
             records.write_ndjson(self.handle)
         elif self.form == "csv":
@@ -233,10 +239,15 @@ class RecordsFile:
         """Records can be written whatever the input was."""
 
     def write(self, records: pl.DataFrame) -> None:
-        self._opened().write(records)
+        with writing(self.path or "stdout"):
+            self._opened().write(records)
 
     def finish(self, empty: pl.DataFrame | None) -> None:
         """Close the file (`empty`: the columns of a Parquet file that got no records) and put it in place."""
+        with writing(self.path or "stdout"):
+            self._finish(empty)
+
+    def _finish(self, empty: pl.DataFrame | None) -> None:
         self._opened().close(empty)
         if self._file is None:
             sys.stdout.flush()
