@@ -23,6 +23,7 @@ def sample(
     """Choose turns to label, spread over the logs (the model's guesses, confidences, sessions), as a sheet to fill in."""
     def work() -> int:
         from fpi.contract.atomic_files import atomic_write
+        from fpi.contract.spreadsheet_cells import neutralised
         from fpi.engines.choice import run as run_engine
         from fpi.engines.plan import Plan
         from fpi.learning.turns_to_label import choose, sheet
@@ -39,7 +40,7 @@ def sample(
         if warning:
             say(warning)
         rows = sheet(batch, choose(batch, n, seed=seed))
-        writers = {".csv": lambda tmp: rows.write_csv(tmp), ".tsv": lambda tmp: rows.write_csv(tmp, separator="\t"),
+        writers = {".csv": lambda tmp: neutralised(rows).write_csv(tmp), ".tsv": lambda tmp: neutralised(rows).write_csv(tmp, separator="\t"),
                    ".jsonl": lambda tmp: rows.write_ndjson(tmp)}
         atomic_write(output, writers[suffix])
         mix = rows["model_guess"].value_counts().sort("model_guess")

@@ -18,6 +18,7 @@ from fpi.contract.environment_faults import writing
 from fpi.contract.interrupts import held
 from fpi.contract.atomic_files import AtomicFile
 from fpi.contract.errors import TraceError, UsageError
+from fpi.contract.spreadsheet_cells import neutralised, restored
 from fpi.contract.records import CONTEXT, EXPLANATION_DTYPE
 from fpi.contract.trace_format import LABELS
 from fpi.io.line_blocks import line_blocks
@@ -97,6 +98,8 @@ def _decoded(block: bytes) -> pl.DataFrame:
 
 def _normalised(records: pl.DataFrame, label: str, suffix: str, first_row: int = 1) -> pl.DataFrame:
     """Records checked (a failure point and labels of our vocabulary) and given every column a report reads."""
+    if suffix == ".csv":
+        records = restored(records)
     missing = [c for c in _REQUIRED_TO_READ if c not in records.columns]
     if missing:
         raise TraceError([f"{label}: no `{missing[0]}` column; expected the output of `fpi classify`"])
@@ -183,7 +186,7 @@ class RecordsWriter:
         if self.form == "jsonl":  # polars writes into the handle: three times faster than through a str
             records.write_ndjson(self.handle)
         elif self.form == "csv":
-            _flat(records).write_csv(self.handle, include_header=self.written == 0)
+            neutralised(_flat(records)).write_csv(self.handle, include_header=self.written == 0)
         else:
             self._schema = self._schema or records.head(0).to_arrow().schema
             self._pending.append(records)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import polars as pl
 
+from fpi.contract.spreadsheet_cells import restored
+
 from fpi.contract.errors import TraceError, UsageError
 from fpi.contract.trace_format import LABELS, TURN_SCHEMA
 
@@ -18,7 +20,7 @@ def read_sheet(path: str | Path) -> pl.DataFrame:
     suffix = Path(path).suffix.lower()
     try:
         if suffix in (".csv", ".tsv"):
-            sheet = pl.read_csv(path, separator="\t" if suffix == ".tsv" else ",", infer_schema=False)
+            sheet = restored(pl.read_csv(path, separator="\t" if suffix == ".tsv" else ",", infer_schema=False))
             first_line = 2  # after the header
         else:
             sheet = pl.read_ndjson(path, schema_overrides={"turn_id": pl.String, "label": pl.String}, infer_schema_length=None)

@@ -198,11 +198,12 @@ def waterfall_png(explained: TurnExplanation, path: str | Path, max_display: int
     explanation = shap.Explanation(values=np.array(values, dtype=float), base_values=explained.expected,
                                    data=np.array(shown, dtype=object), feature_names=list(names),
                                    display_data=np.array(["missing" if v is None else v for v in shown], dtype=object))
-    plt.figure()
-    shap.plots.waterfall(explanation, max_display=max_display, show=False)
-    plt.title(f"turn {explained.turn['turn_id']}: why {explained.explained_class} (log-odds)")
-    atomic_write(path, lambda tmp: plt.savefig(tmp, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None}))
-    plt.close("all")
+    with matplotlib.rc_context({"text.parse_math": False}):  # a `$` in a turn id or value is text, not mathtext
+        plt.figure()
+        shap.plots.waterfall(explanation, max_display=max_display, show=False)
+        plt.title(f"turn {explained.turn['turn_id']}: why {explained.explained_class} (log-odds)")
+        atomic_write(path, lambda tmp: plt.savefig(tmp, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None}))
+        plt.close("all")
 
 
 def explain_turn(turn_id: str, turns: pl.DataFrame, features: pl.DataFrame, model: FailurePointModel,

@@ -16,6 +16,10 @@ COLOURS = {"wake": "#7b61c9", "asr": "#d1495b", "nlu": "#edae49", "er": "#00798c
 HEATMAP_MAX_VALUES = 60
 
 
+# Labels are data (intents, domains): `$` in one is text, never mathtext (which would fail or run TeX-like markup).
+PLOT_STYLE = {"svg.hashsalt": "fpi", "svg.fonttype": "none", "font.size": 9, "text.parse_math": False}
+
+
 def _svg(figure) -> str:
     import matplotlib.pyplot as plt
 
@@ -129,7 +133,7 @@ def report_figures(report: Report) -> dict[str, list[tuple[str, str]]]:
     import matplotlib
 
     matplotlib.use("Agg")
-    with matplotlib.rc_context({"svg.hashsalt": "fpi", "svg.fonttype": "none", "font.size": 9}):
+    with matplotlib.rc_context(PLOT_STYLE):
         figures = {"components": [("Defect rate per component with 95% Wilson intervals"
                                    + (" and the baseline's rate" if "baseline" in report else ""), _svg(_components(report)))]}
         by_day = report.get("by_day")
@@ -160,7 +164,7 @@ def confusion_image(confusion: dict, path, title: str = "") -> None:
     import matplotlib.pyplot as plt
 
     kind = "svg" if str(path).lower().endswith(".svg") else "png"
-    with matplotlib.rc_context({"svg.hashsalt": "fpi", "svg.fonttype": "none", "font.size": 9}):
+    with matplotlib.rc_context(PLOT_STYLE):
         figure = _confusion(confusion)
         if title:
             figure.axes[0].set_title(title, fontsize=9, loc="left")

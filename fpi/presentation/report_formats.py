@@ -7,11 +7,14 @@ from __future__ import annotations
 import csv
 import html
 import io
+from collections.abc import Mapping
+from typing import Any
 
 from rich.console import Console
 from rich.text import Text
 
 from fpi.contract.records import OUT_OF_DEPTH, out_of_depth_warning
+from fpi.contract.spreadsheet_cells import neutral_cell
 from fpi.contract.trace_format import COMPONENTS
 from fpi.presentation.display_tables import DisplayTable, html_table, markdown_table, md_escape, print_table
 from fpi.reports.failure_report import Rate, Report, SliceRates
@@ -150,10 +153,17 @@ CSV_COLUMNS = ["table", "failure_point", "field", "value", "turns", "count", "ra
                "small", "baseline_rate", "change", "change_ci_low", "change_ci_high", "p_value", "significant"]
 
 
+class _NeutralWriter(csv.DictWriter):
+    """The csv module's writer, each text cell spreadsheet-safe (`fpi.contract.spreadsheet_cells`)."""
+
+    def writerow(self, rowdict: Mapping[str, Any]) -> Any:
+        return super().writerow({key: neutral_cell(value) for key, value in rowdict.items()})
+
+
 def csv_text(report: Report) -> str:
     """One long table: a row per (table, failure point, slice value), numbers unformatted."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
+    writer = _NeutralWriter(buffer, CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in report["components"]:
         writer.writerow({"table": "components", "failure_point": row["failure_point"], "turns": report["turns"], "count": row["turns"],

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -17,29 +17,49 @@ if TYPE_CHECKING:
     from fpi.presentation.display_tables import DisplayTable
 
 
+# Control characters a terminal would act on (escape sequences, bells, backspaces, C1 codes) and
+# bidirectional overrides that reorder what is shown; newlines and tabs lay text out and stay.
+_UNPRINTABLE = {code: f"\\x{code:02x}" for code in [*range(0x00, 0x09), *range(0x0b, 0x20), *range(0x7f, 0xa0)]}
+_UNPRINTABLE.update({code: f"\\u{code:04x}" for code in [*range(0x202a, 0x202f), *range(0x2066, 0x206a)]})
+
+
+def printable(text: str) -> str:
+    """`text` with what a terminal would act on written out as escapes (`\\x1b`), so data read from
+    logs can change no colour, title or cursor of the user's terminal."""
+    return text.translate(_UNPRINTABLE)
+
+
+@cache
+def _console_class() -> type[Console]:
+    """rich's Console, showing every piece of text through `printable` (rich's own styles still colour)."""
+    from rich.console import Console
+    from rich.segment import Segment
+
+    class DataConsole(Console):
+        def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+            return super()._render_buffer(segment if segment.control else Segment(printable(segment.text), segment.style)
+                                          for segment in buffer)
+    return DataConsole
+
+
 @cache
 def stderr_console() -> Console:
     """One console for everything fpi says on stderr, so a line said while a bar is live goes above the
     bar instead of splitting it (it writes to whatever sys.stderr is at the time)."""
-    from rich.console import Console
-
-    return Console(stderr=True, soft_wrap=True)
+    return _console_class()(stderr=True, soft_wrap=True)
 
 
 def stdout_console() -> Console:
     """Results on stdout: the terminal's width (or $COLUMNS), else wide enough not to fold when piped."""
-    from rich.console import Console
-
-    return Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=200)
+    console = _console_class()
+    return console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else console(width=200)
 
 
 def rendered(draw: Callable[[Console], None]) -> str:
     """What `draw` prints on stdout's console, as text: its width, and its colours when stdout is a terminal."""
-    from rich.console import Console
-
     like = stdout_console()
     buffer = io.StringIO()
-    draw(Console(file=buffer, width=like.width, force_terminal=like.is_terminal, color_system="auto" if like.color_system else None))
+    draw(_console_class()(file=buffer, width=like.width, force_terminal=like.is_terminal, color_system="auto" if like.color_system else None))
     return buffer.getvalue()
 
 
