@@ -5,7 +5,7 @@ SVG text stays text and ids are salted, so the page is small and byte-for-byte s
 from __future__ import annotations
 
 import io
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -17,7 +17,7 @@ HEATMAP_MAX_VALUES = 60
 
 
 # Labels are data (intents, domains): `$` in one is text, never mathtext (which would fail or run TeX-like markup).
-PLOT_STYLE = {"svg.hashsalt": "fpi", "svg.fonttype": "none", "font.size": 9, "text.parse_math": False}
+PLOT_STYLE: dict[Any, Any] = {"svg.hashsalt": "fpi", "svg.fonttype": "none", "font.size": 9, "text.parse_math": False}
 
 
 def _svg(figure) -> str:
