@@ -27,7 +27,7 @@ RESULT_STATUSES = ("success", "partial", "clarify", "fallback", "unsupported", "
 ER_STATUSES = ("resolved", "ambiguous", "unresolved")
 EXPLICIT_FEEDBACK = ("positive", "negative")
 
-MAX_INDEX = 2**53  # the largest integer every JSON reader holds exactly
+MAX_INDEX = 2**53 - 1  # the largest integer every JSON reader holds exactly, and its neighbour apart (2^53 + 1 reads as 2^53)
 # RFC 3339 / ISO 8601 date-time; a missing offset means UTC.
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})?$"
 _TIMESTAMP_RE = re.compile(TIMESTAMP_PATTERN)
@@ -205,7 +205,7 @@ def _expected(field: Field) -> str:
     if field.kind == "number" and field.minimum is not None:
         return f"a number >= {field.minimum:g}"
     if field.kind == "integer":
-        bound = " and <= 2^53" if field.maximum == MAX_INDEX else ""
+        bound = " and <= 2^53 - 1" if field.maximum == MAX_INDEX else ""
         return ("an integer >= 0" if field.minimum == 0 else "an integer") + bound
     if field.pattern == TIMESTAMP_PATTERN:
         return "an ISO 8601 date-time such as 2026-01-31T09:30:00Z"

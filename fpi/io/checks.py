@@ -22,6 +22,17 @@ MOSTLY = 0.5  # more turns than this without any stage: the fields are named oth
 NO_STAGE = pl.all_horizontal(pl.col(s).is_null() for s in (*STAGES, "feedback"))
 
 
+RESERVED = ("line", "raw")  # what fpi adds to every record: its line in the source, and its text
+
+
+def refuse_reserved(columns: list[str], label: str) -> None:
+    """A source field named as a column fpi adds would be lost under it: named instead, before any work."""
+    taken = [name for name in RESERVED if name in columns]
+    if taken:
+        raise TraceError([f"{label}: a field is named `{taken[0]}`, which fpi uses for the record's place in the file; "
+                          "rename that field (in the data, or in a view of it)"])
+
+
 def strict_json(text: str) -> object:
     """Standard JSON only (no NaN or Infinity); nesting too deep to parse is a ValueError like any
     other malformed line, never a crash."""
@@ -92,24 +103,30 @@ def duplicate_problem(turn_id: str, session_id: str, index: float, first_turn: i
 
 
 def duplicates_rejected(duplicates: pl.DataFrame, label: str) -> list[RejectedRecord]:
-    """The duplicate turns (`line`, `raw`, `turn_id`, `session_id`, `turn_index`, `first_turn` (null or their own
-    line when the id is not reused) and `first_index`), each rejected with why: one naming for every engine."""
+    """The duplicate turns (`line`, `raw`, `turn_id`, `session_id`, `turn_index`, `first_turn` (the line the id
+    was first used on, null when it is not reused) and `first_index`), each rejected with why: one naming for
+    every engine."""
     rejected = []
     for number, raw, turn_id, session_id, index, first_turn, first_index in duplicates.select(
             "line", "raw", "turn_id", "session_id", "turn_index", "first_turn", "first_index").iter_rows():
-        problem = duplicate_problem(turn_id, session_id, index, first_turn if first_turn and first_turn != number else 0,
-                                    first_index)
+        problem = duplicate_problem(turn_id, session_id, index, first_turn or 0, first_index)
         rejected.append(RejectedRecord(label, number, (problem,), raw))
     return rejected
 
 
 def _drop_duplicates(turns: pl.DataFrame, label: str, table: bool = False) -> tuple[pl.DataFrame, list[RejectedRecord]]:
-    firsts = turns.select(first_turn=FIRST_TURN, first_index=FIRST_INDEX)
-    is_duplicate = firsts.select((pl.col("first_turn") != turns["line"]) | (pl.col("first_index") != turns["line"])).to_series()
+    """Every turn after the first with its turn_id or its place in a session, by row: one line can hold
+    several turns (spans of one OpenTelemetry request)."""
+    row = pl.int_range(pl.len(), dtype=pl.UInt32)
+    firsts = turns.select("line", _row=row).select(
+        first_turn=pl.when(pl.col("_row") != pl.col("_row").min().over(turns["turn_id"])).then(pl.col("line").min().over(turns["turn_id"])),
+        first_index=pl.col("line").min().over(turns["session_id"], turns["turn_index"]),
+        reused_place=pl.col("_row") != pl.col("_row").min().over(turns["session_id"], turns["turn_index"]))
+    is_duplicate = firsts.select(pl.col("first_turn").is_not_null() | pl.col("reused_place")).to_series()
     if not is_duplicate.any():
         return turns, []
     duplicates = row_json(turns.filter(is_duplicate)) if table else turns.filter(is_duplicate)
-    rejected = duplicates_rejected(pl.concat([duplicates, firsts.filter(is_duplicate)], how="horizontal"), label)
+    rejected = duplicates_rejected(pl.concat([duplicates, firsts.filter(is_duplicate).drop("reused_place")], how="horizontal"), label)
     return turns.filter(~is_duplicate), rejected
 
 

@@ -13,6 +13,7 @@ import polars as pl
 from fpi.io.mapping import Mapping, shipped_mappings
 from fpi.io.otlp import read_spans
 from fpi.contract.trace_format import RESULT_STATUSES
+from fpi.contract.errors import TraceError
 from fpi.io.raw_records import read_any
 from fpi.io.sniff import detect_format
 
@@ -267,7 +268,11 @@ def draft_mapping(data: bytes, label: str) -> str:
     form = detect_format(data)
     if form == "otlp":
         return draft_spans(data, label)
-    frame, _, _ = read_any(data, label, Mapping(name="draft", source="draft", fields={}, format=form))
+    frame, bad, _ = read_any(data, label, Mapping(name="draft", source="draft", fields={}, format=form))
+    if not frame.height:
+        why = f"; line {bad[0][0]}: {bad[0][2]}" if bad else ""
+        raise TraceError([f"{label}: no records to draft a mapping from: not JSON Lines, CSV/TSV, Parquet or "
+                          f"OpenTelemetry spans{why}"])
     return draft_flat(frame, label, form)
 
 

@@ -106,11 +106,33 @@ def _hex_id(value: Any) -> str:
         return value
 
 
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"number {text[:40]} is out of range for a double")
+    return number
+
+
+def _not_json(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _request(text: str) -> Any:
+    """One JSON document of the export, refused (ValueError) when it holds what JSON cannot carry back
+    out: a number beyond a double (`1e999`), NaN or Infinity, or an unpaired surrogate (`\\ud800`)."""
+    document = json.loads(text, parse_float=_finite, parse_constant=_not_json)
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"a string holds {exc.object[exc.start:exc.end]!r}, an unpaired surrogate, which is not text") from None
+    return document
+
+
 def _requests(data: bytes, label: str) -> tuple[list[tuple[int, dict]], list[tuple[int, str, str]], bool]:
     """(line, request) pairs, the lines that are not requests, and whether the file is one request."""
     text = data.decode("utf-8-sig", errors="replace")
     try:
-        whole = json.loads(text)
+        whole = _request(text)
         if isinstance(whole, dict):
             return [(1, whole)], [], True
     except (ValueError, RecursionError):
@@ -120,7 +142,7 @@ def _requests(data: bytes, label: str) -> tuple[list[tuple[int, dict]], list[tup
         if not line.strip():
             continue
         try:
-            request = json.loads(line)
+            request = _request(line)
         except (ValueError, RecursionError) as exc:
             bad.append((number, line, f"malformed JSON: {exc}"))
             continue
@@ -135,8 +157,8 @@ def _time(raw: dict, key: str) -> int:
     value = _get(raw, key)
     if value in (None, ""):
         return 0
-    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
-        raise ValueError(f"{key}: expected Unix nanoseconds, got {json.dumps(value)[:40]}")
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit() or int(value) >= 2**63:
+        raise ValueError(f"{key}: expected Unix nanoseconds (before the year 2262), got {json.dumps(value)[:40]}")
     return int(value)
 
 
@@ -342,7 +364,7 @@ def write_back(data: bytes, label: str, verdicts: dict[str, dict[str, Any]], pat
                     kept = [a for a in span.get("attributes") or [] if not str(a.get("key", "")).startswith("fpi.")]
                     span["attributes"] = kept + [_attribute(k, v) for k, v in verdict.items() if v is not None and v != []]
                     marked += 1
-        out.append(json.dumps(request, ensure_ascii=False, separators=(",", ":")))
+        out.append(json.dumps(request, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
     atomic_write_bytes(path, ("\n".join(out) + "\n").encode("utf-8") if not whole else (out[0] + "\n").encode("utf-8"))
     return marked
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from fpi.contract.errors import TraceError
 from fpi.contract.trace_format import TURN_FIELD_NAMES, TURN_FIELDS, Field, turn_dtype
-from fpi.io.checks import validate_rows
+from fpi.io.checks import RESERVED, validate_rows
 from fpi.io.read_result import LoadResult
 
 def _type_problem(dtype: Any, field: Field, path: str) -> str | None:
@@ -88,7 +88,7 @@ def table_rows(table: pl.DataFrame, label: str, first_row: int = 1) -> pl.DataFr
         if wrong:
             raise TraceError([f"{label}: column {wrong}"])
         columns.append(pl.col(f.name).cast(target))
-    extra = [c for c in table.columns if c not in TURN_FIELD_NAMES]
+    extra = [c for c in table.columns if c not in (*TURN_FIELD_NAMES, *RESERVED)]  # `line`, `raw`: this file's, not a copy's
     turns = table.select(*columns, *extra).with_row_index("line", offset=first_row).cast({"line": pl.UInt32})
     return turns.with_columns(raw=pl.lit(None, pl.String))
 

@@ -35,7 +35,7 @@ def test_validator_reports_missing_required_and_wrong_root():
     assert validate_turn([]) == [("", "T001", "expected a JSON object for the turn, got an array")]
     problems = {path: (code, message) for path, code, message in validate_turn({"turn_index": True})}
     assert problems["turn_id"][0] == problems["session_id"][0] == "T002"  # missing
-    assert problems["turn_index"] == ("T003", "expected an integer >= 0 and <= 2^53, got a boolean true")
+    assert problems["turn_index"] == ("T003", "expected an integer >= 0 and <= 2^53 - 1, got a boolean true")
 
 
 def test_frame_schema_covers_every_field():

@@ -81,6 +81,6 @@ def test_frames_a_notebook_has_are_read_with_the_same_rules(fixture_traces):
     bad = pd.DataFrame([{"turn_id": "a", "session_id": "s", "turn_index": 0},
                         {"turn_id": "b", "session_id": "s", "turn_index": -1}])
     result = fpi.read_traces(bad, name="notebook")
-    assert result.accepted == 1 and result.problems() == ["notebook:2: turn_index: expected an integer >= 0 and <= 2^53, got -1.0"]
+    assert result.accepted == 1 and result.problems() == ["notebook:2: turn_index: expected an integer >= 0 and <= 2^53 - 1, got -1.0"]
     with pytest.raises(fpi.TraceError, match="not traces"):
         fpi.load_traces(42)
