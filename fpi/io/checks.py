@@ -5,6 +5,7 @@ the whole input, that most turns carry some stage."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -39,9 +40,25 @@ def strict_json(text: str) -> object:
     def reject_constant(name: str) -> float:
         raise ValueError(f"{name} is not valid JSON")
     try:
-        return json.loads(text, parse_constant=reject_constant)
+        document = json.loads(text, parse_constant=reject_constant)
     except RecursionError:
         raise ValueError("nested too deep (more levels than any trace needs)") from None
+    refuse_lone_surrogates(document, text)
+    return document
+
+
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def refuse_lone_surrogates(document: object, text: str) -> None:
+    """ValueError when a string of `document` (parsed from `text`) holds half a surrogate pair
+    (`\\ud800` alone): that is not text, and nothing downstream can write it."""
+    if not _ESCAPED_SURROGATE.search(text):
+        return
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"a string holds {exc.object[exc.start:exc.end]!r}, an unpaired surrogate, which is not text") from None
 
 
 def row_json(rows: pl.DataFrame) -> pl.DataFrame:

@@ -17,6 +17,7 @@ import polars as pl
 
 from fpi.contract.atomic_files import atomic_write_bytes
 from fpi.contract.errors import TraceError, UsageError
+from fpi.io.checks import refuse_lone_surrogates
 from fpi.io.mapping import Mapping, Selector
 from fpi.io.read_result import LoadResult
 
@@ -121,10 +122,7 @@ def _request(text: str) -> Any:
     """One JSON document of the export, refused (ValueError) when it holds what JSON cannot carry back
     out: a number beyond a double (`1e999`), NaN or Infinity, or an unpaired surrogate (`\\ud800`)."""
     document = json.loads(text, parse_float=_finite, parse_constant=_not_json)
-    try:
-        json.dumps(document, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"a string holds {exc.object[exc.start:exc.end]!r}, an unpaired surrogate, which is not text") from None
+    refuse_lone_surrogates(document, text)
     return document
 
 

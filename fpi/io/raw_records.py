@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import polars as pl
 
 from fpi.contract.errors import TraceError
-from fpi.io.checks import refuse_reserved
+from fpi.io.checks import refuse_lone_surrogates, refuse_reserved
 from fpi.io.mapping import Mapping
 from fpi.io.otlp import turn_rows
 from fpi.io.sniff import detect_format
@@ -126,6 +126,7 @@ def _json_lines(data: bytes, label: str) -> tuple[pl.DataFrame, list[BadLine]]:
             continue
         try:
             obj = json.loads(line, parse_constant=_no_constant)
+            refuse_lone_surrogates(obj, line)
         except (ValueError, RecursionError) as exc:
             bad.append((number, line, f"malformed JSON: {exc}" if not isinstance(exc, RecursionError) else "nested too deep"))
             continue

@@ -93,3 +93,17 @@ def test_turn_indices_json_cannot_hold_apart_are_refused(tmp_path, index):
     path.write_text(json.dumps({"turn_id": "a", "session_id": "s", "turn_index": index}) + "\n")
     result = read_traces(path)
     assert result.accepted == 0 and "expected an integer >= 0 and <= 2^53 - 1" in result.problems()[0]
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_an_unpaired_surrogate_in_json_lines_is_a_bad_line(tmp_path, mapped):
+    (tmp_path / "m.yaml").write_text(MAPPING)
+    path = tmp_path / "logs.jsonl"
+    rows = [{"id": "a1", "turn_id": "a1", "session": "s", "session_id": "s", "idx": 0, "turn_index": 0, "text": "ok",
+             "asr": {"text": "ok"}},
+            {"id": "a2", "turn_id": "a2", "session": "s", "session_id": "s", "idx": 1, "turn_index": 1, "text": "x",
+             "asr": {"text": "ok"}}]
+    path.write_text("\n".join(json.dumps(r) for r in rows).replace('"text": "x"', '"text": "\\ud800x"') + "\n")
+    result = read_traces(path, mapping=tmp_path / "m.yaml" if mapped else None)
+    assert result.accepted == 1 and result.problems() == [
+        f"{path}:2: malformed JSON: a string holds '\\ud800', an unpaired surrogate, which is not text"]
