@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -449,7 +450,14 @@ def _parquet_folder(plan: Plan) -> Path:
     if path is None or path.suffix != ".parquet" or plan.fingerprint or plan.keep_batch:
         raise UsageError("--engine spark writes records as a Parquet folder, and nothing else: give -o NAME.parquet "
                          "(spans, stdout, a report or metrics come from the local engines; docs/scale.md)")
+    others = sorted(entry.name for entry in path.iterdir() if not _SPARK_PART.match(entry.name)) if path.is_dir() else []
+    if others:
+        raise UsageError(f"{path} holds files Spark did not write ({', '.join(others[:5])}); an earlier Parquet folder is "
+                         "replaced, any other folder is not: give a new name")
     return path
+
+
+_SPARK_PART = re.compile(r"^(part-.*|_SUCCESS|_committed_.*|_started_.*|\..*\.crc)$")  # what Spark writes in a Parquet folder
 
 
 def _collected(frame: DataFrame) -> pl.DataFrame:
@@ -506,7 +514,10 @@ def write_parquet(records: DataFrame, output: Path) -> None:
             old = staging.with_name(staging.name + ".old")
             output.rename(old)
             staging.rename(output)
-            shutil.rmtree(old, ignore_errors=True)
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)  # a file of that name: gone too, no `.old` left beside the output
         else:
             staging.rename(output)
     finally:

@@ -37,7 +37,9 @@ def write_quarantine(rejected: list[RejectedRecord], path: str | Path) -> None:
 
 def bad_records_error(source: str, rejected: list[RejectedRecord]) -> TraceError:
     """--on-error fail: every problem, and nothing written."""
-    return TraceError([m for r in rejected for m in r.messages()],
+    from fpi.io.read_result import problem_messages
+
+    return TraceError(problem_messages(rejected),
                       summary=f"{source}: {len(rejected)} bad records; nothing was written "
                               "(use --on-error skip to go on with the valid turns)")
 

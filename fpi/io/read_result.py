@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from fpi.contract.errors import EXIT_OK, EXIT_PARTIAL, Problem
-from fpi.contract.trace_format import TURN_SCHEMA, FieldProblem
+from fpi.contract.trace_format import RELATED, TURN_SCHEMA, FieldProblem
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,10 @@ class RejectedRecord:
 
     def messages(self) -> list[str]:
         return [str(problem) for problem in self.found()]
+
+    def only_related(self) -> bool:
+        """Rejected only because another line of its turn was (per-stage events)."""
+        return all(code == RELATED for _, code, _ in self.problems)
 
     def to_json(self) -> dict:
         record: dict = {"source": self.source, "line": self.line,
@@ -58,12 +62,19 @@ class LoadResult:
         return read_summary(self.source, self.read, len(self.rejected), self.form, self.turns.height, rejected_as)
 
     def problems(self) -> list[str]:
-        return [m for r in self.rejected for m in r.messages()]
+        return problem_messages(self.rejected)
 
     @property
     def exit_code(self) -> int:
         """3 when records were rejected (and the run went on), else 0."""
         return EXIT_PARTIAL if self.rejected else EXIT_OK
+
+
+def problem_messages(rejected: list[RejectedRecord]) -> list[str]:
+    """Every problem, the lines at fault first (each naming its field), then the lines rejected with them:
+    a message cut short still says what is wrong."""
+    return ([m for r in rejected if not r.only_related() for m in r.messages()]
+            + [m for r in rejected if r.only_related() for m in r.messages()])
 
 
 def read_summary(source: str, read: int, rejected: int, form: str, turns: int, rejected_as: str = "quarantined") -> str:

@@ -28,6 +28,7 @@ DESCRIBED = {"scratch": "trained from scratch", "continue": "continued from {bas
              "weak": "from scratch with weak labels from {base}"}
 MIN_LABELS = 20  # fewer gold labels cannot be cross-validated into anything worth saving
 MIN_SESSIONS = 2
+MIN_PER_LABEL = 3  # of each label the gold labels hold: one per fold of cross-validation at least
 TIE = 0.005  # a candidate must beat the simpler one by more than this (macro-F1) to be preferred
 
 
@@ -90,6 +91,13 @@ def _gold(turns: pl.DataFrame) -> pl.Series:
     if labeled < MIN_LABELS or sessions < MIN_SESSIONS:
         raise UsageError(f"training needs at least {MIN_LABELS} labeled turns in {MIN_SESSIONS} or more sessions, to "
                          f"cross-validate what it learns; these traces have {labeled} in {sessions} "
+                         "(`fpi sample -n 250` picks turns worth labeling)")
+    counts = dict(gold.drop_nulls().value_counts().iter_rows())
+    few = {label: n for label, n in sorted(counts.items()) if n < MIN_PER_LABEL}
+    if len(counts) < 2 or few:
+        shown = ", ".join(f"{label} {n}" for label, n in sorted(counts.items()))
+        raise UsageError(f"training needs gold labels of two or more failure points, at least {MIN_PER_LABEL} turns of each "
+                         f"it has, to cross-validate what it learns; these traces have {shown} "
                          "(`fpi sample -n 250` picks turns worth labeling)")
     return gold
 

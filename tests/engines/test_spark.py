@@ -158,3 +158,17 @@ def test_cli_engine_spark_reads_logs_of_another_shape_through_a_mapping(spark, t
     assert run_cli("classify", path, "--mapping", computed, "--on-error", "skip", "--engine", "spark", "-o",
                    tmp_path / "computed.parquet").exit_code == 3
     assert pl.read_parquet(tmp_path / "computed.parquet" / "*.parquet").equals(want)
+
+
+def test_spark_replaces_an_earlier_output_file_or_folder_and_nothing_else(spark, tmp_path):
+    source = tmp_path / "traces.jsonl"
+    source.write_text("".join((FIXTURES / "traces.jsonl").read_text().splitlines(keepends=True)[:200]))
+    out = tmp_path / "out.parquet"
+    out.write_text("an older file of that name")
+    assert run_cli("classify", source, "--engine", "spark", "-o", out).exit_code == 0
+    assert out.is_dir() and run_cli("classify", source, "--engine", "spark", "-o", out).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet", "traces.jsonl"]
+    (out / "notes.txt").write_text("mine")
+    result = run_cli("classify", source, "--engine", "spark", "-o", out)
+    assert result.exit_code == 2 and "holds files Spark did not write (notes.txt)" in result.stderr
+    assert (out / "notes.txt").read_text() == "mine"

@@ -107,3 +107,15 @@ def test_an_unpaired_surrogate_in_json_lines_is_a_bad_line(tmp_path, mapped):
     result = read_traces(path, mapping=tmp_path / "m.yaml" if mapped else None)
     assert result.accepted == 1 and result.problems() == [
         f"{path}:2: malformed JSON: a string holds '\\ud800', an unpaired surrogate, which is not text"]
+
+
+def test_a_rejected_stage_event_is_named_by_its_field_before_the_lines_of_its_turn(tmp_path):
+    path = tmp_path / "events.jsonl"
+    assert run_cli("simulate", "-n", "4", "--form", "stage", "-o", path).exit_code == 0
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    bad = next(i for i, e in enumerate(events) if e["stage"] == "turn" and i > 5)
+    events[bad]["data"]["timestamp"] = "2026-13-45T00:00:00Z"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    result = run_cli("classify", path, "-o", tmp_path / "out.jsonl")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[1].startswith(f"{path}:{bad + 1}: timestamp: expected an ISO 8601 date-time")

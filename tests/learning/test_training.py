@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import run_cli
+from conftest import FIXTURES, run_cli
 from fpi import FailurePointModel, Pipeline, load_traces, simulate
 from fpi.learning.training import adapt, train
 from fpi.pipeline.model import impossible
@@ -136,3 +136,14 @@ def test_signals_read_reactions():
 def test_train_without_any_label_points_to_adapt(telephone, tmp_path):
     result = run_cli("train", telephone / "unlabeled.jsonl", "-o", tmp_path / "m")
     assert result.exit_code == 2 and "fpi adapt" in result.stderr
+
+
+def test_training_names_the_labels_it_has_too_few_of(tmp_path):
+    rows = [json.loads(line) for line in (FIXTURES / "traces.jsonl").read_text().splitlines()[:40]]
+    for number, row in enumerate(rows):
+        row["label"] = "asr" if number == 0 else "correct"
+    path = tmp_path / "skewed.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = run_cli("train", path, "-o", tmp_path / "model")
+    assert result.exit_code == 2 and "at least 3 turns of each" in result.stderr and "asr 1, correct 39" in result.stderr
+    assert not (tmp_path / "model").exists()
