@@ -1,6 +1,7 @@
 """The classified-records contract (records-v1): what `fpi classify` writes and
 `fpi report`, `eval` and `gate` read. Columns, dtypes and the JSON Schema derive from
-one list, so they cannot drift. Reading and writing them is `fpi.io.records_files`: a report
+one list, so they cannot drift. In CSV, a text cell starting with `= + - @`, a tab or a carriage return is
+written with a leading `'` (spreadsheet-safe: `fpi.contract.spreadsheet_cells`) and read back without it. Reading and writing them is `fpi.io.records_files`: a report
 needs those two and never the model."""
 
 from __future__ import annotations
