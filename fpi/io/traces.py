@@ -6,6 +6,7 @@ that could not be read: trace format v1 as JSON Lines (`trace_lines`, per-stage 
 from __future__ import annotations
 
 import hashlib
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,8 @@ def _read_source(source: str | Path | bytes, name: str | None) -> tuple[bytes, s
         return sys.stdin.buffer.read(), name or "<stdin>"
     path = Path(source)
     try:
+        if not stat.S_ISREG(path.stat().st_mode) and not path.is_dir():
+            raise TraceError([f"{source}: not a regular file (a device, FIFO or socket); to read a stream, pipe it to `-`"])
         return path.read_bytes(), name or str(source)
     except FileNotFoundError as exc:
         raise TraceError([f"{source}: no such file"]) from exc

@@ -18,6 +18,8 @@ def read_sheet(path: str | Path) -> pl.DataFrame:
     are skipped. A label that is not one of LABELS is an error naming file, line and value."""
     label = str(path)
     suffix = Path(path).suffix.lower()
+    if Path(path).exists() and not Path(path).is_file():
+        raise UsageError(f"{label}: not a regular file; a labeling sheet is a .csv, .tsv or .jsonl file")
     try:
         if suffix in (".csv", ".tsv"):
             sheet = restored(pl.read_csv(path, separator="\t" if suffix == ".tsv" else ",", infer_schema=False))

@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from fpi.contract.errors import ModelError
+from fpi.contract.small_files import TooLarge, read_small_file
 from fpi.contract.trace_format import LABELS
 from fpi.pipeline.features import CATEGORICAL, FEATURE_NAMES
 from fpi.pipeline.log_profile import LEVELS
@@ -18,6 +19,8 @@ from fpi.pipeline.log_profile import LEVELS
 DISTRIBUTION_POINTS = len(LEVELS)  # a training distribution's quantiles
 
 MODEL_FORMAT = 1
+MAX_BOOSTER_BYTES = 2 * 2**30  # a bound on what reading a model may take (the shipped booster is a few MB)
+MAX_METADATA_BYTES = 64 * 2**20
 BOOSTER_FILE = "booster.txt"
 METADATA_FILE = "model.json"
 
@@ -39,9 +42,11 @@ def read_model_folder(where: Path) -> tuple[dict, str]:
                          "(make one with `fpi train`)")
     meta = _read_metadata(meta_path)
     try:
-        text = booster_path.read_text(encoding="utf-8")
+        text = read_small_file(booster_path, MAX_BOOSTER_BYTES).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ModelError(f"{booster_path}: not a LightGBM text model (not UTF-8 text: {exc})") from exc
+    except (OSError, TooLarge) as exc:
+        raise ModelError(f"{booster_path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
     written = meta.get("booster_sha256")
     if written is not None and written != hashlib.sha256(text.encode("utf-8")).hexdigest():
         raise ModelError(f"{booster_path}: changed since model.json was written (its checksum differs); the model "
@@ -52,7 +57,9 @@ def read_model_folder(where: Path) -> tuple[dict, str]:
 
 def _read_metadata(meta_path: Path) -> dict:
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = json.loads(read_small_file(meta_path, MAX_METADATA_BYTES).decode("utf-8"))
+    except OSError as exc:
+        raise ModelError(f"{meta_path}: cannot be read ({exc.strerror})") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelError(f"{meta_path}: not valid JSON ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != "fpi-model":

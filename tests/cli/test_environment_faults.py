@@ -114,3 +114,18 @@ def test_a_cache_folder_on_a_full_disk_is_not_an_error(tmp_path, monkeypatch, fi
     result = run_cli("classify", fixture_traces, "--predictor", "native")
     assert result.exit_code == 0  # records went to stdout; the cache kept nothing
     assert not list((tmp_path / "cache").glob("*.o"))
+
+
+def test_special_files_as_traces_model_or_sheet_are_refused_at_once(tmp_path):
+    from fpi.pipeline.model_folder import default_model_dir
+
+    model = tmp_path / "model"
+    shutil.copytree(default_model_dir(), model)
+    (model / "booster.txt").unlink()
+    os.mkfifo(model / "booster.txt")
+    cases = [(["classify", "/dev/zero"], "/dev/zero: not a regular file"),
+             (["classify", FIXTURES / "traces.jsonl", "--model", model], "not a model directory"),
+             (["label", "merge", FIXTURES / "traces.jsonl", "/dev/zero", "-o", tmp_path / "out.jsonl"], "not a regular file")]
+    for args, said in cases:
+        result = run_cli(*args)
+        assert result.exit_code == 2 and said in result.stderr, args

@@ -243,8 +243,8 @@ def test_a_stage_form_turn_with_one_bad_event_is_quarantined_line_by_line(tmp_pa
     result = read_traces(("\n".join(lines) + "\n").encode(), name="events.jsonl")
     assert (result.read, result.accepted, len(result.rejected), result.turns.height) == (4, 1, 3, 1)
     assert [r.raw for r in result.rejected] == lines[:3]
-    assert result.problems() == ["events.jsonl:1: turn 't1' has a rejected event on line 2",
-                                 "events.jsonl:2: nlu.intent: expected a string, got a number 5",
+    assert result.problems() == ["events.jsonl:2: nlu.intent: expected a string, got a number 5",  # the line at fault first
+                                 "events.jsonl:1: turn 't1' has a rejected event on line 2",
                                  "events.jsonl:3: turn 't1' has a rejected event on line 2"]
 
 
