@@ -8,6 +8,7 @@ import re
 import xml.etree.ElementTree as ET
 
 from fpi.contract.errors import Problem
+from fpi.presentation.terminal import printable
 from fpi.reports.gate import GateResult
 
 
@@ -41,7 +42,8 @@ def junit_xml(result: GateResult) -> bytes:
 
 
 def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """A workflow command's text: no escape sequence from data reaches the CI log (`printable`)."""
+    return printable(text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 
 def _escape_property(text: str) -> str:

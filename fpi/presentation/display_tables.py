@@ -13,6 +13,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from fpi.contract.trace_format import LABELS
+from fpi.presentation.terminal import printable
 
 UNBOUNDED = 10_000  # columns: how wide a table would be on a terminal with no edge
 
@@ -102,7 +103,8 @@ def narrow(table: DisplayTable) -> list[DisplayTable]:
 
 
 def md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
+    """A Markdown cell: `|` kept in its cell, control characters from data written out (`printable`)."""
+    return printable(text).replace("|", "\\|")
 
 
 def markdown_table(table: DisplayTable) -> list[str]:

@@ -83,3 +83,11 @@ def test_printable_escapes_controls_and_bidi_but_keeps_layout():
 def test_a_dollar_in_names_draws_as_text_in_the_html_report(hostile_traces, tmp_path):
     result = run_cli("report", hostile_traces, "--by", "nlu.domain", "-o", tmp_path / "report.html")
     assert result.exit_code == 0 and "$x^2$ price" in (tmp_path / "report.html").read_text()
+
+
+def test_markdown_reports_and_ci_annotations_carry_no_escape_sequence(hostile_traces, tmp_path):
+    from fpi.presentation.ci_formats import github_errors
+
+    result = run_cli("report", hostile_traces, "--by", "nlu.intent", "--format", "markdown")
+    assert result.exit_code == 0 and "\x1b" not in result.stdout and "\\x1b[31mred" in result.stdout
+    assert "\x1b" not in github_errors(["traces.jsonl:3: intent \x1b[2J is unknown"])
