@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import os
 import sys
 import typing
 import warnings
@@ -46,12 +47,16 @@ def format_option(writers: dict[str, object], help: str) -> Any:
 
 def emit(shown: Shown, output: Path | None = None) -> None:
     """A rendered result: its text to `output` (written atomically) or stdout, and what it has for stderr."""
+    from fpi.contract.environment_faults import writing
+
     if output is not None:
         from fpi.contract.atomic_files import atomic_write_bytes
 
         atomic_write_bytes(output, shown.stdout.encode("utf-8"))
     elif shown.stdout:
-        sys.stdout.write(shown.stdout)
+        with writing("stdout"):
+            sys.stdout.write(shown.stdout)
+            sys.stdout.flush()
     if shown.stderr:
         say(shown.stderr.removesuffix("\n"))
 
@@ -169,6 +174,7 @@ def options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 DEBUG = {"traceback": False}  # set by `fpi --debug`
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
 
 
 @contextlib.contextmanager
@@ -191,7 +197,7 @@ def run(work: Callable[[], int | None]) -> None:
     """Run a command body; expected errors (and faults of the machine: a full disk, a folder that may not be
     written) become a line on stderr and their exit code, an interrupt exits 130 or 143 once temporary files
     are gone, and an unexpected error says so in a line and exits 70 (with --debug, its traceback instead)."""
-    from fpi.contract.environment_faults import as_environment_fault
+    from fpi.contract.environment_faults import as_environment_fault, is_closed_pipe
     from fpi.contract.interrupts import Interrupted, handling_interrupts
 
     try:
@@ -204,6 +210,8 @@ def run(work: Callable[[], int | None]) -> None:
     except (typer.Exit, KeyboardInterrupt):
         raise
     except Exception as exc:
+        if is_closed_pipe(exc):
+            _stop_writing_stdout()
         fault = as_environment_fault(exc)
         if fault is not None:
             _error("error:", str(fault), fault.exit_code)
@@ -211,6 +219,12 @@ def run(work: Callable[[], int | None]) -> None:
             raise
         _error("internal error:", f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", EXIT_INTERNAL)
     raise typer.Exit(code or EXIT_OK)
+
+
+def _stop_writing_stdout() -> NoReturn:
+    """The reader of stdout is gone: say nothing more there (not even at exit) and end as a shell's SIGPIPE would."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise typer.Exit(EXIT_CLOSED_PIPE)
 
 
 def _error(kind: str, message: str, exit_code: int) -> NoReturn:

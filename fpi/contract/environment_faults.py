@@ -36,6 +36,13 @@ def fault_errno(exc: BaseException) -> int | None:
     return number if number in ENVIRONMENT_ERRNOS else None
 
 
+def is_closed_pipe(exc: BaseException) -> bool:
+    """Whether `exc` is stdout's reader going away (`fpi classify ... | head`): not an error, the end of the output."""
+    number = exc.errno if isinstance(exc, OSError) else None
+    found = _OS_ERROR.search(str(exc)) if number is None else None
+    return (number if number is not None else int(found.group(1)) if found else None) == errno.EPIPE
+
+
 def as_environment_fault(exc: BaseException, path: str | Path | None = None) -> EnvironmentFault | None:
     """`exc` said as the user's fault, naming `path` (or the file the error names); None when it is not one."""
     number = fault_errno(exc)

@@ -129,3 +129,25 @@ def test_special_files_as_traces_model_or_sheet_are_refused_at_once(tmp_path):
     for args, said in cases:
         result = run_cli(*args)
         assert result.exit_code == 2 and said in result.stderr, args
+
+
+def _fpi(*args, stdout):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "fpi", *map(str, args)], stdout=stdout, stderr=subprocess.PIPE,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=300)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_records_to_a_full_stdout_are_exit_2_and_a_closed_pipe_ends_quietly(tmp_path):
+    import subprocess
+
+    with open("/dev/full", "wb") as full:
+        result = _fpi("classify", FIXTURES / "traces.jsonl", stdout=full)
+    assert result.returncode == 2 and b"error: stdout: No space left on device" in result.stderr
+    reader = subprocess.Popen(["head", "-c", "10"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    result = _fpi("classify", FIXTURES / "traces.jsonl", stdout=reader.stdin)
+    reader.stdin.close()
+    reader.wait()
+    assert result.returncode == 141 and b"error" not in result.stderr and b"Traceback" not in result.stderr
