@@ -119,7 +119,7 @@ class NativeCache:
         recorded = _read_regular(self.folder / f"{key}.digest", 128)
         if secret is None or data is None or recorded is None:
             return None
-        return data if hmac.compare_digest(recorded.decode("ascii", "replace").strip(), self._digest(secret, key, data)) else None
+        return data if hmac.compare_digest(recorded.strip(), self._digest(secret, key, data).encode("ascii")) else None
 
     def put(self, key: str, data: bytes) -> None:
         """Keep `data` under `key` with its digest; a folder that cannot be written keeps nothing (the trees

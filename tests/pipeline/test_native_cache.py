@@ -140,3 +140,9 @@ def test_model_parameters_are_checked_on_load(tmp_path, edit, value, said):
     (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match=said):
         FailurePointModel.load(tmp_path / "m")
+
+
+def test_a_digest_file_of_any_bytes_is_a_mismatch_not_a_crash(booster, tmp_path):
+    _predicts_like_lightgbm(booster, tmp_path)
+    _entry(tmp_path, booster).with_suffix(".digest").write_bytes("é\xff".encode() + os.urandom(40))
+    assert NativeTrees.compile(booster, booster.num_trees(), cache=tmp_path, compile_if_missing=False) is None
