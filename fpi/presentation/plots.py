@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fpi.presentation.terminal import printable
 from fpi.reports.failure_report import Report, SliceRates
 from fpi.contract.trace_format import COMPONENTS
 
@@ -85,7 +86,7 @@ def _heatmap(table: SliceRates):
     import matplotlib.pyplot as plt
 
     values = table["values"][:HEATMAP_MAX_VALUES]
-    names = [f"{row['value']}{' *' if row['small'] else ''}" for row in values]
+    names = [f"{printable(str(row['value']))}{' *' if row['small'] else ''}" for row in values]  # data: no control characters
     columns = (*COMPONENTS, "defects")
     rates = np.array([[row["rates"][c]["rate"] * 100 for c in columns] for row in values])
     small = np.array([row["small"] for row in values])
