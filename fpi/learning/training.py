@@ -28,7 +28,7 @@ DESCRIBED = {"scratch": "trained from scratch", "continue": "continued from {bas
              "weak": "from scratch with weak labels from {base}"}
 MIN_LABELS = 20  # fewer gold labels cannot be cross-validated into anything worth saving
 MIN_SESSIONS = 2
-MIN_PER_LABEL = 3  # of each label the gold labels hold: one per fold of cross-validation at least
+MIN_PER_LABEL = 3  # turns of a label: fewer cannot be learned, and two labels need this many to be told apart
 TIE = 0.005  # a candidate must beat the simpler one by more than this (macro-F1) to be preferred
 
 
@@ -73,8 +73,11 @@ class Training:
         folds = len(self.chosen.fold_scores)
         where = f"over {folds} folds of {labels} labels"
         others = [f"{c.description} {c.score()}" for c in self.candidates if c is not self.chosen]
+        rare = ", ".join(f"{label} {n}" for label, n in self.gold.items() if 0 < n < MIN_PER_LABEL)
+        notes = [self.note] if self.note else []
+        notes += [f"too few labeled turns to learn well: {rare} (`fpi sample` finds more)"] if rare else []
         return (f"{self.chosen.description}: macro-F1 {self.chosen.score()} {where}"
-                + (f" (chosen over: {'; '.join(others)})" if others else "") + (f"; {self.note}" if self.note else ""))
+                + (f" (chosen over: {'; '.join(others)})" if others else "") + "".join(f"; {n}" for n in notes))
 
 
 def _weak(features: pl.DataFrame, labeller: FailurePointModel, weight: float) -> WeakLabels:
@@ -93,11 +96,10 @@ def _gold(turns: pl.DataFrame) -> pl.Series:
                          f"cross-validate what it learns; these traces have {labeled} in {sessions} "
                          "(`fpi sample -n 250` picks turns worth labeling)")
     counts = dict(gold.drop_nulls().value_counts().iter_rows())
-    few = {label: n for label, n in sorted(counts.items()) if n < MIN_PER_LABEL}
-    if len(counts) < 2 or few:
+    if sum(n >= MIN_PER_LABEL for n in counts.values()) < 2:
         shown = ", ".join(f"{label} {n}" for label, n in sorted(counts.items()))
-        raise UsageError(f"training needs gold labels of two or more failure points, at least {MIN_PER_LABEL} turns of each "
-                         f"it has, to cross-validate what it learns; these traces have {shown} "
+        raise UsageError(f"training needs gold labels of two or more failure points with at least {MIN_PER_LABEL} turns "
+                         f"each, to cross-validate what it learns; these traces have {shown} "
                          "(`fpi sample -n 250` picks turns worth labeling)")
     return gold
 

@@ -145,5 +145,11 @@ def test_training_names_the_labels_it_has_too_few_of(tmp_path):
     path = tmp_path / "skewed.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     result = run_cli("train", path, "-o", tmp_path / "model")
-    assert result.exit_code == 2 and "at least 3 turns of each" in result.stderr and "asr 1, correct 39" in result.stderr
+    assert result.exit_code == 2 and "with at least 3 turns each" in result.stderr and "asr 1, correct 39" in result.stderr
     assert not (tmp_path / "model").exists()
+    for number, row in enumerate(rows):
+        row["label"] = "asr" if number < 10 else "er" if number == 10 else "correct"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = run_cli("train", path, "-o", tmp_path / "model")  # a rare label is learned as well as it can be, and named
+    assert result.exit_code == 0, result.stderr
+    assert "too few labeled turns to learn well: er 1 (`fpi sample` finds more)" in result.stderr
