@@ -137,8 +137,8 @@ def pipecat_export(turns: list[dict], *, team_attributes: bool = False, seed: in
 
 
 def livekit_export(turns: list[dict], *, seed: int = 0) -> bytes:
-    """Spans as LiveKit Agents writes them: agent_session -> agent_turn -> user_turn (transcript and its
-    confidence), llm_node (function_tool below it), tts_node."""
+    """Spans as LiveKit Agents writes them: under agent_session, a user_turn (transcript and its
+    confidence) beside the agent_turn that answers it (llm_node, function_tool, tts_node -> tts_request)."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "agent"}), id_generator=SeededIds(seed))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -146,33 +146,41 @@ def livekit_export(turns: list[dict], *, seed: int = 0) -> bytes:
     clock = 1_790_000_000 * SECOND
     for session in _sessions(turns).values():
         agent_session = tracer.start_span("agent_session", start_time=clock)
+        root = set_span_in_context(agent_session)
         for turn in session:
-            span = tracer.start_span("agent_turn", context=set_span_in_context(agent_session), start_time=clock)
-            inner = set_span_in_context(span)
             asr, nlu, result = turn.get("asr"), turn.get("nlu"), turn.get("result")
             if asr:
-                user = tracer.start_span("user_turn", context=inner, start_time=clock + 1)
+                user = tracer.start_span("user_turn", context=root, start_time=clock)
                 user.set_attribute("lk.pii.user_transcript", asr["text"])
                 if asr.get("confidence") is not None:
                     user.set_attribute("lk.transcript_confidence", asr["confidence"])
                 user.end(end_time=clock + 2)
+            span = tracer.start_span("agent_turn", context=root, start_time=clock + 3)
+            span.set_attribute("lk.speech_id", f"speech_{turn['turn_id']}")
+            inner = set_span_in_context(span)
             if nlu:
-                llm = tracer.start_span("llm_node", context=inner, start_time=clock + 3)
+                llm = tracer.start_span("llm_node", context=inner, start_time=clock + 4)
                 if result and result.get("response"):
                     llm.set_attribute("lk.pii.response.text", result["response"])
-                if result and result.get("action"):
-                    tool = tracer.start_span("function_tool", context=set_span_in_context(llm), start_time=clock + 4)
-                    tool.set_attribute("lk.function_tool.name", result["action"])
-                    tool.set_attribute("lk.function_tool.is_error", tool_status(result.get("status")) == "error")
-                    tool.end(end_time=clock + 5)
                 if result and result.get("status") == "error" and not result.get("action"):
                     llm.set_status(Status(StatusCode.ERROR, "provider error"))
-                llm.end(end_time=clock + 6)
+                llm.end(end_time=clock + 5)
+                if result and result.get("action"):
+                    tool = tracer.start_span("function_tool", context=inner, start_time=clock + 6)
+                    tool.set_attribute("lk.function_tool.name", result["action"])
+                    tool.set_attribute("lk.function_tool.is_error", tool_status(result.get("status")) == "error")
+                    tool.end(end_time=clock + 7)
             span.set_attribute("lk.interrupted", bool((turn.get("feedback") or {}).get("barge_in")))
             span.end(end_time=clock + 9)
             clock += 10 * SECOND
         agent_session.end(end_time=clock)
     return _otlp_json(list(exporter.get_finished_spans()), per_line=500)
+
+
+def span_timestamp(position: int) -> str:
+    """The timestamp the exports above give the turn at `position` (in session order): a turn every 10 s."""
+    import datetime
+    return datetime.datetime.fromtimestamp(1_790_000_000 + 10 * position, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
 
 
 def as_span_information(turn: dict[str, Any], *, confidences: bool = True) -> dict[str, Any]:

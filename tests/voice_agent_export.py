@@ -54,10 +54,11 @@ def voice_calls(n: int, seed: int, *, heard_nothing: float = 0.3) -> list[Call]:
         text, tool, reply = row["asr"]["text"], result["action"], result["response"] or ""
         if label == "asr" and draw.random() < heard_nothing:
             text, tool, reply = "", None, draw.choice(REPROMPTS)
-        failed = result["status"] == "error"
+        failed = result["status"] == "error" and bool(text)
         latency = draw.uniform(0.7, 1.8) + (draw.uniform(2, 6) if failed and draw.random() < 0.3 else 0.0)
         calls.append(Call(row["session_id"], row["turn_index"], label, text, tool, failed and tool is not None,
-                          failed and tool is None, reply, bool(row["feedback"]["barge_in"]), round(latency, 3)))
+                          failed and tool is None, reply, bool(row["feedback"]["barge_in"]) and not (failed and tool is None),
+                          round(latency, 3)))  # a reply that never played cannot be interrupted
     return calls
 
 
@@ -99,7 +100,7 @@ def pipecat_calls(calls: list[Call], *, names: str = "new", confidence: bool = F
             score = confidences.uniform(0.2, 0.75) if call.label == "asr" else confidences.uniform(0.6, 0.99)
             _pipecat_stt(services, inner, call, clock, names, score if confidence else None)
             _pipecat_llm(services, inner, call, clock, names)
-            if call.reply:
+            if call.reply and not call.llm_failed:
                 tts = services.start_span(PIPECAT_NAMES[names][2], context=inner, start_time=clock + 3 * SECOND)
                 tts.set_attributes({"gen_ai.operation.name": "tts", "gen_ai.output.type": "speech", "voice_id": "v-1",
                                     "text": call.reply, "metrics.character_count": len(call.reply)})

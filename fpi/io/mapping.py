@@ -61,6 +61,8 @@ def _spec_schema() -> dict:
             "values": {"type": "object", "additionalProperties": scalar,
                        "description": "their values -> ours (status words, labels, yes/no)"},
             "otherwise": {**scalar, "description": "the value when `values` has no entry (default: keep it)"},
+            "absent": {"type": "array", "items": scalar, "minItems": 1,
+                       "description": "values that mean nothing was logged (LiveKit's confidence 0 when the STT gives none)"},
             "scale": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
                       "description": "[low, high] of their scale, mapped linearly onto [0, 1]"},
             "multiply": {"type": "number", "description": "multiply by this (seconds -> milliseconds: 1000)"},
@@ -81,14 +83,31 @@ def _selector_schema() -> dict:
         "description": "Which spans: by name, by an attribute (present, or equal to a value); searched among the "
                        "turn span's descendants, or its ancestors with `ancestor: true`.",
         "properties": {
-            "name": {"type": "string"},
-            "name_prefix": {"type": "string"},
+            "name": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
+                     "description": "a span name, or several: any of them"},
+            "name_prefix": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
+                            "description": "the start of a name, or several (with `name`: either matches)"},
             "attribute": {"type": "string"},
             "equals": {"type": ["string", "number", "boolean"]},
             "status": {"enum": ["unset", "ok", "error"], "description": "only spans with this status"},
             "ancestor": {"type": "boolean"},
         },
         "anyOf": [{"required": ["name"]}, {"required": ["name_prefix"]}, {"required": ["attribute"]}],
+    }
+
+
+def _answers_schema() -> dict:
+    return {
+        "type": "object", "additionalProperties": False, "required": ["spans"],
+        "description": "When no one span holds a turn: spans beside the turn span (the same parent) that answer it "
+                       "(LiveKit's agent_turn beside user_turn) join the turn span that started last before them.",
+        "properties": {
+            "spans": {"$ref": "#/$defs/selector", "description": "the spans that answer a turn"},
+            "link": {"type": "string", "description": "an attribute: answer spans that share its value are one answer, "
+                                                      "placed by its first span (LiveKit: lk.speech_id)"},
+            "during": {"$ref": "#/$defs/selector", "description": "spans beside the turn span that belong to the turn "
+                                                                  "whose answer is open when they start (a barge-in)"},
+        },
     }
 
 
@@ -114,13 +133,14 @@ def mapping_json_schema() -> dict:
                 "properties": {
                     "turn": {"oneOf": [{"const": "trace"}, {"$ref": "#/$defs/selector"}]},
                     "select": {"type": "object", "additionalProperties": {"$ref": "#/$defs/selector"}},
+                    "answers": {"$ref": "#/$defs/answers"},
                 },
             },
             "fields": {"type": "object", "additionalProperties": False,
                        "properties": {name: {"$ref": "#/$defs/source", "description": f.doc or f.kind}
                                       for name, f in TARGETS.items()}},
         },
-        "$defs": {"source": source, "spec": _spec_schema(), "selector": _selector_schema()},
+        "$defs": {"source": source, "spec": _spec_schema(), "selector": _selector_schema(), "answers": _answers_schema()},
     }
 
 
@@ -130,12 +150,26 @@ def mapping_json_schema() -> dict:
 class Selector:
     """Spans chosen by name or attribute, below the turn span (or above it, `ancestor`)."""
 
-    name: str | None = None
-    name_prefix: str | None = None
+    name: str | list[str] | None = None
+    name_prefix: str | list[str] | None = None
     attribute: str | None = None
     equals: Any = None
     status: str | None = None
     ancestor: bool = False
+
+
+@dataclass(frozen=True)
+class Answers:
+    """Spans beside the turn span that answer it (`spans`), one answer per `link` value, and spans that
+    belong to the turn whose answer they interrupt (`during`)."""
+
+    spans: Selector
+    link: str | None = None
+    during: Selector | None = None
+
+    @classmethod
+    def from_json(cls, raw: dict) -> Answers:
+        return cls(Selector(**raw["spans"]), raw.get("link"), Selector(**raw["during"]) if raw.get("during") else None)
 
 
 @dataclass
@@ -150,6 +184,7 @@ class Mapping:
     order: Any = None
     turn: Selector | str | None = None
     select: dict[str, Selector] = field(default_factory=dict)
+    answers: Answers | None = None
 
     def references(self) -> set[str]:
         """Every field, column or `selector:attribute` the mapping reads."""
@@ -172,14 +207,16 @@ class Mapping:
         return {"name": self.name, "source": self.source, "fields": self.fields, "format": self.format,
                 "stages": list(self.stages) if self.stages is not None else None, "order": self.order,
                 "turn": self.turn if isinstance(self.turn, str) or self.turn is None else asdict(self.turn),
-                "select": {name: asdict(selector) for name, selector in self.select.items()}}
+                "select": {name: asdict(selector) for name, selector in self.select.items()},
+                "answers": asdict(self.answers) if self.answers is not None else None}
 
     @classmethod
     def from_json(cls, data: dict) -> Mapping:
         return cls(name=data["name"], source=data["source"], fields=data["fields"], format=data["format"],
                    stages=tuple(data["stages"]) if data["stages"] is not None else None, order=data["order"],
                    turn=_selector(data["turn"]) if data["turn"] is not None else None,
-                   select={name: Selector(**raw) for name, raw in data["select"].items()})
+                   select={name: Selector(**raw) for name, raw in data["select"].items()},
+                answers=Answers.from_json(data["answers"]) if data.get("answers") else None)
 
     def span_references(self) -> dict[str, set[str]]:
         """selector -> attributes (and `@` facts) read from it; `turn` and `trace` are built in."""
@@ -329,6 +366,7 @@ def _merge(parent: Mapping | None, data: dict, label: str) -> Mapping:
         turn=_selector(spans["turn"]) if "turn" in spans else (parent.turn if parent else None),
         select={**(parent.select if parent else {}),
                 **{name: Selector(**raw) for name, raw in (spans.get("select") or {}).items()}},
+        answers=Answers.from_json(spans["answers"]) if "answers" in spans else (parent.answers if parent else None),
     )
 
 
@@ -387,8 +425,8 @@ def _pick(expr: pl.Expr, dtype: pl.DataType, spec: dict) -> pl.Expr:
     if how == "join":
         joined = expr.list.eval(pl.element().cast(pl.String)).list.join(spec.get("separator", " "))
         return pl.when(expr.list.len() > 0).then(joined)
-    if how == "any":
-        return expr.list.eval(pl.element().cast(pl.String).str.to_lowercase().is_in(_TRUE)).list.any()
+    if how == "any":  # nothing to say when no span has the attribute, so `first_of` goes on
+        return pl.when(expr.list.len() > 0).then(expr.list.eval(pl.element().cast(pl.String).str.to_lowercase().is_in(_TRUE)).list.any())
     if how == "count":
         return expr.list.len()
     return expr.list.last() if how == "last" else expr.list.first()
@@ -425,6 +463,8 @@ def _source(ctx: _Context, spec: Any, target: Field, name: str) -> tuple[pl.Expr
         return _array(column, dtype, ARRAY_TARGETS[name], spec, ref), None, ref
     expr = _pick(column, dtype, spec)
     dtype = ctx.dtype(expr)
+    if "absent" in spec:
+        expr = pl.when(_as_text(expr, dtype).is_in([_key(v) for v in spec["absent"]])).then(None).otherwise(expr)
     if "values" in spec:
         table = {_key(k): v for k, v in spec["values"].items()}
         text = _as_text(expr, dtype)
@@ -627,4 +667,4 @@ def _refuse_missing(ctx: _Context, mapping: Mapping, frame: pl.DataFrame, compil
     raise TraceError(problems)
 
 
-__all__ = ["Mapping", "MappingError", "apply_mapping", "load_mapping", "mapping_json_schema", "shipped_mappings"]
+__all__ = ["Answers", "Mapping", "MappingError", "apply_mapping", "load_mapping", "mapping_json_schema", "shipped_mappings"]

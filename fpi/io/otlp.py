@@ -9,6 +9,7 @@ import binascii
 import json
 import math
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from fpi.contract.errors import TraceError, UsageError
 from fpi.io.checks import refuse_lone_surrogates
 from fpi.io.mapping import Mapping, Selector
 from fpi.io.read_result import LoadResult
+from fpi.io.span_exchanges import exchanges
 
 _STATUS: dict[int | str, str] = {0: "unset", 1: "ok", 2: "error", "STATUS_CODE_UNSET": "unset", "STATUS_CODE_OK": "ok", "STATUS_CODE_ERROR": "error"}
 _KIND: dict[int | str, str] = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
@@ -217,12 +219,16 @@ def read_spans(data: bytes, label: str) -> tuple[list[Span], list[tuple[int, str
     return spans, bad
 
 
+def _listed(value: str | list[str] | None) -> tuple[str, ...]:
+    return () if value is None else (value,) if isinstance(value, str) else tuple(value)
+
+
 def _matches(span: Span, selector: Selector) -> bool:
+    """A span the selector picks: one of its names or name prefixes (either), its attribute, its status."""
     if selector.status is not None and span.status != selector.status:
         return False
-    if selector.name is not None and span.name != selector.name:
-        return False
-    if selector.name_prefix is not None and not span.name.startswith(selector.name_prefix):
+    names, prefixes = _listed(selector.name), _listed(selector.name_prefix)
+    if (names or prefixes) and span.name not in names and not span.name.startswith(prefixes):
         return False
     if selector.attribute is not None:
         if selector.attribute not in span.attributes:
@@ -232,10 +238,11 @@ def _matches(span: Span, selector: Selector) -> bool:
     return True
 
 
-def _below(turn: Span, is_turn: set[int]) -> list[Span]:
-    """The turn's descendants in start order, not entering another turn's spans."""
-    found: list[Span] = []
-    stack = list(reversed(turn.children))
+def _below(turn: Span, is_turn: set[int], members: Sequence[Span] = ()) -> list[Span]:
+    """The turn's descendants in start order, not entering another turn's spans; with the spans that
+    answer it and theirs (`answers`)."""
+    found: list[Span] = list(members)  # a reply no turn span precedes is its own turn span, and its own answer
+    stack = list(reversed(turn.children)) + [child for m in members if m is not turn for child in reversed(m.children)]
     while stack:
         span = stack.pop()
         if id(span) in is_turn:
@@ -283,6 +290,36 @@ def _column(values: list[Any]) -> pl.Series:
     return pl.Series(values, dtype=pl.List(inner))
 
 
+def _read_turn(turn: Span, mapping: Mapping, wanted: dict[str, set[str]], columns: dict[str, list[list[Any]]],
+               below_of: Callable[[], list[Span]]) -> None:
+    """One turn's values of every `selector:attribute` the mapping reads, appended to `columns`."""
+    below: list[Span] | None = None
+    above: list[Span] | None = None
+    for selector, names in sorted(wanted.items()):
+        if selector == "turn" or selector == "trace":
+            chosen = [turn]
+        elif selector == "resource":
+            for name in sorted(names):
+                columns[f"resource:{name}"].append([turn.resource.get(name)])
+            continue
+        else:
+            spec = mapping.select.get(selector)
+            if spec is None:
+                raise TraceError([f"{mapping.source}: selector {selector!r} is used but not defined under spans/select"])
+            if spec.ancestor:
+                above = above if above is not None else _above(turn)
+                chosen = [s for s in above if _matches(s, spec)]
+            else:
+                below = below if below is not None else below_of()
+                chosen = [s for s in below if _matches(s, spec)]
+        for name in sorted(names):
+            if selector == "trace":
+                values = [turn.trace_id] if name == "@trace_id" else []
+            else:
+                values = [v for s in chosen if (v := s.value(name)) is not None]
+            columns[f"{selector}:{name}"].append(values)
+
+
 def turn_rows(data: bytes, label: str, mapping: Mapping) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
     """One row per turn span: a list column `selector:attribute` for each one the mapping reads (values
     of the matching spans, in start order), `line` (of the request holding the turn span), `raw`, and the
@@ -293,35 +330,14 @@ def turn_rows(data: bytes, label: str, mapping: Mapping) -> tuple[pl.DataFrame, 
         seen = sorted({s.name for s in spans})
         raise TraceError([f"{label}: no turn spans found by {mapping.source} (spans/turn: {mapping.turn}); "
                           f"span names seen: {', '.join(seen[:20]) or 'none'}"])
+    members: dict[int, list[Span]] = {}
+    if mapping.answers is not None:
+        turns, members = exchanges(spans, turns, mapping.answers, _matches)
     is_turn = {id(t) for t in turns}
     wanted = mapping.span_references()
     columns: dict[str, list[list[Any]]] = defaultdict(list)
     for turn in turns:
-        below: list[Span] | None = None
-        above: list[Span] | None = None
-        for selector, names in sorted(wanted.items()):
-            if selector == "turn" or selector == "trace":
-                chosen = [turn]
-            elif selector == "resource":
-                for name in sorted(names):
-                    columns[f"resource:{name}"].append([turn.resource.get(name)])
-                continue
-            else:
-                spec = mapping.select.get(selector)
-                if spec is None:
-                    raise TraceError([f"{mapping.source}: selector {selector!r} is used but not defined under spans/select"])
-                if spec.ancestor:
-                    above = above if above is not None else _above(turn)
-                    chosen = [s for s in above if _matches(s, spec)]
-                else:
-                    below = below if below is not None else _below(turn, is_turn)
-                    chosen = [s for s in below if _matches(s, spec)]
-            for name in sorted(names):
-                if selector == "trace":
-                    values = [turn.trace_id] if name == "@trace_id" else []
-                else:
-                    values = [v for s in chosen if (v := s.value(name)) is not None]
-                columns[f"{selector}:{name}"].append(values)
+        _read_turn(turn, mapping, wanted, columns, lambda t=turn: _below(t, is_turn, members.get(id(t), ())))
     frame = pl.DataFrame([_column(values).alias(name) for name, values in sorted(columns.items())]) if columns else pl.DataFrame()
     frame = frame.with_columns(
         pl.Series("line", [t.line for t in turns], dtype=pl.UInt32),

@@ -18,6 +18,13 @@ from fpi.pipeline import quantiles
 
 c = pl.col
 CORRECTION = r"^(no|nope|not|wrong|i said|i meant|that's not|that is not)\b"
+REPROMPTS = (  # what a voice agent says when it did not hear the user: compared with its reply, lower-cased
+    "sorry, i didn't catch that", "i didn't catch that", "could you repeat that", "can you say that again",
+    "i didn't quite get that", "sorry, what was that", "i didn't hear you",
+    "perdona, no te he entendido", "¿puedes repetirlo?", "pardon, je n'ai pas compris", "pouvez-vous répéter ?",
+    "entschuldigung, das habe ich nicht verstanden", "können sie das wiederholen?", "scusa, non ho capito",
+    "desculpe, não entendi", "sorry, dat heb ik niet verstaan",
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,15 @@ def _similarity(pair: pl.Series) -> pl.Series:
     scores = process.cpdist(a.fill_null("").to_list(), b.fill_null("").to_list(), scorer=fuzz.ratio,
                             dtype=np.float32, workers=-1) / 100.0  # pair by pair: the same scores on any number of cores
     return pl.Series(np.where(missing, np.nan, scores)).fill_nan(None).cast(pl.Float64)
+
+
+def _reprompt_similarity(replies: pl.Series) -> pl.Series:
+    """Highest similarity (0..1) of each reply to a reprompt (the best-matching stretch of the longer text)."""
+    text = replies.str.to_lowercase().str.strip_chars(" .!")
+    scores = process.cdist(text.fill_null("").to_list(), list(REPROMPTS), scorer=fuzz.partial_ratio, dtype=np.float32,
+                           workers=1).max(axis=1, initial=0.0) / 100.0 if len(text) else np.zeros(0)
+    return pl.Series(np.where(text.is_null().to_numpy() | (text.str.len_chars() < 4).fill_null(True).to_numpy(), np.nan, scores)
+                     ).fill_nan(None).cast(pl.Float64)
 
 
 def similarity(a: pl.Expr, b: pl.Expr) -> pl.Expr:
@@ -174,6 +190,9 @@ def _stage_features() -> list[Feature]:
         F("result_latency_ms", "result latency in milliseconds", result.struct.field("latency_ms"), group="result"),
         F("result_has_action", "an action was taken", _flag(result.struct.field("action").is_not_null()), group="result"),
         F("result_has_response", "a response was spoken or shown", _flag(result.struct.field("response").is_not_null()), group="result"),
+        F("reply_is_reprompt", "the reply asks the user to say it again (similarity 0..1 to a short multilingual list: "
+          "\"sorry, I didn't catch that\", \"could you repeat that\" ...)",
+          result.struct.field("response").map_batches(_reprompt_similarity, return_dtype=pl.Float64), group="result"),
         F("barge_in", "the user interrupted the response", _flag(feedback.struct.field("barge_in")), group="feedback"),
         F("explicit_negative", "explicit negative feedback", _flag(explicit == "negative"), group="feedback"),
         F("explicit_positive", "explicit positive feedback", _flag(explicit == "positive"), group="feedback"),

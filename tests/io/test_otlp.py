@@ -7,7 +7,7 @@ import json
 import polars as pl
 import pytest
 from conftest import run_cli, write_jsonl
-from otel_export import _sessions, as_span_information, livekit_export, pipecat_export
+from otel_export import _sessions, as_span_information, livekit_export, pipecat_export, span_timestamp
 
 from fpi import classify, load_traces, simulate
 from fpi.io.traces import read_traces
@@ -31,6 +31,8 @@ def _turns(n: int, seed: int, profile: str = "default") -> list[dict]:
 def team(tmp_path_factory):
     folder = tmp_path_factory.mktemp("otel")
     native = [as_span_information(turn) for turn in _turns(2500, seed=31, profile="random")]
+    for position, turn in enumerate(t for session in _sessions(native).values() for t in session):
+        turn["timestamp"] = span_timestamp(position)  # as the mapping reads them from the turn spans' start
     write_jsonl(folder / "native.jsonl", native)
     (folder / "export.otlp.jsonl").write_bytes(pipecat_export(native, team_attributes=True, seed=4, shuffle=True))
     (folder / "plain.otlp.jsonl").write_bytes(pipecat_export(native, seed=4))

@@ -1,0 +1,99 @@
+"""Voice agents as they really log, written by the real OpenTelemetry SDK (tests/voice_agent_export.py):
+LiveKit's sibling user and agent turns make one record per exchange, with the transcript, confidence,
+tool calls, reply and errors wherever LiveKit puts them; Pipecat's old span names read as the new ones;
+an empty transcript answered with "Sorry, I didn't catch that" is an ASR failure."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from voice_agent_export import _by_session, livekit_calls, pipecat_calls, voice_calls
+
+from fpi import classify, load_traces
+
+
+@pytest.fixture(scope="module")
+def calls():
+    return voice_calls(600, seed=5)
+
+
+def _in_order(calls):
+    return [c for session in _by_session(calls) for c in session]
+
+
+@pytest.mark.parametrize("version", ["1.6", "1.7"])
+def test_livekit_gives_one_record_per_exchange_with_what_it_logged(calls, version):
+    turns = load_traces(livekit_calls(calls, version=version, redaction=version == "1.7"), mapping="livekit").sort("timestamp")
+    ordered = _in_order(calls)
+    assert turns.height == len(calls)  # not one per agent_turn: tool steps and discarded preemptive replies join theirs
+    assert turns["asr"].struct.field("text").to_list() == [c.text for c in ordered]
+    confidence = turns["asr"].struct.field("confidence")
+    assert confidence.is_null().to_list() == [not c.text for c in ordered]  # LiveKit's 0 is "no confidence"
+    assert turns["result"].struct.field("action").to_list() == [c.tool for c in ordered]
+    failed = [c.tool_failed or c.llm_failed for c in ordered]
+    assert (turns["result"].struct.field("status") == "error").to_list() == failed  # redacted: only llm_request_run is ERROR
+    assert turns["result"].struct.field("response").to_list() == [c.reply if not c.llm_failed else None for c in ordered]
+    # the barge-in is lk.is_interruption while the reply plays, not lk.interrupted (also set on hang-up)
+    assert turns["feedback"].struct.field("barge_in").to_list() == [c.barge_in for c in ordered]
+    assert turns["timestamp"].is_not_null().all()
+
+
+def test_livekit_1_6_and_1_7_read_alike(calls):
+    old = load_traces(livekit_calls(calls, version="1.6"), mapping="livekit").sort("timestamp")
+    new = load_traces(livekit_calls(calls, version="1.7"), mapping="livekit").sort("timestamp")
+    for column in ("asr", "nlu", "result", "feedback", "timestamp"):
+        assert old[column].equals(new[column], null_equal=True), column
+
+
+def test_a_reply_no_user_turn_precedes_is_a_turn_of_its_own():
+    """A greeting (`session.say`) before the caller speaks: its agent_turn is an exchange without ASR."""
+    from opentelemetry.trace import set_span_in_context
+    from otel_export import SECOND, _otlp_json
+    from voice_agent_export import _provider
+
+    provider, exporter = _provider(3, "agent")
+    tracer = provider.get_tracer("livekit-agents")
+    session = tracer.start_span("agent_session", start_time=SECOND)
+    root = set_span_in_context(session)
+    greeting = tracer.start_span("agent_turn", context=root, start_time=2 * SECOND)
+    greeting.set_attributes({"lk.speech_id": "s0", "lk.response.text": "Hello, how can I help?"})
+    greeting.end(end_time=3 * SECOND)
+    user = tracer.start_span("user_turn", context=root, start_time=4 * SECOND)
+    user.set_attribute("lk.user_transcript", "what time is it")
+    user.end(end_time=5 * SECOND)
+    reply = tracer.start_span("agent_turn", context=root, start_time=5 * SECOND)
+    reply.set_attributes({"lk.speech_id": "s1", "lk.response.text": "It is noon."})
+    reply.end(end_time=6 * SECOND)
+    session.end(end_time=7 * SECOND)
+    turns = load_traces(_otlp_json(list(exporter.get_finished_spans()), per_line=10), mapping="livekit").sort("turn_index")
+    assert turns["asr"].to_list()[0] is None
+    assert turns["asr"].struct.field("text").to_list() == [None, "what time is it"]
+    assert turns["result"].struct.field("response").to_list() == ["Hello, how can I help?", "It is noon."]
+
+
+def test_old_pipecat_span_names_classify_as_the_new(calls):
+    new = classify(pipecat_calls(calls), mapping="pipecat")
+    old = classify(pipecat_calls(calls, names="old"), mapping="pipecat")
+    assert old.height == new.height == len(calls)
+    assert (old["failure_point"] == new["failure_point"]).mean() >= 0.98
+    assert (old["failure_point"] == "asr").sum() > 0
+
+
+def test_pipecat_signals_are_read(calls):
+    turns = load_traces(pipecat_calls(calls), mapping="pipecat").sort("timestamp")
+    ordered = _in_order(calls)
+    assert turns["asr"].struct.field("text").to_list() == [c.text for c in ordered]  # stt.incomplete, no transcript: ""
+    assert turns["feedback"].struct.field("barge_in").to_list() == [c.barge_in for c in ordered]  # hang-ups are not
+    assert turns["result"].struct.field("action").to_list() == [c.tool for c in ordered]
+    assert (turns["result"].struct.field("status") == "error").to_list() == [c.tool_failed or c.llm_failed for c in ordered]
+    assert turns["timestamp"].is_not_null().all()
+
+
+def test_an_empty_transcript_answered_with_a_reprompt_is_an_asr_failure(calls):
+    for data, mapping in ((pipecat_calls(calls), "pipecat"), (livekit_calls(calls), "livekit")):
+        records = classify(data, mapping=mapping).sort("timestamp")
+        heard_nothing = pl.Series([not c.text for c in _in_order(calls)])
+        assert heard_nothing.sum() >= 3
+        verdicts = records.filter(heard_nothing)
+        assert verdicts["failure_point"].to_list() == ["asr"] * heard_nothing.sum()
+        assert verdicts["rule"].to_list() == ["asr-heard-nothing-reprompted"] * heard_nothing.sum()
