@@ -60,8 +60,10 @@ def _one_turn(traces: str, turn: str, output: Path | None, output_format: str, p
     account_for(result)
     batch = result.batch
     assert batch is not None
-    explained = explain_turn(turn, batch.turns, batch.features, pipeline.model)
-    record = batch.records.filter(batch.records["turn_id"] == turn).row(0, named=True)
+    records = batch.records.filter(batch.records["turn_id"] == turn)
+    record = records.row(0, named=True) if records.height else {}
+    explained = explain_turn(turn, batch.turns, batch.features, pipeline.model, explained_class=record.get("model_failure_point"),
+                             probabilities=record.get("probabilities"))  # classify's, on the same pipeline
     if output is not None:
         name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in turn)
         output.mkdir(parents=True, exist_ok=True)

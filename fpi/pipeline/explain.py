@@ -112,10 +112,20 @@ def class_contributions(model: FailurePointModel, X: np.ndarray, k: int) -> tupl
     return contrib[:, :-1], float(contrib[0, -1]) if len(contrib) else 0.0
 
 
+NOT_LOGGED = "not logged"  # the waterfall's one bar for every feature the turn has no value of
+
+
+def _logged(features: pl.DataFrame, feature_names: list[str]) -> np.ndarray:
+    """Whether each row has a value of each feature: one the logs lack is never given as a reason."""
+    return features.select(pl.col(feature_names).is_not_null()).to_numpy()
+
+
 def top_features(contributions: np.ndarray, features: pl.DataFrame, feature_names: list[str], k: int) -> pl.Series:
-    """For each row, the k features that push hardest towards the explained class (largest first):
-    the `features` lists of the explanation column."""
-    order = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
+    """For each row, the k features with a value that push hardest towards the explained class (largest
+    first): the `features` lists of the explanation column."""
+    logged = _logged(features, feature_names)
+    k = max(0, min(k, int(logged.sum(axis=1).min()) if len(logged) else k))
+    order = np.argsort(np.where(logged, -contributions, np.inf), axis=1, kind="stable")[:, :k]
     rows = np.arange(len(order))[:, None]
     names = pl.Series("feature", np.asarray(feature_names)[order].ravel(), dtype=pl.String)
     chosen = pl.DataFrame([
@@ -207,8 +217,10 @@ def waterfall_png(explained: TurnExplanation, path: str | Path, max_display: int
 
 
 def explain_turn(turn_id: str, turns: pl.DataFrame, features: pl.DataFrame, model: FailurePointModel,
-                 explained_class: str | None = None) -> TurnExplanation:
-    """Waterfall of one turn: from the class's expected value to its raw score (the model's class by default)."""
+                 explained_class: str | None = None, probabilities: dict[str, float] | None = None) -> TurnExplanation:
+    """Waterfall of one turn: from the class's expected value to its raw score (the model's class by default).
+    `probabilities`: the turn's as the pipeline gave them (a stage the logs lack ruled out, moved to the logs'
+    prior), shown instead of the raw model's. Features the turn has no value of make one bar, `not logged`."""
     matches = np.flatnonzero((turns["turn_id"] == turn_id).to_numpy())
     if matches.size == 0:
         raise UsageError(f"no turn with turn_id {turn_id!r} in the traces")
@@ -216,19 +228,22 @@ def explain_turn(turn_id: str, turns: pl.DataFrame, features: pl.DataFrame, mode
     one = features[row:row + 1]
     X = model.matrix(one)
     raw = model.raw_scores(X)
-    probabilities = softmax(raw)[0]
-    k = model.classes_.index(explained_class) if explained_class else int(np.argmax(probabilities))
+    shown_probabilities = probabilities or {c: float(p) for c, p in zip(model.classes_, softmax(raw)[0], strict=True)}
+    k = model.classes_.index(explained_class) if explained_class else model.classes_.index(
+        max(model.classes_, key=lambda c: shown_probabilities.get(c, 0.0)))
     values, expected = class_contributions(model, X, k)
     contributions = values[0]
     names = model.feature_names_
     shown = _display_values(one.select(names))[0]
+    logged = _logged(one, names)[0]
     order = np.argsort(-np.abs(contributions), kind="stable")
+    bars = [(names[j], shown[j], float(contributions[j])) for j in order if logged[j]]
+    if not logged.all():
+        bars.append((f"{NOT_LOGGED} ({int((~logged).sum())} features)", None, float(contributions[~logged].sum())))
+        bars.sort(key=lambda bar: -abs(bar[2]))
     return TurnExplanation(
-        turn=turns.row(row, named=True),
-        probabilities={c: float(p) for c, p in zip(model.classes_, probabilities, strict=True)},
-        explained_class=model.classes_[k], expected=expected,
-        contributions=[(names[j], shown[j], float(contributions[j])) for j in order],
-        score=float(raw[0, k]),
+        turn=turns.row(row, named=True), probabilities=shown_probabilities,
+        explained_class=model.classes_[k], expected=expected, contributions=bars, score=float(raw[0, k]),
     )
 
 

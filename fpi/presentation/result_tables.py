@@ -135,7 +135,8 @@ def explanation_tables(explained, descriptions: dict[str, str]) -> list[DisplayT
     shown, rest = explained.contributions[:WATERFALL_ROWS], explained.contributions[WATERFALL_ROWS:]
     for feature, value, contribution in shown:
         total += contribution
-        waterfall.add(f"{feature} ({descriptions[feature]})", "missing" if value is None else str(value), f"{contribution:+.4f}",
+        name = f"{feature} ({descriptions[feature]})" if feature in descriptions else feature  # the `not logged` bar
+        waterfall.add(name, "" if value is None else str(value), f"{contribution:+.4f}",
                       f"{total:+.4f}", styles={2: "green" if contribution > 0 else "red"})
     if rest:
         other = sum(c for _, _, c in rest)

@@ -97,3 +97,29 @@ def test_an_empty_transcript_answered_with_a_reprompt_is_an_asr_failure(calls):
         verdicts = records.filter(heard_nothing)
         assert verdicts["failure_point"].to_list() == ["asr"] * heard_nothing.sum()
         assert verdicts["rule"].to_list() == ["asr-heard-nothing-reprompted"] * heard_nothing.sum()
+
+
+def test_explain_and_classify_give_the_same_probabilities_on_mapped_spans(calls, tmp_path):
+    """Both run one pipeline on the mapped turns: wake and ER, which Pipecat lacks, are never named."""
+    import json
+
+    from conftest import run_cli
+
+    export = tmp_path / "calls.otlp.jsonl"
+    export.write_bytes(pipecat_calls(calls[:300]))
+    out = tmp_path / "records.jsonl"
+    assert run_cli("classify", export, "--mapping", "pipecat", "--explain", "-o", out).exit_code == 0
+    records = pl.read_ndjson(out)
+    explained = records.filter(pl.col("explanation").struct.field("decided_by") == "model")
+    assert explained.height > 0
+    for row in records.head(3).iter_rows(named=True):
+        result = run_cli("explain", export, "--mapping", "pipecat", "--turn", row["turn_id"], "--format", "json")
+        assert result.exit_code == 0, result.stderr
+        shown = json.loads(result.stdout)
+        assert shown["probabilities"] == row["probabilities"]
+        assert shown["probabilities"]["wake"] == shown["probabilities"]["er"] == 0.0
+        assert all(bar["value"] is not None for bar in shown["contributions"] if not bar["feature"].startswith("not logged"))
+    turns = load_traces(export, mapping="pipecat")
+    cited = {f["feature"] for features in explained["explanation"].struct.field("features").to_list() for f in features}
+    assert cited and not cited & {"asr_nbest_margin", "asr_confidence", "wake_score", "er_min_score", "nlu_confidence"}
+    assert turns["asr"].struct.field("nbest").is_null().all()  # what those would have read
