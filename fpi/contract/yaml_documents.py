@@ -107,6 +107,14 @@ def read_yaml(path: Path, label: str | None = None) -> tuple[YamlDocument | None
         return problem(1, UNREADABLE, f"{exc}; a rules file, policy or mapping is at most {MAX_BYTES:,} bytes")
     except (OSError, UnicodeDecodeError, RuntimeError) as exc:
         return problem(1, UNREADABLE, f"cannot be read ({getattr(exc, 'strerror', None) or exc})")
+    return parse_yaml(text, label)
+
+
+def parse_yaml(text: str, label: str) -> tuple[YamlDocument | None, list[Problem]]:
+    """YAML text a user gave (a file's, or a string in a notebook) as a document with its line numbers."""
+
+    def problem(line: int, code: str, message: str) -> tuple[None, list[Problem]]:
+        return None, [Problem(label, line, code, message)]
     try:
         loader = _StrictLoader(text)
         try:

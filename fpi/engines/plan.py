@@ -59,7 +59,7 @@ class Reading:
     skipped records go; None keeps them in the run only), needing gold labels on every turn or not;
     `name` names input that is not a file (stdin, bytes) in messages."""
 
-    mapping: Mapping | str | Path | None = None
+    mapping: Mapping | dict | str | Path | None = None
     on_error: OnError | str = OnError.fail
     quarantine: Path | None = None
     labels_required: bool = False

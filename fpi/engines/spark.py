@@ -43,7 +43,8 @@ from fpi.io.checks import FIRST_TURN, NO_STAGE, StageCheck, duplicates_rejected,
 from fpi.io.quarantine import bad_records_error
 from fpi.io.read_result import LoadResult, RejectedRecord
 from fpi.io.sniff import detect_format, file_head, is_gzip, refuse_other_formats, refuse_records, whole_turn_lines
-from fpi.io.traces import as_mapping, canonical_turns
+from fpi.io.mapping import as_mapping
+from fpi.io.traces import canonical_turns
 from fpi.pipeline.features import SAMPLE_COLUMNS
 from fpi.pipeline.quantiles import Reference
 

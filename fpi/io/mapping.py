@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import yaml
 
 from fpi.contract.errors import DocumentError, Problem, TraceError
 from fpi.contract.trace_format import STAGES, TURN_FIELDS, WRONG_VALUE, Field, FieldProblem, turn_dtype
-from fpi.contract.yaml_documents import YamlDocument, read_yaml, schema_problems
+from fpi.contract.yaml_documents import YamlDocument, parse_yaml, read_yaml, schema_problems
 
 FORMATS = ("jsonl", "csv", "tsv", "parquet", "otlp")
 PICKS = ("first", "last", "join", "any", "count")
@@ -253,6 +254,30 @@ def _locate(name_or_path: str | Path, base: Path | None = None) -> tuple[Path, s
 def load_mapping(name_or_path: str | Path) -> Mapping:
     """A shipped mapping by name, or a mapping file; `extends` chains are followed and merged."""
     return _load(name_or_path, None, ())
+
+
+def as_mapping(mapping: Mapping | dict | str | Path | None) -> Mapping | None:
+    """A mapping as a notebook may give it: loaded, a dict, YAML text (a string of several lines, or one
+    with `key: value` that names no file), a shipped mapping's name or a file."""
+    if mapping is None or isinstance(mapping, Mapping):
+        return mapping
+    if isinstance(mapping, dict):
+        return mapping_from_text(yaml.safe_dump(mapping, sort_keys=False), "<mapping dict>")
+    if isinstance(mapping, str) and ("\n" in mapping or (": " in mapping and not Path(mapping).exists())):
+        return mapping_from_text(mapping, "<mapping text>")
+    if not isinstance(mapping, str | Path):
+        raise MappingError([f"mapping: expected a shipped mapping's name, a file, YAML text or a dict, got {type(mapping).__name__}"])
+    return load_mapping(mapping)
+
+
+def mapping_from_text(text: str, label: str) -> Mapping:
+    """A mapping written out in a string (`extends:` a shipped name, or a file relative to here)."""
+    document, problems = parse_yaml(text, label)
+    if document is None:
+        raise MappingError(problems)
+    data = _checked(document)
+    parent = _load(data["extends"], Path.cwd(), ((label, label),)) if "extends" in data else None
+    return _merge(parent, data, label)
 
 
 def _load(name_or_path: str | Path, base: Path | None, chain: tuple[tuple[str, str], ...]) -> Mapping:
@@ -667,4 +692,4 @@ def _refuse_missing(ctx: _Context, mapping: Mapping, frame: pl.DataFrame, compil
     raise TraceError(problems)
 
 
-__all__ = ["Answers", "Mapping", "MappingError", "apply_mapping", "load_mapping", "mapping_json_schema", "shipped_mappings"]
+__all__ = ["Answers", "Mapping", "MappingError", "apply_mapping", "as_mapping", "load_mapping", "mapping_from_text", "mapping_json_schema", "shipped_mappings"]

@@ -14,9 +14,9 @@ from typing import Any
 import polars as pl
 
 from fpi.contract.errors import TraceError
-from fpi.contract.trace_format import NOT_A_RECORD, TURN_SCHEMA
+from fpi.contract.trace_format import NOT_A_RECORD, STAGES, TURN_SCHEMA
 from fpi.io.checks import StageCheck, validate_rows
-from fpi.io.mapping import Mapping, apply_mapping, load_mapping
+from fpi.io.mapping import Mapping, apply_mapping, as_mapping
 from fpi.io.quarantine import OnError, apply_on_error
 from fpi.io.raw_records import read_any
 from fpi.io.read_result import LoadResult, RejectedRecord
@@ -27,7 +27,7 @@ from fpi.io.trace_tables import as_frame, read_parquet, read_table
 Source = str | Path | bytes | pl.DataFrame | Any  # Any: a pandas DataFrame or an Arrow table
 
 
-def read_traces(source: Source, *, name: str | None = None, mapping: Mapping | str | Path | None = None) -> LoadResult:
+def read_traces(source: Source, *, name: str | None = None, mapping: Mapping | dict | str | Path | None = None) -> LoadResult:
     """Read traces without raising on bad records: a file (JSONL, gzipped JSONL, Parquet; `-` is
     stdin), its bytes, or a frame a notebook already has (polars or pandas DataFrame, Arrow table),
     checked by the same rules. With a `mapping` (a shipped mapping's name, a file, or a loaded
@@ -42,11 +42,6 @@ def read_traces(source: Source, *, name: str | None = None, mapping: Mapping | s
     return result
 
 
-def as_mapping(mapping: Mapping | str | Path | None) -> Mapping | None:
-    """A loaded mapping, from a shipped mapping's name or a file (or as given)."""
-    return load_mapping(mapping) if mapping is not None and not isinstance(mapping, Mapping) else mapping
-
-
 def _read(source: Source, name: str | None, mapping: Mapping | None) -> LoadResult:
     frame = as_frame(source)
     if frame is not None:
@@ -57,6 +52,7 @@ def _read(source: Source, name: str | None, mapping: Mapping | None) -> LoadResu
             rows = frame.with_row_index("line", offset=1).cast({"line": pl.UInt32})
             rows = rows.with_columns(raw=pl.struct(pl.all().exclude("line")).struct.json_encode())
             return _read_mapped(rows, [], label, mapping)
+        _refuse_unmapped(frame, label)
         return read_table(frame, label)
     if not isinstance(source, str | Path | bytes):
         raise TraceError([f"{type(source).__name__}: not traces: expected a path, bytes, or a polars or pandas "
@@ -72,6 +68,17 @@ def _read(source: Source, name: str | None, mapping: Mapping | None) -> LoadResu
         return read_parquet(data, label)
     refuse_other_formats(data, label)
     return read_jsonl(data, label)
+
+
+def _refuse_unmapped(frame: pl.DataFrame, label: str) -> None:
+    """A frame with none of trace format v1's stages nor its ids is another shape: one message, as the CLI
+    gives, not an error per row."""
+    if any(stage in frame.columns for stage in (*STAGES, "feedback")) or {"turn_id", "session_id", "turn_index"} <= set(frame.columns):
+        return
+    columns = ", ".join(frame.columns[:20]) + (" ..." if frame.width > 20 else "")
+    raise TraceError([f"{label}: not trace format v1 (no turn ids, none of the stages {', '.join(STAGES)}; columns: {columns}); "
+                      "it needs a mapping: load_traces(frame, mapping=...) with a file, a dict or YAML text "
+                      "(docs/mapping.md; `fpi map infer` drafts one)"])
 
 
 def read_part(data: bytes, label: str, mapping: Mapping | None = None, first_line: int = 1) -> LoadResult:
@@ -107,14 +114,14 @@ def _read_mapped(rows: pl.DataFrame, bad: list[tuple[int, str, str]], label: str
 
 
 def load_traces(source: Source, *, on_error: OnError | str = "fail", quarantine: str | Path | None = None,
-                name: str | None = None, mapping: Mapping | str | Path | None = None) -> pl.DataFrame:
+                name: str | None = None, mapping: Mapping | dict | str | Path | None = None) -> pl.DataFrame:
     """Typed turns of a trace file or frame (see `read_traces`). `on_error="fail"` raises TraceError naming every bad
     line; `"skip"` keeps the valid turns and writes the bad lines to `quarantine`."""
     return read_accepting(source, on_error=on_error, quarantine=quarantine, name=name, mapping=mapping).turns
 
 
 def read_accepting(source: Source, *, on_error: OnError | str = "fail", quarantine: str | Path | None = None,
-                   name: str | None = None, mapping: Mapping | str | Path | None = None) -> LoadResult:
+                   name: str | None = None, mapping: Mapping | dict | str | Path | None = None) -> LoadResult:
     """`read_traces` under the `--on-error` policy (`fpi.io.quarantine`): bad records raise, or go to `quarantine`
     (noted in the result) while the valid turns go on."""
     result = read_traces(source, name=name, mapping=mapping)

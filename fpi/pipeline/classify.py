@@ -176,7 +176,7 @@ def classify(turns: Source, model: FailurePointModel | None = None,
              rules: RuleSet | Literal["default"] | None = "default", *,
              features: pl.DataFrame | None = None, explain_top_k: int | None = None,
              explain_all: bool = False, on_explained: Progress | None = None,
-             mapping: Mapping | str | Path | None = None) -> pl.DataFrame:
+             mapping: Mapping | dict | str | Path | None = None) -> pl.DataFrame:
     """One record per input turn, in input order (the records-v1 contract, `fpi.contract.records`):
     ids, `failure_point` (final), `model_failure_point`, `confidence`, `probabilities`, `rule`,
     `rules_matched`, `recovered_from`, the context reports slice by, `explanation` with

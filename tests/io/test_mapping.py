@@ -187,3 +187,19 @@ def test_a_mapping_goes_through_json_unchanged(warehouse):
 
     for mapping in [*(load_mapping(name) for name in shipped_mappings()), load_mapping(warehouse / "warehouse.yaml")]:
         assert Mapping.from_json(json.loads(json.dumps(mapping.to_json()))) == mapping
+
+
+def test_a_notebook_gives_a_mapping_as_a_dict_or_yaml_text_and_a_frame_without_one_is_one_error():
+    frame = pl.DataFrame({"call": ["c1", "c1"], "heard": ["lights on", "lights off"], "status": ["ok", "failed"]})
+    with pytest.raises(TraceError) as refused:
+        load_traces(frame)
+    assert str(refused.value).count("\n") == 0 and "needs a mapping" in str(refused.value) and "heard" in str(refused.value)
+    as_dict = {"stages": ["asr", "result"], "fields": {"session_id": "call", "asr.text": "heard",
+                                                    "result.status": {"from": "status", "values": {"ok": "success", "failed": "error"}}}}
+    as_text = "stages: [asr, result]\nfields:\n  session_id: call\n  asr.text: heard\n" \
+              "  result.status: {from: status, values: {ok: success, failed: error}}\n"
+    by_dict, by_text = load_traces(frame, mapping=as_dict), load_traces(frame, mapping=as_text)
+    assert by_dict.drop("raw").equals(by_text.drop("raw"))
+    assert by_dict["result"].struct.field("status").to_list() == ["success", "error"]
+    with pytest.raises(MappingError, match=r"<mapping text>:3: fields: 'asr.txt' is not a trace field"):
+        load_traces(frame, mapping="stages: [asr]\nfields:\n  asr.txt: heard\n")
