@@ -53,7 +53,8 @@ def classify(
             say(warning)
         if isinstance(sink, SpanVerdicts):
             say(f"{sink.marked} turn spans marked with their verdict in {output}")
-        show([counts_table(outcome.counts, outcome.classified)], stderr=True)
+        stages = list(outcome.coverage.stages) if outcome.coverage is not None else None
+        show([counts_table(outcome.counts, outcome.classified, stages)], stderr=True)
         if not isinstance(sink, SpanVerdicts):
             where = "stdout" if output is None else f"{output} (a Parquet folder)" if outcome.engine == "spark" else output
             say(f"{outcome.classified} records written to {where}")

@@ -80,6 +80,8 @@ QuarantineOpt = Annotated[Path | None, typer.Option("--quarantine", help="Where 
                                                     "(default: <traces>.quarantine.jsonl).")]
 LintFormatOpt = Annotated[str, format_option(formats.PROBLEMS, "text: `file:line: CODE message` lines on stderr; json "
                                                                "(stdout); github: ::error annotations (stdout).")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="With --mapping: a declared stage that no turn has (its "
+                                        "selector matched nothing) is an error, exit 2, instead of a warning.")]
 MappingOpt = Annotated[str | None, typer.Option("--mapping", help="Read records of another shape (other field names, CSV, "
                                                 "OpenTelemetry spans) through a mapping: a file, or a shipped one "
                                                 "(`fpi map list`: pipecat, livekit, openinference).")]
@@ -114,9 +116,10 @@ class Classifier:
 
 @dataclass(frozen=True)
 class Input:
-    """--mapping, --on-error, --quarantine: how records are read, and what happens to bad ones."""
+    """--mapping, --strict, --on-error, --quarantine: how records are read, and what happens to bad ones."""
 
     mapping: MappingOpt = None
+    strict: StrictOpt = False
     on_error: OnErrorOpt = OnError.fail
     quarantine: QuarantineOpt = None
 
@@ -124,13 +127,14 @@ class Input:
         """How an engine reads `traces` under these options."""
         from fpi.engines.plan import Reading
 
-        return Reading(self.mapping, self.on_error, self.quarantine_path(traces), labels_required)
+        return Reading(self.mapping, self.on_error, self.quarantine_path(traces), labels_required, strict=self.strict)
 
     def read(self, traces: str) -> LoadResult:
         """The turns of `traces` under these options (for commands that want the turns themselves), said for people."""
         from fpi.io.traces import read_accepting
 
-        result = read_accepting(traces, on_error=self.on_error, quarantine=self.quarantine_path(traces), mapping=self.mapping)
+        result = read_accepting(traces, on_error=self.on_error, quarantine=self.quarantine_path(traces), mapping=self.mapping,
+                                strict=self.strict)
         account_for(result)
         return result
 
@@ -241,3 +245,7 @@ def account_for(result: LoadResult | Run) -> None:
             say(message)
         say(f"quarantined records written to {result.quarantine}")
     say(result.summary())
+    if result.coverage is not None:  # read through a mapping: what it found, and the stages it did not
+        say(result.coverage.line())
+        for warning in result.coverage.warnings:
+            say(f"warning: {warning}")

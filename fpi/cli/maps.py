@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import guard_paths, run, say
+from fpi.cli.common import MappingOpt, StrictOpt, guard_paths, run, say
 from fpi.presentation.terminal import show
 
 MappingArg = Annotated[str, typer.Argument(help="A mapping file, or the name of a shipped mapping.")]
@@ -51,15 +51,36 @@ def show_mapping(mapping: MappingArg) -> None:
     run(work)
 
 
-def check(mapping: MappingArg) -> None:
-    """Check a mapping file (and every file it extends): each problem as file:line and how to mend it."""
+def check(
+    target: Annotated[str, typer.Argument(help="A mapping file or a shipped mapping's name; or, with --mapping, logs to "
+                                          "read through it.")],
+    mapping: MappingOpt = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Check a mapping file (and every file it extends): each problem as file:line and how to mend it. With
+    `LOGS --mapping M`, also read the logs through it: what it found of each stage and field, and a warning for
+    a declared stage it found on no turn (--strict: exit 2)."""
     def work() -> int:
+        from fpi.contract.errors import EXIT_ERROR
         from fpi.io.mapping import load_mapping
+        from fpi.io.traces import read_traces
 
-        loaded = load_mapping(mapping)
+        loaded = load_mapping(mapping if mapping is not None else target)
         say(f"{loaded.source}: ok ({len(loaded.fields)} fields"
             + (f", stages {', '.join(loaded.stages)}" if loaded.stages else "") + ")")
-        return 0
+        if mapping is None:
+            return 0
+        guard_paths([target], [])
+        read = read_traces(target, mapping=loaded)
+        for message in read.problems()[:10]:
+            say(message)
+        say(read.summary("rejected"))
+        assert read.coverage is not None
+        say(read.coverage.line())
+        for warning in read.coverage.warnings:
+            say(f"warning: {warning}")
+        refused = read.rejected or (strict and read.coverage.warnings)
+        return EXIT_ERROR if refused else 0
     run(work)
 
 

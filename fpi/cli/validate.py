@@ -15,11 +15,15 @@ def validate(traces: TracesArg, bad_records: Input = Input(), output_format: Lin
         from fpi.io.traces import read_traces
 
         guard_paths([bad_records.mapping_file(), traces], [bad_records.quarantine_path(traces)])
-        result = read_traces(traces, mapping=bad_records.mapping)
+        result = read_traces(traces, mapping=bad_records.mapping, strict=bad_records.strict)
         problems = sorted(problem for rejected in result.rejected for problem in rejected.found())
         keep = bad_records.on_error is OnError.skip
         emit(formats.PROBLEMS[output_format](problems, "fpi validate",
                                              result.summary("quarantined" if keep or not result.rejected else "rejected")))
+        if result.coverage is not None:  # read through a mapping: what it found, and the stages it did not
+            say(result.coverage.line())
+            for warning in result.coverage.warnings:
+                say(f"warning: {warning}")
         if not result.rejected:
             return result.exit_code
         if not keep:

@@ -24,6 +24,7 @@ from fpi.io.read_result import LoadResult, RejectedRecord, read_summary
 from fpi.io.records_files import RecordsFile
 
 if TYPE_CHECKING:
+    from fpi.io.coverage import Coverage
     from fpi.io.mapping import Mapping
     from fpi.pipeline.classify import Batch, Pipeline
     from fpi.pipeline.log_profile import LogProfile
@@ -64,6 +65,7 @@ class Reading:
     quarantine: Path | None = None
     labels_required: bool = False
     name: str | None = None
+    strict: bool = False  # a declared stage no turn has is an error (`fpi.io.coverage`)
 
 
 @dataclass
@@ -113,12 +115,13 @@ class Run:
     contiguous: bool = False  # streamed: the sessions came whole, one after another, and were read without a shuffle
     batch: Batch | None = None  # with `Plan.keep_batch`: what the pipeline computed
     profile: LogProfile | None = None  # how the input sat against the model's training data (`Pipeline.fit_logs`)
+    coverage: Coverage | None = None  # read through a mapping: what it found
 
     @classmethod
     def of_read(cls, read: LoadResult, engine: str) -> Run:
         """A run of an input the readers read whole."""
         return cls(read.source, engine, read=read.read, rejected=read.rejected, form=read.form, quarantine=read.quarantine,
-                   turns=read.turns.height, unlabeled=read.turns["label"].null_count())
+                   turns=read.turns.height, unlabeled=read.turns["label"].null_count(), coverage=read.coverage)
 
     @property
     def accepted(self) -> int:

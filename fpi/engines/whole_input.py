@@ -31,7 +31,7 @@ def read_whole(plan: Plan) -> LoadResult:
     every turn when the plan requires them."""
     reading = plan.reading
     read = read_accepting(plan.source, on_error=reading.on_error, quarantine=reading.quarantine, name=reading.name,
-                          mapping=reading.mapping)
+                          mapping=reading.mapping, strict=reading.strict)
     if reading.labels_required:
         require_scorable(read.source, read.read, read.turns.height, read.turns["label"].null_count())
     return read

@@ -344,9 +344,10 @@ def _meaning_problems(document: YamlDocument, data: dict) -> list[Problem]:
         if stages is not None and stage in (*STAGES, FEEDBACK) and stage not in stages:
             problems.append((document.line(("fields", target)),
                              f"fields/{target}: stage {stage!r} is not in `stages` ({', '.join(stages)}); add it or drop the field"))
+    problems += _required_problems(document, data)
     defined = set((data.get("spans") or {}).get("select") or {}) | {"turn", "trace", "resource"}
     for target, spec in (data.get("fields") or {}).items():
-        for ref in _refs(spec):
+        for ref in references_of(spec):
             selector, colon, _ = ref.partition(":")
             if colon and selector not in defined and "spans" in data:
                 close = difflib.get_close_matches(selector, sorted(defined), n=1)
@@ -358,11 +359,28 @@ def _meaning_problems(document: YamlDocument, data: dict) -> list[Problem]:
     return [Problem(document.label, line, MEANING, message) for line, message in sorted(problems)]
 
 
-def _refs(spec: Any) -> list[str]:
+def _required_problems(document: YamlDocument, data: dict) -> list[tuple[int, str]]:
+    """A stage mapped without a member it cannot do without (a result with no status): every record would be
+    refused on reading, so say it here. Text members are not: a stage with no text heard nothing (`""`)."""
+    fields = data.get("fields") or {}
+    problems = []
+    for stage in TURN_FIELDS:
+        mapped = [t for t in fields if t.split(".")[0] == stage.name]
+        needed = [m for m in stage.fields if m.required and not (m.kind == "string" and not m.enum)]
+        for member in needed if mapped and "extends" not in data else []:
+            if f"{stage.name}.{member.name}" not in fields:
+                problems.append((document.line(("fields", mapped[0])),
+                                 f"fields/{mapped[0]}: stage {stage.name!r} needs {stage.name}.{member.name} too; map it "
+                                 "(a constant will do: `{value: ...}`), or every record is refused"))
+    return problems
+
+
+def references_of(spec: Any) -> list[str]:
+    """The fields, columns or `selector:attribute`s one field's source reads."""
     if isinstance(spec, str):
         return [spec]
     if isinstance(spec, dict):
-        return ([spec["from"]] if "from" in spec else []) + [r for s in spec.get("first_of", []) for r in _refs(s)]
+        return ([spec["from"]] if "from" in spec else []) + [r for s in spec.get("first_of", []) for r in references_of(s)]
     return []
 
 
@@ -692,4 +710,4 @@ def _refuse_missing(ctx: _Context, mapping: Mapping, frame: pl.DataFrame, compil
     raise TraceError(problems)
 
 
-__all__ = ["Answers", "Mapping", "MappingError", "apply_mapping", "as_mapping", "load_mapping", "mapping_from_text", "mapping_json_schema", "shipped_mappings"]
+__all__ = ["Answers", "Mapping", "MappingError", "apply_mapping", "as_mapping", "load_mapping", "mapping_from_text", "mapping_json_schema", "references_of", "shipped_mappings"]

@@ -6,11 +6,15 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from fpi.contract.errors import EXIT_OK, EXIT_PARTIAL, Problem
 from fpi.contract.trace_format import RELATED, TURN_SCHEMA, FieldProblem
+
+if TYPE_CHECKING:
+    from fpi.io.coverage import Coverage
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class LoadResult:
     form: str = "turn"
     otlp: bytes | None = None  # the spans as read, for writing them back with verdicts
     quarantine: Path | None = None  # where the rejected records were written (`--on-error skip`)
+    coverage: Coverage | None = None  # read through a mapping: what it found (`fpi.io.coverage`)
 
     @property
     def accepted(self) -> int:

@@ -16,6 +16,8 @@ import polars as pl
 from fpi.contract.errors import TraceError
 from fpi.contract.trace_format import NOT_A_RECORD, STAGES, TURN_SCHEMA
 from fpi.io.checks import StageCheck, validate_rows
+from fpi.io.coverage import Coverage, measure
+from fpi.io.otlp import read_spans
 from fpi.io.mapping import Mapping, apply_mapping, as_mapping
 from fpi.io.quarantine import OnError, apply_on_error
 from fpi.io.raw_records import read_any
@@ -27,19 +29,35 @@ from fpi.io.trace_tables import as_frame, read_parquet, read_table
 Source = str | Path | bytes | pl.DataFrame | Any  # Any: a pandas DataFrame or an Arrow table
 
 
-def read_traces(source: Source, *, name: str | None = None, mapping: Mapping | dict | str | Path | None = None) -> LoadResult:
+def read_traces(source: Source, *, name: str | None = None, mapping: Mapping | dict | str | Path | None = None,
+                strict: bool = False) -> LoadResult:
     """Read traces without raising on bad records: a file (JSONL, gzipped JSONL, Parquet; `-` is
     stdin), its bytes, or a frame a notebook already has (polars or pandas DataFrame, Arrow table),
     checked by the same rules. With a `mapping` (a shipped mapping's name, a file, or a loaded
     `Mapping`), records of another shape are read too: other field names, CSV/TSV, OpenTelemetry
     spans. Input that is not traces at all (classified records, CSV or spans without a mapping, logs
-    whose fields trace format v1 does not name) is one clear error, never a silent wrong answer."""
+    whose fields trace format v1 does not name) is one clear error, never a silent wrong answer. Read
+    through a mapping, the result says what it found (`coverage`); `strict`: a declared stage no turn has
+    is an error."""
     mapping = as_mapping(mapping)
     result = _read(source, name, mapping)
     stages = StageCheck()
     stages.add(result.turns)
     stages.check(result.source, mapping)
+    if mapping is not None:
+        result.coverage = _coverage(result, mapping)
+        if strict and result.coverage.warnings:
+            raise TraceError([f"{result.source}: {warning} (--strict)" for warning in result.coverage.warnings])
     return result
+
+
+def _coverage(result: LoadResult, mapping: Mapping) -> Coverage:
+    """What the mapping found; where a declared stage is missing, with the span names the input has."""
+    found = measure(result.turns, mapping)
+    if found.warnings and result.otlp is not None:
+        names = sorted({span.name for span in read_spans(result.otlp, result.source)[0]})
+        found = measure(result.turns, mapping, names)
+    return found
 
 
 def _read(source: Source, name: str | None, mapping: Mapping | None) -> LoadResult:
@@ -121,10 +139,10 @@ def load_traces(source: Source, *, on_error: OnError | str = "fail", quarantine:
 
 
 def read_accepting(source: Source, *, on_error: OnError | str = "fail", quarantine: str | Path | None = None,
-                   name: str | None = None, mapping: Mapping | dict | str | Path | None = None) -> LoadResult:
+                   name: str | None = None, mapping: Mapping | dict | str | Path | None = None, strict: bool = False) -> LoadResult:
     """`read_traces` under the `--on-error` policy (`fpi.io.quarantine`): bad records raise, or go to `quarantine`
     (noted in the result) while the valid turns go on."""
-    result = read_traces(source, name=name, mapping=mapping)
+    result = read_traces(source, name=name, mapping=mapping, strict=strict)
     result.quarantine = apply_on_error(result.source, result.rejected, on_error, quarantine)
     return result
 

@@ -71,6 +71,12 @@ def verdict(report: Report) -> tuple[str, str] | None:
     return f"Against {base['source']}: " + "; ".join(parts), tone
 
 
+def _components_of(table: SliceRates) -> list[str]:
+    """The failure points a slice table has rates of: not the stages the logs lack."""
+    rates = table["values"][0]["rates"] if table["values"] else {}
+    return [c for c in COMPONENTS if c in rates] if rates else list(COMPONENTS)
+
+
 def tables(report: Report, with_components: bool = True) -> list[DisplayTable]:
     """The report as tables: per component (unless `with_components` is off), confusion, baseline, slices."""
     has_reasons = any(row["top_reasons"] for row in report["components"])
@@ -81,13 +87,15 @@ def tables(report: Report, with_components: bool = True) -> list[DisplayTable]:
         note="" if has_reasons else "top reasons: run `fpi classify --explain` first to see the SHAP features behind each failure point.")
     by_label = {row["failure_point"]: row for row in report["components"]}
     for label in (*COMPONENTS, "correct"):
-        row = by_label[label]
+        row = by_label.get(label)
+        if row is None:  # a stage the logs lack: no row
+            continue
         components.rows.append([
             label, str(row["turns"]), rate_cell(row),
             "-" if row["share_of_defects"] is None else percent(row["share_of_defects"]),
             _listing(row["top_intents"], "value"), _listing(row["top_domains"], "value"), _listing(row["top_reasons"], "feature"),
             _listing(row["rules_in"], "rule"), _listing(row["rules_out"], "rule")])
-        if label == COMPONENTS[-1]:
+        if label == [c for c in COMPONENTS if c in by_label][-1]:
             overall = report["overall"]
             components.rows.append(["all defects", str(overall["turns"]), rate_cell(overall), percent(1.0) if overall["turns"] else "-",
                                     "", "", "", "", ""])
@@ -114,11 +122,12 @@ def tables(report: Report, with_components: bool = True) -> list[DisplayTable]:
     if by_day and not any(s["field"] == "day" for s in slices):
         slices.append(by_day)
     for table in slices:
+        shown = _components_of(table)
         t = DisplayTable(f"slice:{table['field']}", f"By {table['field']}: rate of each failure point [95% CI]",
-                  [table["field"], "turns", *COMPONENTS, "all defects", "flag"],
+                  [table["field"], "turns", *shown, "all defects", "flag"],
                   note=f"flag `small`: fewer than {table['min_cell']} turns; read its rates with care.")
         for value in table["values"]:
-            t.rows.append([value["value"], str(value["turns"]), *(rate_cell(value["rates"][c]) for c in (*COMPONENTS, DEFECTS)),
+            t.rows.append([value["value"], str(value["turns"]), *(rate_cell(value["rates"][c]) for c in (*shown, DEFECTS)),
                            "small" if value["small"] else ""])
         out.append(t)
     return out
@@ -176,7 +185,7 @@ def csv_text(report: Report) -> str:
     slices: list[SliceRates] = list(report["slices"]) + ([by_day] if by_day else [])
     for table in slices:
         for value in table["values"]:
-            for name in (*COMPONENTS, DEFECTS):
+            for name in (*_components_of(table), DEFECTS):
                 cell = value["rates"][name]
                 writer.writerow({"table": "by_day" if table is by_day else "slice", "failure_point": name,
                                  "field": table["field"], "value": value["value"], "turns": value["turns"], "count": cell["count"],

@@ -3,6 +3,8 @@ audit, SHAP importance and one turn's explanation. Content only; `display_tables
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fpi.presentation.display_tables import DisplayTable
 
 SCORE_COLUMNS = ("precision", "recall", "F1", "support", "annotator F1", "p", "contribution", "running total", "value",
@@ -10,9 +12,12 @@ SCORE_COLUMNS = ("precision", "recall", "F1", "support", "annotator F1", "p", "c
 STATUS_STYLES = {"pass": "green", "fail": "bold red", "skipped": "yellow"}
 
 
-def counts_table(counts: dict[str, int], total: int) -> DisplayTable:
+def counts_table(counts: dict[str, int], total: int, stages: Sequence[str] | None = None) -> DisplayTable:
+    """Turns per failure point; with `stages` (the ones the logs have), no row for a stage they lack."""
     table = DisplayTable("counts", f"failure points of {total} turns", ["failure point", "turns", "share"])
     for label, count in counts.items():
+        if stages is not None and label != "correct" and label not in stages and not count:
+            continue
         table.add(label, str(count), f"{100 * count / total:.1f}%" if total else "-")
     return table
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from fpi.contract.errors import UsageError
+from fpi.contract.trace_format import LABELS
 from fpi.io.records_files import records_batches
 
 # --by names: trace field paths and the record columns that hold them.
@@ -42,6 +43,7 @@ class Tally:
     counts: pl.DataFrame  # KEYS, extra `--by` columns, and `turns`
     reasons: pl.DataFrame  # failure_point, feature, name, turns, contribution (sum, in millionths)
     columns: frozenset[str]  # the records' own columns (a fingerprint column that is absent is not "none")
+    possible: frozenset[str] = frozenset(LABELS)  # the labels some turn could have (a stage the logs lack: none; no turns: empty)
 
     @property
     def turns(self) -> int:
@@ -60,7 +62,7 @@ class Tally:
             return (pl.col(column) if column in records.columns else pl.lit(None)).cast(pl.String).alias(column)
         keys = [text(k) for k in KEYS if k != "day"] + [pl.col("timestamp").cast(pl.String).str.slice(0, 10).alias("day")]
         counts = records.lazy().select(*keys, *[text(f) for f in extra]).group_by(pl.all()).agg(turns=pl.len().cast(COUNT))
-        return cls(counts.collect(), _reasons(records), frozenset(records.columns))
+        return cls(counts.collect(), _reasons(records), frozenset(records.columns), _possible(records))
 
     @classmethod
     def combined(cls, tallies: Iterable[Tally]) -> Tally:
@@ -70,7 +72,7 @@ class Tally:
         keys = [c for c in counts.columns if c != "turns"]
         return cls(counts.group_by(keys).agg(pl.col("turns").sum()),
                    reasons.group_by("failure_point", "feature", "name").agg(pl.col("turns", "contribution").sum()),
-                   frozenset().union(*(t.columns for t in parts)))
+                   frozenset().union(*(t.columns for t in parts)), frozenset().union(*(t.possible for t in parts)))
 
     @classmethod
     def of_file(cls, path: str | Path, by: Iterable[str] = (), *, rows: int = 200_000,
@@ -93,7 +95,7 @@ class Tally:
 
     def canonical(self) -> Tally:
         """Rows sorted, so equal tallies are equal frames."""
-        return Tally(self.counts.sort(pl.all(), nulls_last=True), self.reasons.sort(pl.all()), self.columns)
+        return Tally(self.counts.sort(pl.all(), nulls_last=True), self.reasons.sort(pl.all()), self.columns, self.possible)
 
 
 class Tallying:
@@ -117,6 +119,18 @@ class Tallying:
 
     def discard(self) -> None:
         """Nothing is written."""
+
+
+def _possible(records: pl.DataFrame) -> frozenset[str]:
+    """The labels some record gives a chance (a stage that ran nowhere in the logs gets 0 on every turn), or
+    that some record names; records without probabilities could have any."""
+    if records.height == 0:
+        return frozenset()
+    if "probabilities" not in records.columns:
+        return frozenset(LABELS)
+    chances = records.select(pl.col("probabilities").struct.field(label).max().alias(label) for label in LABELS).row(0, named=True)
+    named = set(records["failure_point"].drop_nulls().unique().to_list())
+    return frozenset(label for label in LABELS if (chances[label] or 0) > 0 or label in named or label == "correct")
 
 
 def _reasons(records: pl.DataFrame) -> pl.DataFrame:

@@ -145,7 +145,7 @@ def component_table(tally: Tally, top: int = 3) -> tuple[list[ComponentRow], Ove
     reasons = _top_reasons(tally.reasons, top)
     rules_in, rules_out = _rule_moves(tally.counts)
     rows = []
-    for label in LABELS:
+    for label in [label for label in LABELS if label in (tally.possible or LABELS)]:  # never a stage the logs lack
         counted = rate(counts[label], n)
         rows.append(ComponentRow(
             failure_point=label, turns=counts[label], rate=counted["rate"], ci_low=counted["ci_low"], ci_high=counted["ci_high"],
@@ -178,9 +178,10 @@ def slice_table(tally: Tally, field: str, min_cell: int) -> SliceRates:
     columns["defects"] = np.sum([columns[c] for c in COMPONENTS], axis=0)
     intervals = {name: wilson(columns[name], n) for name in (*COMPONENTS, "defects")}
     rows = []
+    shown = [c for c in COMPONENTS if c in (tally.possible or COMPONENTS)]  # never a stage the logs lack
     for i, slice_value in enumerate(counts["value"].to_list()):
         rates = {}
-        for name in (*COMPONENTS, "defects"):
+        for name in (*shown, "defects"):
             count = int(columns[name][i])
             rates[name] = CountedRate(count=count, rate=round(count / int(n[i]), DIGITS),
                                       ci_low=round(float(intervals[name][0][i]), DIGITS),

@@ -123,3 +123,57 @@ def test_explain_and_classify_give_the_same_probabilities_on_mapped_spans(calls,
     cited = {f["feature"] for features in explained["explanation"].struct.field("features").to_list() for f in features}
     assert cited and not cited & {"asr_nbest_margin", "asr_confidence", "wake_score", "er_min_score", "nlu_confidence"}
     assert turns["asr"].struct.field("nbest").is_null().all()  # what those would have read
+
+
+USER_MAPPING = """\
+format: otlp
+stages: [asr, nlu, result]
+spans:
+  turn: {name: turn}
+  select:
+    stt: {name: stt}
+    llm: {attribute: gen_ai.operation.name, equals: chat}
+fields:
+  session_id: turn:conversation.id
+  asr.text: stt:transcript
+  nlu.intent: {from: "llm:@name", values: {}, otherwise: respond}
+  result.status: {value: success}
+  result.response: llm:output
+"""
+
+
+def test_a_declared_stage_that_matches_nothing_is_a_warning_and_strict_exits_2(calls, tmp_path):
+    from conftest import run_cli
+
+    export = tmp_path / "old.otlp.jsonl"
+    export.write_bytes(pipecat_calls(calls[:200], names="old"))
+    (tmp_path / "mine.yaml").write_text(USER_MAPPING)
+    for command in (("map", "check", export, "--mapping", tmp_path / "mine.yaml"), ("validate", export, "--mapping", tmp_path / "mine.yaml")):
+        result = run_cli(*command)
+        assert result.exit_code == 0, result.stderr
+        assert "coverage of 200 turns: asr 0%, nlu 100%, result 100%" in result.stderr
+        assert ("warning: stage asr: declared but found on 0 of 200 turns (from stt:transcript); stt ({name: stt}) matched no "
+                "span: nearest span names seen: stt_deepgramsttservice?") in result.stderr
+        strict = run_cli(*command, "--strict")
+        assert strict.exit_code == 2 and "stt_deepgramsttservice" in strict.stderr
+    shipped = run_cli("map", "check", export, "--mapping", "pipecat")
+    assert shipped.exit_code == 0 and "warning" not in shipped.stderr and "asr 100%" in shipped.stderr
+
+
+def test_stages_the_logs_lack_are_no_rows_of_the_summary_or_the_report(calls, tmp_path):
+    from conftest import run_cli
+
+    export = tmp_path / "calls.otlp.jsonl"
+    export.write_bytes(pipecat_calls(calls[:300]))
+    out = tmp_path / "records.jsonl"
+    result = run_cli("classify", export, "--mapping", "pipecat", "-o", out)
+    assert result.exit_code == 0 and "coverage of 300 turns: asr 100%" in result.stderr
+    rows = [line.split("│")[1].strip() for line in result.stderr.splitlines() if line.startswith("│")]
+    assert rows == ["asr", "nlu", "result", "correct"]
+    report = run_cli("report", out, "--format", "json")
+    import json
+    numbers = json.loads(report.stdout)
+    assert [row["failure_point"] for row in numbers["components"]] == ["asr", "nlu", "result", "correct"]
+    assert set(numbers["by_day"]["values"][0]["rates"]) == {"asr", "nlu", "result", "defects"}
+    shown = run_cli("report", out)
+    assert "wake" not in shown.stdout and " er " not in shown.stdout
