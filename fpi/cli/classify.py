@@ -36,9 +36,10 @@ def classify(
         from fpi.engines.plan import Plan, sink_for
         from fpi.io.otlp import SpanVerdicts
         from fpi.pipeline.explain import explain_options
-        from fpi.presentation.progress import turns_progress
+        from fpi.presentation.progress import announce, turns_progress
         from fpi.presentation.result_tables import counts_table
 
+        announce(traces)
         explaining = explain_options(explain, top_k, explain_all)
         sink = sink_for(output)
         guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()], [output, bad_records.quarantine_path(traces)],
@@ -60,7 +61,7 @@ def classify(
             say(f"{outcome.classified} records written to {where}")
         scores = outcome.scores()
         if scores is not None:
-            say(f"against the labels in {outcome.source}: accuracy {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f} "
-                "(`fpi eval` for each label's scores, `fpi report` for defect rates)")
+            say(f"against its labels: accuracy {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f} "
+                "(`fpi eval`: per label; `fpi report`: rates)")  # fits 100 columns
         return outcome.exit_code
     run(work)

@@ -29,6 +29,7 @@ from fpi.presentation.formats import Shown
 from fpi.presentation.terminal import say, stderr_console
 
 if TYPE_CHECKING:
+    from fpi.io.coverage import Coverage
     from fpi.engines.plan import Reading, Run
     from fpi.io.read_result import LoadResult
     from fpi.pipeline.classify import Pipeline
@@ -245,7 +246,14 @@ def account_for(result: LoadResult | Run) -> None:
             say(message)
         say(f"quarantined records written to {result.quarantine}")
     say(result.summary())
-    if result.coverage is not None:  # read through a mapping: what it found, and the stages it did not
-        say(result.coverage.line())
-        for warning in result.coverage.warnings:
-            say(f"warning: {warning}")
+    say_coverage(result.coverage)
+
+
+def say_coverage(coverage: Coverage | None) -> None:
+    """Read through a mapping: what it found of each stage and field, and a warning per declared stage it did not find."""
+    if coverage is None:
+        return
+    for line in coverage.lines():
+        say(line)
+    for warning in coverage.warnings:
+        say(f"warning: {warning}")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fpi.cli.common import MappingOpt, StrictOpt, guard_paths, run, say
+from fpi.cli.common import MappingOpt, StrictOpt, guard_paths, run, say, say_coverage
 from fpi.presentation.terminal import show
 
 MappingArg = Annotated[str, typer.Argument(help="A mapping file, or the name of a shipped mapping.")]
@@ -76,9 +76,7 @@ def check(
             say(message)
         say(read.summary("rejected"))
         assert read.coverage is not None
-        say(read.coverage.line())
-        for warning in read.coverage.warnings:
-            say(f"warning: {warning}")
+        say_coverage(read.coverage)
         refused = read.rejected or (strict and read.coverage.warnings)
         return EXIT_ERROR if refused else 0
     run(work)

@@ -99,6 +99,8 @@ def report(
         numbers = build_report(current, source=result.source if result else records, by=by, baseline=before,
                                baseline_source=baseline or "", min_cell=min_cell, top=top, alpha=alpha,
                                input_sha256=digest, date=date)
+        if by_component and not by:
+            say("--by-component: the component table is the report's default view; it adds to --by slices")
         emit(formats.REPORT[chosen](numbers, by_component or not by), output)
         if output is not None:
             say(f"report written to {output}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fpi.cli.common import Input, LintFormatOpt, OnError, TracesArg, emit, guard_paths, options, run, say
+from fpi.cli.common import Input, LintFormatOpt, OnError, TracesArg, emit, guard_paths, options, run, say, say_coverage
 from fpi.contract.errors import EXIT_ERROR
 from fpi.presentation import formats
 
@@ -20,10 +20,7 @@ def validate(traces: TracesArg, bad_records: Input = Input(), output_format: Lin
         keep = bad_records.on_error is OnError.skip
         emit(formats.PROBLEMS[output_format](problems, "fpi validate",
                                              result.summary("quarantined" if keep or not result.rejected else "rejected")))
-        if result.coverage is not None:  # read through a mapping: what it found, and the stages it did not
-            say(result.coverage.line())
-            for warning in result.coverage.warnings:
-                say(f"warning: {warning}")
+        say_coverage(result.coverage)
         if not result.rejected:
             return result.exit_code
         if not keep:

@@ -23,12 +23,12 @@ class Coverage:
     fields: dict[str, float]
     warnings: list[str] = field(default_factory=list)
 
-    def line(self) -> str:
-        """One line for a terminal: the stages, then the fields found on fewer than all turns."""
+    def lines(self) -> list[str]:
+        """For a terminal: the stages, then the fields found on fewer than all turns (short lines)."""
         stages = ", ".join(f"{stage} {share:.0%}" for stage, share in self.stages.items())
         partial = ", ".join(f"{name} {share:.0%}" if share else f"{name} absent"
                             for name, share in self.fields.items() if share < 1.0)
-        return f"coverage of {self.turns} turns: {stages or 'no stages'}" + (f"; fields not on every turn: {partial}" if partial else "")
+        return [f"coverage of {self.turns} turns: {stages or 'no stages'}"] + ([f"fields not on every turn: {partial}"] if partial else [])
 
     def to_json(self) -> dict:
         return {"turns": self.turns, "stages": self.stages, "fields": self.fields, "warnings": self.warnings}

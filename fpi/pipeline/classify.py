@@ -144,6 +144,7 @@ class Pipeline:
         this batch is one of several (else fitted on the batch). `on_step` hears each step's name as it
         starts; `on_explained` (turns explained so far, turns to explain), chunk by chunk."""
         step = on_step or (lambda name: None)
+        step("preparing")  # compiling the model's trees for a large run takes seconds: say so
         self.expect(turns.height)
         step("features")
         neighbours = neighbour_rows(turns)
