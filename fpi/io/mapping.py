@@ -583,8 +583,21 @@ def _cast(expr: pl.Expr, dtype: pl.DataType, target: Field, name: str, ref: str)
     return expr != 0, None, ref
 
 
+def _one_entity(expr: pl.Expr, target: Field, ref: str) -> pl.Expr:
+    """A flat column of resolved values (`er.entities: resolved_entity`): one entity, resolved, per value;
+    none where the column is empty."""
+    value = expr.cast(pl.String)
+    members = {m.name: pl.lit(None, dtype=_member_dtype(m)) for m in target.fields}
+    members.update(slot=pl.lit(ref.rpartition(":")[2].rpartition(".")[2]), value=value, resolved_value=value,
+                   status=pl.lit("resolved"))
+    return pl.when(value.is_not_null() & (value != "")).then(pl.concat_list(pl.struct(**members)))
+
+
 def _array(expr: pl.Expr, dtype: pl.DataType, target: Field, spec: dict, ref: str) -> pl.Expr:
-    """A list of objects with our member names, from a list of theirs (`fields` renames members)."""
+    """A list of objects with our member names, from a list of theirs (`fields` renames members); for
+    entities, also a flat column of resolved values."""
+    if target.name == "entities" and not isinstance(dtype, pl.List | pl.Struct | pl.Array):
+        return _one_entity(expr, target, ref)
     if not (isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct)):
         raise TraceError([f"mapping: {ref} is {dtype}, not a list of objects; {target.name} needs one object per item"])
     theirs = {f.name: f.dtype for f in dtype.inner.fields}

@@ -203,3 +203,15 @@ def test_a_notebook_gives_a_mapping_as_a_dict_or_yaml_text_and_a_frame_without_o
     assert by_dict["result"].struct.field("status").to_list() == ["success", "error"]
     with pytest.raises(MappingError, match=r"<mapping text>:3: fields: 'asr.txt' is not a trace field"):
         load_traces(frame, mapping="stages: [asr]\nfields:\n  asr.txt: heard\n")
+
+
+def test_a_flat_column_of_resolved_entities_feeds_er(tmp_path):
+    calls = tmp_path / "calls.csv"
+    calls.write_text("call,heard,entity,status\nc1,call mum,mum,ok\nc1,call bob,,ok\n")
+    (tmp_path / "m.yaml").write_text("format: csv\nstages: [asr, er, result]\nfields:\n  session_id: call\n  asr.text: heard\n"
+                                     "  er.entities: entity\n  result.status: {from: status, values: {ok: success}}\n")
+    assert run_cli("map", "check", tmp_path / "m.yaml").exit_code == 0
+    turns = load_traces(calls, mapping=tmp_path / "m.yaml")
+    assert turns["er"].to_list() == [{"entities": [{"slot": "entity", "value": "mum", "resolved_id": None, "resolved_value": "mum",
+                                                   "score": None, "status": "resolved"}]}, None]
+    assert run_cli("validate", calls, "--mapping", tmp_path / "m.yaml").exit_code == 0
