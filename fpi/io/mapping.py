@@ -587,10 +587,10 @@ def _one_entity(expr: pl.Expr, target: Field, ref: str) -> pl.Expr:
     """A flat column of resolved values (`er.entities: resolved_entity`): one entity, resolved, per value;
     none where the column is empty."""
     value = expr.cast(pl.String)
-    members = {m.name: pl.lit(None, dtype=_member_dtype(m)) for m in target.fields}
-    members.update(slot=pl.lit(ref.rpartition(":")[2].rpartition(".")[2]), value=value, resolved_value=value,
-                   status=pl.lit("resolved"))
-    return pl.when(value.is_not_null() & (value != "")).then(pl.concat_list(pl.struct(**members)))
+    given = {"slot": pl.lit(ref.rpartition(":")[2].rpartition(".")[2]), "value": value, "resolved_value": value,
+             "status": pl.lit("resolved")}
+    members = [given.get(m.name, pl.lit(None, dtype=_member_dtype(m))).alias(m.name) for m in target.fields]
+    return pl.when(value.is_not_null() & (value != "")).then(pl.concat_list(pl.struct(members)))
 
 
 def _array(expr: pl.Expr, dtype: pl.DataType, target: Field, spec: dict, ref: str) -> pl.Expr:

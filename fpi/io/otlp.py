@@ -11,6 +11,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -337,7 +338,7 @@ def turn_rows(data: bytes, label: str, mapping: Mapping) -> tuple[pl.DataFrame, 
     wanted = mapping.span_references()
     columns: dict[str, list[list[Any]]] = defaultdict(list)
     for turn in turns:
-        _read_turn(turn, mapping, wanted, columns, lambda t=turn: _below(t, is_turn, members.get(id(t), ())))
+        _read_turn(turn, mapping, wanted, columns, partial(_below, turn, is_turn, members.get(id(turn), [])))
     frame = pl.DataFrame([_column(values).alias(name) for name, values in sorted(columns.items())]) if columns else pl.DataFrame()
     frame = frame.with_columns(
         pl.Series("line", [t.line for t in turns], dtype=pl.UInt32),

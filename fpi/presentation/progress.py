@@ -48,11 +48,15 @@ class RateColumn(ProgressColumn):
         return Text(f"{task.speed:,.0f} turns/s" if task.speed else "", style="progress.data.speed")
 
 
-class KnownBarColumn(BarColumn):
+class KnownBarColumn(ProgressColumn):
     """A bar only once the total is known: a count read so far is no share of anything."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._bar = BarColumn()
+
     def render(self, task: Task) -> RenderableType:
-        return Text("") if task.total is None else super().render(task)
+        return Text("") if task.total is None else self._bar.render(task)
 
 
 class CountColumn(ProgressColumn):
