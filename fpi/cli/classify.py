@@ -32,14 +32,15 @@ def classify(
 ) -> None:
     """Name each turn's failure point (wake, asr, nlu, er, result) or `correct`."""
     def work() -> int:
+        from fpi.presentation.progress import announce, turns_progress
+
+        announce(traces)  # before polars, LightGBM and the model load: a line within a second
         from fpi.engines.choice import run as run_engine
         from fpi.engines.plan import Plan, sink_for
         from fpi.io.otlp import SpanVerdicts
         from fpi.pipeline.explain import explain_options
-        from fpi.presentation.progress import announce, turns_progress
         from fpi.presentation.result_tables import counts_table
 
-        announce(traces)
         explaining = explain_options(explain, top_k, explain_all)
         sink = sink_for(output)
         guard_paths([bad_records.mapping_file(), traces, *classifier.inputs()], [output, bad_records.quarantine_path(traces)],

@@ -34,6 +34,7 @@ class Feature:
     expr: pl.Expr
     categorical: bool = False
     group: str = ""
+    learned: bool = True  # False: computed for rules and reports, not an input of models (added after the shipped one)
 
 
 def _flag(condition: pl.Expr) -> pl.Expr:
@@ -192,7 +193,8 @@ def _stage_features() -> list[Feature]:
         F("result_has_response", "a response was spoken or shown", _flag(result.struct.field("response").is_not_null()), group="result"),
         F("reply_is_reprompt", "the reply asks the user to say it again (similarity 0..1 to a short multilingual list: "
           "\"sorry, I didn't catch that\", \"could you repeat that\" ...)",
-          result.struct.field("response").map_batches(_reprompt_similarity, return_dtype=pl.Float64), group="result"),
+          result.struct.field("response").map_batches(_reprompt_similarity, return_dtype=pl.Float64), group="result",
+          learned=False),
         F("barge_in", "the user interrupted the response", _flag(feedback.struct.field("barge_in")), group="feedback"),
         F("explicit_negative", "explicit negative feedback", _flag(explicit == "negative"), group="feedback"),
         F("explicit_positive", "explicit positive feedback", _flag(explicit == "positive"), group="feedback"),
@@ -227,7 +229,8 @@ def _dialogue_features() -> list[Feature]:
 
 
 FEATURES: tuple[Feature, ...] = tuple(_feature_list())
-FEATURE_NAMES: tuple[str, ...] = (*(f.name for f in FEATURES), *quantiles.NAMES)
+FEATURE_NAMES: tuple[str, ...] = (*(f.name for f in FEATURES if f.learned), *quantiles.NAMES)
+"""The model's inputs: every feature but those for rules only."""
 CATEGORICAL: tuple[str, ...] = tuple(f.name for f in FEATURES if f.categorical)
 DESCRIPTIONS: dict[str, str] = {**{f.name: f.description for f in FEATURES}, **quantiles.DESCRIPTIONS}
 
@@ -286,7 +289,8 @@ def features_markdown() -> str:
              f"{quantiles.MIN_VALUES} values of a score.", "",
              "| feature | group | kind | meaning |", "|---|---|---|---|"]
     for f in FEATURES:
-        lines.append(f"| `{f.name}` | {f.group} | {'categorical' if f.categorical else 'numeric'} | {f.description} |")
+        kind = ("categorical" if f.categorical else "numeric") + ("" if f.learned else ", rules only")
+        lines.append(f"| `{f.name}` | {f.group} | {kind} | {f.description} |")
     for name, description in quantiles.DESCRIPTIONS.items():
         lines.append(f"| `{name}` | relative | numeric | {description} |")
     return "\n".join(lines) + "\n"

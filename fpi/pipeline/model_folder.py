@@ -67,13 +67,11 @@ def _read_metadata(meta_path: Path) -> dict:
     if meta.get("format_version") != MODEL_FORMAT:
         raise ModelError(f"{meta_path}: model format {meta.get('format_version')} is not supported by this fpi "
                          f"(expected {MODEL_FORMAT}); retrain it with `fpi train`")
-    # A model reads the features it was trained on: one trained before a feature was added still loads (the
-    # newer feature is computed for rules and reports, and a retrained model learns it); a feature this fpi
-    # does not compute cannot be read.
-    theirs = meta.get("features") or []
-    unknown = sorted(set(theirs) - set(FEATURE_NAMES))
-    if unknown or not theirs or meta.get("classes") != list(LABELS):
-        detail = f"unknown to this fpi: {', '.join(unknown)}" if unknown else "no features, or the classes differ"
+    if meta.get("features") != list(FEATURE_NAMES) or meta.get("classes") != list(LABELS):
+        theirs, ours = set(meta.get("features") or []), set(FEATURE_NAMES)
+        detail = "; ".join(part for part in (
+            f"unknown to this fpi: {', '.join(sorted(theirs - ours))}" if theirs - ours else "",
+            f"missing: {', '.join(sorted(ours - theirs))}" if ours - theirs else "") if part) or "order or classes differ"
         raise ModelError(f"{meta_path}: the model's features do not match this fpi's ({detail}); retrain it with `fpi train`")
     problems = [f"{meta_path}: {where_}: {what}" for where_, what in _metadata_problems(meta)]
     if problems:

@@ -13,7 +13,7 @@ def test_a_pipeline_run_reports_each_phase_in_turns_and_ends_complete():
     records = Pipeline(explain_top_k=2).run(turns, on_step=phases.step, on_explained=phases.explained).records
     phases.finish()
     names = list(dict.fromkeys(phase for phase, _, _ in heard))
-    assert names == ["features", "predicting", "rules", "explaining"]
+    assert names == ["preparing", "features", "predicting", "rules", "explaining"]
     last = {phase: (done, total) for phase, done, total in heard}
     assert all(done == total for done, total in last.values())  # no phase left half done
     explained = [(done, total) for phase, done, total in heard if phase == "explaining"][1:]

@@ -5,7 +5,7 @@ import pytest
 from rapidfuzz import fuzz
 
 from fpi import FEATURE_NAMES, build_features, load_traces
-from fpi.pipeline.features import features_markdown
+from fpi.pipeline.features import FEATURES, features_markdown
 from conftest import ROOT, turn, write_jsonl
 
 
@@ -45,7 +45,9 @@ def _row(features, turn_id):
 
 def test_output_is_in_input_order_with_every_feature(hand_made):
     assert hand_made["turn_id"].to_list() == ["b", "a", "c"]
-    assert hand_made.columns == ["turn_id", *FEATURE_NAMES]
+    every = [f.name for f in FEATURES] + [name for name in FEATURE_NAMES if name not in {f.name for f in FEATURES}]
+    assert hand_made.columns == ["turn_id", *every]
+    assert [name for name in every if name not in FEATURE_NAMES] == ["reply_is_reprompt"]  # for rules only: no model reads it
 
 
 def test_per_stage_features(hand_made):
