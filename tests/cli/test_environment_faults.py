@@ -108,10 +108,11 @@ def test_an_extends_cycle_through_dotdot_is_named(tmp_path):
     assert result.exit_code == 2 and "extends itself" in result.stderr
 
 
-def test_a_cache_folder_on_a_full_disk_is_not_an_error(tmp_path, monkeypatch, fixture_traces):
+def test_a_cache_folder_on_a_full_disk_is_not_an_error(tmp_path, monkeypatch, fixture_traces, small_model):
+    model = small_model.save(tmp_path / "model")  # few trees: quick to compile
     monkeypatch.setenv("FPI_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(os, "replace", lambda *a: _disk_full_errno())
-    result = run_cli("classify", fixture_traces, "--predictor", "native")
+    result = run_cli("classify", fixture_traces, "--model", model, "--predictor", "native")
     assert result.exit_code == 0  # records went to stdout; the cache kept nothing
     assert not list((tmp_path / "cache").glob("*.o"))
 
