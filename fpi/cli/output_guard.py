@@ -1,12 +1,14 @@
 """The one guard on what a command writes, run before any work: no output may be an input, hold one
-(a model folder replaced with --force around its own traces) or lie inside one, and no two outputs
-may be one file, so that no run, failed or not, changes a byte of what it reads."""
+(a model folder replaced with --force around its own traces, the compiled-trees cache around the
+logs) or lie inside one, and no two outputs may be one file, so that no run, failed or not, changes
+a byte of what it reads."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from fpi.contract.errors import UsageError
+from fpi.pipeline.native_cache import cache_dir
 
 Paths = list[str | Path | None]
 
@@ -37,6 +39,7 @@ def guard_paths(inputs: Paths, outputs: Paths, folders: tuple[Path, ...] = ()) -
     inside an input, one given for two outputs, or a folder where a file goes (`folders` are outputs
     that are folders). Stdin and stdout (`-`) are not files."""
     read = {_resolved(p): str(p) for p in inputs if p is not None and str(p) != "-"}
+    _guard_cache(read)
     written: dict[Path, str] = {}
     for path in outputs:
         if path is None or str(path) == "-":
@@ -50,3 +53,11 @@ def guard_paths(inputs: Paths, outputs: Paths, folders: tuple[Path, ...] = ()) -
         if where.is_dir() and Path(path) not in folders:
             raise UsageError(f"{path} is a folder; give the name of a file to write")
         written[where] = str(path)
+
+
+def _guard_cache(read: dict[Path, str]) -> None:
+    """Any run may write compiled trees to the cache folder: it may not be, hold or lie inside an input either."""
+    folder = cache_dir()
+    problem = _overlap(f"the compiled-trees cache {folder}", _resolved(folder), read)
+    if problem:
+        raise UsageError(f"{problem} (set FPI_CACHE_DIR to a folder of its own)")

@@ -56,3 +56,14 @@ def test_a_symlink_loop_as_model_is_a_usage_error(inputs):
     loop.symlink_to(inputs / "loop")
     result = run_cli("classify", inputs / "ok.jsonl", "--model", loop, "-o", inputs / "out.jsonl")
     assert result.exit_code == 2 and "loop" in result.stderr and not (inputs / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("cache", ["{tmp}", "{tmp}/m", "{tmp}/ok.jsonl"])
+def test_a_compiled_trees_cache_around_or_at_an_input_is_refused(inputs, monkeypatch, cache):
+    """The cache is an output of every run that classifies: a cache folder holding the logs or the model,
+    or at the logs' path, would be written over them."""
+    monkeypatch.setenv("FPI_CACHE_DIR", cache.format(tmp=inputs))
+    before = _digests(inputs)
+    result = run_cli("classify", inputs / "ok.jsonl", "--model", inputs / "m", "--predictor", "native", "-o", "-")
+    assert result.exit_code == 2 and "the compiled-trees cache" in result.stderr and "FPI_CACHE_DIR" in result.stderr
+    assert _digests(inputs) == before
