@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import lightgbm as lgb
@@ -77,6 +78,7 @@ class FailurePointModel:
         self.seed = seed
         self.num_threads = num_threads
         self.native_: NativeTrees | None = None  # set by compile()
+        self._trees_hash_: tuple[lgb.Booster, int, int, Any] | None = None  # the trees' text is slow to write out
         self.fold_scores_ = []
         self.selection_ = {}
         self.distributions_ = {}
@@ -211,11 +213,20 @@ class FailurePointModel:
         model.trained_prior_, model.distributions_ = training_data(meta)
         return model
 
+    def _trees_hash(self) -> Any:
+        """A sha256 fed with the predicting trees' text (a copy, to go on with), kept while the booster and
+        its rounds stay the same: writing the text out takes longer than classifying a small file."""
+        key = (self.booster_, self.best_iteration_, self.booster_.current_iteration())
+        if self._trees_hash_ is None or self._trees_hash_[:3] != key:
+            text = self.booster_.model_to_string(num_iteration=self.best_iteration_)
+            self._trees_hash_ = (*key, hashlib.sha256(text.encode()))
+        return self._trees_hash_[3].copy()
+
     def fingerprint(self) -> str:
         """Identifies what the model computes: its trees, classes, features and vocabularies
         (not the versions that wrote or read it)."""
         self._check_fitted()
-        digest = hashlib.sha256(self.booster_.model_to_string(num_iteration=self.best_iteration_).encode())
+        digest = self._trees_hash()
         digest.update(json.dumps([self.classes_, self.feature_names_, self.vocabularies_, self.reference_.to_json()],
                                  sort_keys=True).encode())
         return digest.hexdigest()
