@@ -57,6 +57,7 @@ def test_any_bytes_are_read_or_refused_and_nothing_is_lost(data):
 
 @FUZZ
 @given(sessions(max_turns=4), st.data())
+@pytest.mark.slow
 def test_mutated_valid_lines_are_accepted_or_quarantined(turns, data):
     lines = [json.dumps(t) for t in turns]
     i = data.draw(st.integers(0, len(lines) - 1))
@@ -193,6 +194,7 @@ _cell = st.one_of(st.text(max_size=12), st.integers(-10**20, 10**20).map(str), s
 @FUZZ
 @given(st.lists(st.lists(_cell, min_size=0, max_size=8), max_size=8))
 @example([["c", "hello", "50", "ok", "true", "1790000000000", "1"], ["c", "", "x", "", "maybe", "-1e30", "x"]])
+@pytest.mark.slow
 def test_any_csv_through_a_mapping_is_read_or_refused_and_nothing_is_lost(rows):
     header = "call,text,score,status,cut,ts,n\n"
     body = "".join(",".join(json.dumps(c) if any(ch in c for ch in ',"\n') else c for c in row) + "\n" for row in rows)
@@ -209,6 +211,7 @@ def test_any_csv_through_a_mapping_is_read_or_refused_and_nothing_is_lost(rows):
 @example(b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "turn", "spanId": "zz", "parentSpanId": "zz"}]}]}]}\n')
 @example(b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "turn", "startTimeUnixNano": "x"}]}]}]}\n')
 @example(b'{"resourceSpans": 7}\n')
+@pytest.mark.slow
 def test_any_bytes_as_spans_are_read_or_refused(data):
     for payload in (data, b'{"resourceSpans": [' + data + b"]}\n"):
         try:
@@ -233,6 +236,7 @@ _span = st.fixed_dictionaries({
 
 @FUZZ
 @given(st.lists(_span, max_size=8))
+@pytest.mark.slow
 def test_structured_spans_are_read_or_refused(spans):
     request = {"resourceSpans": [{"resource": {}, "scopeSpans": [{"spans": spans}]}]}
     try:

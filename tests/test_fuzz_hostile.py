@@ -28,6 +28,7 @@ HOSTILE_TEXT = st.text(st.characters(codec="utf-8") | st.sampled_from(list("=+-@
 @FUZZ
 @given(cells=st.lists(st.binary(max_size=30) | HOSTILE_TEXT.map(str.encode), min_size=1, max_size=12))
 @example(cells=[b"caf\xe9", b"x" * 300_000, b'a"b', b"\xed\xa0\x80"])
+@pytest.mark.slow
 def test_csv_cells_of_any_bytes_are_read_or_refused_never_lost(tmp_path_factory, cells):
     folder = tmp_path_factory.mktemp("csv")
     (folder / "m.yaml").write_text(MAPPING)
@@ -44,6 +45,7 @@ def test_csv_cells_of_any_bytes_are_read_or_refused_never_lost(tmp_path_factory,
 
 @FUZZ
 @given(text=st.text(max_size=30), escape=st.sampled_from(["\\ud800", "\\udfff", "\\ud83d\\ude00", "\\u0000", "\\u001b"]))
+@pytest.mark.slow
 def test_json_lines_with_any_escape_are_read_or_named_by_line(text, escape):
     line = json.dumps({"turn_id": "a", "session_id": "s", "turn_index": 0, "asr": {"text": text}})
     data = (line.replace('"text": "', '"text": "' + escape, 1) + "\n").encode()

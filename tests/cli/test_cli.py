@@ -30,6 +30,7 @@ def test_classify_is_byte_for_byte_deterministic(fixture_traces, tmp_path):
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
 
 
+@pytest.mark.slow
 def test_classify_writes_csv_and_parquet(fixture_traces, tmp_path):
     assert run_cli("classify", fixture_traces, "-o", tmp_path / "r.csv").exit_code == 0
     assert run_cli("classify", fixture_traces, "-o", tmp_path / "r.parquet").exit_code == 0
@@ -95,6 +96,7 @@ def test_eval_without_labels_is_a_usage_error(tmp_path):
     assert result.exit_code == 2 and "none of the 1 turns has a `label`" in result.stderr and "fpi sample" in result.stderr
 
 
+@pytest.mark.slow
 def test_eval_scores_the_labeled_turns_of_merged_traces(fixture_traces, tmp_path):
     """`fpi label merge` writes every turn, a few labeled: eval scores those and says how many; labels with no
     support and no prediction show `-`, not a score."""
@@ -141,6 +143,7 @@ def test_version_is_the_distributions():
     assert fpi.__version__ == metadata.version("fpi-voice")
 
 
+@pytest.mark.slow
 def test_simulate_writes_the_format_its_name_says(tmp_path):
     import gzip
 
@@ -161,6 +164,7 @@ def test_options_that_need_another_say_so(fixture_traces, tmp_path):
     assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "q.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_eval_draws_the_confusion_matrix_deterministically(tmp_path, fixture_traces):
     first, second = tmp_path / "a.png", tmp_path / "b.png"
     assert run_cli("eval", fixture_traces, "-o", first).exit_code == 0

@@ -108,6 +108,7 @@ def test_an_extends_cycle_through_dotdot_is_named(tmp_path):
     assert result.exit_code == 2 and "extends itself" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_cache_folder_on_a_full_disk_is_not_an_error(tmp_path, monkeypatch, fixture_traces, small_model):
     model = small_model.save(tmp_path / "model")  # few trees: quick to compile
     monkeypatch.setenv("FPI_CACHE_DIR", str(tmp_path / "cache"))
@@ -141,6 +142,7 @@ def _fpi(*args, stdout):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.slow
 def test_records_to_a_full_stdout_are_exit_2_and_a_closed_pipe_ends_quietly(tmp_path):
     import subprocess
 

@@ -1,6 +1,8 @@
 """Nothing lost: an output that is an input, or another output, is refused before anything is
 read or written; a model folder is replaced only on purpose, and as a whole."""
 
+import pytest
+
 from conftest import run_cli, turn, write_jsonl
 
 
@@ -30,6 +32,7 @@ def test_every_writing_command_guards_its_outputs(fixture_traces, tmp_path):
     assert copy.read_bytes() == fixture_traces.read_bytes()
 
 
+@pytest.mark.slow
 def test_train_writes_only_a_new_folder_or_a_model_with_force(fixture_traces, tmp_path):
     traces = tmp_path / "traces.jsonl"  # enough labels to train on, few enough to train fast
     traces.write_text("".join(fixture_traces.read_text().splitlines(keepends=True)[:400]))

@@ -47,6 +47,7 @@ def test_scores_are_scikit_learns_on_random_labels():
         assert ours["confusion"]["matrix"] == confusion_matrix(gold, predicted, labels=list(LABELS)).tolist()
 
 
+@pytest.mark.slow
 def test_eval_errors_lists_each_misclassified_turn_with_reasons(fixture_traces, tmp_path):
     import json
 

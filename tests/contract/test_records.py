@@ -4,6 +4,7 @@ and reading back every format to the same records."""
 import json
 
 import jsonschema
+import pytest
 
 from conftest import ROOT, run_cli
 from fpi.contract.records import COLUMN_NAMES, SCHEMA, records_json_schema
@@ -16,6 +17,7 @@ def test_shipped_records_schema_is_the_generated_one():
     assert shipped == records_json_schema()
 
 
+@pytest.mark.slow
 def test_classify_output_meets_the_contract(fixture_traces, tmp_path):
     out = tmp_path / "r.jsonl"
     assert run_cli("classify", fixture_traces, "--explain", "-o", out).exit_code == 0
@@ -28,6 +30,7 @@ def test_classify_output_meets_the_contract(fixture_traces, tmp_path):
     assert not validator.is_valid(bad)
 
 
+@pytest.mark.slow
 def test_every_format_reads_back_to_the_contract_dtypes(fixture_traces, tmp_path):
     frames = {}
     for suffix in ("jsonl", "csv", "parquet"):

@@ -45,6 +45,7 @@ def _records(engine, source, mapping, output, **options):
 
 @pytest.mark.parametrize("shape", ["native", pytest.param("csv", marks=pytest.mark.slow),
                                    pytest.param("lines", marks=pytest.mark.slow), "spans"])
+@pytest.mark.slow
 def test_memory_and_streamed_write_the_same_bytes(inputs, tmp_path, shape):
     source, mapping = inputs[shape]
     whole = _records(memory, source, mapping, tmp_path / "memory.jsonl")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fpi import Pipeline, simulate
 from fpi.engines.memory import PipelinePhases
 
 
+@pytest.mark.slow
 def test_a_pipeline_run_reports_each_phase_in_turns_and_ends_complete():
     turns = simulate(400, seed=8)
     heard: list[tuple[str, int, int | None]] = []

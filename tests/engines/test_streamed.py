@@ -63,6 +63,7 @@ def test_explanations_stream_alike(interleaved, tmp_path):
     assert (tmp_path / "s.jsonl").read_text() == whole.write_ndjson()
 
 
+@pytest.mark.slow
 def test_bad_records_are_named_and_quarantined_as_in_memory(interleaved, tmp_path):
     lines = (interleaved / "traces.jsonl").read_text().splitlines()
     early = json.loads(lines[10])
@@ -84,6 +85,7 @@ def test_bad_records_are_named_and_quarantined_as_in_memory(interleaved, tmp_pat
 
 
 @pytest.mark.parametrize("slack", [50, pytest.param(0, marks=pytest.mark.slow)])
+@pytest.mark.slow
 def test_duplicates_across_chunks_and_the_sample_match_the_in_memory_run(interleaved, tmp_path, monkeypatch, slack):
     """Small chunks, so duplicates lie in other chunks than their first use, and a small sample that one
     duplicate falls into: with slack the sample drops it, without slack it is gathered again."""
@@ -207,6 +209,7 @@ def test_report_on_a_large_trace_file_classifies_it_batch_by_batch_to_the_same_r
 
 
 @pytest.mark.parametrize("damage", ["garbled", pytest.param("truncated", marks=pytest.mark.slow)])
+@pytest.mark.slow
 def test_a_damaged_gzip_file_is_a_clear_error_streamed_or_not(interleaved, tmp_path, damage):
     data = (interleaved / "traces.jsonl.gz").read_bytes()
     middle = len(data) // 2
@@ -240,6 +243,7 @@ def _batches(pipeline: Pipeline) -> list[int]:
     return sizes
 
 
+@pytest.mark.slow
 def test_sessions_that_come_whole_are_classified_chunk_by_chunk_without_a_shuffle(grouped, tmp_path):
     expected = Pipeline().run(read_traces(grouped).turns).records.write_ndjson()
     pipeline = Pipeline()
@@ -250,6 +254,7 @@ def test_sessions_that_come_whole_are_classified_chunk_by_chunk_without_a_shuffl
 
 
 @pytest.mark.parametrize("where", ["second chunk", "last line"])
+@pytest.mark.slow
 def test_a_session_met_again_after_it_ended_sends_the_run_back_to_the_shuffle(grouped, tmp_path, where):
     lines = grouped.read_text().splitlines()
     later = 1500 if where == "second chunk" else len(lines) - 1
@@ -262,6 +267,7 @@ def test_a_session_met_again_after_it_ended_sends_the_run_back_to_the_shuffle(gr
     assert (tmp_path / "s.jsonl").read_text() == expected
 
 
+@pytest.mark.slow
 def test_a_session_longer_than_a_chunk_stays_whole(tmp_path):
     turns = simulate(3_000, seed=5).with_columns(session_id=pl.lit("one long session"),
                                                   turn_index=pl.int_range(pl.len(), dtype=pl.Int64))
@@ -273,6 +279,7 @@ def test_a_session_longer_than_a_chunk_stays_whole(tmp_path):
     assert (tmp_path / "s.jsonl").read_text() == Pipeline().run(read_traces(tmp_path / "long.jsonl").turns).records.write_ndjson()
 
 
+@pytest.mark.slow
 def test_duplicates_in_sessions_that_come_whole_are_named_as_in_memory(grouped, tmp_path):
     lines = grouped.read_text().splitlines()
     again = json.loads(lines[2500])
@@ -299,6 +306,7 @@ def test_line_blocks_keep_lines_whole_and_numbered(tmp_path, packed):
     assert not any(block.isspace() for _, block in blocks)  # blocks of blank lines only are left out
 
 
+@pytest.mark.slow
 def test_a_parquet_duplicate_chunks_apart_is_quarantined_as_in_memory(interleaved, tmp_path):
     turns = pl.read_parquet(interleaved / "traces.parquet")
     source = tmp_path / "dups.parquet"

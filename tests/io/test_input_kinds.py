@@ -43,6 +43,7 @@ def test_csv_gets_one_clear_message(tmp_path):
     assert "needs a mapping" in result.stderr and "--mapping" in result.stderr
 
 
+@pytest.mark.slow
 def test_report_reads_records_from_stdin_as_by_file_name(fixture_traces, tmp_path):
     records = tmp_path / "records.jsonl"
     run_cli("classify", fixture_traces, "-o", records)
@@ -67,6 +68,7 @@ def test_an_unexpected_error_is_exit_70_with_one_line(fixture_traces, monkeypatc
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_frames_a_notebook_has_are_read_with_the_same_rules(fixture_traces):
     import pandas as pd
     import polars as pl

@@ -27,10 +27,13 @@ def _turns(n: int, seed: int, profile: str = "default") -> list[dict]:
     return [json.loads(line) for line in frame.write_ndjson().splitlines()]
 
 
+TURNS = 1000  # turns of the module's export: enough for several requests, few enough to write quickly
+
+
 @pytest.fixture(scope="module")
 def team(tmp_path_factory):
     folder = tmp_path_factory.mktemp("otel")
-    native = [as_span_information(turn) for turn in _turns(2500, seed=31, profile="random")]
+    native = [as_span_information(turn) for turn in _turns(TURNS, seed=31, profile="random")]
     for position, turn in enumerate(t for session in _sessions(native).values() for t in session):
         turn["timestamp"] = span_timestamp(position)  # as the mapping reads them from the turn spans' start
     write_jsonl(folder / "native.jsonl", native)
@@ -40,6 +43,7 @@ def team(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_pipecat_spans_with_team_attributes_give_the_native_verdicts(team):
     out = team / "out.jsonl"
     result = run_cli("classify", team / "export.otlp.jsonl", "--mapping", team / "team.yaml", "-o", out)
@@ -47,10 +51,11 @@ def test_pipecat_spans_with_team_attributes_give_the_native_verdicts(team):
     spans = pl.read_ndjson(out).select("session_id", "turn_index", "failure_point")
     native = classify(team / "native.jsonl").select("session_id", "turn_index", native="failure_point")
     both = native.join(spans, on=["session_id", "turn_index"], how="left")
-    assert spans.height == native.height == 2500
+    assert spans.height == native.height == TURNS
     assert (both["failure_point"] == both["native"]).mean() >= 0.99
 
 
+@pytest.mark.slow
 def test_spans_read_as_the_native_turns(team):
     """Field by field: the spans carry exactly what the native turns say."""
     spans = load_traces(team / "export.otlp.jsonl", mapping=team / "team.yaml").sort("session_id", "turn_index")
@@ -61,12 +66,13 @@ def test_spans_read_as_the_native_turns(team):
     assert spans["result"].struct.unnest().select(fields).equals(native["result"].struct.unnest().select(fields), null_equal=True)
 
 
+@pytest.mark.slow
 def test_plain_pipecat_spans_give_one_record_per_turn_span(team):
     out = team / "plain.jsonl"
     result = run_cli("classify", team / "plain.otlp.jsonl", "--mapping", "pipecat", "-o", out)
     assert result.exit_code == 0
     records = pl.read_ndjson(out)
-    assert records.height == 2500 and records["turn_id"].n_unique() == 2500
+    assert records.height == TURNS and records["turn_id"].n_unique() == TURNS
     assert set(records["failure_point"]) <= {"asr", "nlu", "result", "correct"}  # no wake, no ER: Pipecat has none
 
 
@@ -91,6 +97,7 @@ def test_one_request_per_file_and_protobuf_json_read_alike(team):
     assert based["turn_id"].to_list() == hexed["turn_id"].to_list()
 
 
+@pytest.mark.slow
 def test_a_line_that_is_not_a_request_is_quarantined_and_counted(team, tmp_path):
     data = (team / "plain.otlp.jsonl").read_bytes()
     broken = tmp_path / "broken.otlp.jsonl"
@@ -98,14 +105,14 @@ def test_a_line_that_is_not_a_request_is_quarantined_and_counted(team, tmp_path)
     result = read_traces(broken, mapping="pipecat")
     assert [r.line for r in result.rejected] == [len(data.splitlines()) + 1, len(data.splitlines()) + 2]
     assert "malformed JSON" in result.rejected[0].messages()[0]
-    assert result.turns.height == 2500
+    assert result.turns.height == TURNS
 
 
 @pytest.mark.slow
 def test_write_back_marks_each_turn_span_and_keeps_every_span(team, tmp_path):
     out = tmp_path / "verdicts.otlp.json"
     result = run_cli("classify", team / "export.otlp.jsonl", "--mapping", team / "team.yaml", "--explain", "-o", out)
-    assert result.exit_code == 0 and "2500 turn spans marked" in result.stderr
+    assert result.exit_code == 0 and f"{TURNS} turn spans marked" in result.stderr
     spans_in = [s for line in (team / "export.otlp.jsonl").read_text().splitlines()
                 for r in json.loads(line)["resourceSpans"] for ss in r["scopeSpans"] for s in ss["spans"]]
     spans_out = [s for line in out.read_text().splitlines()
@@ -117,14 +124,14 @@ def test_write_back_marks_each_turn_span_and_keeps_every_span(team, tmp_path):
         if "fpi.failure_point" in attributes:
             assert span["name"] == "turn"
             marked[span["spanId"]] = attributes
-    assert len(marked) == 2500
+    assert len(marked) == TURNS
     records = classify(team / "export.otlp.jsonl", mapping=team / "team.yaml", explain_top_k=3)
     for turn_id, failure_point, confidence in records.select("turn_id", "failure_point", "confidence").iter_rows():
         assert marked[turn_id]["fpi.failure_point"] == {"stringValue": failure_point}
         assert marked[turn_id]["fpi.confidence"] == {"doubleValue": confidence}
     # Read back, the marked spans are the same turns.
     again = load_traces(out, mapping=team / "team.yaml")
-    assert again.height == 2500
+    assert again.height == TURNS
     refused = run_cli("classify", team / "native.jsonl", "-o", tmp_path / "x.otlp.json")
     assert refused.exit_code == 2 and "only for OpenTelemetry input" in refused.stderr
 
@@ -196,6 +203,6 @@ def test_spans_go_back_with_verdicts_through_any_engine_that_reads_them_whole(te
         sink = SpanVerdicts(tmp_path / f"{engine.__name__}.otlp.json")
         engine.run(Plan(str(team / "plain.otlp.jsonl"), Pipeline(), Reading(mapping="pipecat"), [sink], batch_turns=1000))
         written[engine] = (sink.marked, sink.path.read_bytes())
-    assert written[memory] == written[streamed] and written[memory][0] == 2500
+    assert written[memory] == written[streamed] and written[memory][0] == TURNS
     with pytest.raises(UsageError, match="spans can be written back only for OpenTelemetry input"):
         SpanVerdicts(tmp_path / "x.otlp.json").start(None)

@@ -192,6 +192,7 @@ def test_fast_path_accepts_exactly_what_the_validator_accepts(turn_obj, path, va
 @example(b"PAR1 not parquet")
 @example(b"x\x01\x06\x00")  # zlib magic: polars' line reader would try to inflate it
 @example(b"\x28\xb5\x2f\xfd zstd magic")
+@pytest.mark.slow
 def test_any_bytes_give_turns_or_a_clear_error(data):
     try:
         result = read_traces(data, name="fuzz.jsonl")

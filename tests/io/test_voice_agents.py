@@ -22,6 +22,7 @@ def _in_order(calls):
 
 
 @pytest.mark.parametrize("version", ["1.6", "1.7"])
+@pytest.mark.slow
 def test_livekit_gives_one_record_per_exchange_with_what_it_logged(calls, version):
     turns = load_traces(livekit_calls(calls, version=version, redaction=version == "1.7"), mapping="livekit").sort("timestamp")
     ordered = _in_order(calls)
@@ -38,6 +39,7 @@ def test_livekit_gives_one_record_per_exchange_with_what_it_logged(calls, versio
     assert turns["timestamp"].is_not_null().all()
 
 
+@pytest.mark.slow
 def test_livekit_1_6_and_1_7_read_alike(calls):
     old = load_traces(livekit_calls(calls, version="1.6"), mapping="livekit").sort("timestamp")
     new = load_traces(livekit_calls(calls, version="1.7"), mapping="livekit").sort("timestamp")
@@ -71,6 +73,7 @@ def test_a_reply_no_user_turn_precedes_is_a_turn_of_its_own():
     assert turns["result"].struct.field("response").to_list() == ["Hello, how can I help?", "It is noon."]
 
 
+@pytest.mark.slow
 def test_old_pipecat_span_names_classify_as_the_new(calls):
     new = classify(pipecat_calls(calls), mapping="pipecat")
     old = classify(pipecat_calls(calls, names="old"), mapping="pipecat")
@@ -79,6 +82,7 @@ def test_old_pipecat_span_names_classify_as_the_new(calls):
     assert (old["failure_point"] == "asr").sum() > 0
 
 
+@pytest.mark.slow
 def test_pipecat_signals_are_read(calls):
     turns = load_traces(pipecat_calls(calls), mapping="pipecat").sort("timestamp")
     ordered = _in_order(calls)
@@ -89,6 +93,7 @@ def test_pipecat_signals_are_read(calls):
     assert turns["timestamp"].is_not_null().all()
 
 
+@pytest.mark.slow
 def test_an_empty_transcript_answered_with_a_reprompt_is_an_asr_failure(calls):
     for data, mapping in ((pipecat_calls(calls), "pipecat"), (livekit_calls(calls), "livekit")):
         records = classify(data, mapping=mapping).sort("timestamp")
@@ -99,6 +104,7 @@ def test_an_empty_transcript_answered_with_a_reprompt_is_an_asr_failure(calls):
         assert verdicts["rule"].to_list() == ["asr-heard-nothing-reprompted"] * heard_nothing.sum()
 
 
+@pytest.mark.slow
 def test_explain_and_classify_give_the_same_probabilities_on_mapped_spans(calls, tmp_path):
     """Both run one pipeline on the mapped turns: wake and ER, which Pipecat lacks, are never named."""
     import json
@@ -142,6 +148,7 @@ fields:
 """
 
 
+@pytest.mark.slow
 def test_a_declared_stage_that_matches_nothing_is_a_warning_and_strict_exits_2(calls, tmp_path):
     from conftest import run_cli
 
@@ -160,6 +167,7 @@ def test_a_declared_stage_that_matches_nothing_is_a_warning_and_strict_exits_2(c
     assert shipped.exit_code == 0 and "warning" not in shipped.stderr and "asr 100%" in shipped.stderr
 
 
+@pytest.mark.slow
 def test_stages_the_logs_lack_are_no_rows_of_the_summary_or_the_report(calls, tmp_path):
     from conftest import run_cli
 

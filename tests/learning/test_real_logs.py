@@ -36,6 +36,7 @@ def test_em_recovers_a_known_prior_shift():
     assert estimate_prior(impossible, np.array([0.4, 0.4, 0.2]))[2] == 0.0  # a label no turn can have stays at 0
 
 
+@pytest.mark.slow
 def test_prior_correction_moves_verdicts_toward_the_logs_prior():
     """Simulated logs that fail far less often than the training data: the estimated share of `correct`
     is near the truth, and the records name fewer failures than the model alone."""
@@ -66,6 +67,7 @@ def test_logs_like_the_training_data_are_in_depth(telephone):
     assert records["shift"].n_unique() == 1 and records["shift"][0] == pipeline.profile.shift
 
 
+@pytest.mark.slow
 def test_logs_out_of_the_models_depth_are_classified_by_a_model_they_teach(telephone):
     """A model whose training data sat far from these logs: out of its depth, it says so, and a model
     taught by the logs' own confidences classifies them, the same one on every run."""
@@ -98,6 +100,7 @@ def test_no_confidences_nothing_to_learn_from():
     assert adapted_model(build_features(turns), turns["session_id"]) is None
 
 
+@pytest.mark.slow
 def test_training_keeps_scratch_when_continuing_is_worse(telephone):
     """A base model trained with its labels swapped (correct for asr, nlu for result, ...) is confidently wrong:
     cross-validation sees it and trains from scratch, and says so with the spread over folds."""
@@ -121,6 +124,7 @@ def test_a_challenger_must_win_by_more_than_chance():
     assert not _clearly_better(Candidate("continue", "c", (0.95, 0.52, 0.90, 0.55, 0.88)), steady)  # better on average, by chance
 
 
+@pytest.mark.slow
 def test_logs_out_of_the_bases_depth_train_from_scratch(telephone):
     base = FailurePointModel.load()
     base.distributions_ = {name: [v * 50 + 100 for v in points] for name, points in base.distributions_.items()}

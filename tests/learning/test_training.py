@@ -39,6 +39,7 @@ def test_impossible_labels_follow_missing_stages():
     assert mask[0].tolist() == [True, True, True, True, True, False] and not mask[1].any()
 
 
+@pytest.mark.slow
 def test_sample_is_deterministic_spread_and_opens_as_a_spreadsheet(telephone, tmp_path):
     paths = [tmp_path / "a.csv", tmp_path / "b.csv"]
     for path in paths:
@@ -104,6 +105,7 @@ def test_train_on_a_filled_sheet_chooses_and_says_how_well(telephone, tmp_path):
     assert json.loads((tmp_path / "weak" / "model.json").read_text())["labels_used"]["turns"] > 120  # gold plus weak
 
 
+@pytest.mark.slow
 def test_training_on_few_labels_is_deterministic_and_keeps_unlabeled_context():
     turns = simulate(1000, seed=5)
     partial = turns.with_columns(label=pl.when(pl.int_range(pl.len()) % 5 == 0).then(pl.col("label")))
@@ -138,6 +140,7 @@ def test_train_without_any_label_points_to_adapt(telephone, tmp_path):
     assert result.exit_code == 2 and "fpi adapt" in result.stderr
 
 
+@pytest.mark.slow
 def test_training_names_the_labels_it_has_too_few_of(tmp_path):
     rows = [json.loads(line) for line in (FIXTURES / "traces.jsonl").read_text().splitlines()[:40]]
     for number, row in enumerate(rows):

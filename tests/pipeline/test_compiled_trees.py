@@ -63,6 +63,7 @@ def test_pipeline_records_are_the_same_whichever_predicts(small_model, fixture_t
     assert native.verdicts.equals(plain.verdicts)
 
 
+@pytest.mark.slow
 def test_auto_compiles_for_large_runs_only(small_model, tmp_path):
     model = _own(small_model, tmp_path)
     pipeline = Pipeline(model, predictor="auto")
@@ -96,6 +97,7 @@ def test_shipped_model_compiled_gives_the_same_records(fixture_traces):
     np.testing.assert_array_equal(model.compile().raw_scores(matrix), lightgbm_scores)
 
 
+@pytest.mark.slow
 def test_the_command_line_predicts_alike_and_says_when_it_cannot_compile(small_model, fixture_traces, tmp_path, monkeypatch):
     from conftest import run_cli
 

@@ -155,6 +155,7 @@ def test_classify_explain_cli_and_csv(fixture_traces, tmp_path):
     assert run_cli("classify", fixture_traces, "--explain-all").exit_code == 2
 
 
+@pytest.mark.slow
 def test_explain_turn_writes_json_and_shaps_waterfall(fixture_traces, tmp_path):
     import math
 

@@ -18,6 +18,7 @@ def test_save_load_round_trip_gives_identical_predictions(small_model, tmp_path,
     assert loaded.fingerprint() == small_model.fingerprint()
 
 
+@pytest.mark.slow
 def test_the_fingerprint_follows_the_trees_and_tables_it_names(small_training_set, tmp_path):
     model = FailurePointModel(n_estimators=8, learning_rate=0.3, early_stopping_rounds=4, seed=1).fit(small_training_set)
     first = model.fingerprint()
@@ -30,6 +31,7 @@ def test_the_fingerprint_follows_the_trees_and_tables_it_names(small_training_se
     assert len({first, fewer_trees, other_tables, model.fingerprint()}) == 4
 
 
+@pytest.mark.slow
 def test_same_data_and_seed_give_the_same_model_file(small_training_set, tmp_path):
     params = dict(n_estimators=15, learning_rate=0.3, early_stopping_rounds=5, seed=9)
     FailurePointModel(**params).fit(small_training_set).save(tmp_path / "a")

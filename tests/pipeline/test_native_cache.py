@@ -51,6 +51,7 @@ def test_a_planted_or_damaged_entry_is_rebuilt_not_loaded(booster, tmp_path, pla
     assert entry.read_bytes() == good
 
 
+@pytest.mark.slow
 def test_a_valid_object_of_other_trees_is_not_taken_for_these(booster, tmp_path):
     other = _booster("zero", seed=22)
     _predicts_like_lightgbm(other, tmp_path)

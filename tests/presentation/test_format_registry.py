@@ -40,6 +40,7 @@ def test_problem_writers_put_each_form_where_it_goes():
     assert github.stdout.startswith("::error file=rules.yaml,line=3") and github.stderr == "1 problem\n"
 
 
+@pytest.mark.slow
 def test_every_report_writer_renders_the_same_numbers(fixture_traces):
     from fpi import build_report, classify
 

@@ -43,6 +43,7 @@ def _no_formula(cells):
     return [c for c in cells if isinstance(c, str) and c[:1] in ("=", "+", "-", "@", "\t", "\r")]
 
 
+@pytest.mark.slow
 def test_records_sheets_errors_and_report_csv_hold_no_formula(hostile_traces, tmp_path):
     assert run_cli("classify", hostile_traces, "-o", tmp_path / "records.csv").exit_code == 0
     assert run_cli("sample", hostile_traces, "-n", "200", "-o", tmp_path / "sheet.csv").exit_code == 0
@@ -68,6 +69,7 @@ def test_records_csv_reads_back_to_the_same_report_as_jsonl(hostile_traces, tmp_
     assert reports[0] == reports[1]
 
 
+@pytest.mark.slow
 def test_escape_sequences_and_markup_do_not_reach_the_terminal(hostile_traces):
     report = run_cli("report", hostile_traces, "--by", "nlu.intent")
     turn = run_cli("explain", hostile_traces, "--turn", "=1+1")

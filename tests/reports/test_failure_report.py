@@ -119,6 +119,7 @@ def test_every_format_agrees_with_the_json(tmp_path):
     assert sum(int(r["count"]) for r in confusion) == 10
 
 
+@pytest.mark.slow
 def test_html_is_one_self_contained_deterministic_page():
     report = build_report(records(), by=["device.type", "day"], baseline=records(), min_cell=3)
     page = html_page(report)
@@ -155,6 +156,7 @@ def test_report_reads_jsonl_csv_parquet_and_raw_traces_alike(classified, fixture
     assert asr["top_reasons"] and asr["top_reasons"][0]["turns"] <= asr["turns"]
 
 
+@pytest.mark.slow
 def test_report_cli_writes_each_format(classified, tmp_path):
     for fmt, suffix in (("html", "html"), ("markdown", "md"), ("csv", "csv"), ("json", "json")):
         out = tmp_path / f"report.{suffix}"
@@ -183,6 +185,7 @@ def test_report_errors_name_file_and_line(tmp_path, classified):
     assert broken.exit_code == EXIT_ERROR and "t.jsonl:2" in broken.stderr
 
 
+@pytest.mark.slow
 def test_by_component_selects_the_component_view(fixture_traces, tmp_path):
     records = tmp_path / "r.jsonl"
     assert run_cli("classify", fixture_traces, "-o", records).exit_code == 0
@@ -232,6 +235,7 @@ def test_header_is_deterministic_and_names_model_rules_input_and_days(classified
     assert about["models"] == sorted({"0123456789ab", records["model_sha"][0]})
 
 
+@pytest.mark.slow
 def test_baseline_verdict_names_components_that_got_worse_or_better():
     now = records()
     before = now.with_columns(failure_point=pl.lit("correct"))  # the baseline had no defects at all
@@ -244,6 +248,7 @@ def test_baseline_verdict_names_components_that_got_worse_or_better():
     assert 'class="verdict worse"' in html_page(report) and "Against last: worse: wake +10.00 pp" in html_page(report)
 
 
+@pytest.mark.slow
 def test_output_format_follows_the_extension_of_o(classified, tmp_path):
     for suffix, starts in ((".html", "<!DOCTYPE html>"), (".json", "{"), (".md", "# fpi report"), (".csv", "table,")):
         out = tmp_path / f"report{suffix}"

@@ -214,6 +214,7 @@ def test_gate_cli_errors_exit_2(tmp_path, fixture_traces):
     assert missing.exit_code == EXIT_ERROR and "no such baseline file" in missing.stderr
 
 
+@pytest.mark.slow
 def test_eval_save_metrics_writes_a_baseline_the_gate_reads(tmp_path, fixture_traces):
     out = tmp_path / "metrics.json"
     result = run_cli("eval", fixture_traces, "--save-metrics", out, "--format", "json")
