@@ -68,14 +68,14 @@ def test_missing_model_directory_is_exit_2(fixture_traces, tmp_path):
 @pytest.mark.slow
 def test_train_then_eval_with_the_trained_model(tmp_path):
     data = tmp_path / "train.jsonl"
-    assert run_cli("simulate", "-n", "4000", "--seed", "3", "-o", data).exit_code == 0
+    assert run_cli("simulate", "-n", "1500", "--seed", "3", "-o", data).exit_code == 0
     result = run_cli("train", data, "-o", tmp_path / "model", "--seed", "1")
     assert result.exit_code == 0, result.stderr
-    assert "macro-F1" in result.stderr and "over 5 folds of 4000 labels" in result.stderr
+    assert "macro-F1" in result.stderr and "over 5 folds of 1500 labels" in result.stderr
     assert (tmp_path / "model" / "booster.txt").exists()
     result = run_cli("eval", data, "--model", tmp_path / "model", "--format", "json")
     report = json.loads(result.stdout)
-    assert result.exit_code == 0 and report["model"]["turns"] == 4000 and 0.3 < report["model"]["macro_f1"] <= 1
+    assert result.exit_code == 0 and report["model"]["turns"] == 1500 and 0.3 < report["model"]["macro_f1"] <= 1
 
 
 @pytest.mark.slow

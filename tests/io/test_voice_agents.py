@@ -189,12 +189,13 @@ def test_stages_the_logs_lack_are_no_rows_of_the_summary_or_the_report(calls, tm
 
 @pytest.mark.slow
 def test_macro_f1_on_voice_agent_exports_with_known_labels(tmp_path):
-    """The figures the issue measures, on 3,000 SDK-written exchanges (seed 7): before this change Pipecat scored 0.44
+    """The figures the issue measures, on 1,500 SDK-written exchanges (seed 7; 0.51 and 0.63 here, 0.52 and 0.62 on
+    3,000): before this change Pipecat scored 0.44
     (0.13 with old span names), LiveKit 0.34 and 0.23 with 1.96 records per exchange, and every empty-STT reprompt
     turn was `correct`."""
     from sklearn.metrics import f1_score
 
-    calls = voice_calls(3000, seed=7)
+    calls = voice_calls(1500, seed=7)
     exports = {"pipecat": (pipecat_calls(calls), "pipecat"), "pipecat-old": (pipecat_calls(calls, names="old"), "pipecat"),
                "livekit-1.6": (livekit_calls(calls, version="1.6"), "livekit"),
                "livekit-1.7": (livekit_calls(calls, version="1.7", redaction=True), "livekit")}
