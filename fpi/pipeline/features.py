@@ -299,3 +299,17 @@ def features_markdown() -> str:
 if __name__ == "__main__":
     print(features_markdown(), end="")
 
+
+
+def frequent_categories(features: pl.DataFrame, names: list[str], at_least: int) -> dict[str, list[str]]:
+    """Each categorical feature's values seen on `at_least` turns, sorted: a model's vocabulary (rarer ones read as unknown)."""
+    return {name: features[name].drop_nulls().value_counts().filter(pl.col("count") >= at_least)[name].sort().to_list()
+            for name in names if name in CATEGORICAL}
+
+
+def encoded_matrix(features: pl.DataFrame, names: list[str], vocabularies: dict[str, list[str]]) -> np.ndarray:
+    """The features `names` as a float matrix, a category coded by its place in its vocabulary (else missing)."""
+    columns = [features[name].replace_strict(vocabularies[name], list(range(len(vocabularies[name]))), default=None,
+                                             return_dtype=pl.Float64)
+               if name in vocabularies else features[name].cast(pl.Float64) for name in names]
+    return pl.DataFrame(columns).to_numpy(allow_copy=True).astype(np.float64, copy=False)

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from fpi.contract.trace_format import LABELS, STAGES
-from fpi.pipeline.features import CATEGORICAL, FEATURE_NAMES
+from fpi.pipeline.features import CATEGORICAL, FEATURE_NAMES, encoded_matrix, frequent_categories
 from fpi.pipeline.model import FailurePointModel
 from fpi.pipeline.model_fitting import session_folds
 
@@ -57,14 +57,7 @@ def confidence_verdicts(features: pl.DataFrame) -> np.ndarray:
 
 def _encoded(features: pl.DataFrame, names: list[str]) -> tuple[np.ndarray, list[int]]:
     """A matrix of `names`, categories coded by their frequent values in these logs."""
-    columns = []
-    for name in names:
-        if name in CATEGORICAL:
-            frequent = (features[name].drop_nulls().value_counts().filter(pl.col("count") >= MIN_CATEGORY)[name].sort().to_list())
-            columns.append(features[name].replace_strict(frequent, list(range(len(frequent))), default=None, return_dtype=pl.Float64))
-        else:
-            columns.append(features[name].cast(pl.Float64))
-    matrix = pl.DataFrame(columns).to_numpy().astype(np.float64, copy=False)
+    matrix = encoded_matrix(features, names, frequent_categories(features, names, MIN_CATEGORY))
     return matrix, [k for k, name in enumerate(names) if name in CATEGORICAL]
 
 

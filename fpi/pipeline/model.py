@@ -23,7 +23,7 @@ from fpi.contract.errors import ModelError
 from fpi.contract.trace_format import STAGES
 from fpi.pipeline import model_fitting
 from fpi.pipeline.compiled_trees import NativeTrees, softmax
-from fpi.pipeline.features import CATEGORICAL, build_features
+from fpi.pipeline.features import CATEGORICAL, build_features, encoded_matrix
 from fpi.pipeline.model_folder import BOOSTER_FILE, METADATA_FILE, MODEL_FORMAT, default_model_dir, read_model_folder, training_data
 from fpi.pipeline.quantiles import Reference
 
@@ -88,17 +88,7 @@ class FailurePointModel:
 
     def _matrix(self, features: pl.DataFrame) -> np.ndarray:
         """Feature matrix in the model's column order; categories by the learned vocabularies."""
-        columns = []
-        for name in self.feature_names_:
-            if name in self.vocabularies_:
-                vocabulary = self.vocabularies_[name]
-                codes = features[name].replace_strict(vocabulary, list(range(len(vocabulary))), default=None,
-                                                      return_dtype=pl.Float64)
-                columns.append(codes)
-            else:
-                columns.append(features[name].cast(pl.Float64))
-        frame = pl.DataFrame(columns)
-        return frame.to_numpy(allow_copy=True).astype(np.float64, copy=False)
+        return encoded_matrix(features, self.feature_names_, self.vocabularies_)
 
     # ------------------------------------------------------------ fitting
 

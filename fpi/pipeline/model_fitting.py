@@ -15,7 +15,7 @@ import polars as pl
 from fpi.contract.errors import UsageError
 from fpi.contract.metrics import evaluate
 from fpi.contract.trace_format import LABELS
-from fpi.pipeline.features import CATEGORICAL, FEATURE_NAMES, build_features
+from fpi.pipeline.features import CATEGORICAL, FEATURE_NAMES, build_features, frequent_categories
 from fpi.pipeline.log_profile import training_distributions
 from fpi.pipeline.quantiles import Reference
 
@@ -102,9 +102,7 @@ def fit(model: FailurePointModel, turns: pl.DataFrame, labels: pl.Series | None 
         model.feature_names_, model.classes_, model.vocabularies_ = list(init.feature_names_), list(init.classes_), init.vocabularies_
     else:
         model.feature_names_, model.classes_ = list(FEATURE_NAMES), list(LABELS)
-        model.vocabularies_ = {name: sorted(features[name].drop_nulls().value_counts()
-                                           .filter(pl.col("count") >= MIN_CATEGORY_TURNS)[name].to_list())
-                              for name in CATEGORICAL}
+        model.vocabularies_ = frequent_categories(features, list(CATEGORICAL), MIN_CATEGORY_TURNS)
     features = features.filter(pl.Series(labeled))
     labels = labels.filter(pl.Series(labeled))
     X = model._matrix(features)
