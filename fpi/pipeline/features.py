@@ -34,7 +34,6 @@ class Feature:
     expr: pl.Expr
     categorical: bool = False
     group: str = ""
-    learned: bool = True  # False: computed for rules and reports, not an input of models (added after the shipped one)
 
 
 def _flag(condition: pl.Expr) -> pl.Expr:
@@ -47,6 +46,12 @@ def _nbest_margin(nbest: pl.Expr) -> pl.Expr:
     return pl.when(nbest.list.len() >= 2).then(confidences.list.get(0, null_on_oob=True) - confidences.list.get(1, null_on_oob=True))
 
 
+def _nbest_entropy(nbest: pl.Expr) -> pl.Expr:
+    """Entropy (nats) of the n-best confidences: how widely the stage spread its bets; null without an n-best."""
+    p = nbest.list.eval(pl.element().struct.field("confidence").clip(1e-9, 1.0))
+    return pl.when(nbest.list.len() > 0).then(-p.list.eval(pl.element() * pl.element().log()).list.sum())
+
+
 def _similarity(pair: pl.Series) -> pl.Series:
     """Normalised Levenshtein similarity (0..1) of two string fields; null where either is null."""
     a, b = pair.struct.field("a"), pair.struct.field("b")
@@ -57,12 +62,13 @@ def _similarity(pair: pl.Series) -> pl.Series:
 
 
 def _reprompt_similarity(replies: pl.Series) -> pl.Series:
-    """Highest similarity (0..1) of each reply to a reprompt (the best-matching stretch of the longer text)."""
+    """Highest similarity (0..1) of each reply to a reprompt (the best-matching stretch of the longer text);
+    null for no reply or one under four characters. Each distinct reply is scored once: most are templates."""
     text = replies.str.to_lowercase().str.strip_chars(" .!")
-    scores = process.cdist(text.fill_null("").to_list(), list(REPROMPTS), scorer=fuzz.partial_ratio, dtype=np.float32,
-                           workers=1).max(axis=1, initial=0.0) / 100.0 if len(text) else np.zeros(0)
-    return pl.Series(np.where(text.is_null().to_numpy() | (text.str.len_chars() < 4).fill_null(True).to_numpy(), np.nan, scores)
-                     ).fill_nan(None).cast(pl.Float64)
+    distinct = text.filter(text.str.len_chars() >= 4).unique().sort()
+    scores = process.cdist(distinct.to_list(), list(REPROMPTS), scorer=fuzz.partial_ratio, dtype=np.float32,
+                           workers=1).max(axis=1, initial=0.0) / 100.0 if len(distinct) else np.zeros(0)
+    return text.replace_strict(distinct, pl.Series(scores, dtype=pl.Float64), default=None, return_dtype=pl.Float64)
 
 
 def similarity(a: pl.Expr, b: pl.Expr) -> pl.Expr:
@@ -113,6 +119,8 @@ def _helpers(lf: pl.LazyFrame) -> pl.LazyFrame:
         _status=c("result").struct.field("status"),
         _alt_text=c("asr").struct.field("nbest").list.eval(pl.element().struct.field("text")).list.get(1, null_on_oob=True),
         _er_status=entities.list.eval(pl.element().struct.field("status")),
+        _action=c("result").struct.field("action"),
+        _slot_values=c("nlu").struct.field("slots").list.eval(pl.element().struct.field("value").str.to_lowercase()),
     )
 
 
@@ -122,7 +130,14 @@ def _with_matches(lf: pl.LazyFrame) -> pl.LazyFrame:
              .explode("value").select("_row", "_text", value=c("value").struct.field("value").str.to_lowercase())
              .drop_nulls("value")
              .group_by("_row").agg(slots_in_asr_text=c("_text").str.contains(c("value"), literal=True).cast(pl.Float64).mean()))
-    alternatives = c("asr").struct.field("nbest").list.eval(pl.element().struct.field("text")).list.slice(1).list.join(" | ").str.to_lowercase()
+    hypotheses = c("asr").struct.field("nbest")
+    held = (lf.select("_row", value=c("_slot_values"), text=hypotheses.list.eval(pl.element().struct.field("text").str.to_lowercase()),
+                      weight=hypotheses.list.eval(pl.element().struct.field("confidence")))
+            .explode("value").drop_nulls("value").explode("text", "weight").drop_nulls("weight")
+            .group_by("_row", "value").agg(share=(c("text").str.contains(c("value"), literal=True).cast(pl.Float64) * c("weight")).sum()
+                                                 / c("weight").sum())
+            .group_by("_row").agg(slots_in_asr_nbest=c("share").min()))
+    alternatives = hypotheses.list.eval(pl.element().struct.field("text")).list.slice(1).list.join(" | ").str.to_lowercase()
     entity = c("entity")
     entities = (lf.select("_row", "_text", alternatives=alternatives, entity=c("er").struct.field("entities"))
                 .explode("entity")
@@ -136,26 +151,23 @@ def _with_matches(lf: pl.LazyFrame) -> pl.LazyFrame:
                     asr_alt_matches_entity=(~c("_text").str.contains(c("resolved"), literal=True)
                                             & c("alternatives").str.contains(c("resolved"), literal=True)).any().cast(pl.Float64)))
     return (lf.join(slots, on="_row", how="left", maintain_order="left")
+            .join(held, on="_row", how="left", maintain_order="left")
             .join(entities, on="_row", how="left", maintain_order="left"))
 
 
 def _feature_list() -> list[Feature]:
     """Every feature, in the model's order: what each stage logged, then the dialogue around the turn."""
-    return _stage_features() + _dialogue_features()
+    return _recognition_features() + _resolution_features() + _dialogue_features()
 
 
-def _stage_features() -> list[Feature]:
-    wake, asr, nlu, er, result, feedback = (c(s) for s in ("wake", "asr", "nlu", "er", "result", "feedback"))
+def _recognition_features() -> list[Feature]:
+    """What the wake word, speech and language understanding stages logged."""
+    wake, asr, nlu = c("wake"), c("asr"), c("nlu")
     asr_nbest, nlu_nbest = asr.struct.field("nbest"), nlu.struct.field("nbest")
     slots = nlu.struct.field("slots")
-    entities = er.struct.field("entities")
-    scores = entities.list.eval(pl.element().struct.field("score"))
     slot_confidences = slots.list.eval(pl.element().struct.field("confidence"))
-    explicit = feedback.struct.field("explicit")
-
-    def status_count(status: str) -> pl.Expr:
-        return pl.when(er.is_not_null()).then(c("_er_status").list.eval(pl.element() == status).list.sum().cast(pl.Float64))
-
+    asr_confidences = asr_nbest.list.eval(pl.element().struct.field("confidence"))
+    nlu_runner_up = nlu_nbest.list.get(1, null_on_oob=True)
     F = Feature
     return [
         F("wake_missing", "wake stage did not run (follow-up turn or not logged)", _flag(wake.is_null()), group="wake"),
@@ -168,15 +180,41 @@ def _stage_features() -> list[Feature]:
         F("asr_alt_similarity", "similarity of the top ASR text and the second hypothesis", similarity(c("_text"), c("_alt_text").str.to_lowercase()), group="asr"),
         F("asr_word_count", "words in the ASR text", c("_words").cast(pl.Float64), group="asr"),
         F("asr_text_empty", "ASR heard no words", _flag(c("_text").str.len_chars() == 0), group="asr"),
+        F("asr_nbest_mass", "summed confidence of the ASR n-best (little: the recogniser believed none of them)",
+          pl.when(asr_nbest.list.len() > 0).then(asr_confidences.list.sum()), group="asr"),
+        F("asr_nbest_entropy", "entropy of the ASR n-best confidences", _nbest_entropy(asr_nbest), group="asr"),
+        F("asr_nbest_distinct", "distinct texts in the ASR n-best",
+          pl.when(asr_nbest.list.len() > 0).then(asr_nbest.list.eval(pl.element().struct.field("text")).list.n_unique().cast(pl.Float64)),
+          group="asr"),
         F("nlu_missing", "NLU did not run", _flag(nlu.is_null()), group="nlu"),
         F("nlu_confidence", "NLU confidence of the chosen intent", nlu.struct.field("confidence"), group="nlu"),
         F("nlu_nbest_size", "number of NLU n-best interpretations", nlu_nbest.list.len().cast(pl.Float64), group="nlu"),
         F("nlu_nbest_margin", "NLU top confidence minus the runner-up's", _nbest_margin(nlu_nbest), group="nlu"),
+        F("nlu_nbest_entropy", "entropy of the NLU n-best confidences", _nbest_entropy(nlu_nbest), group="nlu"),
+        F("nlu_runner_up_intent", "the NLU's second-best intent", nlu_runner_up.struct.field("intent"), categorical=True, group="nlu"),
+        F("nlu_runner_up_confidence", "confidence of the NLU's second-best intent", nlu_runner_up.struct.field("confidence"), group="nlu"),
         F("nlu_domain", "NLU domain", nlu.struct.field("domain"), categorical=True, group="nlu"),
         F("nlu_intent", "NLU intent", c("_intent"), categorical=True, group="nlu"),
         F("nlu_slot_count", "number of NLU slots", slots.list.len().cast(pl.Float64), group="nlu"),
         F("nlu_slot_min_confidence", "lowest NLU slot confidence", slot_confidences.list.min(), group="nlu"),
         F("slots_in_asr_text", "share of NLU slot values found verbatim in the ASR text", c("slots_in_asr_text"), group="across"),
+        F("slots_in_asr_nbest", "lowest share, weighted by confidence, of the ASR hypotheses that hold a slot value (a value only "
+          "the top hypothesis heard is shaky)", c("slots_in_asr_nbest"), group="across"),
+    ]
+
+
+def _resolution_features() -> list[Feature]:
+    """What entity resolution and the result logged, the user's feedback and the device."""
+    er, result, feedback = c("er"), c("result"), c("feedback")
+    entities = er.struct.field("entities")
+    scores = entities.list.eval(pl.element().struct.field("score"))
+    explicit = feedback.struct.field("explicit")
+
+    def status_count(status: str) -> pl.Expr:
+        return pl.when(er.is_not_null()).then(c("_er_status").list.eval(pl.element() == status).list.sum().cast(pl.Float64))
+
+    F = Feature
+    return [
         F("er_missing", "entity resolution did not run", _flag(er.is_null()), group="er"),
         F("er_entity_count", "entities sent to resolution", entities.list.len().cast(pl.Float64), group="er"),
         F("er_resolved_count", "entities resolved", status_count("resolved"), group="er"),
@@ -189,12 +227,12 @@ def _stage_features() -> list[Feature]:
         F("result_missing", "no result logged", _flag(result.is_null()), group="result"),
         F("result_status", "result status", c("_status"), categorical=True, group="result"),
         F("result_latency_ms", "result latency in milliseconds", result.struct.field("latency_ms"), group="result"),
+        F("result_action", "the action taken, by its logged name", c("_action"), categorical=True, group="result"),
         F("result_has_action", "an action was taken", _flag(result.struct.field("action").is_not_null()), group="result"),
         F("result_has_response", "a response was spoken or shown", _flag(result.struct.field("response").is_not_null()), group="result"),
         F("reply_is_reprompt", "the reply asks the user to say it again (similarity 0..1 to a short multilingual list: "
           "\"sorry, I didn't catch that\", \"could you repeat that\" ...)",
-          result.struct.field("response").map_batches(_reprompt_similarity, return_dtype=pl.Float64), group="result",
-          learned=False),
+          result.struct.field("response").map_batches(_reprompt_similarity, return_dtype=pl.Float64), group="result"),
         F("barge_in", "the user interrupted the response", _flag(feedback.struct.field("barge_in")), group="feedback"),
         F("explicit_negative", "explicit negative feedback", _flag(explicit == "negative"), group="feedback"),
         F("explicit_positive", "explicit positive feedback", _flag(explicit == "positive"), group="feedback"),
@@ -217,6 +255,17 @@ def _dialogue_features() -> list[Feature]:
         F("next_same_intent", "the next turn has the same intent", _flag(next_of(c("_intent")) == c("_intent")), group="dialogue"),
         F("prev_same_intent", "the previous turn had the same intent", _flag(prev_of(c("_intent")) == c("_intent")), group="dialogue"),
         F("next_result_status", "result status of the next turn", next_of(c("_status")), categorical=True, group="dialogue"),
+        F("next_result_action", "the action of the next turn", next_of(c("_action")), categorical=True, group="dialogue"),
+        F("prev_result_action", "the action of the previous turn (what the user is answering)", prev_of(c("_action")),
+          categorical=True, group="dialogue"),
+        F("next_intent", "NLU intent of the next turn (a denial, a request to repeat, the same request again ...)",
+          next_of(c("_intent")), categorical=True, group="dialogue"),
+        F("next_nlu_confidence", "NLU confidence of the next turn", next_of(c("nlu").struct.field("confidence")), group="dialogue"),
+        F("prev_asr_confidence", "ASR confidence of the previous turn", prev_of(asr.struct.field("confidence")), group="dialogue"),
+        F("next_slot_overlap", "share of this turn's slot values the next turn carries again (the user repeating what was missed)",
+          pl.when(c("_slot_values").list.len() > 0).then(
+              c("_slot_values").list.set_intersection(next_of(c("_slot_values"))).list.len() / c("_slot_values").list.unique().list.len()),
+          group="dialogue"),
         F("next_asr_confidence", "ASR confidence of the next turn", next_of(asr.struct.field("confidence")), group="dialogue"),
         F("next_word_count", "words in the next turn's ASR text", next_of(c("_words")).cast(pl.Float64), group="dialogue"),
         F("next_barge_in", "the user interrupted the next turn's response", _flag(next_of(feedback.struct.field("barge_in"))), group="dialogue"),
@@ -229,8 +278,8 @@ def _dialogue_features() -> list[Feature]:
 
 
 FEATURES: tuple[Feature, ...] = tuple(_feature_list())
-FEATURE_NAMES: tuple[str, ...] = (*(f.name for f in FEATURES if f.learned), *quantiles.NAMES)
-"""The model's inputs: every feature but those for rules only."""
+FEATURE_NAMES: tuple[str, ...] = (*(f.name for f in FEATURES), *quantiles.NAMES)
+"""What a model may read: a model trained here reads them all; one trained by an earlier fpi reads those it names."""
 CATEGORICAL: tuple[str, ...] = tuple(f.name for f in FEATURES if f.categorical)
 DESCRIPTIONS: dict[str, str] = {**{f.name: f.description for f in FEATURES}, **quantiles.DESCRIPTIONS}
 
@@ -289,7 +338,7 @@ def features_markdown() -> str:
              f"{quantiles.MIN_VALUES} values of a score.", "",
              "| feature | group | kind | meaning |", "|---|---|---|---|"]
     for f in FEATURES:
-        kind = ("categorical" if f.categorical else "numeric") + ("" if f.learned else ", rules only")
+        kind = "categorical" if f.categorical else "numeric"
         lines.append(f"| `{f.name}` | {f.group} | {kind} | {f.description} |")
     for name, description in quantiles.DESCRIPTIONS.items():
         lines.append(f"| `{name}` | relative | numeric | {description} |")

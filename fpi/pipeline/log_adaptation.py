@@ -23,8 +23,9 @@ from fpi.pipeline.model_fitting import session_folds
 
 CONFIDENCES = {"wake": "wake_score", "asr": "asr_confidence", "nlu": "nlu_confidence", "er": "er_min_score"}
 RESULT_HELD, RESULT_FAILED = 0.98, 0.2  # a result's chance of being right without and with an error status
-CONFIDENCE_FEATURES = ("wake_score", "asr_confidence", "asr_nbest_margin", "nlu_confidence", "nlu_nbest_margin",
-                       "nlu_slot_min_confidence", "er_min_score", "weakest_stage")  # and their quantiles
+CONFIDENCE_FEATURES = ("wake_score", "asr_confidence", "asr_nbest_margin", "asr_nbest_mass", "asr_nbest_entropy", "nlu_confidence",
+                       "nlu_nbest_margin", "nlu_nbest_entropy", "nlu_runner_up_confidence", "nlu_slot_min_confidence",
+                       "slots_in_asr_nbest", "er_min_score", "weakest_stage")  # and their quantiles
 FOLDS = 5
 MIN_CATEGORY = 30  # a category seen fewer times in these logs is unknown to the view model
 VIEW_PARAMS = {"objective": "multiclass", "num_class": len(LABELS), "learning_rate": 0.05, "num_leaves": 15,

@@ -160,7 +160,7 @@ class FailurePointModel:
         return {
             "format": "fpi-model", "format_version": MODEL_FORMAT,
             "fpi_version": version(), "lightgbm_version": lgb.__version__,
-            "classes": self.classes_, "features": self.feature_names_, "categorical": list(CATEGORICAL),
+            "classes": self.classes_, "features": self.feature_names_, "categorical": [n for n in CATEGORICAL if n in self.feature_names_],
             "vocabularies": self.vocabularies_, "params": params, "best_iteration": self.best_iteration_,
             "training_rows": self.training_rows_, "data_fingerprint": self.data_fingerprint_,
             "validation_metrics": self.validation_metrics_, "reference": self.reference_.to_json(),

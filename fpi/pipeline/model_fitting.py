@@ -146,7 +146,7 @@ def _weights(model: FailurePointModel, y: np.ndarray, scale: np.ndarray) -> np.n
 
 
 def _dataset(model: FailurePointModel, X: np.ndarray, y: np.ndarray, weights: np.ndarray, reference: lgb.Dataset | None = None) -> lgb.Dataset:
-    categorical = [model.feature_names_.index(n) for n in CATEGORICAL]
+    categorical = [k for k, name in enumerate(model.feature_names_) if name in CATEGORICAL]
     return lgb.Dataset(X, y, weight=weights, feature_name=model.feature_names_, categorical_feature=categorical,
                        free_raw_data=False, reference=reference)
 

@@ -67,12 +67,15 @@ def _read_metadata(meta_path: Path) -> dict:
     if meta.get("format_version") != MODEL_FORMAT:
         raise ModelError(f"{meta_path}: model format {meta.get('format_version')} is not supported by this fpi "
                          f"(expected {MODEL_FORMAT}); retrain it with `fpi train`")
-    if meta.get("features") != list(FEATURE_NAMES) or meta.get("classes") != list(LABELS):
-        theirs, ours = set(meta.get("features") or []), set(FEATURE_NAMES)
-        detail = "; ".join(part for part in (
-            f"unknown to this fpi: {', '.join(sorted(theirs - ours))}" if theirs - ours else "",
-            f"missing: {', '.join(sorted(ours - theirs))}" if ours - theirs else "") if part) or "order or classes differ"
-        raise ModelError(f"{meta_path}: the model's features do not match this fpi's ({detail}); retrain it with `fpi train`")
+    features = meta.get("features")
+    if meta.get("classes") != list(LABELS):
+        raise ModelError(f"{meta_path}: the model's classes are not this fpi's ({', '.join(LABELS)}); retrain it with `fpi train`")
+    if not isinstance(features, list) or not features or not all(isinstance(name, str) for name in features) \
+            or len(set(features)) != len(features):
+        raise ModelError(f"{meta_path}: `features` must list the model's inputs, each once; retrain it with `fpi train`")
+    unknown = sorted(set(features) - set(FEATURE_NAMES))
+    if unknown:  # a model from an earlier fpi reads fewer features, which this one still computes
+        raise ModelError(f"{meta_path}: the model reads features unknown to this fpi ({', '.join(unknown)}); retrain it with `fpi train`")
     problems = [f"{meta_path}: {where_}: {what}" for where_, what in _metadata_problems(meta)]
     if problems:
         raise ModelError("\n".join(problems))
@@ -95,8 +98,8 @@ def _metadata_problems(meta: dict) -> list[tuple[str, str]]:
     if isinstance(meta.get("best_iteration"), int) and not isinstance(meta.get("best_iteration"), bool) and meta["best_iteration"] < 1:
         problems.append(("best_iteration", f"expected at least 1, got {meta['best_iteration']}"))
     vocabularies = meta.get("vocabularies")
-    if isinstance(vocabularies, dict):
-        for name in CATEGORICAL:
+    if isinstance(vocabularies, dict) and isinstance(meta.get("features"), list):
+        for name in (name for name in CATEGORICAL if name in meta["features"]):
             values = vocabularies.get(name)
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
                 problems.append((f"vocabularies.{name}", "expected a list of strings"))

@@ -47,7 +47,7 @@ def test_output_is_in_input_order_with_every_feature(hand_made):
     assert hand_made["turn_id"].to_list() == ["b", "a", "c"]
     every = [f.name for f in FEATURES] + [name for name in FEATURE_NAMES if name not in {f.name for f in FEATURES}]
     assert hand_made.columns == ["turn_id", *every]
-    assert [name for name in every if name not in FEATURE_NAMES] == ["reply_is_reprompt"]  # for rules only: no model reads it
+    assert every == list(FEATURE_NAMES)  # a model trained here may read every one
 
 
 def test_per_stage_features(hand_made):
@@ -69,6 +69,36 @@ def test_cross_stage_features(hand_made):
     assert math.isclose(a["er_value_similarity_min"], fuzz.ratio("kitchen lamp", "kitchen light") / 100, rel_tol=1e-6)
     assert a["er_resolved_in_asr_text"] == 0 and a["asr_alt_matches_entity"] == 1
     assert math.isclose(a["asr_alt_similarity"], fuzz.ratio("turn on the kitchen lamp", "turn on the kitchen light") / 100, rel_tol=1e-6)
+
+
+def test_nbest_spread_and_slot_values_across_hypotheses(hand_made):
+    a, b = _row(hand_made, "a"), _row(hand_made, "b")
+    assert math.isclose(a["asr_nbest_mass"], 1.7) and a["asr_nbest_distinct"] == 3
+    entropy = -sum(p * math.log(p) for p in (0.9, 0.6, 0.2))
+    assert math.isclose(a["asr_nbest_entropy"], entropy, rel_tol=1e-9)
+    assert math.isclose(a["nlu_nbest_entropy"], -(0.7 * math.log(0.7) + 0.25 * math.log(0.25)), rel_tol=1e-9)
+    assert (a["nlu_runner_up_intent"], a["nlu_runner_up_confidence"]) == ("light_off", 0.25)
+    # "kitchen lamp" is in the hypotheses weighted 0.9 and 0.2 of 1.7; "garage" in none: the weakest value counts
+    assert a["slots_in_asr_nbest"] == 0.0
+    assert (b["asr_nbest_distinct"], b["nlu_runner_up_intent"], b["slots_in_asr_nbest"]) == (1, None, None)
+
+
+def test_actions_and_what_the_next_turn_says(hand_made):
+    a, b = _row(hand_made, "a"), _row(hand_made, "b")
+    assert (a["result_action"], b["result_action"]) == (None, "light_on")
+    assert (a["next_result_action"], a["prev_result_action"], b["prev_result_action"]) == ("light_on", None, None)
+    assert (a["next_intent"], a["next_nlu_confidence"], b["prev_asr_confidence"], b["next_intent"]) == ("light_on", 0.9, 0.9, None)
+    assert (a["next_slot_overlap"], b["next_slot_overlap"]) == (0.0, None)  # b names no slots again; b has none
+
+
+def test_a_slot_value_said_again_and_heard_by_some_hypotheses(tmp_path):
+    rows = [turn(turn_id=f"t{k}", session_id="s", turn_index=k, asr=_asr(text, 0.6, *alternatives),
+                 nlu={"domain": "d", "intent": "find", "confidence": 0.8, "slots": [{"name": "food", "value": value}]})
+            for k, (text, alternatives, value) in enumerate([
+                ("thai food", [("tie food", 0.3), ("thai foot", 0.1)], "Thai"),
+                ("thai food please", [], "thai")])]
+    first = build_features(load_traces(write_jsonl(tmp_path / "t.jsonl", rows))).row(0, named=True)
+    assert math.isclose(first["slots_in_asr_nbest"], 0.7 / 1.0) and first["next_slot_overlap"] == 1.0
 
 
 def test_dialogue_features_follow_turn_index_not_file_order(hand_made):

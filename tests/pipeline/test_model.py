@@ -6,8 +6,9 @@ import polars as pl
 import pytest
 
 from fpi import FailurePointModel, ModelError, UsageError, build_features, load_traces
+from fpi.pipeline.features import CATEGORICAL, FEATURE_NAMES
 from fpi.pipeline.model_fitting import session_split
-from fpi.pipeline.model_folder import BOOSTER_FILE, METADATA_FILE
+from fpi.pipeline.model_folder import BOOSTER_FILE, METADATA_FILE, default_model_dir
 
 
 def test_save_load_round_trip_gives_identical_predictions(small_model, tmp_path, fixture_traces):
@@ -44,7 +45,9 @@ def test_metadata_records_what_a_reader_needs(small_model):
     meta = small_model.metadata()
     assert meta["classes"] == ["wake", "asr", "nlu", "er", "result", "correct"]
     assert meta["format_version"] == 1 and len(meta["data_fingerprint"]) == 64
-    assert set(meta["vocabularies"]) == {"nlu_domain", "nlu_intent", "result_status", "device_type", "locale", "next_result_status"}
+    assert set(meta["vocabularies"]) == set(CATEGORICAL) == {
+        "nlu_domain", "nlu_intent", "nlu_runner_up_intent", "result_status", "result_action", "device_type", "locale",
+        "next_result_status", "next_result_action", "prev_result_action", "next_intent"}
     assert 0 < meta["validation_metrics"]["macro_f1"] <= 1
     assert meta["training_rows"]["train"] + meta["training_rows"]["valid"] == 6000
 
@@ -70,6 +73,15 @@ def test_unfitted_model_and_missing_labels_are_clear_errors(small_training_set):
         FailurePointModel().fit(small_training_set.with_columns(label=pl.lit(None, dtype=pl.String)))
 
 
+def test_a_model_from_an_earlier_fpi_reads_the_features_it_names(fixture_traces):
+    shipped = FailurePointModel.load(default_model_dir())  # trained before the n-best spread, actions and next intent
+    assert set(shipped.feature_names_) < set(FEATURE_NAMES) and "result_action" not in shipped.feature_names_
+    features = build_features(load_traces(fixture_traces)).head(40)
+    assert np.array_equal(shipped.predict_proba(features), shipped.predict_proba(features.drop("result_action", "next_intent")))
+    meta = shipped.metadata()
+    assert set(meta["vocabularies"]) == set(meta["categorical"]) == {n for n in CATEGORICAL if n in shipped.feature_names_}
+
+
 def test_loading_a_model_that_does_not_fit_this_fpi(small_model, tmp_path):
     small_model.save(tmp_path / "m")
     meta_path = tmp_path / "m" / METADATA_FILE
@@ -77,7 +89,7 @@ def test_loading_a_model_that_does_not_fit_this_fpi(small_model, tmp_path):
     with pytest.raises(ModelError, match="not a model directory"):
         FailurePointModel.load(tmp_path / "nowhere")
     for change, message in (({"format_version": 99}, "model format 99 is not supported"),
-                            ({"features": meta["features"][:-1] + ["shoe_size"]}, "unknown to this fpi: shoe_size"),
+                            ({"features": meta["features"][:-1] + ["shoe_size"]}, "features unknown to this fpi \\(shoe_size\\)"),
                             ({"format": "pickle"}, "not an fpi model")):
         shutil.copytree(tmp_path / "m", tmp_path / "x", dirs_exist_ok=True)
         (tmp_path / "x" / METADATA_FILE).write_text(json.dumps({**meta, **change}))
