@@ -11,11 +11,13 @@ Arrow floor (pyarrow's JSON reader parsing the same file), load, features, predi
 (100k turns), classify end-to-end in memory, classify without rules, classify with Parquet in and out
 (traces-to-parquet converts the traces first, timed apart), classify streamed (batches of
 whole sessions, bounded memory), classify --explain streamed, classify on Spark local[2] (with the `spark` extra), report over the
-classified records in memory, and report streamed (the records tallied batch by batch).
+classified records in memory, and report streamed (the records tallied batch by batch); and, without
+traces, help: the wall time of `fpi --help` (median of 10 fresh processes).
 
 Prints, per phase: seconds, turns/s and the peak RSS of the phase's process or its largest child
-(Spark's JVM), including the ~0.2 GB of Python, polars and LightGBM themselves; then each classify's ratio to the Arrow floor measured in
-the same run; `--markdown` prints the figures as the README's table."""
+(Spark's JVM), including the ~0.2 GB of Python, polars and LightGBM themselves, and for a classify the
+learning libraries its process loaded (none, when compiled trees in the cache predict); then each classify's
+ratio to the Arrow floor measured in the same run; `--markdown` prints the figures as the README's table."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +34,9 @@ from pathlib import Path
 
 
 SIMULATED_BLOCK = 1_000_000
+HELP_RUNS = 10
+WITHOUT_TRACES = {"help"}  # phases that read no traces (nothing is simulated for them)
+LEARNING_LIBRARIES = ("lightgbm", "sklearn", "scipy", "pandas", "shap", "numba")  # what a classify may do without
 
 
 def _phase(name: str, traces: Path, out: Path) -> dict:
@@ -140,6 +146,13 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
                              out.with_name("records-spark.parquet"))
         session.stop()
         timings["classify spark local[2]"] = time.perf_counter() - started
+    elif name == "help":
+        runs = []
+        for _ in range(HELP_RUNS):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "fpi", "--help"], stdout=subprocess.DEVNULL, check=True)
+            runs.append(time.perf_counter() - t)
+        timings[f"fpi --help (median of {HELP_RUNS})"] = (statistics.median(runs), 0)
     elif name == "classify-no-rules":
         write_records(classify(load_traces(traces), FailurePointModel.load(), None), out)
         timings["classify, no rules"] = time.perf_counter() - started
@@ -161,7 +174,7 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
         timings["report from parquet"] = time.perf_counter() - t
     # the largest of this process and its children (Spark's JVM and Python workers are children)
     peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 2**20
-    return {"timings": timings, "peak_rss_gb": peak}
+    return {"timings": timings, "peak_rss_gb": peak, "loaded": [name for name in LEARNING_LIBRARIES if name in sys.modules]}
 
 
 def main() -> None:
@@ -169,7 +182,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=1_000_000)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--phases", default="arrow-floor,load,features,predict,rules,explain,classify,classify-no-rules,"
-                        "traces-to-parquet,classify-parquet,classify-streamed,classify-explain,report,report-streamed", help="comma-separated; add `spark` with the spark extra")
+                        "traces-to-parquet,classify-parquet,classify-streamed,classify-explain,report,report-streamed,help", help="comma-separated; add `spark` with the spark extra")
     parser.add_argument("--markdown", action="store_true", help="also print the figures as a Markdown table (the README's)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -181,7 +194,8 @@ def main() -> None:
         return
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"fpi benchmark: {args.turns:,} simulated turns, {os.cpu_count()} cores, work in {workdir}")
-    phases = (["simulate"] if not traces.exists() else []) + args.phases.split(",")
+    asked = args.phases.split(",")
+    phases = (["simulate"] if not traces.exists() and set(asked) - WITHOUT_TRACES else []) + asked
     seconds_of: dict[str, float] = {}
     rows = []
     for phase in phases:
@@ -196,6 +210,8 @@ def main() -> None:
             rows.append((step, seconds, turns, result["peak_rss_gb"]))
         if phase == "simulate":
             print(f"  {'trace file':<26} {traces.stat().st_size / 2**30:8.2f} GB")
+        if phase.startswith("classify"):
+            print(f"  {'learning libraries loaded':<26} {', '.join(result['loaded']) or 'none'}")
     floor = seconds_of.get("arrow floor (parse)")
     for step, seconds in seconds_of.items():
         if floor and step.startswith("classify"):

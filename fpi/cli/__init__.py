@@ -3,9 +3,16 @@ the library and handing the result to presentation (`fpi.presentation.formats`: 
 
 from __future__ import annotations
 
-import typer
+import importlib
+from typing import TYPE_CHECKING
 
-from fpi.cli import classify, common, evaluate, explain, gate, maps, report, rules, sample, simulate, train, validate
+import typer
+from typer.core import TyperGroup
+
+from fpi.cli import classify, common, evaluate, explain, gate, report, sample, simulate, train, validate
+
+if TYPE_CHECKING:
+    from typer._click import Command, Context
 
 # Plain help and usage errors: rendering them with rich costs 0.17 s of every `fpi --help`.
 app = typer.Typer(help="Failure-point isolation for voice and conversational assistants.",
@@ -39,25 +46,42 @@ app.command("explain")(explain.explain)
 app.command("gate")(gate.gate)
 app.command("report")(report.report)
 
-rules_app = typer.Typer(help="Lint, audit, test and list the fields of the rule layer.", no_args_is_help=True,
-                        rich_markup_mode=None)
-rules_app.command("lint")(rules.lint)
-rules_app.command("check")(rules.check)
-rules_app.command("test")(rules.test)
-rules_app.command("fields")(rules.fields)
-app.add_typer(rules_app, name="rules")
+# The command groups: each one's help, and the module of its commands with, by command name, the function
+# it holds; the module is imported when the group is used (`GroupOnUse`), not for `fpi --help`.
+GROUPS = {
+    "rules": ("Lint, audit, test and list the fields of the rule layer.", "fpi.cli.rules",
+              {"lint": "lint", "check": "check", "test": "test", "fields": "fields"}),
+    "map": ("Mappings: read logs of another shape (other field names, CSV, OpenTelemetry spans).", "fpi.cli.maps",
+            {"list": "list_mappings", "show": "show_mapping", "check": "check", "infer": "infer"}),
+    "label": ("Labels from a filled labeling sheet.", "fpi.cli.sample", {"merge": "merge"}),
+}
 
-map_app = typer.Typer(help="Mappings: read logs of another shape (other field names, CSV, OpenTelemetry spans).",
-                      no_args_is_help=True, rich_markup_mode=None)
-map_app.command("list")(maps.list_mappings)
-map_app.command("show")(maps.show_mapping)
-map_app.command("check")(maps.check)
-map_app.command("infer")(maps.infer)
-app.add_typer(map_app, name="map")
 
-label_app = typer.Typer(help="Labels from a filled labeling sheet.", no_args_is_help=True, rich_markup_mode=None)
-label_app.command("merge")(sample.merge)
-app.add_typer(label_app, name="label")
+class GroupOnUse(TyperGroup):
+    """A group (`GROUPS`) whose commands are imported and built when it runs or shows its own help: `fpi --help`
+    shows the group's help and loads none of them."""
+
+    def _register(self) -> None:
+        if self.commands:
+            return
+        _, where, functions = GROUPS[self.name or ""]
+        module = importlib.import_module(where)
+        commands = typer.Typer(rich_markup_mode=None)
+        for name, function in functions.items():
+            commands.command(name)(getattr(module, function))
+        self.commands.update(typer.main.get_group(commands).commands)
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        self._register()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        self._register()
+        return super().get_command(ctx, cmd_name)
+
+
+for group, (about, *_) in GROUPS.items():
+    app.add_typer(typer.Typer(cls=GroupOnUse, help=about, no_args_is_help=True, rich_markup_mode=None), name=group)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import os
 import sys
@@ -152,6 +153,14 @@ class Input:
         return default_quarantine(traces, self.quarantine) if self.on_error is OnError.skip else None
 
 
+@functools.cache
+def _group_options(kind: type) -> list[inspect.Parameter]:
+    """A group's options as keyword parameters, worked out once for all the commands that take the group."""
+    members = typing.get_type_hints(kind, include_extras=True)
+    return [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=members[f.name])
+            for f in dataclasses.fields(kind)]
+
+
 def options(command: Callable[..., None]) -> Callable[..., None]:
     """Let a command take option groups: each parameter typed with a group dataclass (`Classifier`,
     `Input`) shows on the command line as the group's options, and reaches the command as one object."""
@@ -160,10 +169,8 @@ def options(command: Callable[..., None]) -> Callable[..., None]:
     for parameter in inspect.signature(command).parameters.values():
         kind = hints[parameter.name]
         if isinstance(kind, type) and dataclasses.is_dataclass(kind):
-            members = typing.get_type_hints(kind, include_extras=True)
             groups[parameter.name] = (kind, [f.name for f in dataclasses.fields(kind)])
-            parameters += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=members[f.name])
-                           for f in dataclasses.fields(kind)]
+            parameters += _group_options(kind)
         else:
             parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=kind))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -50,6 +49,8 @@ def explain(
 
 def _one_turn(traces: str, turn: str, output: Path | None, output_format: str, pipeline: Pipeline, bad_records: Input) -> int:
     """One turn: its stages, probabilities and SHAP waterfall (with -o, shap's waterfall PNG and the JSON)."""
+    import json
+
     from fpi.contract.atomic_files import atomic_write_bytes
     from fpi.engines.choice import run as run_engine
     from fpi.engines.plan import Plan

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from fpi.contract.errors import UsageError
-from fpi.pipeline.native_cache import cache_dir
 
 Paths = list[str | Path | None]
 
@@ -57,6 +56,8 @@ def guard_paths(inputs: Paths, outputs: Paths, folders: tuple[Path, ...] = ()) -
 
 def _guard_cache(read: dict[Path, str]) -> None:
     """Any run may write compiled trees to the cache folder: it may not be, hold or lie inside an input either."""
+    from fpi.pipeline.native_cache import cache_dir
+
     folder = cache_dir()
     problem = _overlap(f"the compiled-trees cache {folder}", _resolved(folder), read)
     if problem:

@@ -4,13 +4,11 @@ unchanged and with their reasons, to a quarantine file."""
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from fpi.contract.atomic_files import atomic_write_bytes
 from fpi.contract.errors import TraceError
 
 if TYPE_CHECKING:
@@ -31,6 +29,10 @@ def default_quarantine(traces: str | Path, quarantine: str | Path | None = None)
 
 def write_quarantine(rejected: list[RejectedRecord], path: str | Path) -> None:
     """Each rejected record, unchanged, with its reasons: one JSON object a line."""
+    import json
+
+    from fpi.contract.atomic_files import atomic_write_bytes
+
     body = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rejected)
     atomic_write_bytes(path, body.encode("utf-8"))
 

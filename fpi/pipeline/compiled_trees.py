@@ -8,7 +8,9 @@ shap already brings, through numba), and cached by model, compiler and processor
 only fpi writes (`native_cache`: the user's own folder, every entry checked against the digest
 recorded when it was written), so a model is compiled once per machine. Each split makes LightGBM's own decision (`Tree::NumericalDecision`,
 `CategoricalDecision`) and leaves are summed in LightGBM's order: raw scores are bit-identical,
-which tests hold it to. Without llvmlite, or when compiling fails, LightGBM predicts."""
+which tests hold it to. Without llvmlite, or when compiling fails, LightGBM predicts. The trees
+come as anything that answers as a LightGBM booster does (`Trees`): a loaded model's saved text
+needs LightGBM only to generate code, so trees read from the cache run without it."""
 
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ import struct
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Protocol
 
-import lightgbm as lgb
 import numpy as np
 
 from fpi.contract.distribution import version
@@ -31,6 +33,19 @@ ROWS_PER_BLOCK = 1024  # rows each tree runs over before the next: its code stay
 ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold, a float
 INT_RANGE = (-2147483649.0, 2147483648.0)  # where a double converts to a C int (categories)
 MISSING_TYPES = {"None": 0, "Zero": 1, "NaN": 2}  # LightGBM's missing types, as its dump names them
+
+
+class Trees(Protocol):
+    """What compiling asks of a model's trees: a LightGBM booster, or a loaded model's saved text
+    (`fpi.pipeline.model_folder.SavedBooster`), which needs LightGBM only to dump the trees for code."""
+
+    def model_to_string(self, num_iteration: int | None = None) -> str: ...
+
+    def dump_model(self, num_iteration: int | None = None) -> dict[str, Any]: ...
+
+    def num_model_per_iteration(self) -> int: ...
+
+    def num_feature(self) -> int: ...
 
 
 def _double(value: float) -> str:
@@ -199,7 +214,7 @@ class NativeTrees:
         self.classes, self.features, self.threads = classes, features, threads
 
     @staticmethod
-    def key(booster: lgb.Booster, trees: int) -> str:
+    def key(booster: Trees, trees: int) -> str:
         """What a compiled object depends on: the trees, the generated code, fpi, the compiler and the processor."""
         from llvmlite import __version__ as llvmlite_version
         from llvmlite import binding as llvm
@@ -211,7 +226,7 @@ class NativeTrees:
         return digest.hexdigest()
 
     @classmethod
-    def compile(cls, booster: lgb.Booster, trees: int, *, cache: Path | None = None, threads: int = 2,
+    def compile(cls, booster: Trees, trees: int, *, cache: Path | None = None, threads: int = 2,
                 compile_if_missing: bool = True) -> NativeTrees | None:
         """The compiled trees, from `cache` when there, else compiled (and cached when the folder is
         writable); None when not cached and `compile_if_missing` is false. ModelError when llvmlite is

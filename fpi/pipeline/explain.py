@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
 
@@ -29,6 +28,8 @@ from fpi.contract.atomic_files import atomic_write, atomic_write_bytes
 from fpi.contract.records import EXPLANATION_DTYPE
 
 if TYPE_CHECKING:
+    import lightgbm as lgb
+
     from fpi.pipeline.treeshap import TreeShap
 
 PROGRESS_ROWS = 2_000  # turns explained between two progress updates (some 10-20k turns a second, one class)
@@ -84,6 +85,8 @@ def class_boosters(model: FailurePointModel) -> list[lgb.Booster]:
     """One booster per class holding only that class's trees, so a turn's contributions to its
     own class cost 1/n_classes of LightGBM's multiclass pred_contrib (which computes every class).
     Built from the model's text, once per model."""
+    import lightgbm as lgb
+
     if model in _CLASS_BOOSTERS:
         return _CLASS_BOOSTERS[model]
     text = model.booster_.model_to_string(num_iteration=model.best_iteration_)

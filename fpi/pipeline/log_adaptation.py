@@ -12,7 +12,6 @@ the same logs give the same model."""
 
 from __future__ import annotations
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
 
@@ -64,6 +63,8 @@ def _encoded(features: pl.DataFrame, names: list[str]) -> tuple[np.ndarray, list
 
 def _context_view(features: pl.DataFrame, sessions: pl.Series, verdicts: np.ndarray, threads: int) -> np.ndarray:
     """Out-of-fold probabilities of the verdicts from everything but the confidences."""
+    import lightgbm as lgb
+
     names = [name for name in FEATURE_NAMES if not name.startswith(CONFIDENCE_FEATURES)]
     matrix, categorical = _encoded(features, names)
     folds = session_folds(sessions, FOLDS, 0)

@@ -3,17 +3,18 @@ conventions. It encodes features, predicts (with LightGBM, or its trees compiled
 saves and loads; a model folder is vetted in `model_folder` and fitted in `model_fitting`.
 
 Saved as LightGBM's own text model plus JSON metadata, so loading a model
-someone sent you runs no code from it."""
+someone sent you runs no code from it. A loaded model keeps the text, which LightGBM parses only
+when something needs its booster (`model_folder.SavedBooster`): classifying with cached compiled
+trees never imports LightGBM."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
 
@@ -24,8 +25,12 @@ from fpi.contract.trace_format import STAGES
 from fpi.pipeline import model_fitting
 from fpi.pipeline.compiled_trees import NativeTrees, softmax
 from fpi.pipeline.features import CATEGORICAL, build_features, encoded_matrix
-from fpi.pipeline.model_folder import BOOSTER_FILE, METADATA_FILE, MODEL_FORMAT, default_model_dir, read_model_folder, training_data
+from fpi.pipeline.model_folder import (BOOSTER_FILE, METADATA_FILE, MODEL_FORMAT, SavedBooster, default_model_dir,
+                                       read_model_folder, training_data)
 from fpi.pipeline.quantiles import Reference
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 
 def _as_features(turns_or_features: pl.DataFrame, reference: Reference | None = None) -> pl.DataFrame:
@@ -46,7 +51,6 @@ def impossible(features: pl.DataFrame, classes: list[str]) -> np.ndarray:
 class FailurePointModel:
     """Predicts each turn's failure point from its features; scikit-learn conventions."""
 
-    booster_: lgb.Booster
     feature_names_: list[str]
     classes_: list[str]
     vocabularies_: dict[str, list[str]]
@@ -78,7 +82,8 @@ class FailurePointModel:
         self.seed = seed
         self.num_threads = num_threads
         self.native_: NativeTrees | None = None  # set by compile()
-        self._trees_hash_: tuple[lgb.Booster, int, int, Any] | None = None  # the trees' text is slow to write out
+        self._booster_: lgb.Booster | SavedBooster | None = None  # a loaded model's stays text until LightGBM is needed
+        self._trees_hash_: tuple[object, int, int, Any] | None = None  # the trees' text is slow to write out
         self.fold_scores_ = []
         self.selection_ = {}
         self.distributions_ = {}
@@ -104,20 +109,36 @@ class FailurePointModel:
 
     # ------------------------------------------------------------ prediction
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "booster_"):
+    @property
+    def booster_(self) -> lgb.Booster:
+        """LightGBM's booster of the model's trees (a loaded model's is parsed from its text here, when first asked for)."""
+        trees = self._fitted()
+        return trees.booster() if isinstance(trees, SavedBooster) else trees
+
+    @booster_.setter
+    def booster_(self, booster: lgb.Booster) -> None:
+        self._booster_ = booster
+
+    def _fitted(self) -> lgb.Booster | SavedBooster:
+        """The model's trees: LightGBM's booster, or a loaded model's text, which answers without LightGBM
+        what naming the model and compiling its trees ask."""
+        if self._booster_ is None:
             raise ModelError("this FailurePointModel is not fitted: call fit() or FailurePointModel.load()")
+        return self._booster_
+
+    def _check_fitted(self) -> None:
+        self._fitted()
 
     def _trees(self) -> int:
         """How many trees predict: LightGBM's `num_iteration=best_iteration_`."""
-        per_round = self.booster_.num_model_per_iteration()
-        return min(self.booster_.num_trees(), self.best_iteration_ * per_round) if self.best_iteration_ > 0 else self.booster_.num_trees()
+        trees = self._fitted()
+        per_round = trees.num_model_per_iteration()
+        return min(trees.num_trees(), self.best_iteration_ * per_round) if self.best_iteration_ > 0 else trees.num_trees()
 
     def compile(self, *, cache: Path | None = None, threads: int | None = None) -> FailurePointModel:
         """Predict with the trees compiled to native code from now on (`fpi.pipeline.compiled_trees`): compiled once per
         model and machine, then read from the cache; the same raw scores as LightGBM, bit for bit."""
-        self._check_fitted()
-        self.native_ = NativeTrees.compile(self.booster_, self._trees(), cache=cache, threads=threads or self.num_threads)
+        self.native_ = NativeTrees.compile(self._fitted(), self._trees(), cache=cache, threads=threads or self.num_threads)
         return self
 
     def raw_scores(self, X: np.ndarray) -> np.ndarray:
@@ -156,6 +177,8 @@ class FailurePointModel:
 
     def metadata(self) -> dict:
         self._check_fitted()
+        import lightgbm as lgb
+
         params = {k: v for k, v in vars(self).items() if not k.endswith("_")}
         return {
             "format": "fpi-model", "format_version": MODEL_FORMAT,
@@ -181,14 +204,12 @@ class FailurePointModel:
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> FailurePointModel:
-        """Load a saved model (the packaged default when `directory` is None). Never unpickles."""
+        """Load a saved model (the packaged default when `directory` is None). Never unpickles. LightGBM reads
+        the trees' text when something first needs the booster (a text it cannot read is a ModelError then)."""
         where = Path(directory) if directory is not None else default_model_dir()
-        meta, text = read_model_folder(where)
+        meta, saved = read_model_folder(where)
         model = cls(**{k: v for k, v in meta.get("params", {}).items() if k in cls().__dict__})
-        try:
-            model.booster_ = lgb.Booster(model_str=text)
-        except lgb.basic.LightGBMError as exc:
-            raise ModelError(f"{where / BOOSTER_FILE}: not a readable LightGBM text model ({exc})") from exc
+        model._booster_ = saved
         model.feature_names_ = meta["features"]
         model.classes_ = meta["classes"]
         model.vocabularies_ = meta["vocabularies"]
@@ -206,9 +227,10 @@ class FailurePointModel:
     def _trees_hash(self) -> Any:
         """A sha256 fed with the predicting trees' text (a copy, to go on with), kept while the booster and
         its rounds stay the same: writing the text out takes longer than classifying a small file."""
-        key = (self.booster_, self.best_iteration_, self.booster_.current_iteration())
+        trees = self._fitted()
+        key = (trees, self.best_iteration_, trees.num_trees())
         if self._trees_hash_ is None or self._trees_hash_[:3] != key:
-            text = self.booster_.model_to_string(num_iteration=self.best_iteration_)
+            text = trees.model_to_string(num_iteration=self.best_iteration_)
             self._trees_hash_ = (*key, hashlib.sha256(text.encode()))
         return self._trees_hash_[3].copy()
 

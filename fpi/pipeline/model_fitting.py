@@ -8,7 +8,6 @@ import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
 
@@ -20,6 +19,8 @@ from fpi.pipeline.log_profile import training_distributions
 from fpi.pipeline.quantiles import Reference
 
 if TYPE_CHECKING:
+    import lightgbm as lgb
+
     from fpi.pipeline.model import FailurePointModel
 
 CV_BELOW = 5_000  # fewer labels than this: rounds by cross-validation, not one held-out split
@@ -146,6 +147,8 @@ def _weights(model: FailurePointModel, y: np.ndarray, scale: np.ndarray) -> np.n
 
 
 def _dataset(model: FailurePointModel, X: np.ndarray, y: np.ndarray, weights: np.ndarray, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+    import lightgbm as lgb
+
     categorical = [k for k, name in enumerate(model.feature_names_) if name in CATEGORICAL]
     return lgb.Dataset(X, y, weight=weights, feature_name=model.feature_names_, categorical_feature=categorical,
                        free_raw_data=False, reference=reference)
@@ -154,6 +157,8 @@ def _dataset(model: FailurePointModel, X: np.ndarray, y: np.ndarray, weights: np
 def _holdout(model: FailurePointModel, X: np.ndarray, y: np.ndarray, scale: np.ndarray, sessions: pl.Series, features: pl.DataFrame,
              labels: pl.Series, init: FailurePointModel | None, on_iteration: Callable[[int, int], None] | None) -> np.ndarray:
     """Many labels: early stopping on a session-grouped validation split."""
+    import lightgbm as lgb
+
     valid = session_split(sessions, model.valid_fraction, model.seed)
     if valid.all() or not valid.any():
         raise UsageError("too few sessions to hold out a validation set; lower --valid-fraction or add traces")
@@ -179,6 +184,8 @@ def _cross_validated(model: FailurePointModel, X: np.ndarray, y: np.ndarray, sca
     """Few gold labels: rounds chosen by session-grouped k-fold cross-validation over the gold
     labels (weak ones only ever train; out-of-fold predictions give the validation metrics),
     then one model on every label."""
+    import lightgbm as lgb
+
     fold = np.full(len(y), -1)
     fold[gold] = session_folds(sessions.filter(pl.Series(gold)), CV_FOLDS, model.seed)
     params = _params(model, int(gold.sum()))
@@ -214,6 +221,8 @@ def _self_trained(model: FailurePointModel, X: np.ndarray, y: np.ndarray, scale:
 
 def _final(model: FailurePointModel, X: np.ndarray, y: np.ndarray, scale: np.ndarray, params: dict, rounds: int,
            init: FailurePointModel | None, on_iteration: Callable[[int, int], None] | None) -> None:
+    import lightgbm as lgb
+
     if rounds == 0 and init is not None:  # the labels say: do not change the model
         model.booster_, model.best_iteration_ = init.booster_, init.best_iteration_
         return

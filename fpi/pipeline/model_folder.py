@@ -1,6 +1,7 @@
 """A model folder: LightGBM's text model (`booster.txt`) and JSON metadata (`model.json`), where the
 shipped one is, and the checks both pass before LightGBM reads them: LightGBM trusts a model file,
-and a truncated or edited one would crash the process, not raise. Nothing in the folder is code."""
+and a truncated or edited one would crash the process, not raise. Nothing in the folder is code.
+LightGBM reads the text only when something needs its booster (`SavedBooster`)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import json
 import math
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fpi.contract.errors import ModelError
 from fpi.contract.small_files import TooLarge, read_small_file
 from fpi.contract.trace_format import LABELS
 from fpi.pipeline.features import CATEGORICAL, FEATURE_NAMES
 from fpi.pipeline.log_profile import LEVELS
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 DISTRIBUTION_POINTS = len(LEVELS)  # a training distribution's quantiles
 
@@ -33,7 +38,51 @@ def default_model_dir() -> Path:
     return Path(str(resources.files("fpi").joinpath("models", "default")))
 
 
-def read_model_folder(where: Path) -> tuple[dict, str]:
+class SavedBooster:
+    """A model folder's checked booster text, answering for the LightGBM booster it holds what its header
+    says (what naming the model and compiling its trees ask: `fpi.pipeline.compiled_trees.Trees`); LightGBM
+    parses it only when something needs the booster itself (training on, predicting or explaining with
+    LightGBM, compiling trees not yet cached). So classifying with cached compiled trees loads neither
+    LightGBM nor what it imports (scikit-learn, SciPy, pandas)."""
+
+    def __init__(self, text: str, path: Path, per_iteration: int, trees: int, features: int):
+        self.text, self.path = text, path
+        self._per_iteration, self._trees, self._features = per_iteration, trees, features
+        self._booster: lgb.Booster | None = None
+
+    def booster(self) -> lgb.Booster:
+        """LightGBM's booster of the text, parsed on first use; a ModelError when LightGBM cannot read it."""
+        if self._booster is None:
+            import lightgbm as lgb
+
+            try:
+                self._booster = lgb.Booster(model_str=self.text)
+            except lgb.basic.LightGBMError as exc:
+                raise ModelError(f"{self.path}: not a readable LightGBM text model ({exc})") from exc
+        return self._booster
+
+    def model_to_string(self, num_iteration: int | None = None) -> str:
+        """LightGBM's text of the first `num_iteration` rounds: the saved text itself when they are all its
+        trees (LightGBM writes a text it wrote back byte for byte, so the model's name and its compiled
+        trees' key are the same either way), else LightGBM's."""
+        if num_iteration is None or num_iteration < 1 or num_iteration * self._per_iteration >= self._trees:
+            return self.text
+        return self.booster().model_to_string(num_iteration=num_iteration)
+
+    def dump_model(self, num_iteration: int | None = None) -> dict[str, Any]:
+        return self.booster().dump_model(num_iteration=num_iteration)
+
+    def num_model_per_iteration(self) -> int:
+        return self._per_iteration
+
+    def num_trees(self) -> int:
+        return self._trees
+
+    def num_feature(self) -> int:
+        return self._features
+
+
+def read_model_folder(where: Path) -> tuple[dict, SavedBooster]:
     """The metadata and the booster's text of a model folder, each checked against this fpi and the
     other; a ModelError says what is wrong and how to mend it."""
     meta_path, booster_path = where / METADATA_FILE, where / BOOSTER_FILE
@@ -51,8 +100,7 @@ def read_model_folder(where: Path) -> tuple[dict, str]:
     if written is not None and written != hashlib.sha256(text.encode("utf-8")).hexdigest():
         raise ModelError(f"{booster_path}: changed since model.json was written (its checksum differs); the model "
                          "folder is damaged or mixed from two models: write it again with `fpi train`")
-    _check_booster(text, meta, booster_path)
-    return meta, text
+    return meta, _check_booster(text, meta, booster_path)
 
 
 def _read_metadata(meta_path: Path) -> dict:
@@ -164,7 +212,7 @@ def training_data(meta: dict) -> tuple[dict[str, float], dict[str, list[float]]]
             {k: [float(v) for v in points] for k, points in data.get("distributions", {}).items()})
 
 
-def _check_booster(text: str, meta: dict, path: Path) -> None:
+def _check_booster(text: str, meta: dict, path: Path) -> SavedBooster:
     """A LightGBM text model that agrees with model.json, checked before LightGBM reads it: LightGBM
     trusts the header's tree sizes, and a truncated file would crash the process, not raise."""
     head, found, rest = text.partition("\nTree=0\n")
@@ -175,14 +223,18 @@ def _check_booster(text: str, meta: dict, path: Path) -> None:
     try:
         sizes = [int(size) for size in fields.get("tree_sizes", "").split()]
         classes, features = int(fields.get("num_class", "")), fields.get("feature_names", "").split()
+        per_iteration = int(fields.get("num_tree_per_iteration", classes))
     except ValueError:
-        raise ModelError(f"{path}: the LightGBM header is damaged (tree_sizes or num_class not numbers)") from None
+        raise ModelError(f"{path}: the LightGBM header is damaged (tree_sizes, num_class or num_tree_per_iteration "
+                         "not numbers)") from None
     trees = len(("Tree=0\n" + rest[:rest.index("end of trees")]).encode("utf-8"))
     if not sizes or sum(sizes) != trees:
         raise ModelError(f"{path}: the trees take {trees:,} bytes but the header promises {sum(sizes):,}: the file is "
                          "truncated or edited; write it again with `fpi train`")
     if classes != len(meta["classes"]):
         raise ModelError(f"{path}: {classes} classes, but model.json names {len(meta['classes'])}")
+    if per_iteration != classes:
+        raise ModelError(f"{path}: {per_iteration} trees a round, not one for each of its {classes} classes")
     if features != list(meta["features"]):
         raise ModelError(f"{path}: {len(features)} features, not the {len(meta['features'])} model.json names (or in "
                          "another order)")
@@ -192,6 +244,7 @@ def _check_booster(text: str, meta: dict, path: Path) -> None:
         problem = _tree_problem(tree, len(features))
         if problem:
             raise ModelError(f"{path}: tree {number} is damaged ({problem}); write the model again with `fpi train`")
+    return SavedBooster(text, path, per_iteration, len(sizes), len(features))
 
 
 def _tree_problem(tree: str, features: int) -> str | None:

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numba
 import numpy as np
 
 from fpi.pipeline.compiled_trees import INT_RANGE, MISSING_TYPES, ZERO, in_row_ranges
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 BLOCK = 64  # rows through each leaf side by side: long enough for vectors and to spread each leaf's bookkeeping
 MAX_SLOTS = 64  # distinct features on one path the kernel has room for; deeper models use LightGBM

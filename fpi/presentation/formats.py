@@ -5,7 +5,6 @@ when they run, so the command line stays light."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,10 @@ class Shown:
     stderr: str = ""
 
 
-def _json(data: object) -> str:
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+def _json(data: object, sort_keys: bool = True) -> str:
+    import json
+
+    return json.dumps(data, indent=2, sort_keys=sort_keys) + "\n"
 
 
 # ------------------------------------------------------------------ `fpi report`
@@ -107,8 +108,8 @@ def _problems_github(problems: list[Any], tool: str, summary: str) -> Shown:
 
 PROBLEMS: dict[str, Callable[[list[Any], str, str], Shown]] = {
     "text": _problems_text, "github": _problems_github,
-    "json": lambda problems, tool, summary: Shown(json.dumps({"problems": [p.to_json() for p in problems], "summary": summary},
-                                                             indent=2) + "\n")}
+    "json": lambda problems, tool, summary: Shown(_json({"problems": [p.to_json() for p in problems], "summary": summary},
+                                                        sort_keys=False))}
 
 
 # ------------------------------------------------------------------ `fpi eval`
@@ -167,4 +168,4 @@ def _turn_table(explained: Any, record: dict, descriptions: dict[str, str]) -> S
 
 TURN: dict[str, Callable[[Any, dict, dict[str, str]], Shown]] = {
     "table": _turn_table,
-    "json": lambda explained, record, descriptions: Shown(json.dumps(explained.to_json(record), indent=2) + "\n")}
+    "json": lambda explained, record, descriptions: Shown(_json(explained.to_json(record), sort_keys=False))}

@@ -59,3 +59,27 @@ def test_rendering_a_report_never_loads_the_model():
 def test_the_command_line_loads_no_data_library_until_a_command_runs():
     loaded = _modules_after("import fpi, fpi.cli")
     assert not {"polars", "numpy", "lightgbm", "shap", "pyarrow"} & loaded
+
+
+def test_the_command_lines_help_shows_each_group_and_loads_its_commands_only_when_it_is_used():
+    loaded = _modules_after("from typer.testing import CliRunner; from fpi.cli import app; "
+                            "shown = CliRunner().invoke(app, ['--help']).stdout; "
+                            "assert all(f'  {group} ' in shown for group in ('rules', 'map', 'label'))")
+    assert not {"fpi.cli.rules", "fpi.cli.maps"} & loaded
+    assert all(f"  {command} " in run_cli("rules", "--help").stdout for command in ("lint", "check", "test", "fields"))
+    assert all(f"  {command} " in run_cli("map", "--help").stdout for command in ("list", "show", "check", "infer"))
+
+
+def test_classifying_with_cached_compiled_trees_loads_no_learning_library(small_training_set, fixture_traces, tmp_path):
+    """Compiled trees read from the cache predict without LightGBM, so a classify in a fresh process loads neither
+    it nor what it imports (scikit-learn, SciPy, pandas), nor what only explaining needs."""
+    small = FailurePointModel(num_leaves=7, seed=3).fit(small_training_set, rounds=3)  # its trees compile in a moment
+    saved = small.save(tmp_path / "model")
+    FailurePointModel.load(saved).compile()  # into the test run's cache, which the fresh process reads too
+    loaded = _modules_after(f"from fpi import FailurePointModel, Pipeline, load_traces; "
+                            f"pipeline = Pipeline(FailurePointModel.load({str(saved)!r}), predictor='native'); "
+                            f"batch = pipeline.run(load_traces({str(fixture_traces)!r})); "
+                            "assert pipeline.model.native_ is not None and not pipeline.profile.adapted; "
+                            "assert batch.records.height == 2000")
+    assert "llvmlite" in loaded
+    assert not {"lightgbm", "sklearn", "scipy", "pandas", "shap", "numba", "matplotlib"} & loaded

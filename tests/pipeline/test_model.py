@@ -1,3 +1,4 @@
+import hashlib
 import json
 import shutil
 
@@ -80,6 +81,21 @@ def test_a_model_from_an_earlier_fpi_reads_the_features_it_names(fixture_traces)
     assert np.array_equal(shipped.predict_proba(features), shipped.predict_proba(features.drop("result_action", "next_intent")))
     meta = shipped.metadata()
     assert set(meta["vocabularies"]) == set(meta["categorical"]) == {n for n in CATEGORICAL if n in shipped.feature_names_}
+
+
+def test_lightgbm_reads_a_loaded_models_trees_only_when_something_needs_them(tmp_path, fixture_traces):
+    """Loading checks the trees' text and the model is named from it; LightGBM parses it when something first
+    needs the booster, and a text it cannot read is a ModelError there."""
+    where = tmp_path / "m"
+    shutil.copytree(default_model_dir(), where)
+    text = (where / BOOSTER_FILE).read_text().replace("objective=multiclass num_class:6", "objective=nonsense", 1)
+    (where / BOOSTER_FILE).write_text(text)
+    meta = json.loads((where / METADATA_FILE).read_text())
+    (where / METADATA_FILE).write_text(json.dumps({**meta, "booster_sha256": hashlib.sha256(text.encode()).hexdigest()}))
+    model = FailurePointModel.load(where)
+    assert model.fingerprint() != FailurePointModel.load().fingerprint()
+    with pytest.raises(ModelError, match="booster.txt: not a readable LightGBM text model"):
+        model.predict(load_traces(fixture_traces).head(10))
 
 
 def test_loading_a_model_that_does_not_fit_this_fpi(small_model, tmp_path):
