@@ -55,8 +55,7 @@ def classify(
             say(warning)
         if isinstance(sink, SpanVerdicts):
             say(f"{sink.marked} turn spans marked with their verdict in {output}")
-        stages = list(outcome.coverage.stages) if outcome.coverage is not None else None
-        show([counts_table(outcome.counts, outcome.classified, stages)], stderr=True)
+        show([counts_table(outcome.counts, outcome.classified, sorted(outcome.possible) or None)], stderr=True)
         if not isinstance(sink, SpanVerdicts):
             where = "stdout" if output is None else f"{output} (a Parquet folder)" if outcome.engine == "spark" else output
             say(f"{outcome.classified} records written to {where}")

@@ -66,7 +66,7 @@ def _measure_and_judge(traces: str, policy: Path, baseline: Path | None, junit: 
     with turns_progress() as progress:
         result = run_engine(Plan(traces, pipeline, bad_records.reading(traces), fingerprint=True, on_progress=progress))
     account_for(result)
-    outcome = run_gate(gate_policy, result.metrics(pipeline), previous)
+    outcome = run_gate(gate_policy, result.metrics(pipeline), previous, result.possible)
     if junit is not None:
         atomic_write_bytes(junit, junit_xml(outcome))
     if summary is not None:

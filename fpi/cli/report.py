@@ -98,7 +98,7 @@ def report(
         before = _records(baseline, classifier, replace(bad_records, quarantine=None), [])[0] if baseline else None
         numbers = build_report(current, source=result.source if result else records, by=by, baseline=before,
                                baseline_source=baseline or "", min_cell=min_cell, top=top, alpha=alpha,
-                               input_sha256=digest, date=date)
+                               input_sha256=digest, date=date, coverage=result.coverage if result else None)
         if by_component and not by:
             say("--by-component: the component table is the report's default view; it adds to --by slices")
         emit(formats.REPORT[chosen](numbers, by_component or not by), output)

@@ -125,4 +125,23 @@ def failure_point_counts(records: pl.DataFrame) -> dict[str, int]:
     return {label: int(counts.get(label, 0)) for label in LABELS}
 
 
+def possible_labels(records: pl.DataFrame) -> frozenset[str]:
+    """The labels some record gives a chance (a stage that ran on no turn of the logs gets 0 on every turn), or
+    names as its verdict or gold label; `correct` always. Records without probabilities could have any label.
+    Reports, summaries and the gate show no row for a stage outside it."""
+    if records.height == 0:
+        return frozenset()
+    if "probabilities" not in records.columns:
+        return frozenset(LABELS)
+    chances = records.select(pl.col("probabilities").struct.field(label).max().alias(label) for label in LABELS).row(0, named=True)
+    named = {label for column in ("failure_point", "label") if column in records.columns
+             for label in records[column].drop_nulls().unique().to_list()}
+    return possible_of(chances, named)
+
+
+def possible_of(chances: dict[str, float | None], named: set[str]) -> frozenset[str]:
+    """`possible_labels` from each label's highest probability and the labels records name."""
+    return frozenset(label for label in LABELS if (chances.get(label) or 0) > 0 or label in named or label == "correct")
+
+
 RECORD_MARKERS = ("failure_point", "model_failure_point")  # what tells records from traces

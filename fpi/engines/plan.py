@@ -16,6 +16,7 @@ import polars as pl
 
 from fpi.contract.errors import EXIT_OK, EXIT_PARTIAL
 from fpi.contract.metrics import Metrics, scores
+from fpi.contract.records import possible_labels
 from fpi.contract.trace_format import LABELS
 from fpi.engines import choice
 from fpi.io.otlp import SpanVerdicts, is_otlp_path
@@ -116,6 +117,7 @@ class Run:
     batch: Batch | None = None  # with `Plan.keep_batch`: what the pipeline computed
     profile: LogProfile | None = None  # how the input sat against the model's training data (`Pipeline.fit_logs`)
     coverage: Coverage | None = None  # read through a mapping: what it found
+    possible: frozenset[str] = frozenset()  # the labels some record could have: no stage the logs lack (`possible_labels`)
 
     @classmethod
     def of_read(cls, read: LoadResult, engine: str) -> Run:
@@ -132,9 +134,12 @@ class Run:
         return sum(self.counts.values())
 
     def count(self, records: pl.DataFrame, *, turns: str | None = None) -> None:
-        """Add a batch's records: turns per failure point and, where a turn has a gold label, the confusion.
-        `turns` names a column saying how many turns each row stands for (records counted elsewhere)."""
+        """Add a batch's records: turns per failure point, the labels they could have and, where a turn has a gold
+        label, the confusion. `turns` names a column saying how many turns each row stands for (records counted
+        elsewhere, without their probabilities: the engine that counted them says what is possible)."""
         weight = pl.col(turns).sum() if turns is not None else pl.len()
+        if "probabilities" in records.columns:
+            self.possible |= possible_labels(records)
         for label, count in records.group_by("failure_point").agg(weight).iter_rows():
             self.counts[label] += int(count)
         if "label" in records.columns:

@@ -34,12 +34,13 @@ import polars as pl
 import pyarrow as pa
 
 from fpi.contract.errors import TraceError, UsageError
-from fpi.contract.records import SCHEMA
-from fpi.contract.trace_format import DUPLICATE
+from fpi.contract.records import SCHEMA, possible_of
+from fpi.contract.trace_format import DUPLICATE, LABELS
 from fpi.engines.choice import DEFAULT_MASTER
 from fpi.engines.plan import Plan, Run
 from fpi.engines.whole_input import QuantileSample, hear, read_whole, settle, smallest
 from fpi.io.checks import FIRST_TURN, NO_STAGE, StageCheck, duplicates_rejected, fields_of_lines
+from fpi.io.coverage import Coverage, counts_found, of_counts
 from fpi.io.quarantine import bad_records_error
 from fpi.io.read_result import LoadResult, RejectedRecord
 from fpi.io.sniff import detect_format, file_head, is_gzip, refuse_other_formats, refuse_records, whole_turn_lines
@@ -58,13 +59,14 @@ if TYPE_CHECKING:
 LINE = "line"  # the 1-based line of each record in the input, carried through so output keeps input order
 _PROBLEM, _CODE, _FIELD, _WHAT, _RAW = "_problem", "_code", "_field", "_what", "_raw"
 _READ, _TURNS, _STAGELESS, _LABELED = "_read", "_turns", "_stageless", "_labeled"
+_FOUND = "_found"  # through a mapping: how many turns had each stage and field (`fpi.io.coverage.counts_found`), as JSON
 # What the first pass brings back per partition: the rows quantile tables are fitted on, bad records (a row per
 # problem: its message, and the field, code, reason and line text the quarantine keeps), and a row counting the
-# records read, the turns accepted, those with no stage and those with a gold label.
+# records read, the turns accepted, those with no stage and those with a gold label (and, through a mapping, _FOUND).
 _INSPECTED = pa.schema([*[(name, pa.string() if kind == pl.String else pa.float64()) for name, kind in SAMPLE_COLUMNS.items()],
                         (LINE, pa.int64()), (_PROBLEM, pa.string()), (_CODE, pa.string()), (_FIELD, pa.string()),
                         (_WHAT, pa.string()), (_RAW, pa.string()), (_READ, pa.int64()), (_TURNS, pa.int64()),
-                        (_STAGELESS, pa.int64()), (_LABELED, pa.int64())])
+                        (_STAGELESS, pa.int64()), (_LABELED, pa.int64()), (_FOUND, pa.string())])
 _EXTRA = (_PROBLEM, _CODE, _FIELD, _WHAT, _RAW)
 _COUNTS = (_READ, _TURNS, _STAGELESS, _LABELED)
 
@@ -79,11 +81,25 @@ def run(plan: Plan, master: str = DEFAULT_MASTER) -> Run:
         outcome = job.inspect(lines) if read is None else job.inspect(lines, Run.of_read(read, "spark"))
         if read is None:
             settle(outcome, plan.reading)
+            if outcome.coverage is not None:
+                outcome.coverage.check(outcome.source, plan.reading.strict)
         write_parquet(job.records(), output)
-        counted = pl.from_arrow(spark.read.parquet(str(output)).groupBy(*job.counted_by()).count().toArrow())
-        assert isinstance(counted, pl.DataFrame)
+        written = spark.read.parquet(str(output))
+        counted = _collected(written.groupBy(*job.counted_by()).count())
         outcome.count(counted, turns="count")
+        outcome.possible = _possible(written, counted)
     return outcome
+
+
+def _possible(written: DataFrame, counted: pl.DataFrame) -> frozenset[str]:
+    """The labels some written record could have (`fpi.contract.records.possible_labels`), from each label's highest
+    probability and the labels the records name."""
+    from pyspark.sql import functions as F
+
+    highest = written.select(*[F.max(F.col("probabilities")[label]).alias(label) for label in LABELS]).first()
+    named = {label for column in ("failure_point", "label") if column in counted.columns
+             for label in counted[column].drop_nulls().to_list()}
+    return possible_of(highest.asDict() if highest is not None else {}, named)
 
 
 def classify(lines: DataFrame, *, model: str | Path | None = None, rules: list[Path] | None = None, no_rules: bool = False,
@@ -147,13 +163,24 @@ class _Job:
         rejected = _rejected(found.filter(pl.col(_PROBLEM).is_not_null()), self.source)
         if turn_key is not None:
             rejected = self._reused_across_sessions(keyed, rejected, turn_key)
-        outcome = outcome or Run(self.source, "spark", read=read, rejected=rejected, turns=turns - len(self.reused),
-                                 unlabeled=turns - labeled)
+        if outcome is None:
+            outcome = Run(self.source, "spark", read=read, rejected=rejected, turns=turns - len(self.reused),
+                          unlabeled=turns - labeled, coverage=self._coverage(found, turns))
         if self.reused:
             self.by_session = self.by_session.where(~F.col(LINE).isin(self.reused))
         self.labeled, self.expected = labeled > 0, outcome.turns
         self.reference = json.dumps(self._fitted(found).to_json())
         return outcome
+
+    def _coverage(self, found: pl.DataFrame, turns: int) -> Coverage | None:
+        """What the mapping found, from each partition's counts: as the readers measure it on the whole input."""
+        if self.mapping is None:
+            return None
+        counts: dict[str, int] = {}
+        for part in found[_FOUND].drop_nulls().to_list():
+            for name, count in json.loads(part).items():
+                counts[name] = counts.get(name, 0) + count
+        return of_counts(turns, counts, self.mapping)
 
     def _check_stages(self, numbered: DataFrame, turns: int, stageless: int) -> None:
         """The stage check on the whole input's counts; the fields of its first lines name what was seen."""
@@ -260,6 +287,7 @@ def _inspect(label: str, mapping: str | None) -> Callable[[Iterator[pa.RecordBat
     """Per partition: its counts, the sample rows for the quantile tables (the rows a sample can still need,
     `smallest`), and a row per problem of a bad record."""
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from fpi.io.mapping import Mapping
         from fpi.pipeline.features import sample_rows
 
         result, lines = _read(batches, label, mapping)
@@ -267,7 +295,8 @@ def _inspect(label: str, mapping: str | None) -> Callable[[Iterator[pa.RecordBat
             return
         turns = result.turns
         stageless = int(turns.select(NO_STAGE.sum()).item()) if turns.height else 0
-        yield pa.RecordBatch.from_pylist([{_READ: result.read, _TURNS: turns.height, _STAGELESS: stageless,
+        counted = json.dumps(counts_found(turns, Mapping.from_json(json.loads(mapping)))) if mapping else None
+        yield pa.RecordBatch.from_pylist([{_READ: result.read, _TURNS: turns.height, _STAGELESS: stageless, _FOUND: counted,
                                            _LABELED: turns.height - turns["label"].null_count()}], schema=_INSPECTED)
         if turns.height:
             rows = smallest(sample_rows(turns).with_columns(pl.Series(LINE, pl.Series(lines).gather(turns["line"] - 1))))

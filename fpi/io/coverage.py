@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass, field
 
 import polars as pl
 
+from fpi.contract.errors import TraceError
 from fpi.contract.trace_format import STAGES
-from fpi.io.mapping import FEEDBACK, Mapping, Selector, references_of
+from fpi.io.mapping import FEEDBACK, RESOLVED, Mapping, Selector, references_of
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,22 @@ class Coverage:
                             for name, share in self.fields.items() if share < 1.0)
         return [f"coverage of {self.turns} turns: {stages or 'no stages'}"] + ([f"fields not on every turn: {partial}"] if partial else [])
 
+    def check(self, source: str, strict: bool) -> None:
+        """With `--strict`, a declared stage found on no turn is an error, not a warning."""
+        if strict and self.warnings:
+            raise TraceError([f"{source}: {warning} (--strict)" for warning in self.warnings])
+
     def to_json(self) -> dict:
         return {"turns": self.turns, "stages": self.stages, "fields": self.fields, "warnings": self.warnings}
 
+    @classmethod
+    def from_json(cls, data: dict) -> Coverage:
+        """What `to_json` wrote (a report's numbers carry it to every format)."""
+        return cls(data["turns"], dict(data["stages"]), dict(data["fields"]), list(data["warnings"]))
+
 
 def _present(turns: pl.DataFrame, target: str) -> pl.Expr:
-    top, _, member = target.partition(".")
+    top, _, member = ("er.entities" if target == RESOLVED else target).partition(".")  # a status is of an entity
     column = pl.col(top).struct.field(member) if member else pl.col(top)
     if target in ("asr.text",):  # a stage that ran with its text missing reads as "": found only when said
         return column.is_not_null() & (column != "")
@@ -44,17 +55,30 @@ def _present(turns: pl.DataFrame, target: str) -> pl.Expr:
 
 def measure(turns: pl.DataFrame, mapping: Mapping, span_names: list[str] | None = None) -> Coverage:
     """The coverage of the mapped `turns`; `span_names`: the names the input's spans have, for the warnings."""
+    return of_counts(turns.height, counts_found(turns, mapping), mapping, span_names)
+
+
+def counts_found(turns: pl.DataFrame, mapping: Mapping) -> dict[str, int]:
+    """How many of the mapped `turns` each declared stage ran on (`stage:<name>`) and each mapped field has a value
+    in: what an engine that reads the input in parts adds up before `of_counts`."""
     declared = [s for s in (mapping.stages or (*STAGES, FEEDBACK)) if s in turns.columns]
     mapped = sorted(name for name in mapping.fields if name.partition(".")[0] in turns.columns and name not in ("turn_id", "label"))
     if turns.height == 0:
-        return Coverage(0, dict.fromkeys(declared, 0.0), dict.fromkeys(mapped, 0.0))
-    shares = turns.select([pl.col(s).is_not_null().mean().alias(f"stage:{s}") for s in declared]
-                          + [_present(turns, name).mean().alias(name) for name in mapped]).row(0, named=True)
-    stages = {s: round(float(shares[f"stage:{s}"] or 0.0), 4) for s in declared}
-    fields = {name: round(float(shares[name] or 0.0), 4) for name in mapped}
-    warnings = [_warning(stage, turns.height, mapping, span_names) for stage, share in stages.items()
-                if share == 0.0 and (mapping.stages is not None)]
-    return Coverage(turns.height, stages, fields, warnings)
+        return {**{f"stage:{s}": 0 for s in declared}, **dict.fromkeys(mapped, 0)}
+    counts = turns.select([pl.col(s).is_not_null().sum().alias(f"stage:{s}") for s in declared]
+                          + [_present(turns, name).sum().alias(name) for name in mapped]).row(0, named=True)
+    return {name: int(count or 0) for name, count in counts.items()}
+
+
+def of_counts(turns: int, counts: dict[str, int], mapping: Mapping, span_names: list[str] | None = None) -> Coverage:
+    """The coverage of `turns` turns of which `counts` (`counts_found`) had each stage and field."""
+    def share(count: int) -> float:
+        return round(count / turns, 4) if turns else 0.0
+    stages = {name.removeprefix("stage:"): share(count) for name, count in counts.items() if name.startswith("stage:")}
+    fields = {name: share(count) for name, count in counts.items() if not name.startswith("stage:")}
+    warnings = [_warning(stage, turns, mapping, span_names) for stage, value in stages.items()
+                if turns and value == 0.0 and mapping.stages is not None]
+    return Coverage(turns, stages, fields, warnings)
 
 
 def _warning(stage: str, turns: int, mapping: Mapping, span_names: list[str] | None) -> str:
@@ -77,4 +101,4 @@ def _shown(selector: Selector) -> str:
     return "{" + ", ".join(f"{key}: {value}" for key, value in asdict(selector).items() if value not in (None, False)) + "}"
 
 
-__all__ = ["Coverage", "measure"]
+__all__ = ["Coverage", "counts_found", "measure", "of_counts"]

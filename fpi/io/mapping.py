@@ -14,7 +14,7 @@ import polars as pl
 import yaml
 
 from fpi.contract.errors import DocumentError, Problem, TraceError
-from fpi.contract.trace_format import STAGES, TURN_FIELDS, WRONG_VALUE, Field, FieldProblem, turn_dtype
+from fpi.contract.trace_format import ER_STATUSES, STAGES, TURN_FIELDS, WRONG_VALUE, Field, FieldProblem, turn_dtype
 from fpi.contract.yaml_documents import YamlDocument, parse_yaml, read_yaml, schema_problems
 
 FORMATS = ("jsonl", "csv", "tsv", "parquet", "otlp")
@@ -23,6 +23,9 @@ TIME_UNITS = {"unix_s": 1_000_000, "unix_ms": 1_000, "unix_us": 1, "unix_ns": 0.
 ARRAY_TARGETS = {f"{stage.name}.{member.name}": member for stage in TURN_FIELDS if stage.kind == "object"
                  for member in stage.fields if member.kind == "array"}
 FEEDBACK = "feedback"
+RESOLVED = "er.resolved"  # not a trace field: whether resolution succeeded, for the one entity of a flat column
+RESOLVED_DOC = ("whether entity resolution succeeded (true/false, yes/no, 1/0, or resolved, ambiguous, unresolved): the "
+                "status of the one entity a flat `er.entities` column gives, or of an entity of its own")
 
 
 MEANING = "M001"  # the code of a mapping problem its schema cannot see (docs/lint.md)
@@ -138,8 +141,9 @@ def mapping_json_schema() -> dict:
                 },
             },
             "fields": {"type": "object", "additionalProperties": False,
-                       "properties": {name: {"$ref": "#/$defs/source", "description": f.doc or f.kind}
-                                      for name, f in TARGETS.items()}},
+                       "properties": {**{name: {"$ref": "#/$defs/source", "description": f.doc or f.kind}
+                                         for name, f in TARGETS.items()},
+                                      RESOLVED: {"$ref": "#/$defs/source", "description": RESOLVED_DOC}}},
         },
         "$defs": {"source": source, "spec": _spec_schema(), "selector": _selector_schema(), "answers": _answers_schema()},
     }
@@ -186,6 +190,11 @@ class Mapping:
     turn: Selector | str | None = None
     select: dict[str, Selector] = field(default_factory=dict)
     answers: Answers | None = None
+    origins: dict[str, str] = field(default_factory=dict)  # field (and `order`) -> `file:line` where it is mapped
+
+    def at(self, target: str) -> str:
+        """Where `target` is mapped, as `file:line` (the file that extends another names its own lines), for messages."""
+        return self.origins.get(target, self.source)
 
     def references(self) -> set[str]:
         """Every field, column or `selector:attribute` the mapping reads."""
@@ -209,7 +218,7 @@ class Mapping:
                 "stages": list(self.stages) if self.stages is not None else None, "order": self.order,
                 "turn": self.turn if isinstance(self.turn, str) or self.turn is None else asdict(self.turn),
                 "select": {name: asdict(selector) for name, selector in self.select.items()},
-                "answers": asdict(self.answers) if self.answers is not None else None}
+                "answers": asdict(self.answers) if self.answers is not None else None, "origins": self.origins}
 
     @classmethod
     def from_json(cls, data: dict) -> Mapping:
@@ -217,7 +226,7 @@ class Mapping:
                    stages=tuple(data["stages"]) if data["stages"] is not None else None, order=data["order"],
                    turn=_selector(data["turn"]) if data["turn"] is not None else None,
                    select={name: Selector(**raw) for name, raw in data["select"].items()},
-                answers=Answers.from_json(data["answers"]) if data.get("answers") else None)
+                   answers=Answers.from_json(data["answers"]) if data.get("answers") else None, origins=data.get("origins") or {})
 
     def span_references(self) -> dict[str, set[str]]:
         """selector -> attributes (and `@` facts) read from it; `turn` and `trace` are built in."""
@@ -277,7 +286,7 @@ def mapping_from_text(text: str, label: str) -> Mapping:
         raise MappingError(problems)
     data = _checked(document)
     parent = _load(data["extends"], Path.cwd(), ((label, label),)) if "extends" in data else None
-    return _merge(parent, data, label)
+    return _merge(parent, data, label, _origins(document, data))
 
 
 def _load(name_or_path: str | Path, base: Path | None, chain: tuple[tuple[str, str], ...]) -> Mapping:
@@ -293,7 +302,13 @@ def _load(name_or_path: str | Path, base: Path | None, chain: tuple[tuple[str, s
         raise MappingError(problems)
     data = _checked(document)
     parent = _load(data["extends"], path.parent, (*chain, (identity, label))) if "extends" in data else None
-    return _merge(parent, data, label)
+    return _merge(parent, data, label, _origins(document, data))
+
+
+def _origins(document: YamlDocument, data: dict) -> dict[str, str]:
+    """`file:line` of each field the document maps, and of its `order`."""
+    places = {target: f"{document.label}:{document.line(('fields', target))}" for target in data.get("fields") or {}}
+    return places | ({"order": f"{document.label}:{document.line(('order',))}"} if "order" in data else {})
 
 
 def _checked(document: YamlDocument) -> dict:
@@ -327,8 +342,8 @@ def _hint(error: Any) -> tuple[tuple, str] | None:
                               + (f" (found {', '.join(given)})" if given else ""))
         return path, f"{'/'.join(map(str, path))}: expected a field name or an object with `from`, `value` or `first_of`"
     if error.validator == "additionalProperties" and path == ("fields",):
-        field_name = min(map(str, set(error.instance) - set(TARGETS)))
-        close = difflib.get_close_matches(field_name, list(TARGETS), n=1)
+        field_name = min(map(str, set(error.instance) - {*TARGETS, RESOLVED}))
+        close = difflib.get_close_matches(field_name, [*TARGETS, RESOLVED], n=1)
         hint = f"did you mean {close[0]!r}?" if close else "trace fields are named as in docs/trace-format.md"
         return ("fields", field_name), f"fields: {field_name!r} is not a trace field; {hint}"
     return None
@@ -344,7 +359,7 @@ def _meaning_problems(document: YamlDocument, data: dict) -> list[Problem]:
         if stages is not None and stage in (*STAGES, FEEDBACK) and stage not in stages:
             problems.append((document.line(("fields", target)),
                              f"fields/{target}: stage {stage!r} is not in `stages` ({', '.join(stages)}); add it or drop the field"))
-    problems += _required_problems(document, data)
+    problems += _required_problems(document, data) + _resolved_problems(document, data)
     defined = set((data.get("spans") or {}).get("select") or {}) | {"turn", "trace", "resource"}
     for target, spec in (data.get("fields") or {}).items():
         for ref in references_of(spec):
@@ -368,11 +383,28 @@ def _required_problems(document: YamlDocument, data: dict) -> list[tuple[int, st
         mapped = [t for t in fields if t.split(".")[0] == stage.name]
         needed = [m for m in stage.fields if m.required and not (m.kind == "string" and not m.enum)]
         for member in needed if mapped and "extends" not in data else []:
-            if f"{stage.name}.{member.name}" not in fields:
+            given = f"{stage.name}.{member.name}" in fields or (stage.name == "er" and RESOLVED in fields)  # its own entity
+            if not given:
                 problems.append((document.line(("fields", mapped[0])),
                                  f"fields/{mapped[0]}: stage {stage.name!r} needs {stage.name}.{member.name} too; map it "
                                  "(a constant will do: `{value: ...}`), or every record is refused"))
     return problems
+
+
+def _resolved_problems(document: YamlDocument, data: dict) -> list[tuple[int, str]]:
+    """`er.resolved` gives the status of one entity per turn: a list of entities carries each one's own."""
+    fields = data.get("fields") or {}
+    entities = fields.get("er.entities")
+    if RESOLVED not in fields or not any(isinstance(s, dict) and "fields" in s for s in _alternatives(entities)):
+        return []
+    return [(document.line(("fields", RESOLVED)), "fields/er.resolved: goes with a flat er.entities column (one entity per "
+             "turn), and er.entities reads a list of entities: map each one's status there (`fields: {status: ...}`), "
+             "or drop er.resolved")]
+
+
+def _alternatives(spec: Any) -> list[Any]:
+    """A source and, for `first_of`, each of its alternatives."""
+    return [spec] + [a for s in spec.get("first_of", []) for a in _alternatives(s)] if isinstance(spec, dict) else [spec]
 
 
 def references_of(spec: Any) -> list[str]:
@@ -394,7 +426,7 @@ def _selector(raw: dict | str) -> Selector | str:
     return raw if isinstance(raw, str) else Selector(**raw)
 
 
-def _merge(parent: Mapping | None, data: dict, label: str) -> Mapping:
+def _merge(parent: Mapping | None, data: dict, label: str, origins: dict[str, str]) -> Mapping:
     """The child's fields, selectors and settings win over its parent's, key by key."""
     spans = data.get("spans") or {}
     fields = {**(parent.fields if parent else {}), **(data.get("fields") or {})}
@@ -410,6 +442,7 @@ def _merge(parent: Mapping | None, data: dict, label: str) -> Mapping:
         select={**(parent.select if parent else {}),
                 **{name: Selector(**raw) for name, raw in (spans.get("select") or {}).items()}},
         answers=Answers.from_json(spans["answers"]) if "answers" in spans else (parent.answers if parent else None),
+        origins={**(parent.origins if parent else {}), **origins},
     )
 
 
@@ -433,6 +466,7 @@ class _Context:
     def __init__(self, mapping: Mapping, schema: pl.Schema, label: str):
         self.mapping, self.schema, self.label = mapping, schema, label
         self.missing: list[tuple[str, str]] = []
+        self.resolved: _Compiled | None = None  # `er.resolved`: the status of a flat column's entity
 
     def column(self, ref: str, target: str) -> pl.Expr | None:
         """The source column (or nested JSON member) `ref` names, or None when the input lacks it."""
@@ -487,7 +521,7 @@ def _source(ctx: _Context, spec: Any, target: Field, name: str) -> tuple[pl.Expr
     if isinstance(spec, str):
         spec = {"from": spec}
     if "value" in spec:
-        return _cast(pl.lit(spec["value"]), _literal_dtype(spec["value"]), target, name, repr(spec["value"]))
+        return _cast(pl.lit(spec["value"]), _literal_dtype(spec["value"]), target, name, repr(spec["value"]), ctx.mapping.at(name))
     if "first_of" in spec:
         parts = [_source(ctx, alternative, target, name) for alternative in spec["first_of"]]
         present = [p for p in parts if p[2]]
@@ -503,7 +537,7 @@ def _source(ctx: _Context, spec: Any, target: Field, name: str) -> tuple[pl.Expr
         return pl.lit(None), None, ""
     dtype = ctx.dtype(column)
     if name in ARRAY_TARGETS:
-        return _array(column, dtype, ARRAY_TARGETS[name], spec, ref), None, ref
+        return _array(ctx, name, column, dtype, spec, ref), None, ref
     expr = _pick(column, dtype, spec)
     dtype = ctx.dtype(expr)
     if "absent" in spec:
@@ -526,7 +560,7 @@ def _source(ctx: _Context, spec: Any, target: Field, name: str) -> tuple[pl.Expr
         micros = _to_microseconds(expr, dtype, spec["time"])
         iso = pl.from_epoch(micros, "us").dt.replace_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
         return iso, expr.is_not_null() & micros.is_null(), ref
-    value, bad, _ = _cast(expr, dtype, target, name, ref)
+    value, bad, _ = _cast(expr, dtype, target, name, ref, ctx.mapping.at(name))
     if "scale" in spec:
         low, high = spec["scale"]
         value = (value - low) / (high - low)
@@ -555,13 +589,15 @@ def _as_text(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     return expr.cast(pl.String)
 
 
-def _cast(expr: pl.Expr, dtype: pl.DataType, target: Field, name: str, ref: str) -> tuple[pl.Expr, pl.Expr | None, str]:
-    """Convert to the target's type; `bad` marks values that are there but do not convert."""
+def _cast(expr: pl.Expr, dtype: pl.DataType, target: Field, name: str, ref: str,
+          where: str) -> tuple[pl.Expr, pl.Expr | None, str]:
+    """Convert to the target's type; `bad` marks values that are there but do not convert. `where`: the mapping's
+    `file:line` of the field, for a source that cannot be converted at all."""
     kind = target.kind
     if dtype == pl.Null:
         return pl.lit(None), None, ref
     if isinstance(dtype, pl.List | pl.Struct | pl.Array):
-        raise TraceError([f"mapping: fields/{name}: {ref} holds {'a list' if not isinstance(dtype, pl.Struct) else 'an object'}, "
+        raise TraceError([f"{where}: fields/{name}: {ref} holds {'a list' if not isinstance(dtype, pl.Struct) else 'an object'}, "
                           f"not {'text' if kind == 'string' else 'a ' + kind}; name one of its members (a.b) or set `pick`"])
     if kind == "string":
         return _as_text(expr, dtype), None, ref
@@ -583,23 +619,45 @@ def _cast(expr: pl.Expr, dtype: pl.DataType, target: Field, name: str, ref: str)
     return expr != 0, None, ref
 
 
-def _one_entity(expr: pl.Expr, target: Field, ref: str) -> pl.Expr:
-    """A flat column of resolved values (`er.entities: resolved_entity`): one entity, resolved, per value;
-    none where the column is empty."""
-    value = expr.cast(pl.String)
-    given = {"slot": pl.lit(ref.rpartition(":")[2].rpartition(".")[2]), "value": value, "resolved_value": value,
-             "status": pl.lit("resolved")}
+def _one_entity(expr: pl.Expr | None, target: Field, ref: str, resolved: _Compiled | None) -> pl.Expr:
+    """A flat column (`er.entities: resolved_entity`): one entity per turn, its slot named after the column, none where
+    the column is empty. Without `er.resolved` every value is resolved; with it, its status says (a value that did not
+    resolve has no resolved value), and a turn with a status but no value still has its entity."""
+    text = expr.cast(pl.String) if expr is not None else pl.lit(None, pl.String)
+    value = pl.when(text != "").then(text)
+    status = resolved.value if resolved is not None else pl.lit("resolved")
+    given = {"slot": pl.lit(ref.rpartition(":")[2].rpartition(".")[2]), "value": value,
+             "resolved_value": pl.when(status == "resolved").then(value), "status": status}
     members = [given.get(m.name, pl.lit(None, dtype=_member_dtype(m))).alias(m.name) for m in target.fields]
-    return pl.when(value.is_not_null() & (value != "")).then(pl.concat_list(pl.struct(members)))
+    there = value.is_not_null() | (resolved.value.is_not_null() if resolved is not None else pl.lit(False))
+    return pl.when(there).then(pl.concat_list(pl.struct(members)))
 
 
-def _array(expr: pl.Expr, dtype: pl.DataType, target: Field, spec: dict, ref: str) -> pl.Expr:
+_STATUS_WORDS = {**dict.fromkeys(_TRUE, "resolved"), **dict.fromkeys(_FALSE, "unresolved"), **{s: s for s in ER_STATUSES}}
+
+
+def _resolved(ctx: _Context, spec: Any) -> _Compiled:
+    """`er.resolved` as an entity status: yes/no words and ER's own status words; any other value is bad."""
+    text, bad, source = _source(ctx, spec, Field("resolved", "string"), RESOLVED)
+    words = text.cast(pl.String).str.strip_chars().str.to_lowercase()
+    status = words.replace_strict(list(_STATUS_WORDS), list(_STATUS_WORDS.values()), default=None, return_dtype=pl.String)
+    unknown = text.is_not_null() & (words != "") & status.is_null()
+    return _Compiled(RESOLVED, status, unknown if bad is None else bad | unknown, source)
+
+
+def _array(ctx: _Context, name: str, expr: pl.Expr, dtype: pl.DataType, spec: dict, ref: str) -> pl.Expr:
     """A list of objects with our member names, from a list of theirs (`fields` renames members); for
-    entities, also a flat column of resolved values."""
+    entities, also a flat column: one entity per turn (`_one_entity`)."""
+    target = ARRAY_TARGETS[name]
     if target.name == "entities" and not isinstance(dtype, pl.List | pl.Struct | pl.Array):
-        return _one_entity(expr, target, ref)
+        return _one_entity(expr, target, ref, ctx.resolved)
+    if target.name == "entities" and ctx.resolved is not None:
+        raise TraceError([f"{ctx.mapping.at(RESOLVED)}: fields/er.resolved: goes with a flat er.entities column (one entity "
+                          f"per turn), and {ref} holds {'a list' if isinstance(dtype, pl.List | pl.Array) else 'an object'}: "
+                          "map each entity's status in er.entities (`fields: {status: ...}`), or drop er.resolved"])
     if not (isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct)):
-        raise TraceError([f"mapping: {ref} is {dtype}, not a list of objects; {target.name} needs one object per item"])
+        raise TraceError([f"{ctx.mapping.at(name)}: fields/{name}: {ref} is {dtype}, not a list of objects; "
+                          f"{target.name} needs one object per item"])
     theirs = {f.name: f.dtype for f in dtype.inner.fields}
     renames = spec.get("fields") or {}
     members = []
@@ -636,10 +694,7 @@ def apply_mapping(mapping: Mapping, frame: pl.DataFrame, label: str) -> tuple[pl
 def _apply(mapping: Mapping, frame: pl.DataFrame, label: str) -> tuple[pl.DataFrame, dict[int, list[FieldProblem]]]:
     ctx = _Context(mapping, frame.schema, label)
     decode = pl.Schema(turn_dtype(decode=True).to_schema())
-    compiled: dict[str, _Compiled] = {}
-    for name, spec in mapping.fields.items():
-        value, bad, source = _source(ctx, spec, TARGETS[name], name)
-        compiled[name] = _Compiled(name, value, bad, source)
+    compiled = _compiled(ctx, mapping)
     _refuse_missing(ctx, mapping, frame, compiled)
     columns = []
     for top in TURN_FIELDS:
@@ -659,18 +714,40 @@ def _apply(mapping: Mapping, frame: pl.DataFrame, label: str) -> tuple[pl.DataFr
     bads = [(t, c.bad.alias(f"_bad:{t}"), c.source) for t, c in compiled.items() if c.bad is not None]
     out = frame.with_columns(columns + [b for _, b, _ in bads] + [compiled[t].value.alias(f"_value:{t}") for t, _, _ in bads])
     out = _with_identity(out, mapping)
-    problems: dict[int, list[FieldProblem]] = {}
-    if bads:
-        flagged = out.filter(pl.any_horizontal([pl.col(f"_bad:{t}") for t, _, _ in bads]))
-        for row in flagged.iter_rows(named=True):
-            for t, _, source in bads:
-                if row[f"_bad:{t}"]:
-                    expected = "a date-time" if "time" in str(mapping.fields[t]) else {
-                        "boolean": "true or false", "string": "text"}.get(TARGETS[t].kind, "a number")
-                    problems.setdefault(row["line"], []).append(
-                        (t, WRONG_VALUE, f"expected {expected}, got {_shown(row, source)} (from {source} via {mapping.source})"))
+    problems = _unconverted(out, mapping, [(t, source) for t, _, source in bads]) if bads else {}
     keep = [f.name for f in TURN_FIELDS] + ["line", "raw"] + [c for c in frame.columns if c.startswith("_otlp")]
     return out.select(keep), problems
+
+
+def _compiled(ctx: _Context, mapping: Mapping) -> dict[str, _Compiled]:
+    """Every mapped field as an expression; `er.resolved` first, as the status of a flat entity column's entity (or of
+    an entity of its own when er.entities is not mapped)."""
+    compiled: dict[str, _Compiled] = {}
+    if RESOLVED in mapping.fields:
+        resolved = compiled[RESOLVED] = ctx.resolved = _resolved(ctx, mapping.fields[RESOLVED])
+        if "er.entities" not in mapping.fields:
+            entity = _one_entity(None, ARRAY_TARGETS["er.entities"], resolved.source, resolved)
+            compiled["er.entities"] = _Compiled("er.entities", entity, None, resolved.source)
+    for name, spec in mapping.fields.items():
+        if name != RESOLVED:
+            value, bad, source = _source(ctx, spec, TARGETS[name], name)
+            compiled[name] = _Compiled(name, value, bad, source)
+    return compiled
+
+
+def _unconverted(out: pl.DataFrame, mapping: Mapping, bads: list[tuple[str, str]]) -> dict[int, list[FieldProblem]]:
+    """By line, each value a field's source has that does not convert, with where it came from."""
+    problems: dict[int, list[FieldProblem]] = {}
+    flagged = out.filter(pl.any_horizontal([pl.col(f"_bad:{t}") for t, _ in bads]))
+    for row in flagged.iter_rows(named=True):
+        for t, source in bads:
+            if row[f"_bad:{t}"]:
+                expected = ("true or false, or resolved, ambiguous or unresolved" if t == RESOLVED
+                            else "a date-time" if "time" in str(mapping.fields[t])
+                            else {"boolean": "true or false", "string": "text"}.get(TARGETS[t].kind, "a number"))
+                problems.setdefault(row["line"], []).append(
+                    (t, WRONG_VALUE, f"expected {expected}, got {_shown(row, source)} (from {source} via {mapping.source})"))
+    return problems
 
 
 def _filled(member: Field, value: pl.Expr) -> pl.Expr:
@@ -696,7 +773,7 @@ def _with_identity(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
             ctx = _Context(mapping, frame.schema, mapping.source)
             order, _, _ = _source(ctx, mapping.order, Field("order", "string"), "order")
             if ctx.missing:
-                raise TraceError([f"{mapping.source}: order: {ctx.missing[0][1]!r} is not in the input"])
+                raise TraceError([f"{mapping.at('order')}: order: {ctx.missing[0][1]!r} is not in the input"])
             # numbers in numeric order (text "9" before "10"), anything else as text, ties in input order
             keys = frame.with_row_index("_row").with_columns(_text=order, _number=order.cast(pl.Float64, strict=False))
             ranked = (keys.sort("session_id", "_number", "_text", "_row", nulls_last=True)
@@ -719,7 +796,7 @@ def _refuse_missing(ctx: _Context, mapping: Mapping, frame: pl.DataFrame, compil
     for target, ref in unresolved:
         close = difflib.get_close_matches(ref, columns, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"the input has: {', '.join(columns[:20])}"
-        problems.append(f"{mapping.source}: fields/{target}: {ref!r} is not in {ctx.label}; {hint}")
+        problems.append(f"{mapping.at(target)}: fields/{target}: {ref!r} is not in {ctx.label}; {hint}")
     raise TraceError(problems)
 
 

@@ -46,8 +46,7 @@ def read_traces(source: Source, *, name: str | None = None, mapping: Mapping | d
     stages.check(result.source, mapping)
     if mapping is not None:
         result.coverage = _coverage(result, mapping)
-        if strict and result.coverage.warnings:
-            raise TraceError([f"{result.source}: {warning} (--strict)" for warning in result.coverage.warnings])
+        result.coverage.check(result.source, strict)
     return result
 
 

@@ -27,6 +27,8 @@ def junit_xml(result: GateResult) -> bytes:
         properties = ET.SubElement(suite, "properties")
         for key in ("policy", "source", "data_fingerprint", "model_fingerprint"):
             ET.SubElement(properties, "property", name=key, value=str(result.context[key]))
+        if result.context.get("stages_lacking"):  # no testcase checks them: say why
+            ET.SubElement(properties, "property", name="stages_lacking", value=", ".join(result.context["stages_lacking"]))
         for check in checks:
             threshold = "-" if check.threshold is None else f"{check.threshold:.4f}"
             case = ET.SubElement(suite, "testcase", classname=f"fpi.gate.{group}", name=f"{check.name} {check.op} {threshold}",

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 
 from fpi.presentation.terminal import printable
-from fpi.reports.failure_report import Report, SliceRates
+from fpi.reports.failure_report import Report, SliceRates, components_of
 from fpi.contract.trace_format import COMPONENTS
 
 COLOURS = {"wake": "#7b61c9", "asr": "#d1495b", "nlu": "#edae49", "er": "#00798c", "result": "#30638e", "defects": "#1d2330"}
@@ -35,18 +35,19 @@ def _components(report: Report):
     import matplotlib.pyplot as plt
 
     rows = {row["failure_point"]: row for row in report["components"]}
-    rates = np.array([rows[c]["rate"] for c in COMPONENTS]) * 100
-    low = rates - np.array([rows[c]["ci_low"] for c in COMPONENTS]) * 100
-    high = np.array([rows[c]["ci_high"] for c in COMPONENTS]) * 100 - rates
+    shown = [c for c in COMPONENTS if c in rows]  # never a stage the logs lack
+    rates = np.array([rows[c]["rate"] for c in shown]) * 100
+    low = rates - np.array([rows[c]["ci_low"] for c in shown]) * 100
+    high = np.array([rows[c]["ci_high"] for c in shown]) * 100 - rates
     figure, axes = plt.subplots(figsize=(7, 3.2))
-    y = np.arange(len(COMPONENTS))[::-1]
-    axes.barh(y, rates, color=[COLOURS[c] for c in COMPONENTS], alpha=0.85, label="this run")
+    y = np.arange(len(shown))[::-1]
+    axes.barh(y, rates, color=[COLOURS[c] for c in shown], alpha=0.85, label="this run")
     axes.errorbar(rates, y, xerr=[low, high], fmt="none", ecolor="#1d2330", capsize=4, linewidth=1.2, label="95% interval")
     if "baseline" in report:
         base = {row["failure_point"]: row["baseline_rate"] for row in report["baseline"]["components"]}
-        axes.scatter([base[c] * 100 for c in COMPONENTS], y, marker="D", color="white", edgecolor="#1d2330", zorder=3,
+        axes.scatter([base.get(c, 0.0) * 100 for c in shown], y, marker="D", color="white", edgecolor="#1d2330", zorder=3,
                      label="baseline", s=36)
-    axes.set_yticks(y, COMPONENTS)
+    axes.set_yticks(y, shown)
     axes.set_xlabel("share of all turns (%)")
     axes.legend(loc="lower right", frameon=False, fontsize=8)
     axes.spines[["top", "right"]].set_visible(False)
@@ -66,7 +67,10 @@ def _by_day(table: SliceRates):
         return np.array([row["rates"][name][key] for row in table["values"]]) * 100
 
     step = max(1, len(days) // 6)
-    for axes, name in zip(grid.flat, ("defects", *COMPONENTS), strict=True):
+    names = ("defects", *components_of(table))
+    for axes in grid.flat[len(names):]:  # a stage the logs lack has no panel
+        axes.set_visible(False)
+    for axes, name in zip(grid.flat, names, strict=False):
         axes.fill_between(x, series(name, "ci_low"), series(name, "ci_high"), color=COLOURS[name], alpha=0.15, linewidth=0)
         axes.plot(x, series(name, "rate"), color=COLOURS[name], linewidth=1.6, marker="o", markersize=2.5)
         axes.set_title("all defects" if name == "defects" else name, loc="left", fontsize=10, color=COLOURS[name])
@@ -87,7 +91,7 @@ def _heatmap(table: SliceRates):
 
     values = table["values"][:HEATMAP_MAX_VALUES]
     names = [f"{printable(str(row['value']))}{' *' if row['small'] else ''}" for row in values]  # data: no control characters
-    columns = (*COMPONENTS, "defects")
+    columns = (*components_of(table), "defects")
     rates = np.array([[row["rates"][c]["rate"] * 100 for c in columns] for row in values])
     small = np.array([row["small"] for row in values])
     trusted = rates[~small] if (~small).any() else np.zeros((0, len(columns)))
@@ -97,7 +101,7 @@ def _heatmap(table: SliceRates):
     figure, axes = plt.subplots(figsize=(7, 0.8 + 0.28 * len(values)))
     axes.imshow(np.ma.masked_array(shade, np.broadcast_to(small[:, None], shade.shape)), aspect="auto", cmap=colour_map,
                 vmin=0, vmax=1)
-    axes.set_xticks(range(len(columns)), [*COMPONENTS, "all defects"])
+    axes.set_xticks(range(len(columns)), [*columns[:-1], "all defects"])
     axes.set_yticks(range(len(values)), names, fontsize=8)
     axes.xaxis.tick_top()
     for i in range(rates.shape[0]):

@@ -17,7 +17,7 @@ from fpi.contract.records import OUT_OF_DEPTH, out_of_depth_warning
 from fpi.contract.spreadsheet_cells import neutral_cell
 from fpi.contract.trace_format import COMPONENTS
 from fpi.presentation.display_tables import DisplayTable, html_table, markdown_table, md_escape, print_table
-from fpi.reports.failure_report import Rate, Report, SliceRates
+from fpi.reports.failure_report import Rate, Report, SliceRates, components_of, coverage_lines
 
 DEFECTS = "defects"  # the column/row of all defects together
 
@@ -48,7 +48,7 @@ def header(report: Report) -> list[str]:
     where = f"{report['turns']} turns from {report['source']}" + (f" (sha256 {about['input_sha256'][:16]})" if about["input_sha256"] else "")
     days = f"turns of {about['first_day']} to {about['last_day']}" if about["first_day"] else "no timestamps"
     lines.append(f"{where}; {days}; report date {about['date'] or '-'}")
-    return lines
+    return lines + coverage_lines(report)
 
 
 def verdict(report: Report) -> tuple[str, str] | None:
@@ -69,12 +69,6 @@ def verdict(report: Report) -> tuple[str, str] | None:
     parts.append(f"all defects {100 * overall['change']:+.2f} pp ({overall['verdict']})")
     tone = "worse" if base["verdict"]["worse"] else "better" if base["verdict"]["better"] else "no significant change"
     return f"Against {base['source']}: " + "; ".join(parts), tone
-
-
-def _components_of(table: SliceRates) -> list[str]:
-    """The failure points a slice table has rates of: not the stages the logs lack."""
-    rates = table["values"][0]["rates"] if table["values"] else {}
-    return [c for c in COMPONENTS if c in rates] if rates else list(COMPONENTS)
 
 
 def tables(report: Report, with_components: bool = True) -> list[DisplayTable]:
@@ -122,7 +116,7 @@ def tables(report: Report, with_components: bool = True) -> list[DisplayTable]:
     if by_day and not any(s["field"] == "day" for s in slices):
         slices.append(by_day)
     for table in slices:
-        shown = _components_of(table)
+        shown = components_of(table)
         t = DisplayTable(f"slice:{table['field']}", f"By {table['field']}: rate of each failure point [95% CI]",
                   [table["field"], "turns", *shown, "all defects", "flag"],
                   note=f"flag `small`: fewer than {table['min_cell']} turns; read its rates with care.")
@@ -185,7 +179,7 @@ def csv_text(report: Report) -> str:
     slices: list[SliceRates] = list(report["slices"]) + ([by_day] if by_day else [])
     for table in slices:
         for value in table["values"]:
-            for name in (*_components_of(table), DEFECTS):
+            for name in (*components_of(table), DEFECTS):
                 cell = value["rates"][name]
                 writer.writerow({"table": "by_day" if table is by_day else "slice", "failure_point": name,
                                  "field": table["field"], "value": value["value"], "turns": value["turns"], "count": cell["count"],

@@ -12,11 +12,11 @@ SCORE_COLUMNS = ("precision", "recall", "F1", "support", "annotator F1", "p", "c
 STATUS_STYLES = {"pass": "green", "fail": "bold red", "skipped": "yellow"}
 
 
-def counts_table(counts: dict[str, int], total: int, stages: Sequence[str] | None = None) -> DisplayTable:
-    """Turns per failure point; with `stages` (the ones the logs have), no row for a stage they lack."""
+def counts_table(counts: dict[str, int], total: int, possible: Sequence[str] | None = None) -> DisplayTable:
+    """Turns per failure point; with `possible` (the labels a turn of the logs could have), no row for a stage they lack."""
     table = DisplayTable("counts", f"failure points of {total} turns", ["failure point", "turns", "share"])
     for label, count in counts.items():
-        if stages is not None and label != "correct" and label not in stages and not count:
+        if possible is not None and label not in possible and not count:
             continue
         table.add(label, str(count), f"{100 * count / total:.1f}%" if total else "-")
     return table
@@ -60,6 +60,9 @@ def gate_context(result) -> list[str]:
         base = context["baseline"]
         same = ", ".join(f"{'same' if base[f'same_{k}'] else 'different'} {k}" for k in ("data", "model", "rules"))
         lines.append(f"baseline {base['source']} (model {str(base['model_fingerprint'])[:12]}): {same}")
+    if context.get("stages_lacking"):
+        lacking = ", ".join(context["stages_lacking"])
+        lines.append(f"no checks on {lacking}: these logs lack {'that stage' if len(context['stages_lacking']) == 1 else 'those stages'}")
     return lines
 
 

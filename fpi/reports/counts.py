@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from fpi.contract.errors import UsageError
+from fpi.contract.records import possible_labels
 from fpi.contract.trace_format import LABELS
 from fpi.io.records_files import records_batches
 
@@ -62,7 +63,7 @@ class Tally:
             return (pl.col(column) if column in records.columns else pl.lit(None)).cast(pl.String).alias(column)
         keys = [text(k) for k in KEYS if k != "day"] + [pl.col("timestamp").cast(pl.String).str.slice(0, 10).alias("day")]
         counts = records.lazy().select(*keys, *[text(f) for f in extra]).group_by(pl.all()).agg(turns=pl.len().cast(COUNT))
-        return cls(counts.collect(), _reasons(records), frozenset(records.columns), _possible(records))
+        return cls(counts.collect(), _reasons(records), frozenset(records.columns), possible_labels(records))
 
     @classmethod
     def combined(cls, tallies: Iterable[Tally]) -> Tally:
@@ -119,18 +120,6 @@ class Tallying:
 
     def discard(self) -> None:
         """Nothing is written."""
-
-
-def _possible(records: pl.DataFrame) -> frozenset[str]:
-    """The labels some record gives a chance (a stage that ran nowhere in the logs gets 0 on every turn), or
-    that some record names; records without probabilities could have any."""
-    if records.height == 0:
-        return frozenset()
-    if "probabilities" not in records.columns:
-        return frozenset(LABELS)
-    chances = records.select(pl.col("probabilities").struct.field(label).max().alias(label) for label in LABELS).row(0, named=True)
-    named = set(records["failure_point"].drop_nulls().unique().to_list())
-    return frozenset(label for label in LABELS if (chances[label] or 0) > 0 or label in named or label == "correct")
 
 
 def _reasons(records: pl.DataFrame) -> pl.DataFrame:

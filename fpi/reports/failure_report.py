@@ -16,6 +16,7 @@ import polars as pl
 from fpi.contract.errors import UsageError
 from fpi.contract.metrics import scores
 from fpi.contract.trace_format import COMPONENTS, LABELS
+from fpi.io.coverage import Coverage
 from fpi.reports.statistics import CONFIDENCE, DIGITS, compare_rates, rate, wilson
 from fpi.reports.counts import COUNT, MICRO, SLICES, Tally, slice_key
 
@@ -86,6 +87,7 @@ class Report(TypedDict, total=False):
     by_day: SliceRates | None
     baseline: dict
     confusion: dict
+    coverage: dict  # raw traces read through a mapping: what it found (`fpi.io.coverage.Coverage.to_json`)
 
 
 # ------------------------------------------------------------------ the report
@@ -190,12 +192,20 @@ def slice_table(tally: Tally, field: str, min_cell: int) -> SliceRates:
     return SliceRates(field=field, min_cell=min_cell, values=rows)
 
 
+def components_of(table: SliceRates) -> list[str]:
+    """The failure points a slice table has rates of: not the stages the logs lack."""
+    rates = table["values"][0]["rates"] if table["values"] else {}
+    return [c for c in COMPONENTS if c in rates] if rates else list(COMPONENTS)
+
+
 def baseline_table(tally: Tally, baseline: Tally, alpha: float) -> dict:
-    """Each component's rate now against the baseline run: change, interval, test, verdict."""
+    """Each component's rate now against the baseline run: change, interval, test, verdict; no row for a stage
+    neither run's logs have."""
     now, before = _label_counts(tally.counts), _label_counts(baseline.counts)
     n, base_n = tally.turns, baseline.turns
+    either = tally.possible | baseline.possible
     rows = [{"failure_point": label, "turns": now[label], "baseline_turns": before[label],
-             **compare_rates(now[label], n, before[label], base_n, alpha)} for label in COMPONENTS]
+             **compare_rates(now[label], n, before[label], base_n, alpha)} for label in COMPONENTS if label in either]
     defects, base_defects = sum(now[c] for c in COMPONENTS), sum(before[c] for c in COMPONENTS)
     overall = {"turns": defects, "baseline_turns": base_defects, **compare_rates(defects, n, base_defects, base_n, alpha)}
     return {"turns": n, "baseline_turns": base_n, "alpha": alpha, "components": rows, "overall": overall}
@@ -220,6 +230,15 @@ def about(tally: Tally, input_sha256: str | None = None, date: str | None = None
                  first_day=first_day, last_day=last_day, date=date or last_day)
 
 
+def coverage_lines(report: Report) -> list[str]:
+    """What the mapping found, as the report's header says it (the lines `fpi classify` prints, and a warning per
+    declared stage found on no turn); none for records, or traces read without a mapping."""
+    if "coverage" not in report:
+        return []
+    found = Coverage.from_json(report["coverage"])
+    return found.lines() + [f"warning: {warning}" for warning in found.warnings]
+
+
 def baseline_verdict(comparison: dict) -> dict:
     """The top line of a comparison: the components that got significantly worse or better, the rest, and all defects."""
     rows = comparison["components"]
@@ -240,16 +259,20 @@ def _confusion(counts: pl.DataFrame) -> np.ndarray:
 
 def build_report(records: pl.DataFrame | Tally, *, source: str = "", by: list[str] | None = None,
                  baseline: pl.DataFrame | Tally | None = None, baseline_source: str = "", min_cell: int = 30,
-                 top: int = 3, alpha: float = 0.05, input_sha256: str | None = None, date: str | None = None) -> Report:
+                 top: int = 3, alpha: float = 0.05, input_sha256: str | None = None, date: str | None = None,
+                 coverage: Coverage | None = None) -> Report:
     """Every number of the report, as plain JSON-able values, from records or their tally (`fpi.reports.counts`:
     a file of any size tallied batch by batch). `input_sha256` identifies the file the records came
-    from; `date` is the report's date (default: the day of the latest turn)."""
+    from; `date` is the report's date (default: the day of the latest turn); `coverage`, what a mapping found
+    of raw traces classified for the report, goes in its header."""
     tally = records if isinstance(records, Tally) else Tally.of(records, by or [])
     if tally.turns == 0:
         raise UsageError(f"{source or 'the records'}: no turns to report on")
     components, overall = component_table(tally, top)
     report = Report(about=about(tally, input_sha256, date), source=source, turns=tally.turns, confidence_level=CONFIDENCE,
                     components=components, overall=overall)
+    if coverage is not None:
+        report["coverage"] = coverage.to_json()
     report["slices"] = [slice_table(tally, field, min_cell) for field in by or []]
     report["by_day"] = slice_table(tally, "day", min_cell) if tally.counts["day"].null_count() < tally.counts.height else None
     if baseline is not None:
@@ -258,6 +281,7 @@ def build_report(records: pl.DataFrame | Tally, *, source: str = "", by: list[st
     confusion = _confusion(tally.counts)
     if confusion.sum():
         metrics = scores(confusion)
+        shown = [i for i, label in enumerate(LABELS) if label in tally.possible]  # a stage the logs lack is no row, no column
         report["confusion"] = {"turns": metrics["turns"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-                               **metrics["confusion"]}
+                               "labels": [LABELS[i] for i in shown], "matrix": confusion[np.ix_(shown, shown)].tolist()}
     return report

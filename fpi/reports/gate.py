@@ -119,6 +119,14 @@ class CheckSpec:
     regression: RegressionLimit | None = None
     support: tuple[str, ...] | None = None  # where the gold support of a per-label check is
 
+    @property
+    def label(self) -> str | None:
+        """The label or component the check is on; None for the run as a whole."""
+        for section in ("per_label", "per_component"):
+            if section in self.metric:
+                return self.metric[self.metric.index(section) + 1]
+        return None
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -336,8 +344,11 @@ def _rate_source(policy: Policy, current: Metrics) -> str:
     return policy.rate_source
 
 
-def run_gate(policy: Policy, current: Metrics, baseline: Metrics | None = None) -> GateResult:
-    """Every check the policy sets, on the `current` metrics (and the baseline's)."""
+def run_gate(policy: Policy, current: Metrics, baseline: Metrics | None = None,
+             possible: frozenset[str] = frozenset(LABELS)) -> GateResult:
+    """Every check the policy sets, on the `current` metrics (and the baseline's), but those on a stage the logs
+    lack: `possible` are the labels a turn of them could have (`fpi.contract.records.possible_labels`). A
+    stage that ran on no turn has a defect rate of 0 that says nothing, so it is no check, and the context says so."""
     needs_gold = policy.has("model") or policy.has("regression", "metrics")
     if needs_gold and current.metrics is None:
         raise UsageError(f"{policy.source}:{policy.line('model' if policy.has('model') else 'regression')}: "
@@ -356,12 +367,15 @@ def run_gate(policy: Policy, current: Metrics, baseline: Metrics | None = None) 
                              "defect rates to compare with; save it from labeled traces or use `defect_rates: {source: predicted}`")
     now, before = current.to_json(), baseline.to_json() if baseline is not None else None
     checks = [_run_check(spec, now, before, source, policy.min_support) for spec in policy.checks
-              if spec.regression is None or before is not None]
+              if (spec.regression is None or before is not None) and (spec.label is None or spec.label in possible)]
     context = {
         "policy": policy.source, "source": current.source, "turns": current.turns,
         "data_fingerprint": current.data_fingerprint, "model_fingerprint": current.model_fingerprint,
         "rules": current.rules, "defect_rate_source": source, "min_support": policy.min_support,
     }
+    lacking = [stage for stage in COMPONENTS if stage not in possible]
+    if lacking:
+        context["stages_lacking"] = lacking
     if baseline is not None:
         context["baseline"] = {
             "source": baseline.source, "model_fingerprint": baseline.model_fingerprint,

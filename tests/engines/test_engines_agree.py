@@ -36,11 +36,18 @@ def inputs(tmp_path_factory):
             "spans": (folder / "spans.otlp.jsonl", folder / "team.yaml")}
 
 
-def _records(engine, source, mapping, output, **options):
-    plan = Plan(str(source), Pipeline(explain_top_k=2), Reading(mapping=mapping), [sink_for(output)], batch_turns=1000)
+def _records(engine, source, mapping, output, batch_turns=1000, **options):
+    """Where the engine wrote the records, and what it says of its run."""
+    plan = Plan(str(source), Pipeline(explain_top_k=2), Reading(mapping=mapping), [sink_for(output)], batch_turns=batch_turns)
     run = engine.run(plan, **options)
     assert run.classified == run.turns > 0
-    return output
+    return output, run
+
+
+def _same_run(one, other, mapped: bool) -> None:
+    """Both engines say the same of the input: what a mapping found of it, and the labels its turns could have."""
+    assert one.coverage == other.coverage and (one.coverage is not None) == mapped
+    assert one.possible == other.possible and "correct" in one.possible
 
 
 @pytest.mark.parametrize("shape", ["native", pytest.param("csv", marks=pytest.mark.slow),
@@ -48,9 +55,10 @@ def _records(engine, source, mapping, output, **options):
 @pytest.mark.slow
 def test_memory_and_streamed_write_the_same_bytes(inputs, tmp_path, shape):
     source, mapping = inputs[shape]
-    whole = _records(memory, source, mapping, tmp_path / "memory.jsonl")
-    parts = _records(streamed, source, mapping, tmp_path / "streamed.jsonl")
+    whole, in_memory = _records(memory, source, mapping, tmp_path / "memory.jsonl")
+    parts, in_parts = _records(streamed, source, mapping, tmp_path / "streamed.jsonl")
     assert parts.read_bytes() == whole.read_bytes()
+    _same_run(in_parts, in_memory, mapping is not None)
 
 
 @pytest.mark.slow
@@ -59,6 +67,21 @@ def test_spark_gives_the_records_of_the_local_engines(spark, inputs, tmp_path, s
     from fpi.engines import spark as on_spark
 
     source, mapping = inputs[shape]
-    whole = _records(memory, source, mapping, tmp_path / "memory.parquet")
-    folder = _records(on_spark, source, mapping, tmp_path / "spark.parquet")
+    whole, in_memory = _records(memory, source, mapping, tmp_path / "memory.parquet")
+    folder, on_spark_run = _records(on_spark, source, mapping, tmp_path / "spark.parquet")
     assert pl.read_parquet(folder / "*.parquet").equals(pl.read_parquet(whole))
+    _same_run(on_spark_run, in_memory, mapping is not None)  # "lines": Spark reads them itself, and adds up what tasks found
+
+
+def test_streamed_carries_what_the_mapping_found_and_the_stages_the_logs_lack(tmp_path):
+    """A mapped read is read whole, then spilled: its coverage and possible labels are those of the memory run."""
+    from voice_agent_export import pipecat_calls, voice_calls
+
+    export = tmp_path / "calls.otlp.jsonl"
+    export.write_bytes(pipecat_calls(voice_calls(240, seed=3)))
+    whole, in_memory = _records(memory, export, "pipecat", tmp_path / "memory.jsonl")
+    parts, in_parts = _records(streamed, export, "pipecat", tmp_path / "streamed.jsonl", batch_turns=60)
+    assert parts.read_bytes() == whole.read_bytes()
+    _same_run(in_parts, in_memory, mapped=True)
+    assert in_parts.coverage.turns == 240 and in_parts.coverage.stages == {"asr": 1.0, "nlu": 1.0, "result": 1.0, "feedback": 1.0}
+    assert in_parts.possible == {"asr", "nlu", "result", "correct"}

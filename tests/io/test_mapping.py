@@ -215,3 +215,76 @@ def test_a_flat_column_of_resolved_entities_feeds_er(tmp_path):
     assert turns["er"].to_list() == [{"entities": [{"slot": "entity", "value": "mum", "resolved_id": None, "resolved_value": "mum",
                                                    "score": None, "status": "resolved"}]}, None]
     assert run_cli("validate", calls, "--mapping", tmp_path / "m.yaml").exit_code == 0
+
+
+ER_STATUS_MAPPING = """\
+format: csv
+stages: [asr, er, result]
+fields:
+  session_id: call
+  asr.text: heard
+  result.status: {from: status, values: {ok: success}}
+  er.entities: entity
+  er.resolved: found
+"""
+
+
+def test_a_flat_status_column_says_whether_the_entity_resolved(tmp_path):
+    """`er.resolved` beside a flat `er.entities` column: one entity per turn, its status from yes/no words or ER's
+    own; a status without a value is an entity still (nothing resolved); no status and no value, no ER."""
+    calls = tmp_path / "calls.csv"
+    calls.write_text("call,heard,entity,found,status\nc1,call mum,mum,true,ok\nc1,call bob,bob,no,ok\nc2,call x,,false,ok\n"
+                     "c2,play jazz,,,ok\nc3,call ann,ann,ambiguous,ok\nc3,call ed,ed,0,ok\n")
+    (tmp_path / "m.yaml").write_text(ER_STATUS_MAPPING)
+    assert run_cli("map", "check", tmp_path / "m.yaml").exit_code == 0
+    turns = load_traces(calls, mapping=tmp_path / "m.yaml")
+
+    def entity(value, status):
+        return {"entities": [{"slot": "entity", "value": value, "resolved_id": None,
+                              "resolved_value": value if status == "resolved" else None, "score": None, "status": status}]}
+    assert turns["er"].to_list() == [entity("mum", "resolved"), entity("bob", "unresolved"), entity(None, "unresolved"), None,
+                                     entity("ann", "ambiguous"), entity("ed", "unresolved")]
+    alone = ER_STATUS_MAPPING.replace("  er.entities: entity\n", "")  # no value column: an entity named after the status column
+    (tmp_path / "alone.yaml").write_text(alone)
+    statuses = load_traces(calls, mapping=tmp_path / "alone.yaml")["er"].to_list()
+    assert [e and [(x["slot"], x["value"], x["status"]) for x in e["entities"]] for e in statuses] == [
+        [("found", None, "resolved")], [("found", None, "unresolved")], [("found", None, "unresolved")], None,
+        [("found", None, "ambiguous")], [("found", None, "unresolved")]]
+
+
+def test_map_check_refuses_what_validate_refuses_with_file_and_line(tmp_path):
+    """A status word that is neither yes/no nor ER's is the record's problem, by line; `er.resolved` beside a list of
+    entities, or a list field read from text, is the mapping's, at the line of the field; `map check LOGS --mapping M`
+    and `validate` say the same and exit 2."""
+    calls, mapping = tmp_path / "calls.csv", tmp_path / "m.yaml"
+    calls.write_text("call,heard,entity,found,status\nc1,call mum,mum,true,ok\nc1,call bob,bob,maybe,ok\n")
+    mapping.write_text(ER_STATUS_MAPPING)
+    bad_word = (f"{calls}:3: er.resolved: expected true or false, or resolved, ambiguous or unresolved, got 'maybe' "
+                f"(from found via {mapping})")
+    for command in (("map", "check", calls, "--mapping", mapping), ("validate", calls, "--mapping", mapping)):
+        result = run_cli(*command)
+        assert result.exit_code == 2 and bad_word in result.stderr.replace(" T003 ", " ")
+    lines = tmp_path / "calls.jsonl"
+    write_jsonl(lines, [{"call": "c1", "heard": "call mum", "status": "ok", "found": True,
+                        "entity": [{"slot": "contact", "value": "mum", "status": "resolved"}]}])
+    mapping.write_text(ER_STATUS_MAPPING.replace("format: csv\n", ""))
+    for command in (("map", "check", lines, "--mapping", mapping), ("validate", lines, "--mapping", mapping)):
+        result = run_cli(*command)
+        assert result.exit_code == 2, result.stderr
+        assert f"{mapping}:7: fields/er.resolved: goes with a flat er.entities column (one entity per turn), and entity holds a list" \
+               in result.stderr
+    mapping.write_text(ER_STATUS_MAPPING.replace("format: csv\n", "").replace("  er.resolved: found\n", "  asr.nbest: heard\n"))
+    for command in (("map", "check", lines, "--mapping", mapping), ("validate", lines, "--mapping", mapping)):
+        result = run_cli(*command)
+        assert result.exit_code == 2 and f"{mapping}:7: fields/asr.nbest: heard is String, not a list of objects" in result.stderr
+    mapping.write_text(ER_STATUS_MAPPING.replace("  er.entities: entity\n", "  er.entities: {from: entity, fields: {slot: name}}\n"))
+    refused = run_cli("map", "check", mapping)  # the mapping alone says it, before any logs
+    assert refused.exit_code == 2 and f"{mapping}:8: fields/er.resolved: goes with a flat er.entities column" in refused.stderr
+
+
+def test_a_field_an_extended_mapping_brings_is_named_at_its_own_line(tmp_path):
+    (tmp_path / "base.yaml").write_text("fields:\n  session_id: call\n  asr.text: heard\n  asr.nbest: heard\n")
+    (tmp_path / "mine.yaml").write_text("extends: base.yaml\nfields:\n  result.status: {value: success}\n")
+    write_jsonl(tmp_path / "calls.jsonl", [{"call": "c1", "heard": "hello"}])
+    with pytest.raises(TraceError, match=rf"^{tmp_path / 'base.yaml'}:4: fields/asr.nbest: heard is String"):
+        load_traces(tmp_path / "calls.jsonl", mapping=tmp_path / "mine.yaml")

@@ -207,3 +207,117 @@ def test_macro_f1_on_voice_agent_exports_with_known_labels(tmp_path):
         scores[name] = f1_score(records["label"], records["failure_point"], average="macro")
     assert scores["pipecat"] >= 0.5 and abs(scores["pipecat-old"] - scores["pipecat"]) <= 0.02
     assert scores["livekit-1.6"] >= 0.6 and scores["livekit-1.7"] == scores["livekit-1.6"]
+
+
+@pytest.fixture(scope="module")
+def labeled_export(calls, tmp_path_factory):
+    """150 calls as Pipecat traces them, with a mapping that reads their gold labels."""
+    folder = tmp_path_factory.mktemp("pipecat")
+    (folder / "calls.otlp.jsonl").write_bytes(pipecat_calls(calls[:150]))
+    (folder / "labeled.yaml").write_text("extends: pipecat\nfields:\n  label: turn:gold.label\n")
+    return folder
+
+
+def _components(text: str) -> set[str]:
+    """The stage names that start rows or are named as checks in a rendered table or file."""
+    import re
+
+    return set(re.findall(r"\b(wake|asr|nlu|er|result)\b", text))
+
+
+GATE_POLICY = """\
+version: 1
+min_support: 1
+model:
+  per_label:
+    all: {f1: 0.0}
+defect_rates:
+  source: predicted
+  per_component:
+    all: 0.9
+    wake: 0.01
+regression:
+  defect_rates:
+    per_component:
+      all: 0.5
+"""
+
+
+def test_the_gate_has_no_check_on_a_stage_the_logs_lack(labeled_export, tmp_path):
+    """Pipecat logs no wake word and no entity resolution: a policy's `all` (and even a ceiling it names for wake)
+    makes no check of them, in the table, the JSON and the JUnit file, and the gate says why."""
+    import json
+    import xml.etree.ElementTree as ET
+
+    from conftest import run_cli
+
+    export, mapping = labeled_export / "calls.otlp.jsonl", labeled_export / "labeled.yaml"
+    (tmp_path / "policy.yaml").write_text(GATE_POLICY)
+    assert run_cli("eval", export, "--mapping", mapping, "--save-metrics", tmp_path / "base.json").exit_code == 0
+    gate = ("gate", export, "--mapping", mapping, "--policy", tmp_path / "policy.yaml", "--baseline", tmp_path / "base.json")
+    machine = run_cli(*gate, "--format", "json", "--junit", tmp_path / "gate.xml")
+    assert machine.exit_code == 0, machine.stderr
+    verdict = json.loads(machine.stdout)
+    named = [check["name"].split(".") for check in verdict["checks"]]
+    assert {part for name in named for part in name} >= {"asr", "nlu", "result", "correct"}
+    assert not {part for name in named for part in name} & {"wake", "er"}
+    assert verdict["context"]["stages_lacking"] == ["wake", "er"]
+    junit = ET.parse(tmp_path / "gate.xml").getroot()
+    cases = [case.get("name", "") for case in junit.iter("testcase")]
+    assert len(cases) == len(verdict["checks"]) and not _components(" ".join(cases)) & {"wake", "er"}
+    assert {p.get("value") for p in junit.iter("property") if p.get("name") == "stages_lacking"} == {"wake, er"}
+    human = run_cli(*gate)
+    assert human.exit_code == 0 and "no checks on wake, er: these logs lack those stages" in human.stdout
+    assert _components(human.stdout.split("these logs lack")[1]) == {"asr", "nlu", "result"}
+
+
+def test_report_tables_and_the_page_have_no_row_for_a_stage_the_logs_lack(labeled_export, tmp_path):
+    """The component table, the baseline comparison, the slices, their CSV and Markdown, and the HTML page's plots
+    (which drew every stage, and failed on a missing one)."""
+    import json
+
+    from conftest import run_cli
+
+    records = tmp_path / "records.jsonl"
+    assert run_cli("classify", labeled_export / "calls.otlp.jsonl", "--mapping", labeled_export / "labeled.yaml",
+                   "-o", records).exit_code == 0
+    compared = ("report", records, "--baseline", records, "--by", "nlu.intent")
+    numbers = json.loads(run_cli(*compared, "--format", "json").stdout)
+    assert [row["failure_point"] for row in numbers["baseline"]["components"]] == ["asr", "nlu", "result"]
+    assert [row["failure_point"] for row in numbers["components"]] == ["asr", "nlu", "result", "correct"]
+    for suffix in ("md", "csv", "html"):
+        result = run_cli(*compared, "-o", tmp_path / f"report.{suffix}")
+        assert result.exit_code == 0, result.stderr
+        assert not _components((tmp_path / f"report.{suffix}").read_text()) & {"wake", "er"}, suffix
+    shown = run_cli(*compared)
+    assert shown.exit_code == 0 and not _components(shown.stdout) & {"wake", "er"}
+
+
+def test_the_report_header_says_what_the_mapping_found(calls, tmp_path):
+    """`fpi report` on raw spans classifies them through the mapping: its header, in every format, says what the
+    mapping found of each stage and field, and warns of a declared stage it found on no turn."""
+    import json
+
+    from conftest import run_cli
+
+    export = tmp_path / "old.otlp.jsonl"
+    export.write_bytes(pipecat_calls(calls[:120], names="old"))
+    (tmp_path / "mine.yaml").write_text(USER_MAPPING)
+    report = ("report", export, "--mapping", tmp_path / "mine.yaml")
+    found = "coverage of 120 turns: asr 0%, nlu 100%, result 100%"
+    warning = "warning: stage asr: declared but found on 0 of 120 turns (from stt:transcript); stt ({name: stt}) matched no span"
+    shown = run_cli(*report)
+    assert shown.exit_code == 0 and found in shown.stdout and warning in shown.stdout
+    header = shown.stdout.split("Failure points")[0]
+    assert found in header and "fields not on every turn: asr.text absent" in header
+    for suffix in ("md", "html"):
+        assert run_cli(*report, "-o", tmp_path / f"report.{suffix}").exit_code == 0
+        page = (tmp_path / f"report.{suffix}").read_text()
+        assert found in page and "stt_deepgramsttservice" in page, suffix
+    numbers = json.loads(run_cli(*report, "--format", "json").stdout)
+    assert numbers["coverage"]["turns"] == 120 and numbers["coverage"]["stages"]["asr"] == 0.0
+    assert numbers["coverage"]["fields"]["asr.text"] == 0.0 and len(numbers["coverage"]["warnings"]) == 1
+    records = tmp_path / "records.jsonl"
+    assert run_cli("classify", export, "--mapping", tmp_path / "mine.yaml", "-o", records).exit_code == 0
+    assert "coverage" not in run_cli("report", records).stdout  # records carry no mapping: nothing to say
+
