@@ -151,6 +151,7 @@ def _pipecat_llm(tracer, context, call: Call, clock: int, names: str) -> None:
         start += 500 * MS
     llm = tracer.start_span(PIPECAT_NAMES[names][1], context=context, start_time=start)
     llm.set_attributes({**common, "input": json.dumps([{"role": "user", "content": call.text}])})
+    llm.set_attribute(*(("metrics.ttfb", 0.35) if names == "new" else ("metrics.ttfb_ms", 350.0)))
     if call.llm_failed:
         llm.set_status(Status(StatusCode.ERROR, "APIError: upstream 500"))
     else:

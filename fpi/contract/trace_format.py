@@ -46,6 +46,7 @@ class Field:
     pattern: str | None = None
     fields: tuple[Field, ...] = ()
     doc: str = ""
+    sparse: bool = False  # added to v1 after its first release: written only where a turn has it (`json_lines`)
 
 
 def _score(name: str, doc: str = "") -> Field:
@@ -68,6 +69,9 @@ TURN_FIELDS: tuple[Field, ...] = (
         Field("text", "string", required=True),
         _score("confidence"),
         Field("nbest", "array", fields=(Field("text", "string", required=True), _score("confidence"))),
+        Field("eou_probability", "number", minimum=0.0, maximum=1.0, sparse=True,
+              doc="0..1: how sure the turn detector was that the user had finished when it ended their turn"),
+        Field("ttfb_ms", "number", minimum=0.0, sparse=True, doc="milliseconds from the audio sent to the STT's first result"),
     )),
     Field("nlu", "object", fields=(
         Field("domain", "string"),
@@ -99,6 +103,8 @@ TURN_FIELDS: tuple[Field, ...] = (
         Field("action", "string"),
         Field("response", "string"),
         Field("latency_ms", "number", minimum=0.0),
+        Field("ttfb_ms", "number", minimum=0.0, sparse=True,
+              doc="milliseconds from the request to the LLM's first token (or the reply's first byte)"),
     )),
     Field("feedback", "object", fields=(
         Field("barge_in", "boolean"),
@@ -133,6 +139,45 @@ def turn_dtype(*, decode: bool = False) -> pl.Struct:
 
 TURN_SCHEMA = pl.Schema({f.name: _dtype(f) for f in TURN_FIELDS})
 """Columns of the frame `load_traces` returns, before `line` and `raw`."""
+
+
+def _dense(field: Field) -> pl.DataType:
+    """The dtype of `field` without its sparse members."""
+    if field.kind not in ("object", "array"):
+        return _dtype(field)
+    inner = pl.Struct({f.name: _dense(f) for f in field.fields if not f.sparse})
+    return pl.List(inner) if field.kind == "array" else inner
+
+
+def _sparse_present() -> pl.Expr:
+    """True where a turn has a value of a sparse member."""
+    found = [pl.col(top.name).struct.field(m.name).is_not_null() for top in TURN_FIELDS if top.kind == "object"
+             for m in top.fields if m.sparse]
+    return pl.any_horizontal(found)
+
+
+def json_lines(turns: pl.DataFrame) -> str:
+    """Turns (in TURN_SCHEMA's columns, or castable to them) as trace-format JSON Lines, every field written, null or
+    not, but the sparse members (added to v1 later), which a line has only when the turn has one of them: a turn
+    without them keeps the bytes, and so the fingerprint, it had before they were added."""
+    typed = turns.select(pl.col(name).cast(dtype) for name, dtype in TURN_SCHEMA.items())
+    dense = typed.select(pl.col(f.name).cast(_dense(f)) for f in TURN_FIELDS).write_ndjson()
+    present = typed.select(_sparse_present()).to_series() if typed.height else pl.Series([], dtype=pl.Boolean)
+    if not present.any():
+        return dense
+    full = pl.Series(typed.write_ndjson().splitlines())  # JSON escapes newlines in text: one line per turn
+    lines = pl.select(pl.when(present).then(full).otherwise(pl.Series(dense.splitlines()))).to_series()
+    return "\n".join(lines.to_list()) + "\n"
+
+
+def with_every_member(turns: pl.DataFrame) -> pl.DataFrame:
+    """`turns` with every member of each stage, those it lacks null: a frame made before members were added (the
+    simulator's, one a notebook built) reads as one the loader gives."""
+    def lacks_members(field: Field) -> bool:
+        dtype = turns.schema.get(field.name)
+        return isinstance(dtype, pl.Struct) and bool({m.name for m in field.fields} - {m.name for m in dtype.fields})
+    missing = {f.name: _dtype(f) for f in TURN_FIELDS if f.kind == "object" and lacks_members(f)}
+    return turns.with_columns(pl.col(name).cast(dtype) for name, dtype in missing.items()) if missing else turns
 
 
 # ---------------------------------------------------------------- JSON Schema

@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 
 from fpi.contract.errors import TraceError
-from fpi.contract.trace_format import NOT_A_RECORD, STAGES, TURN_SCHEMA
+from fpi.contract.trace_format import NOT_A_RECORD, STAGES, json_lines
 from fpi.io.checks import StageCheck, validate_rows
 from fpi.io.coverage import Coverage, measure
 from fpi.io.otlp import read_spans
@@ -155,7 +155,7 @@ def turns_fingerprint(turns: pl.DataFrame) -> str:
 def canonical_turns(turns: pl.DataFrame) -> bytes:
     """The turns' trace fields as JSON Lines, what `turns_fingerprint` hashes: a file's turns hashed
     chunk by chunk in order give the same digest."""
-    return turns.select(pl.col(name).cast(dtype) for name, dtype in TURN_SCHEMA.items()).write_ndjson().encode("utf-8")
+    return json_lines(turns).encode("utf-8")
 
 
 def _read_source(source: str | Path | bytes, name: str | None) -> tuple[bytes, str]:

@@ -10,7 +10,7 @@ import polars as pl
 from fpi.contract.spreadsheet_cells import restored
 
 from fpi.contract.errors import TraceError, UsageError
-from fpi.contract.trace_format import LABELS, TURN_SCHEMA
+from fpi.contract.trace_format import LABELS, json_lines
 
 
 def read_sheet(path: str | Path) -> pl.DataFrame:
@@ -61,4 +61,4 @@ def merge_labels(turns: pl.DataFrame, sheet: pl.DataFrame, source: str) -> pl.Da
 
 def labeled_traces(turns: pl.DataFrame) -> str:
     """Turns as trace-format JSON Lines (the format's fields; labels as they now are)."""
-    return turns.select(pl.col(name).cast(dtype) for name, dtype in TURN_SCHEMA.items()).write_ndjson()
+    return json_lines(turns)

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 from rapidfuzz import fuzz, process
 
+from fpi.contract.trace_format import with_every_member
 from fpi.pipeline import quantiles
 
 c = pl.col
@@ -186,6 +187,9 @@ def _recognition_features() -> list[Feature]:
         F("asr_nbest_distinct", "distinct texts in the ASR n-best",
           pl.when(asr_nbest.list.len() > 0).then(asr_nbest.list.eval(pl.element().struct.field("text")).list.n_unique().cast(pl.Float64)),
           group="asr"),
+        F("asr_eou_probability", "how sure the turn detector was that the user had finished (low: cut off mid-sentence?)",
+          asr.struct.field("eou_probability"), group="asr"),
+        F("asr_ttfb_ms", "milliseconds to the STT's first result", asr.struct.field("ttfb_ms"), group="asr"),
         F("nlu_missing", "NLU did not run", _flag(nlu.is_null()), group="nlu"),
         F("nlu_confidence", "NLU confidence of the chosen intent", nlu.struct.field("confidence"), group="nlu"),
         F("nlu_nbest_size", "number of NLU n-best interpretations", nlu_nbest.list.len().cast(pl.Float64), group="nlu"),
@@ -227,6 +231,8 @@ def _resolution_features() -> list[Feature]:
         F("result_missing", "no result logged", _flag(result.is_null()), group="result"),
         F("result_status", "result status", c("_status"), categorical=True, group="result"),
         F("result_latency_ms", "result latency in milliseconds", result.struct.field("latency_ms"), group="result"),
+        F("result_ttfb_ms", "milliseconds to the LLM's first token (or the reply's first byte)", result.struct.field("ttfb_ms"),
+          group="result"),
         F("result_action", "the action taken, by its logged name", c("_action"), categorical=True, group="result"),
         F("result_has_action", "an action was taken", _flag(result.struct.field("action").is_not_null()), group="result"),
         F("result_has_response", "a response was spoken or shown", _flag(result.struct.field("response").is_not_null()), group="result"),
@@ -290,6 +296,7 @@ ENGINE: Final = "in-memory"  # the turns are in memory already; polars' streamin
 def feature_plan(turns: pl.DataFrame, neighbours: pl.DataFrame | None = None) -> pl.LazyFrame:
     """The lazy plan from loaded turns to `turn_id` plus one column per feature, in input order;
     `neighbours` is `neighbour_rows(turns)` when the caller already has it."""
+    turns = with_every_member(turns)
     index = neighbours if neighbours is not None else neighbour_rows(turns)
     lf = _with_matches(_helpers(pl.concat([turns, index], how="horizontal").lazy()))
     shared = lf.with_columns(  # in input order, which the neighbours' row numbers point into

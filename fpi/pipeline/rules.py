@@ -22,7 +22,7 @@ from fpi.pipeline.conditions import Compiler, ConditionError, FieldType
 from fpi.contract.errors import DocumentError, Problem, UsageError
 from fpi.contract.metrics import evaluate
 from fpi.pipeline.features import CATEGORICAL, FEATURES, next_of, prev_of
-from fpi.contract.trace_format import LABELS, RESULT_STATUSES, STAGES, TURN_FIELDS
+from fpi.contract.trace_format import LABELS, RESULT_STATUSES, STAGES, TURN_FIELDS, with_every_member
 from fpi.contract.yaml_documents import EMPTY, package_schema, read_yaml, schema_problems
 
 RULES_SCHEMA = "rules-v1.schema.json"
@@ -249,7 +249,8 @@ def evaluation_frame(turns: pl.DataFrame, features: pl.DataFrame, verdicts: pl.D
     the session neighbour index (`fpi.pipeline.features.neighbour_rows`)."""
     probabilities = verdicts["probabilities"].struct.unnest().rename({label: f"p_{label}" for label in LABELS})
     return pl.concat([
-        turns.select("session_id", "turn_index", *[f.name for f in TURN_FIELDS if f.name not in ("session_id", "turn_index")]),
+        with_every_member(turns).select("session_id", "turn_index",
+                                        *[f.name for f in TURN_FIELDS if f.name not in ("session_id", "turn_index")]),
         features.drop("turn_id").rename(lambda name: f"f.{name}"),
         verdicts.select(model_failure_point="model_failure_point", model_confidence="confidence"),
         probabilities,

@@ -42,3 +42,29 @@ def test_frame_schema_covers_every_field():
     assert list(TURN_SCHEMA) == [f.name for f in TURN_FIELDS]
     assert TURN_SCHEMA["turn_index"] == pl.Int64
     assert LABELS == ("wake", "asr", "nlu", "er", "result", "correct")
+
+
+def test_members_added_later_are_written_only_where_a_turn_has_them():
+    """A turn without the sparse members (eou_probability, ttfb_ms) keeps the line, and so the fingerprint, it had
+    before they were added; a turn with one has every member written; cut anywhere, the lines are the same."""
+    from fpi import load_traces
+    from fpi.contract.trace_format import json_lines
+    from fpi.io.traces import canonical_turns
+
+    turns = load_traces(ROOT / "fixtures" / "traces.jsonl").head(40)
+    lines = json_lines(turns).splitlines()
+    assert not any("eou_probability" in line or "ttfb_ms" in line for line in lines)
+    asr = pl.col("asr")
+    timed = turns.with_columns(asr=pl.when(pl.int_range(pl.len()) == 3).then(asr.struct.with_fields(eou_probability=pl.lit(0.4)))
+                               .otherwise(asr))
+    changed = json_lines(timed).splitlines()
+    assert [i for i, (a, b) in enumerate(zip(lines, changed, strict=True)) if a != b] == [3]
+    assert json.loads(changed[3])["asr"]["eou_probability"] == 0.4 and json.loads(changed[3])["result"]["ttfb_ms"] is None
+    assert canonical_turns(timed) == canonical_turns(timed.head(3)) + canonical_turns(timed.slice(3))
+
+
+def test_a_signal_out_of_range_is_named():
+    obj = {"turn_id": "a", "session_id": "s", "turn_index": 0, "asr": {"text": "hi", "eou_probability": 1.5},
+           "result": {"status": "success", "ttfb_ms": -3}}
+    assert validate_turn(obj) == [("asr.eou_probability", "T003", "expected a number in [0, 1], got 1.5"),
+                                  ("result.ttfb_ms", "T003", "expected a number >= 0, got -3")]

@@ -57,9 +57,12 @@ def test_pipecat_spans_with_team_attributes_give_the_native_verdicts(team):
 
 @pytest.mark.slow
 def test_spans_read_as_the_native_turns(team):
-    """Field by field: the spans carry exactly what the native turns say."""
+    """Field by field: the spans carry exactly what the native turns say, and the STT's time to first byte, which only
+    the spans log (Pipecat's `metrics.ttfb`, in seconds)."""
     spans = load_traces(team / "export.otlp.jsonl", mapping=team / "team.yaml").sort("session_id", "turn_index")
     native = load_traces(team / "native.jsonl").sort("session_id", "turn_index")
+    assert spans["asr"].struct.field("ttfb_ms").drop_nulls().unique().to_list() == [210.0]
+    spans = spans.with_columns(asr=pl.col("asr").struct.with_fields(ttfb_ms=pl.lit(None, pl.Float64)))
     for column in ("session_id", "turn_index", "asr", "nlu", "feedback"):
         assert spans[column].equals(native[column], null_equal=True), column
     fields = ("status", "action", "response")

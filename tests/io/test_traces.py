@@ -77,7 +77,7 @@ def test_extra_fields_are_kept_untouched(tmp_path):
     path = write_jsonl(tmp_path / "t.jsonl", [row])
     turns = load_traces(path)
     assert json.loads(turns["raw"][0]) == row
-    assert turns["asr"][0] == {"text": "hi", "confidence": 0.5, "nbest": None}
+    assert turns["asr"][0] == {"text": "hi", "confidence": 0.5, "nbest": None, "eou_probability": None, "ttfb_ms": None}
 
 
 def test_blank_lines_and_crlf_keep_line_numbers(tmp_path):

@@ -321,3 +321,44 @@ def test_the_report_header_says_what_the_mapping_found(calls, tmp_path):
     assert run_cli("classify", export, "--mapping", tmp_path / "mine.yaml", "-o", records).exit_code == 0
     assert "coverage" not in run_cli("report", records).stdout  # records carry no mapping: nothing to say
 
+
+def test_agent_timing_signals_are_read_by_the_shipped_mappings(calls):
+    """Pipecat's `metrics.ttfb` (seconds) on the STT and the first LLM call; LiveKit's turn detector's last
+    `lk.eou.probability` and the first LLM step's `lk.response.ttft`. Older Pipecat's `metrics.ttfb_ms` is left unread."""
+    few = calls[:40]
+    pipecat = load_traces(pipecat_calls(few), mapping="pipecat")
+    assert pipecat["asr"].struct.field("ttfb_ms").to_list() == [210.0] * 40
+    assert pipecat["result"].struct.field("ttfb_ms").to_list() == [350.0] * 40
+    assert pipecat["asr"].struct.field("eou_probability").is_null().all()
+    old = load_traces(pipecat_calls(few, names="old"), mapping="pipecat")
+    assert old["asr"].struct.field("ttfb_ms").is_null().all() and old["result"].struct.field("ttfb_ms").is_null().all()
+    for version in ("1.6", "1.7"):
+        livekit = load_traces(livekit_calls(few, version=version), mapping="livekit")
+        eou = livekit["asr"].struct.field("eou_probability")
+        assert eou.is_between(0.6, 0.99).all() and eou.n_unique() > 10
+        assert livekit["result"].struct.field("ttfb_ms").to_list() == [400.0] * 40
+
+
+def test_the_turn_detector_is_read_under_either_name_and_its_failure_is_no_value():
+    """LiveKit writes 0 when the turn detector failed; newer releases name the span eot_detection, under eot_wait."""
+    from opentelemetry.trace import set_span_in_context
+    from otel_export import SECOND, _otlp_json
+    from voice_agent_export import _provider
+
+    provider, exporter = _provider(4, "agent")
+    tracer = provider.get_tracer("livekit-agents")
+    session = tracer.start_span("agent_session", start_time=SECOND)
+    for i, (name, probability) in enumerate((("eou_detection", 0.0), ("eot_detection", 0.42), ("eou_detection", 0.9))):
+        start = (10 * i + 2) * SECOND
+        user = tracer.start_span("user_turn", context=set_span_in_context(session), start_time=start)
+        user.set_attribute("lk.user_transcript", f"words {i}")
+        parent = tracer.start_span("eot_wait", context=set_span_in_context(user), start_time=start) if name == "eot_detection" else user
+        detector = tracer.start_span(name, context=set_span_in_context(parent), start_time=start + SECOND)
+        detector.set_attribute("lk.eou.probability", probability)
+        detector.end(end_time=start + SECOND)
+        if parent is not user:
+            parent.end(end_time=start + SECOND)
+        user.end(end_time=start + 2 * SECOND)
+    session.end(end_time=40 * SECOND)
+    turns = load_traces(_otlp_json(list(exporter.get_finished_spans()), per_line=10), mapping="livekit").sort("turn_index")
+    assert turns["asr"].struct.field("eou_probability").to_list() == [None, 0.42, 0.9]

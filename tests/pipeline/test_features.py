@@ -4,7 +4,7 @@ import polars as pl
 import pytest
 from rapidfuzz import fuzz
 
-from fpi import FEATURE_NAMES, build_features, load_traces
+from fpi import FEATURE_NAMES, build_features, load_traces, simulate
 from fpi.pipeline.features import FEATURES, features_markdown
 from conftest import ROOT, turn, write_jsonl
 
@@ -139,3 +139,18 @@ def test_timestamps_with_offsets_and_without(tmp_path):
 
 def test_features_doc_is_current():
     assert (ROOT / "docs" / "features.md").read_text() == features_markdown()
+
+
+def test_agent_timing_signals_are_read_where_logged_and_null_where_not(tmp_path):
+    """End-of-utterance probability and times to first byte: the value where a stage logged it; null where the stage
+    ran without it, and where it did not run (never 0); a frame made before they existed reads as one without them."""
+    rows = [turn(turn_id="a", asr={"text": "book a table", "eou_probability": 0.31, "ttfb_ms": 180.0},
+                 result={"status": "success", "latency_ms": 900.0, "ttfb_ms": 420.0}),
+            turn(turn_id="b", turn_index=1, asr={"text": "for two"}, result={"status": "success"}),
+            turn(turn_id="c", turn_index=2)]
+    features = build_features(load_traces(write_jsonl(tmp_path / "t.jsonl", rows)))
+    assert features.select("asr_eou_probability", "asr_ttfb_ms", "result_ttfb_ms").rows() == [
+        (0.31, 180.0, 420.0), (None, None, None), (None, None, None)]
+    simulated = simulate(30, seed=1)  # the simulator's stages lack these members
+    assert "eou_probability" not in {f.name for f in simulated.schema["asr"].fields}
+    assert build_features(simulated)["asr_eou_probability"].null_count() == 30
