@@ -16,8 +16,10 @@ traces, help: the wall time of `fpi --help` (median of 10 fresh processes).
 
 Prints, per phase: seconds, turns/s and the peak RSS of the phase's process or its largest child
 (Spark's JVM), including the ~0.2 GB of Python, polars and LightGBM themselves, and for a classify the
-learning libraries its process loaded (none, when compiled trees in the cache predict); then each classify's
-ratio to the Arrow floor measured in the same run; `--markdown` prints the figures as the README's table."""
+learning libraries its process loaded (none, when compiled trees in the cache predict); the
+cores the whole process kept busy (CPU seconds over wall seconds); each classify runs `--pairs` times, each
+right after the Arrow floor, and its ratio is the median of the pairs' ratios (the floor moves with the
+machine's state); `--markdown` prints the table, `--write` writes it into docs/scale.md and the README."""
 
 from __future__ import annotations
 
@@ -177,13 +179,92 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
     return {"timings": timings, "peak_rss_gb": peak, "loaded": [name for name in LEARNING_LIBRARIES if name in sys.modules]}
 
 
+PAIRED = ("classify", "classify-no-rules", "classify-parquet", "classify-streamed", "classify-explain", "spark")
+"""Phases measured against the floor: each run right after a floor run, in the same machine state."""
+MARKERS = ("<!-- bench-classify:start -->", "<!-- bench-classify:end -->")
+
+
+def _run(phase: str, args: argparse.Namespace, workdir: Path) -> dict:
+    """One phase in a fresh process: its timings, peak RSS and learning libraries, and the cores the whole process kept
+    busy (CPU seconds of it and its children over its wall time)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    run = subprocess.run([sys.executable, __file__, "--turns", str(args.turns), "--workdir", str(workdir), "--phase", phase],
+                         capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return result | {"cores": cpu / wall if wall else 0.0}
+
+
+def _measure(phases: list[str], args: argparse.Namespace, workdir: Path) -> list[dict]:
+    """Rows of figures; a paired phase runs `--pairs` times, each right after the floor, and keeps the medians."""
+    rows = []
+    for phase in phases:
+        rounds = args.pairs if phase in PAIRED and args.pairs else 1
+        floors, results = [], []
+        for _ in range(rounds):
+            if phase in PAIRED and args.pairs:
+                floors.append(_run("arrow-floor", args, workdir)["timings"]["arrow floor (parse)"])
+            results.append(_run(phase, args, workdir))
+        for step in results[0]["timings"]:
+            timings = [r["timings"][step] for r in results]
+            seconds = statistics.median(t[0] if isinstance(t, list) else t for t in timings)
+            turns = timings[0][1] if isinstance(timings[0], list) else args.turns
+            ratios = [(t[0] if isinstance(t, list) else t) / f for t, f in zip(timings, floors)]
+            rows.append({"step": step, "seconds": seconds, "turns": turns, "peak": max(r["peak_rss_gb"] for r in results),
+                         "cores": statistics.median(r["cores"] for r in results), "loaded": results[0]["loaded"],
+                         "phase": phase, "floor": statistics.median(floors) if floors else None,
+                         "ratio": statistics.median(ratios) if ratios else None, "rounds": rounds})
+            _say(rows[-1])
+    return rows
+
+
+def _say(row: dict) -> None:
+    rate = f"{row['turns'] / row['seconds']:>12,.0f} turns/s" if row["turns"] else " " * 20
+    ratio = f"   {row['ratio']:.2f} x its floor ({row['floor']:.2f} s; medians of {row['rounds']} pairs)" if row["ratio"] else ""
+    print(f"  {row['step']:<30} {row['seconds']:8.2f} s  {rate}   peak RSS {row['peak']:.2f} GB   {row['cores']:.2f} cores{ratio}")
+    if row["phase"].startswith("classify") or row["phase"] == "spark":
+        print(f"  {'learning libraries loaded':<30} {', '.join(row['loaded']) or 'none'}")
+
+
+def markdown(rows: list[dict], turns: int, size_gb: float) -> str:
+    """The figures as the Markdown table docs/scale.md and the README show."""
+    machine = f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
+    lines = [f"{turns:,} simulated turns ({size_gb:.2f} GB of JSON Lines), {machine}; each phase in a fresh process; "
+             "a classify's ratio is the median over pairs of it and the Arrow floor run just before it "
+             "(`python benchmarks/bench_classify.py --write`):", "",
+             "| phase | seconds | turns/s | × its Arrow floor (floor) | cores busy | peak RSS |", "|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        rate = f"{row['turns'] / row['seconds']:,.0f}" if row["turns"] else ""
+        ratio = f"{row['ratio']:.2f} ({row['floor']:.1f} s)" if row["ratio"] else ""
+        lines.append(f"| {row['step']} | {row['seconds']:.1f} | {rate} | {ratio} | {row['cores']:.2f} | {row['peak']:.2f} GB |")
+    return "\n".join(lines)
+
+
+def write_between_markers(path: Path, text: str) -> None:
+    """Replace what sits between the benchmark's markers in `path` (atomically)."""
+    content = path.read_text()
+    head, found, rest = content.partition(MARKERS[0])
+    _, found_end, tail = rest.partition(MARKERS[1])
+    if not found or not found_end:
+        raise SystemExit(f"{path}: no {MARKERS[0]} ... {MARKERS[1]} block to write the figures into")
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(f"{head}{MARKERS[0]}\n{text}\n{MARKERS[1]}{tail}")
+    temporary.replace(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--turns", type=int, default=1_000_000)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--phases", default="arrow-floor,load,features,predict,rules,explain,classify,classify-no-rules,"
                         "traces-to-parquet,classify-parquet,classify-streamed,classify-explain,report,report-streamed,help", help="comma-separated; add `spark` with the spark extra")
+    parser.add_argument("--pairs", type=int, default=3, help="runs of each classify phase, each right after an Arrow floor run "
+                        "(0: once, no ratio)")
     parser.add_argument("--markdown", action="store_true", help="also print the figures as a Markdown table (the README's)")
+    parser.add_argument("--write", action="store_true", help="write the table into docs/scale.md and README.md")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fpi-bench-"))
@@ -196,33 +277,16 @@ def main() -> None:
     print(f"fpi benchmark: {args.turns:,} simulated turns, {os.cpu_count()} cores, work in {workdir}")
     asked = args.phases.split(",")
     phases = (["simulate"] if not traces.exists() and set(asked) - WITHOUT_TRACES else []) + asked
-    seconds_of: dict[str, float] = {}
-    rows = []
-    for phase in phases:
-        run = subprocess.run([sys.executable, __file__, "--turns", str(args.turns), "--workdir", str(workdir), "--phase", phase],
-                             capture_output=True, text=True, check=True)
-        result = json.loads(run.stdout.strip().splitlines()[-1])
-        for step, timing in result["timings"].items():
-            seconds, turns = timing if isinstance(timing, list) else (timing, args.turns)
-            seconds_of[step] = seconds
-            rate = f"{turns / seconds:>12,.0f} turns/s" if turns else " " * 20
-            print(f"  {step:<26} {seconds:8.2f} s  {rate}   peak RSS {result['peak_rss_gb']:.2f} GB")
-            rows.append((step, seconds, turns, result["peak_rss_gb"]))
-        if phase == "simulate":
-            print(f"  {'trace file':<26} {traces.stat().st_size / 2**30:8.2f} GB")
-        if phase.startswith("classify"):
-            print(f"  {'learning libraries loaded':<26} {', '.join(result['loaded']) or 'none'}")
-    floor = seconds_of.get("arrow floor (parse)")
-    for step, seconds in seconds_of.items():
-        if floor and step.startswith("classify"):
-            print(f"  {step:<26} {seconds / floor:8.1f} x the Arrow floor")
+    rows = _measure(phases, args, workdir)
+    size = traces.stat().st_size / 2**30 if traces.exists() else 0.0
+    table = markdown([row for row in rows if row["phase"] != "simulate"], args.turns, size)
     if args.markdown:
-        machine = f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
-        print(f"\n{args.turns:,} turns ({traces.stat().st_size / 2**30:.2f} GB of JSON Lines), {machine}:\n")
-        print("| phase | seconds | turns/s | × Arrow floor | peak RSS |\n|---|---:|---:|---:|---:|")
-        for step, seconds, turns, peak in rows:
-            ratio = f"{seconds / floor:.1f}" if floor and (step.startswith(("classify", "arrow"))) else ""
-            print(f"| {step} | {seconds:.1f} | {f'{turns / seconds:,.0f}' if turns else ''} | {ratio} | {peak:.2f} GB |")
+        print("\n" + table)
+    if args.write:
+        root = Path(__file__).resolve().parent.parent
+        for target in (root / "docs" / "scale.md", root / "README.md"):
+            write_between_markers(target, table)
+            print(f"written into {target}")
 
 
 if __name__ == "__main__":
