@@ -3,12 +3,17 @@ the in-memory engine, in input order.
 
 1. Read the input in parts and spill the accepted turns into partitions by a hash of session_id, so
    every session lands whole in one partition; when sessions come whole one after another, each chunk
-   is a partition as read (`_SessionOrder`). A JSON Lines or Parquet file of trace format v1 is read
-   chunk by chunk; any other input (a mapping, CSV, OpenTelemetry spans, stdin, a frame) is read whole
-   by the readers, which need whole sessions and span trees, and then spilled. Quantile tables are
-   fitted on a sample chosen by turn_id (`QuantileSample`), collected as parts pass.
-2. Run the pipeline on one partition at a time: a batch of whole sessions.
-3. Merge the partitions' records back into input order, a window of records at a time, into the sinks.
+   is a partition as read (`_SessionOrder`). Spilled turns wait in memory until SPILL_BYTES of them
+   wait, then go to one file holding every partition's share (`_Shelf`): files of a fixed size, as many
+   as the input needs, so the cost of a turn does not grow with the input. A JSON Lines or Parquet file
+   of trace format v1 is read chunk by chunk; any other input (a mapping, CSV, OpenTelemetry spans,
+   stdin, a frame) is read whole by the readers, which need whole sessions and span trees, and then
+   spilled. Quantile tables are fitted on a sample chosen by turn_id (`QuantileSample`), collected as
+   parts pass.
+2. Run the pipeline on one partition at a time: a batch of whole sessions; its records, sorted by line,
+   are written in record batches that share MERGE_BYTES among the partitions.
+3. Merge the partitions' records back into input order, a window of lines at a time, reading each
+   partition's record batches in turn, each once (`_SortedRecords`), into the sinks.
 
 Spill files live in a temporary folder removed on every exit path; outputs are written beside their
 place and renamed into it at the end, so an interrupted run leaves the old ones."""
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import math
 import tempfile
 import zlib
@@ -47,6 +53,10 @@ from fpi.pipeline.quantiles import Reference
 
 CHUNK_BYTES = BLOCK_BYTES
 MIN_CHUNK_BYTES = 1 << 20
+SPILL_BYTES = 128 << 20  # spilled turns held in memory before they are written: the size of a spill file
+ID_SPILL_BYTES = 32 << 20  # the same for the turn_ids and lines of the duplicate check
+MERGE_BYTES = 128 << 20  # records the merge holds read ahead, shared among the partitions
+MIN_MERGE_ROWS = 1000  # the fewest records in a record batch the merge reads
 MERGE_WINDOW = 100_000  # lines merged back into input order at a time
 SESSION_HASH = pl.col("session_id").hash(seed=1)  # what places a session in its partition, and tells sessions apart
 
@@ -144,18 +154,93 @@ class _Partitions:
     hash of turn_id (so a turn_id used again anywhere lands beside its first use)."""
 
     count: int
-    files: dict[int, list[Path]] = field(default_factory=dict)
-    id_count: int = 1  # turn_ids and lines are small: fewer partitions, fewer files
-    ids: dict[int, list[Path]] = field(default_factory=dict)
+    by_session: _Shelf
+    by_turn_id: _Shelf
+    id_count: int = 1  # turn_ids and lines are small: fewer partitions
     sample: QuantileSample = field(default_factory=QuantileSample)
     stages: StageCheck = field(default_factory=StageCheck)  # turns with none of the stages, for the whole-input check
 
+    @classmethod
+    def under(cls, spill: Path, count: int, name: str = "turns") -> _Partitions:
+        """`count` partitions by session spilled into the folder `spill`, in files named `name`."""
+        return cls(count, _Shelf(spill, name, SPILL_BYTES), _Shelf(spill, "ids", ID_SPILL_BYTES), math.ceil(count / 8))
+
     def turns(self, part: int, columns: list[str] | None = None, without: pl.Series | None = None) -> pl.DataFrame:
         """One partition's turns in input order, less the lines `without`."""
-        scan = pl.scan_ipc(self.files[part]).select(columns or pl.all())
+        turns = self.by_session.read(part, columns)
         if without is not None and without.len():
-            scan = scan.filter(~pl.col("line").is_in(without.implode()))
-        return scan.sort("line").collect()
+            turns = turns.filter(~pl.col("line").is_in(without.implode()))
+        return turns.sort("line")
+
+    def flush(self) -> None:
+        """Every spilled turn on disk, before the partitions are read one by one."""
+        self.by_session.flush()
+        self.by_turn_id.flush()
+
+
+class _Shelf:
+    """Rows bound for partitions, held in memory until `budget` bytes of them wait, then written together to one
+    Arrow IPC file, each partition's rows in record batches of their own: spill files of a fixed size, as many
+    as the input needs, however many partitions share them (a file per chunk and partition would grow with the
+    input times the partitions, and shrink to a few rows each)."""
+
+    def __init__(self, folder: Path, name: str, budget: int):
+        self.folder, self.name, self.budget = folder, name, budget
+        self.waiting: dict[int, list[pa.Table]] = {}
+        self.held = 0  # bytes waiting
+        self.pieces: dict[int, list[tuple[Path, int, int]]] = {}  # partition: (file, its first record batch, the batch after)
+        self.files: list[Path] = []
+        self.columns: list[str] = []  # the rows' columns, as the files hold them
+
+    @property
+    def parts(self) -> list[int]:
+        """The partitions that got rows, in order."""
+        return sorted(self.pieces.keys() | self.waiting.keys())
+
+    def put(self, part: int, rows: pl.DataFrame) -> None:
+        """`rows` added to partition `part`; written with the rest once the budget is full."""
+        table = _arrow(rows)
+        self.waiting.setdefault(part, []).append(table)
+        self.columns = rows.columns
+        self.held += table.nbytes
+        if self.held >= self.budget:
+            self.flush()
+
+    def split(self, rows: pl.DataFrame, key: pl.Expr, count: int) -> None:
+        """`rows` among the partitions by `key` modulo `count`."""
+        for (part,), group in rows.with_columns(_part=(key % count).cast(pl.UInt32)).group_by("_part"):
+            self.put(int(part), group.drop("_part"))
+
+    def flush(self) -> None:
+        """What waits, written as one file, each partition's rows in record batches of their own."""
+        if not self.waiting:
+            return
+        target = self.folder / f"{self.name}-{len(self.files)}.arrow"
+        parts = sorted(self.waiting)
+        taken = _write_arrow((pa.concat_tables(self.waiting.pop(part)) for part in parts), target)
+        first = 0
+        for part, batches in zip(parts, taken, strict=True):
+            self.pieces.setdefault(part, []).append((target, first, first + batches))
+            first += batches
+        self.files.append(target)
+        self.held = 0
+
+    def read(self, part: int, columns: list[str] | None = None) -> pl.DataFrame:
+        """One partition's rows in the order they came (only `columns`, if given)."""
+        wanted = [name for name in self.columns if columns is None or name in columns]
+        options = pa.ipc.IpcReadOptions(included_fields=[self.columns.index(name) for name in wanted])
+        tables = []
+        for path, first, stop in self.pieces.get(part, []):
+            with pa.OSFile(str(path)) as source:
+                reader = pa.ipc.open_file(source, options=options)
+                tables.append(pa.Table.from_batches([reader.get_batch(i) for i in range(first, stop)]))
+        tables += [table.select(wanted) for table in self.waiting.get(part, [])]
+        return pl.DataFrame(pa.concat_tables(tables)).select(columns or pl.all())
+
+    def remove(self) -> None:
+        """The files deleted once read for the last time, freeing the disk for what comes next."""
+        for path in self.files:
+            path.unlink()
 
 
 def estimated_turns(path: Path) -> float:
@@ -184,17 +269,25 @@ def _line_bytes(path: Path) -> float:
     return len(sample) / max(sample.count(b"\n"), 1)
 
 
-def _write_spill(frame: pl.DataFrame, target: Path) -> None:
-    """Turns put aside in TMPDIR, read back soon (speed over size); a full disk there is named as such."""
-    with writing(f"{target.parent} (turns spilled to the temporary folder; set TMPDIR to one with room)"):
-        frame.write_ipc(target, compression="lz4")
+def _arrow(frame: pl.DataFrame) -> pa.Table:
+    """A frame as it waits in memory and in spill files: plain strings, copied out of the buffers polars decoded
+    them into (a string view keeps its whole buffer alive, several times the rows' own size)."""
+    return frame.to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
-def _spill_by(rows: pl.DataFrame, key: pl.Expr, count: int, where: Path, files: dict[int, list[Path]]) -> None:
-    for (part,), group in rows.with_columns(_part=(key % count).cast(pl.UInt32)).group_by("_part"):
-        target = where.with_name(f"{where.name}-{int(part)}.arrow")
-        _write_spill(group.drop("_part"), target)
-        files.setdefault(int(part), []).append(target)
+def _write_arrow(tables: Iterator[pa.Table], target: Path, rows: int | None = None) -> list[int]:
+    """Tables put aside in TMPDIR, read back soon (speed over size): the record batches of one Arrow IPC file, of
+    at most `rows` rows each; how many each table took. A full disk there is named as such."""
+    first = next(tables)
+    taken = []
+    with (writing(f"{target.parent} (turns spilled to the temporary folder; set TMPDIR to one with room)"),
+          pa.ipc.new_file(target, first.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer):
+        for table in itertools.chain([first], tables):
+            batches = table.to_batches(max_chunksize=rows)
+            for batch in batches:
+                writer.write_batch(batch)
+            taken.append(len(batches))
+    return taken
 
 
 def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Progress,
@@ -202,8 +295,7 @@ def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Progre
     """The file read chunk by chunk, each chunk's accepted turns spilled by session (and their ids by turn_id)."""
     result = Run(label, "streamed")
     digest = hashlib.sha256()
-    count = max(1, math.ceil(1.5 * estimated_turns(path) / batch_turns))
-    partitions = _Partitions(count=count, id_count=math.ceil(count / 8))
+    partitions = _Partitions.under(spill, max(1, math.ceil(1.5 * estimated_turns(path) / batch_turns)), "chunks")
     order = _SessionOrder()
     for number, chunk in enumerate(_chunks(path, label, batch_turns)):
         partitions.stages.add(chunk.turns)
@@ -214,15 +306,15 @@ def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Progre
         partitions.sample.add(turns)
         if fingerprint:
             digest.update(canonical_turns(turns))
-        _spill_by(turns.select("turn_id", "line"), pl.col("turn_id").hash(seed=2), partitions.id_count, spill / f"ids-{number}",
-                  partitions.ids)
+        partitions.by_turn_id.split(turns.select("turn_id", "line"), pl.col("turn_id").hash(seed=2), partitions.id_count)
         if order.contiguous:
-            order.spill(turns, number, spill, partitions)
+            order.spill(turns, number, partitions)
         else:
-            _spill_by(turns, SESSION_HASH, partitions.count, spill / f"turns-{number}", partitions.files)
+            partitions.by_session.split(turns, SESSION_HASH, partitions.count)
         del chunk, turns
         report("reading", result.read, None)
-    order.finish(spill, partitions)
+    order.finish(partitions)
+    partitions.flush()
     result.contiguous = order.contiguous
     if result.read == 0:
         raise TraceError([f"{label}: empty file: expected one JSON object per line (trace format v1)"])
@@ -236,9 +328,10 @@ def _spill_whole(read: LoadResult, spill: Path, plan: Plan) -> tuple[Run, _Parti
     put several turns on one line)."""
     outcome = Run.of_read(read, "streamed")
     turns = read.turns.drop("raw").with_columns(line=pl.int_range(1, read.turns.height + 1, dtype=pl.UInt32))
-    partitions = _Partitions(count=max(1, math.ceil(1.5 * turns.height / plan.batch_turns)))
+    partitions = _Partitions.under(spill, max(1, math.ceil(1.5 * turns.height / plan.batch_turns)))
     partitions.sample.add(turns)
-    _spill_by(turns, SESSION_HASH, partitions.count, spill / "turns-0", partitions.files)
+    partitions.by_session.split(turns, SESSION_HASH, partitions.count)
+    partitions.flush()
     if plan.fingerprint:
         outcome.fingerprint = turns_fingerprint(read.turns)
     return outcome, partitions
@@ -255,7 +348,7 @@ class _SessionOrder:
         self.ended = np.empty(0, dtype=np.uint64)  # hashes of the sessions that ended, sorted
         self.held: pl.DataFrame | None = None  # the last session of the chunk before
 
-    def spill(self, turns: pl.DataFrame, number: int, spill: Path, partitions: _Partitions) -> None:
+    def spill(self, turns: pl.DataFrame, number: int, partitions: _Partitions) -> None:
         if self.held is not None:
             turns = pl.concat([self.held, turns])
         if not turns.height:
@@ -263,45 +356,41 @@ class _SessionOrder:
         sessions = turns.select(SESSION_HASH).to_series()
         seen = np.unique(sessions.to_numpy())
         if np.isin(seen, self.ended, assume_unique=True).any():
-            self._hash_from_now(turns, number, spill, partitions)
+            self._hash_from_now(turns, partitions)
             return
         last = sessions[-1]
         here = sessions != last
         self.held = turns.filter(~here)
         if here.any():
-            target = spill / f"chunk-{number}.arrow"
-            _write_spill(turns.filter(here), target)
-            partitions.files[number] = [target]
+            partitions.by_session.put(number, turns.filter(here))
         self.ended = np.union1d(self.ended, seen[seen != last])
 
-    def finish(self, spill: Path, partitions: _Partitions) -> None:
+    def finish(self, partitions: _Partitions) -> None:
         if self.contiguous and self.held is not None and self.held.height:
-            target = spill / "chunk-last.arrow"
-            _write_spill(self.held, target)
-            partitions.files[max(partitions.files, default=0) + 1] = [target]
+            partitions.by_session.put(max(partitions.by_session.parts, default=0) + 1, self.held)
         if self.contiguous:
-            partitions.count = max(1, len(partitions.files))
+            partitions.count = max(1, len(partitions.by_session.parts))
         self.held, self.ended = None, np.empty(0, dtype=np.uint64)
 
-    def _hash_from_now(self, turns: pl.DataFrame, number: int, spill: Path, partitions: _Partitions) -> None:
+    def _hash_from_now(self, turns: pl.DataFrame, partitions: _Partitions) -> None:
         self.contiguous, self.held, self.ended = False, None, np.empty(0, dtype=np.uint64)
-        spilled, partitions.files = partitions.files, {}
-        for part, (path,) in spilled.items():
-            _spill_by(pl.read_ipc(path), SESSION_HASH, partitions.count, spill / f"turns-{part}",
-                      partitions.files)
-            path.unlink()
-        _spill_by(turns, SESSION_HASH, partitions.count, spill / f"turns-{number}", partitions.files)
+        chunks = partitions.by_session
+        partitions.by_session = _Shelf(chunks.folder, "turns", chunks.budget)
+        for part in chunks.parts:
+            partitions.by_session.split(chunks.read(part), SESSION_HASH, partitions.count)
+        chunks.remove()
+        partitions.by_session.split(turns, SESSION_HASH, partitions.count)
 
 
 def _reject_duplicates(path: Path, label: str, partitions: _Partitions, result: Run, batch_turns: int) -> pl.Series:
     """Turns whose turn_id, or whose session and turn_index, an earlier line used (across chunks; each chunk
     was checked when read), named as the in-memory run names them. Returns their lines, sorted."""
     reused_ids = pl.concat([
-        pl.scan_ipc(files).with_columns(first_turn=FIRST_TURN).filter(pl.col("line") != pl.col("first_turn"))
-        .select("line", "first_turn").collect()
-        for files in partitions.ids.values()] or [pl.DataFrame(schema={"line": pl.UInt32, "first_turn": pl.UInt32})])
+        partitions.by_turn_id.read(part).with_columns(first_turn=FIRST_TURN).filter(pl.col("line") != pl.col("first_turn"))
+        .select("line", "first_turn")
+        for part in partitions.by_turn_id.parts] or [pl.DataFrame(schema={"line": pl.UInt32, "first_turn": pl.UInt32})])
     found = []
-    for part in partitions.files:
+    for part in partitions.by_session.parts:
         keys = partitions.turns(part, ["line", "turn_id", "session_id", "turn_index"])
         found.append(keys.join(reused_ids, on="line", how="left").with_columns(first_index=FIRST_INDEX)
                      .filter(pl.col("first_turn").is_not_null() | (pl.col("line") != pl.col("first_index"))))
@@ -321,7 +410,7 @@ def _reject_duplicates(path: Path, label: str, partitions: _Partitions, result: 
 def _sample_again(partitions: _Partitions, rejected: pl.Series) -> QuantileSample:
     """The sample gathered from the spilled turns, when too many of the first one's turns were rejected."""
     sample = QuantileSample()
-    for part in partitions.files:
+    for part in partitions.by_session.parts:
         sample.add(partitions.turns(part, without=rejected))
     return sample
 
@@ -329,7 +418,7 @@ def _sample_again(partitions: _Partitions, rejected: pl.Series) -> QuantileSampl
 def _sampled_sessions(partitions: _Partitions, rejected: pl.Series, sampled: pl.Series) -> pl.DataFrame:
     """The sampled turns' `sample_rows`, each computed among the whole session it sits in."""
     found = []
-    for part in sorted(partitions.files):
+    for part in partitions.by_session.parts:
         turns = partitions.turns(part, without=rejected)
         sessions = turns.filter(pl.col("turn_id").is_in(sampled.implode()))["session_id"].unique()
         whole = turns.filter(pl.col("session_id").is_in(sessions.implode()))
@@ -340,38 +429,73 @@ def _sampled_sessions(partitions: _Partitions, rejected: pl.Series, sampled: pl.
 
 def _classify_partitions(pipeline: Pipeline, spill: Path, partitions: _Partitions, rejected: pl.Series, fitted: Reference,
                          result: Run, report: Progress, keep: bool = True) -> list[Path]:
-    """Each partition's records, sorted by line, in a Parquet file of small row groups (unless not `keep`)."""
+    """Each partition's records, sorted by line, in a file of record batches (unless not `keep`): the merge holds
+    one batch of every partition at a time, so they share MERGE_BYTES among them."""
     out, done = [], 0
-    for part in sorted(partitions.files):
+    for part in partitions.by_session.parts:
         turns = partitions.turns(part, without=rejected)
-        for f in partitions.files[part]:
-            f.unlink()
         batch = pipeline.run(turns.with_columns(raw=pl.lit(None, pl.String)), fitted=fitted)
         records = batch.records.with_columns(_line=turns["line"])
         if keep:
-            out.append(spill / f"records-{part}.parquet")
-            # a partition holds 1/count of the lines spread over the whole file: row groups of WINDOW/count
-            # records each span about one merge window, so the merge reads each record about once
-            records.write_parquet(out[-1], row_group_size=max(1000, MERGE_WINDOW // partitions.count), statistics=True)
+            out.append(spill / f"records-{part}.arrow")
+            table = _arrow(records)
+            share = MERGE_BYTES * table.num_rows // max(1, table.nbytes * partitions.count)
+            _write_arrow(iter([table]), out[-1], max(MIN_MERGE_ROWS, share))
         result.count(records)
         done += turns.height
         report("classifying", done, result.turns)
+    partitions.by_session.remove()
     return out
 
 
+class _SortedRecords:
+    """One partition's records, sorted by line, read a record batch at a time as the merge comes to them (kept as
+    Arrow, whose slices hold what they show, till a window of every partition's records becomes one frame)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with pa.OSFile(str(path)) as source:
+            reader = pa.ipc.open_file(source)
+            self.batches, self.held = reader.num_record_batches, reader.schema.empty_table()
+        self.read = 0
+
+    def first_line(self) -> int | None:
+        """The line of its next record; None when every record was taken."""
+        while not self.held.num_rows and self._more():
+            pass
+        return self.held["_line"][0].as_py() if self.held.num_rows else None
+
+    def before(self, end: int) -> pa.Table:
+        """Its records on lines before `end`, taken out."""
+        while (not self.held.num_rows or self.held["_line"][-1].as_py() < end) and self._more():
+            pass
+        cut = int(np.searchsorted(self.held["_line"].to_numpy(), end))
+        taken, self.held = self.held.slice(0, cut), self.held.slice(cut)
+        return taken
+
+    def _more(self) -> bool:
+        """Its next record batch read; False when there is none."""
+        if self.read == self.batches:
+            return False
+        with pa.OSFile(str(self.path)) as source:
+            batch = pa.ipc.open_file(source).get_batch(self.read)
+        self.held = pa.concat_tables([self.held, pa.Table.from_batches([batch])])
+        self.read += 1
+        return True
+
+
 def _merge(parts: list[Path], sinks: Sinks, result: Run, report: Progress) -> None:
-    """The records in input order, a window of lines at a time, into the sinks."""
-    scan = pl.scan_parquet(parts) if parts else None
-    last = int(scan.select(pl.col("_line").max()).collect().item() or 0) if scan is not None else 0
+    """The records in input order, a window of lines at a time, into the sinks: every record read once."""
+    streams = [_SortedRecords(path) for path in parts]
+    empty = pl.DataFrame(streams[0].held).drop("_line") if streams else None
     written = 0
-    for start in range(1, last + 1, MERGE_WINDOW):
-        assert scan is not None
-        records = scan.filter(pl.col("_line").is_between(start, start + MERGE_WINDOW - 1)).sort("_line").drop("_line").collect()
-        if records.height:
-            sinks.write(records)
-            written += records.height
-            report("writing", written, result.turns)
-    sinks.finish(scan.drop("_line").head(0).collect() if scan is not None else None)
+    while lines := [line for stream in streams if (line := stream.first_line()) is not None]:
+        end = min(lines) + MERGE_WINDOW
+        records = pl.DataFrame(pa.concat_tables([stream.before(end) for stream in streams])).sort("_line").drop("_line")
+        sinks.write(records)
+        written += records.height
+        report("writing", written, result.turns)
+    sinks.finish(empty)
 
 
 __all__ = ["estimated_turns", "in_chunks", "run"]

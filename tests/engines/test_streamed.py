@@ -21,7 +21,7 @@ from fpi.simulation.simulator import write_traces
 from fpi.io.line_blocks import line_blocks
 from fpi.engines import streamed
 from fpi.engines.plan import Plan, Reading, sink_for
-from fpi.engines.streamed import _sample_again
+from fpi.engines.streamed import SESSION_HASH, _arrow, _sample_again, _Shelf
 from fpi.io.quarantine import OnError
 
 
@@ -326,3 +326,37 @@ def test_scoring_a_stream_with_every_record_rejected_says_so(tmp_path):
         classify_file(source, Pipeline(), None, on_error="skip", labels_required=True)
     result = classify_file(source, Pipeline(), tmp_path / "out.jsonl", on_error="skip")
     assert (result.read, result.classified, [r.line for r in result.rejected]) == (2, 0, [1, 2])
+
+
+def test_spilled_turns_share_files_of_a_fixed_size_however_many_partitions(tmp_path):
+    """Ten chunks among 40 partitions go to files of about the budget's size, each holding every partition's
+    share (not a file per chunk and partition); a partition reads back as its rows came, written or waiting."""
+    turns = read_traces(_written(simulate(3000, seed=5), tmp_path / "t.jsonl")).turns.drop("raw")
+    shelf = _Shelf(tmp_path, "turns", budget=_arrow(turns).nbytes // 3)
+    for start in range(0, 3000, 300):
+        shelf.split(turns.slice(start, 300), SESSION_HASH, 40)
+    assert len(shelf.files) in (2, 3) and shelf.waiting
+    for part in shelf.parts:
+        expected = turns.filter((SESSION_HASH % 40).cast(pl.UInt32) == part)
+        assert shelf.read(part).equals(expected)
+        assert shelf.read(part, ["line", "turn_id"]).equals(expected.select("line", "turn_id"))
+    shelf.flush()
+    assert len(shelf.files) in (3, 4) and not shelf.waiting and len(shelf.parts) == 40
+
+
+def test_records_merge_back_in_order_across_many_small_batches_and_spill_files(interleaved, tmp_path, monkeypatch):
+    """Spill files, record batches and merge windows far smaller than the partitions, so windows end inside
+    batches and batches inside windows: the records are still the in-memory ones, byte for byte."""
+    monkeypatch.setattr(streamed, "CHUNK_BYTES", 300_000)
+    monkeypatch.setattr(streamed, "SPILL_BYTES", 1 << 20)
+    monkeypatch.setattr(streamed, "MERGE_BYTES", 1)
+    monkeypatch.setattr(streamed, "MIN_MERGE_ROWS", 70)
+    monkeypatch.setattr(streamed, "MERGE_WINDOW", 333)
+    expected = Pipeline().run(read_traces(interleaved / "traces.jsonl").turns).records.write_ndjson()
+    result = classify_file(interleaved / "traces.jsonl", Pipeline(), tmp_path / "s.jsonl", batch_turns=2000)
+    assert not result.contiguous and (tmp_path / "s.jsonl").read_text() == expected
+
+
+def _written(turns: pl.DataFrame, path):
+    write_traces(turns, path)
+    return path
