@@ -39,7 +39,7 @@ from fpi.contract.errors import TraceError
 from fpi.contract.environment_faults import writing
 from fpi.contract.interrupts import handling_interrupts
 from fpi.engines.plan import Plan, Progress, Run, Sinks
-from fpi.engines.whole_input import QuantileSample, hear, read_whole, settle
+from fpi.engines.whole_input import QuantileSample, hear, own_text, read_whole, settle
 from fpi.io.checks import FIRST_INDEX, FIRST_TURN, StageCheck, duplicates_rejected, row_json
 from fpi.io.line_blocks import BLOCK_BYTES, line_blocks
 from fpi.io.read_result import LoadResult
@@ -416,14 +416,15 @@ def _sample_again(partitions: _Partitions, rejected: pl.Series) -> QuantileSampl
 
 
 def _sampled_sessions(partitions: _Partitions, rejected: pl.Series, sampled: pl.Series) -> pl.DataFrame:
-    """The sampled turns' `sample_rows`, each computed among the whole session it sits in."""
+    """The sampled turns' `sample_rows`, each computed among the whole session it sits in (their text copied out,
+    or every partition's text would stay alive till the last)."""
     found = []
     for part in partitions.by_session.parts:
         turns = partitions.turns(part, without=rejected)
         sessions = turns.filter(pl.col("turn_id").is_in(sampled.implode()))["session_id"].unique()
         whole = turns.filter(pl.col("session_id").is_in(sessions.implode()))
         if whole.height:
-            found.append(sample_rows(whole).filter(pl.col("turn_id").is_in(sampled.implode())))
+            found.append(own_text(sample_rows(whole).filter(pl.col("turn_id").is_in(sampled.implode()))))
     return pl.concat(found) if found else pl.DataFrame()
 
 
