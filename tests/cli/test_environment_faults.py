@@ -8,6 +8,7 @@ import shutil
 import tempfile
 
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from conftest import FIXTURES, run_cli
@@ -27,6 +28,7 @@ def full_disk(monkeypatch):
     for method in ("write_ndjson", "write_csv", "write_ipc", "write_parquet"):
         monkeypatch.setattr(pl.DataFrame, method, _disk_full)
     monkeypatch.setattr("pathlib.Path.write_bytes", _disk_full_errno)
+    monkeypatch.setattr(pa.ipc, "new_file", _disk_full_errno)  # the streamed engine's spill files
 
 
 @pytest.fixture
