@@ -12,6 +12,11 @@ from typer.testing import CliRunner
 # LightGBM's threads sleep while they wait instead of spinning: on a machine other work also uses (a shared CI
 # runner), spinning threads on two cores stall training a hundredfold. Set before LightGBM loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+# The CLI's tables go to a pipe here, drawn 200 columns wide unless $COLUMNS says otherwise: so are the goldens. The
+# workers of a parallel run (pytest-xdist) start with COLUMNS=80 and LINES=24 in their environment; a test that
+# wants a width sets its own.
+for _size in ("COLUMNS", "LINES"):
+    os.environ.pop(_size, None)
 
 from fpi import FailurePointModel, simulate  # noqa: E402
 from fpi.cli import app  # noqa: E402
@@ -78,3 +83,17 @@ def spark():
     started = session("local[2]", "fpi-tests")
     yield started
     started.stop()
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """In a parallel run (pytest-xdist, `-n` in pyproject.toml) the tests on Spark go to one worker as one unit, so
+    one Java process starts and warms up; every other test is scheduled on its own, wherever a worker is free.
+    (A test on Spark is one whose module or name says spark: one named otherwise still passes, on a Java process
+    of its worker's own.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SparkOnOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "spark" if "spark" in nodeid.split("[", 1)[0] else nodeid
+
+    return SparkOnOneWorker(config, log)
