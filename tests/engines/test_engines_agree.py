@@ -11,6 +11,7 @@ from otel_export import as_span_information, pipecat_export
 from warehouse_export import WAREHOUSE, warehouse_export
 
 from fpi import load_traces
+from fpi.contract.trace_format import LABELS
 from fpi.engines import memory, streamed
 from fpi.engines.plan import Plan, Reading, sink_for
 from fpi.pipeline.classify import Pipeline
@@ -18,22 +19,38 @@ from fpi.pipeline.classify import Pipeline
 TEAM_SPANS = "extends: pipecat\nfields:\n  asr.confidence: stt:stt.confidence\n  nlu.intent:\n    first_of: [llm:nlu.intent, tool:tool.function_name]\n  nlu.confidence: llm:nlu.confidence\n"
 
 
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    """The fixtures in every shape a reader reads: (input, mapping) by name."""
-    folder = tmp_path_factory.mktemp("shapes")
-    turns = load_traces(FIXTURES / "traces.jsonl")
+def _shapes(folder, native):
+    """The turns of `native` in every shape a reader reads: (input, mapping) by name."""
+    turns = load_traces(native)
     export = warehouse_export(turns)
     export.write_csv(folder / "export.csv")
     export.write_ndjson(folder / "export.jsonl")
     (folder / "warehouse.yaml").write_text(WAREHOUSE)
     (folder / "warehouse-lines.yaml").write_text(WAREHOUSE.replace("format: csv\n", ""))
-    spans = [as_span_information(json.loads(line)) for line in (FIXTURES / "traces.jsonl").read_text().splitlines()]
+    spans = [as_span_information(json.loads(line)) for line in native.read_text().splitlines()]
     (folder / "spans.otlp.jsonl").write_bytes(pipecat_export(spans, team_attributes=True, seed=4, shuffle=True))
     (folder / "team.yaml").write_text(TEAM_SPANS)
-    return {"native": (FIXTURES / "traces.jsonl", None), "csv": (folder / "export.csv", folder / "warehouse.yaml"),
+    return {"native": (native, None), "csv": (folder / "export.csv", folder / "warehouse.yaml"),
             "lines": (folder / "export.jsonl", folder / "warehouse-lines.yaml"),
             "spans": (folder / "spans.otlp.jsonl", folder / "team.yaml")}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """The fixtures in every shape a reader reads."""
+    return _shapes(tmp_path_factory.mktemp("shapes"), FIXTURES / "traces.jsonl")
+
+
+@pytest.fixture(scope="module")
+def some_sessions(tmp_path_factory):
+    """The fixtures' first 200 sessions (some 500 turns, every failure point and rule among their verdicts) in every
+    shape: Spark's two partitions each classify sessions of their own, on a quarter of the fixtures' turns."""
+    folder = tmp_path_factory.mktemp("some-sessions")
+    lines = (FIXTURES / "traces.jsonl").read_text().splitlines()
+    sessions = list(dict.fromkeys(json.loads(line)["session_id"] for line in lines))[:200]
+    kept = set(sessions)
+    (folder / "traces.jsonl").write_text("".join(line + "\n" for line in lines if json.loads(line)["session_id"] in kept))
+    return _shapes(folder, folder / "traces.jsonl")
 
 
 def _records(engine, source, mapping, output, batch_turns=1000, **options):
@@ -63,14 +80,18 @@ def test_memory_and_streamed_write_the_same_bytes(inputs, tmp_path, shape):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("shape", ["native", "csv", "lines", "spans"])
-def test_spark_gives_the_records_of_the_local_engines(spark, inputs, tmp_path, shape):
+def test_spark_gives_the_records_of_the_local_engines(spark, some_sessions, tmp_path, shape):
     from fpi.engines import spark as on_spark
 
-    source, mapping = inputs[shape]
+    source, mapping = some_sessions[shape]
     whole, in_memory = _records(memory, source, mapping, tmp_path / "memory.parquet")
     folder, on_spark_run = _records(on_spark, source, mapping, tmp_path / "spark.parquet")
-    assert pl.read_parquet(folder / "*.parquet").equals(pl.read_parquet(whole))
+    records = pl.read_parquet(whole)
+    assert pl.read_parquet(folder / "*.parquet").equals(records)
     _same_run(on_spark_run, in_memory, mapping is not None)  # "lines": Spark reads them itself, and adds up what tasks found
+    assert records["failure_point"].n_unique() >= 4 and records["explanation"].null_count() < records.height
+    if shape == "native":  # every verdict there is, models' and rules'
+        assert set(records["failure_point"]) == set(LABELS) and records["rule"].drop_nulls().n_unique() > 3
 
 
 def test_streamed_carries_what_the_mapping_found_and_the_stages_the_logs_lack(tmp_path):
