@@ -17,14 +17,32 @@ def calls():
     return voice_calls(600, seed=5)
 
 
+@pytest.fixture(scope="module")
+def exported(calls):
+    """The module's calls as a framework logs them, each export written once for every test that reads it:
+    exported("pipecat", names="old"), exported("livekit", version="1.6")."""
+    defaults = {"pipecat": {"names": "new"}, "livekit": {"version": "1.7", "redaction": False}}
+    writers = {"pipecat": pipecat_calls, "livekit": livekit_calls}
+    made: dict[tuple, bytes] = {}
+
+    def export(framework: str, **options) -> bytes:
+        options = {**defaults[framework], **options}
+        key = (framework, *sorted(options.items()))
+        if key not in made:
+            made[key] = writers[framework](calls, **options)
+        return made[key]
+
+    return export
+
+
 def _in_order(calls):
     return [c for session in _by_session(calls) for c in session]
 
 
 @pytest.mark.parametrize("version", ["1.6", "1.7"])
 @pytest.mark.slow
-def test_livekit_gives_one_record_per_exchange_with_what_it_logged(calls, version):
-    turns = load_traces(livekit_calls(calls, version=version, redaction=version == "1.7"), mapping="livekit").sort("timestamp")
+def test_livekit_gives_one_record_per_exchange_with_what_it_logged(calls, exported, version):
+    turns = load_traces(exported("livekit", version=version, redaction=version == "1.7"), mapping="livekit").sort("timestamp")
     ordered = _in_order(calls)
     assert turns.height == len(calls)  # not one per agent_turn: tool steps and discarded preemptive replies join theirs
     assert turns["asr"].struct.field("text").to_list() == [c.text for c in ordered]
@@ -40,9 +58,9 @@ def test_livekit_gives_one_record_per_exchange_with_what_it_logged(calls, versio
 
 
 @pytest.mark.slow
-def test_livekit_1_6_and_1_7_read_alike(calls):
-    old = load_traces(livekit_calls(calls, version="1.6"), mapping="livekit").sort("timestamp")
-    new = load_traces(livekit_calls(calls, version="1.7"), mapping="livekit").sort("timestamp")
+def test_livekit_1_6_and_1_7_read_alike(exported):
+    old = load_traces(exported("livekit", version="1.6"), mapping="livekit").sort("timestamp")
+    new = load_traces(exported("livekit", version="1.7"), mapping="livekit").sort("timestamp")
     for column in ("asr", "nlu", "result", "feedback", "timestamp"):
         assert old[column].equals(new[column], null_equal=True), column
 
@@ -74,17 +92,17 @@ def test_a_reply_no_user_turn_precedes_is_a_turn_of_its_own():
 
 
 @pytest.mark.slow
-def test_old_pipecat_span_names_classify_as_the_new(calls):
-    new = classify(pipecat_calls(calls), mapping="pipecat")
-    old = classify(pipecat_calls(calls, names="old"), mapping="pipecat")
+def test_old_pipecat_span_names_classify_as_the_new(calls, exported):
+    new = classify(exported("pipecat"), mapping="pipecat")
+    old = classify(exported("pipecat", names="old"), mapping="pipecat")
     assert old.height == new.height == len(calls)
     assert (old["failure_point"] == new["failure_point"]).mean() >= 0.98
     assert (old["failure_point"] == "asr").sum() > 0
 
 
 @pytest.mark.slow
-def test_pipecat_signals_are_read(calls):
-    turns = load_traces(pipecat_calls(calls), mapping="pipecat").sort("timestamp")
+def test_pipecat_signals_are_read(calls, exported):
+    turns = load_traces(exported("pipecat"), mapping="pipecat").sort("timestamp")
     ordered = _in_order(calls)
     assert turns["asr"].struct.field("text").to_list() == [c.text for c in ordered]  # stt.incomplete, no transcript: ""
     assert turns["feedback"].struct.field("barge_in").to_list() == [c.barge_in for c in ordered]  # hang-ups are not
@@ -94,8 +112,8 @@ def test_pipecat_signals_are_read(calls):
 
 
 @pytest.mark.slow
-def test_an_empty_transcript_answered_with_a_reprompt_is_an_asr_failure(calls):
-    for data, mapping in ((pipecat_calls(calls), "pipecat"), (livekit_calls(calls), "livekit")):
+def test_an_empty_transcript_answered_with_a_reprompt_is_an_asr_failure(calls, exported):
+    for data, mapping in ((exported("pipecat"), "pipecat"), (exported("livekit"), "livekit")):
         records = classify(data, mapping=mapping).sort("timestamp")
         heard_nothing = pl.Series([not c.text for c in _in_order(calls)])
         assert heard_nothing.sum() >= 3
