@@ -454,10 +454,8 @@ class _SortedRecords:
     Arrow, whose slices hold what they show, till a window of every partition's records becomes one frame)."""
 
     def __init__(self, path: Path):
-        self.path = path
-        with pa.OSFile(str(path)) as source:
-            reader = pa.ipc.open_file(source)
-            self.batches, self.held = reader.num_record_batches, reader.schema.empty_table()
+        self.reader = pa.ipc.open_file(pa.memory_map(str(path)))  # opened once: its footer is read once
+        self.batches, self.held = self.reader.num_record_batches, self.reader.schema.empty_table()
         self.read = 0
 
     def first_line(self) -> int | None:
@@ -478,9 +476,7 @@ class _SortedRecords:
         """Its next record batch read; False when there is none."""
         if self.read == self.batches:
             return False
-        with pa.OSFile(str(self.path)) as source:
-            batch = pa.ipc.open_file(source).get_batch(self.read)
-        self.held = pa.concat_tables([self.held, pa.Table.from_batches([batch])])
+        self.held = pa.concat_tables([self.held, pa.Table.from_batches([self.reader.get_batch(self.read)])])
         self.read += 1
         return True
 

@@ -118,7 +118,7 @@ def _helpers(lf: pl.LazyFrame) -> pl.LazyFrame:
         _text=asr_text.str.to_lowercase().str.strip_chars(),
         _intent=c("nlu").struct.field("intent"),
         _status=c("result").struct.field("status"),
-        _alt_text=c("asr").struct.field("nbest").list.eval(pl.element().struct.field("text")).list.get(1, null_on_oob=True),
+        _hypotheses=c("asr").struct.field("nbest").list.eval(pl.element().struct.field("text").str.to_lowercase()),
         _er_status=entities.list.eval(pl.element().struct.field("status")),
         _action=c("result").struct.field("action"),
         _slot_values=c("nlu").struct.field("slots").list.eval(pl.element().struct.field("value").str.to_lowercase()),
@@ -131,14 +131,13 @@ def _with_matches(lf: pl.LazyFrame) -> pl.LazyFrame:
              .explode("value").select("_row", "_text", value=c("value").struct.field("value").str.to_lowercase())
              .drop_nulls("value")
              .group_by("_row").agg(slots_in_asr_text=c("_text").str.contains(c("value"), literal=True).cast(pl.Float64).mean()))
-    hypotheses = c("asr").struct.field("nbest")
-    held = (lf.select("_row", value=c("_slot_values"), text=hypotheses.list.eval(pl.element().struct.field("text").str.to_lowercase()),
-                      weight=hypotheses.list.eval(pl.element().struct.field("confidence")))
+    weights = c("asr").struct.field("nbest").list.eval(pl.element().struct.field("confidence"))
+    held = (lf.select("_row", value=c("_slot_values"), text=c("_hypotheses"), weight=weights)
             .explode("value").drop_nulls("value").explode("text", "weight").drop_nulls("weight")
             .group_by("_row", "value").agg(share=(c("text").str.contains(c("value"), literal=True).cast(pl.Float64) * c("weight")).sum()
                                                  / c("weight").sum())
             .group_by("_row").agg(slots_in_asr_nbest=c("share").min()))
-    alternatives = hypotheses.list.eval(pl.element().struct.field("text")).list.slice(1).list.join(" | ").str.to_lowercase()
+    alternatives = c("_hypotheses").list.slice(1).list.join(" | ")
     entity = c("entity")
     entities = (lf.select("_row", "_text", alternatives=alternatives, entity=c("er").struct.field("entities"))
                 .explode("entity")
@@ -178,7 +177,7 @@ def _recognition_features() -> list[Feature]:
         F("asr_confidence", "ASR confidence of the top hypothesis", asr.struct.field("confidence"), group="asr"),
         F("asr_nbest_size", "number of ASR n-best hypotheses", asr_nbest.list.len().cast(pl.Float64), group="asr"),
         F("asr_nbest_margin", "ASR top confidence minus the second hypothesis's", _nbest_margin(asr_nbest), group="asr"),
-        F("asr_alt_similarity", "similarity of the top ASR text and the second hypothesis", similarity(c("_text"), c("_alt_text").str.to_lowercase()), group="asr"),
+        F("asr_alt_similarity", "similarity of the top ASR text and the second hypothesis", similarity(c("_text"), c("_hypotheses").list.get(1, null_on_oob=True)), group="asr"),
         F("asr_word_count", "words in the ASR text", c("_words").cast(pl.Float64), group="asr"),
         F("asr_text_empty", "ASR heard no words", _flag(c("_text").str.len_chars() == 0), group="asr"),
         F("asr_nbest_mass", "summed confidence of the ASR n-best (little: the recogniser believed none of them)",
