@@ -4,7 +4,8 @@ A model trained on simulated assistants can rank a real system's turns worse tha
 confidences do (on a real telephone system's logs: macro-F1 0.28 against 0.48). So when the logs are
 unlike the training data and log confidences, fpi learns from them without labels: a cascade of the
 stages' own confidences names a first verdict (a stage fails with one minus its confidence, if every
-earlier stage held; a result fails on an error status); a model of everything else the turns show
+earlier stage held; a result fails on an error status; an ASR error under a confident NLU may have been
+recovered); a model of everything else the turns show
 (dialogue context, intents, statuses), fitted on those verdicts fold by fold over sessions, corrects
 it (co-training: two views of a turn whose mistakes differ); and a model on all features, distilled
 from the corrected verdicts, classifies, so its verdicts explain like any model's. Deterministic:
@@ -22,6 +23,7 @@ from fpi.pipeline.model_fitting import session_folds
 
 CONFIDENCES = {"wake": "wake_score", "asr": "asr_confidence", "nlu": "nlu_confidence", "er": "er_min_score"}
 RESULT_HELD, RESULT_FAILED = 0.98, 0.2  # a result's chance of being right without and with an error status
+RECOVERED = 0.5  # an NLU reading a wrong transcript with confidence c reads the user right with chance c × this
 CONFIDENCE_FEATURES = ("wake_score", "asr_confidence", "asr_nbest_margin", "asr_nbest_mass", "asr_nbest_entropy", "nlu_confidence",
                        "nlu_nbest_margin", "nlu_nbest_entropy", "nlu_runner_up_confidence", "nlu_slot_min_confidence",
                        "slots_in_asr_nbest", "er_min_score", "weakest_stage")  # and their quantiles
@@ -40,8 +42,15 @@ def confident_stages(features: pl.DataFrame) -> list[str]:
 
 
 def confidence_verdicts(features: pl.DataFrame) -> np.ndarray:
-    """Probability of each label (LABELS order) by the cascade of the stages' own confidences."""
+    """Probability of each label (LABELS order) by the cascade of the stages' own confidences.
+
+    A stage's confidence is the chance its own output is right, which for ASR means the transcript word for
+    word; but a failure is an error the system did not recover from, and NLU absorbs many ASR errors (a
+    dropped "the"). Its confidence speaks of its reading of the text it got, so on a wrong transcript a
+    confident reading is right only RECOVERED of the time: that share of the ASR's doubt goes to turns
+    that held, not to `asr`. Without an NLU confidence nothing is recovered."""
     alive = np.ones(features.height)
+    recovered = np.zeros(features.height)
     probabilities = np.zeros((features.height, len(LABELS)))
     for k, stage in enumerate(STAGES):
         if stage == "result":
@@ -49,8 +58,11 @@ def confidence_verdicts(features: pl.DataFrame) -> np.ndarray:
         else:
             held = features[CONFIDENCES[stage]].cast(pl.Float64).fill_null(1.0).to_numpy()
         held = np.where((features[f"{stage}_missing"] == 1.0).fill_null(False).to_numpy(), 1.0, np.clip(held, 0.0, 1.0))
-        probabilities[:, k] = alive * (1.0 - held)
-        alive = alive * held
+        if stage == "asr":
+            reading = np.clip(features["nlu_confidence"].cast(pl.Float64).fill_null(0.0).to_numpy(), 0.0, 1.0)
+            recovered = alive * (1.0 - held) * RECOVERED * reading
+        probabilities[:, k] = alive * (1.0 - held) - (recovered if stage == "asr" else 0.0)
+        alive = alive * held + (recovered if stage == "nlu" else 0.0)
     probabilities[:, LABELS.index("correct")] = alive
     return np.clip(probabilities, 1e-6, 1.0)
 

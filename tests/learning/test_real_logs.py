@@ -95,6 +95,21 @@ def test_the_confidence_cascade_blames_the_first_unsure_stage():
     assert confidence_verdicts(features)[:, LABELS.index("wake")].max() < 1e-5  # no wake stage, no wake failure
 
 
+def test_the_cascade_counts_asr_errors_a_confident_nlu_may_have_recovered():
+    """ASR 0.6 sure, NLU 0.9: of the ASR's 0.4 doubt, 0.4 × 0.5 × 0.9 = 0.18 held; without an NLU
+    confidence, none did. The probabilities still sum to one."""
+    features = pl.DataFrame({
+        "wake_missing": [1.0, 1.0], "asr_missing": [0.0, 0.0], "nlu_missing": [0.0, 0.0], "er_missing": [1.0, 1.0],
+        "result_missing": [0.0, 0.0], "wake_score": [None, None], "asr_confidence": [0.6, 0.6],
+        "nlu_confidence": [0.9, None], "er_min_score": [None, None], "result_status": ["success", "success"]},
+        schema_overrides={"wake_score": pl.Float64, "er_min_score": pl.Float64, "nlu_confidence": pl.Float64})
+    verdicts = confidence_verdicts(features)
+    expected = {"asr": (0.22, 0.4), "nlu": (0.06, 0.0), "result": (0.72 * 0.02, 0.6 * 0.02), "correct": (0.72 * 0.98, 0.6 * 0.98)}
+    for label, (with_nlu, without) in expected.items():
+        assert verdicts[:, LABELS.index(label)] == pytest.approx([with_nlu, max(without, 1e-6)], abs=1e-9)
+    assert verdicts.sum(axis=1) == pytest.approx([1.0, 1.0], abs=1e-5)
+
+
 def test_no_confidences_nothing_to_learn_from():
     turns = simulate(1500, seed=4, profile="llm-agent")
     assert adapted_model(build_features(turns), turns["session_id"]) is None
