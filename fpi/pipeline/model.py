@@ -144,9 +144,23 @@ class FailurePointModel:
     def raw_scores(self, X: np.ndarray) -> np.ndarray:
         """Each class's raw score (before softmax) for the rows of the model's input matrix."""
         if self.native_ is not None:
-            return self.native_.raw_scores(X)
+            return self.native_.raw_scores(X, self._alike_first(X))
         raw = np.asarray(self.booster_.predict(X, num_iteration=self.best_iteration_, raw_score=True))
         return raw.reshape(len(X), self.booster_.num_model_per_iteration())  # LightGBM gives no rows as one flat array
+
+    def _alike_first(self, X: np.ndarray) -> np.ndarray:
+        """The rows of X ordered by the stages missing, then by each category (as many as one 64-bit key holds):
+        rows alike there mostly go the same way through the trees, so compiled trees predict them faster in
+        that order."""
+        key, span = np.zeros(len(X), dtype=np.uint64), 1
+        flags = [name for name in self.feature_names_ if name.endswith("_missing")]
+        for name in flags + [name for name in self.feature_names_ if name in self.vocabularies_]:
+            size = len(self.vocabularies_[name]) + 1 if name in self.vocabularies_ else 2  # + 1: not in the vocabulary
+            if span * size >= 1 << 63:
+                break
+            codes = np.nan_to_num(X[:, self.feature_names_.index(name)], nan=size - 1).clip(0, size - 1)
+            key, span = key * np.uint64(size) + codes.astype(np.uint64), span * size
+        return np.argsort(key, kind="stable")
 
     def _proba_matrix(self, X: np.ndarray) -> np.ndarray:
         return softmax(self.raw_scores(X))
