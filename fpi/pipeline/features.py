@@ -150,9 +150,10 @@ def _with_matches(lf: pl.LazyFrame) -> pl.LazyFrame:
                     er_resolved_in_asr_text=c("_text").str.contains(c("resolved"), literal=True).cast(pl.Float64).mean(),
                     asr_alt_matches_entity=(~c("_text").str.contains(c("resolved"), literal=True)
                                             & c("alternatives").str.contains(c("resolved"), literal=True)).any().cast(pl.Float64)))
-    return (lf.join(slots, on="_row", how="left", maintain_order="left")
-            .join(held, on="_row", how="left", maintain_order="left")
-            .join(entities, on="_row", how="left", maintain_order="left"))
+    found = (lf.select("_row").join(slots, on="_row", how="left", maintain_order="left")  # joined on the row alone:
+             .join(held, on="_row", how="left", maintain_order="left")  # a join of the whole frame gathers every column
+             .join(entities, on="_row", how="left", maintain_order="left").drop("_row"))
+    return pl.concat([lf, found], how="horizontal")
 
 
 def _feature_list() -> list[Feature]:
