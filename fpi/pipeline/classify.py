@@ -27,7 +27,7 @@ from fpi.contract.errors import FpiWarning, ModelError
 from fpi.pipeline.model import FailurePointModel
 from fpi.pipeline.native_cache import UntrustedCache
 from fpi.pipeline.predictor import Predictor
-from fpi.pipeline.quantiles import SAMPLE_ORDER, SAMPLE_TURNS, Reference
+from fpi.pipeline.quantiles import Reference
 from fpi.contract.records import CONTEXT_COLUMNS, SHA_DIGITS, in_contract_order
 from fpi.pipeline.rules import RuleSet, decide, evaluation_frame, load_rules, rule_matches
 from fpi.contract.trace_format import LABELS, TURN_SCHEMA
@@ -129,7 +129,7 @@ class Pipeline:
     def _hear_whole(self, features: pl.DataFrame, sessions: pl.Series) -> np.ndarray | None:
         """A batch that is the whole input, heard as every engine hears its sample (`engines.whole_input.hear`);
         when the model keeps classifying, its raw scores of every turn, the sample's predicted once."""
-        sample = features.select(pl.arg_sort_by(*SAMPLE_ORDER).head(SAMPLE_TURNS)).to_series().to_numpy()
+        sample = Reference.sampled(features).to_numpy()
         heard = features[sample]
         known = self.base.raw_scores(self.base.matrix(heard))
         self.fit_logs(heard, sessions.gather(sample), known)

@@ -37,10 +37,10 @@ def test_batch_keeps_row_aligned_frames_of_every_step(fixture_traces):
 
 @pytest.mark.parametrize("sample_turns", [100_000, 120])  # the sample is every turn, or some of them
 def test_a_whole_input_is_predicted_once_its_sample_heard_on_the_same_scores(fixture_traces, monkeypatch, sample_turns):
-    from fpi.pipeline import classify as pipeline_module
+    from fpi.pipeline import quantiles
     turns = load_traces(fixture_traces).head(300)
     expected = Pipeline(FailurePointModel.load()).run(turns).records
-    monkeypatch.setattr(pipeline_module, "SAMPLE_TURNS", sample_turns)
+    monkeypatch.setattr(quantiles, "SAMPLE_TURNS", sample_turns)
     model, predicted = FailurePointModel.load(), []
     scores = model.raw_scores
     monkeypatch.setattr(model, "raw_scores", lambda X, rows=None: predicted.append(len(X) if rows is None else len(rows)) or scores(X, rows))
