@@ -27,6 +27,7 @@ import math
 import tempfile
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,7 +140,7 @@ def run(plan: Plan) -> Run:
             chosen = _sample_again(partitions, rejected_lines).chosen(rejected_lines)
             assert chosen is not None
         fitted = Reference.fit(chosen)
-        hear(plan.pipeline, _sampled_sessions(partitions, rejected_lines, chosen["turn_id"]), fitted)
+        hear(plan.pipeline, _sampled_sessions(partitions, rejected_lines, chosen["turn_id"], spill), fitted)
         with Sinks(plan.sinks, read) as sinks:
             records = _classify_partitions(plan.pipeline, spill, partitions, rejected_lines, fitted, outcome, plan.progress,
                                            keep=bool(sinks))
@@ -415,36 +416,59 @@ def _sample_again(partitions: _Partitions, rejected: pl.Series) -> QuantileSampl
     return sample
 
 
-def _sampled_sessions(partitions: _Partitions, rejected: pl.Series, sampled: pl.Series) -> pl.DataFrame:
-    """The sampled turns' `sample_rows`, each computed among the whole session it sits in (their text copied out,
-    or every partition's text would stay alive till the last)."""
+def _sampled_sessions(partitions: _Partitions, rejected: pl.Series, sampled: pl.Series, spill: Path) -> pl.DataFrame:
+    """The sampled turns' `sample_rows`, each computed among the whole partition of sessions it sits in (their text
+    copied out, or every partition's text would stay alive till the last). Every partition's rows are kept in
+    `spill` as they are, so its classification reads its features before the quantiles, not computes them again."""
     found = []
     for part in partitions.by_session.parts:
         turns = partitions.turns(part, without=rejected)
-        sessions = turns.filter(pl.col("turn_id").is_in(sampled.implode()))["session_id"].unique()
-        whole = turns.filter(pl.col("session_id").is_in(sessions.implode()))
-        if whole.height:
-            found.append(own_text(sample_rows(whole).filter(pl.col("turn_id").is_in(sampled.implode()))))
+        if turns.height:
+            rows = sample_rows(turns)
+            _write_arrow(iter([_arrow(rows.drop("session_id"))]), _features_file(spill, part))
+            found.append(own_text(rows.filter(pl.col("turn_id").is_in(sampled.implode()))))
     return pl.concat(found) if found else pl.DataFrame()
+
+
+def _features_file(spill: Path, part: int) -> Path:
+    return spill / f"features-{part}.arrow"
+
+
+def _kept_features(spill: Path, part: int, pipeline: Pipeline, fitted: Reference) -> pl.DataFrame | None:
+    """A partition's features as `_sampled_sessions` kept them, with the run's quantiles (None: it kept none)."""
+    path = _features_file(spill, part)
+    if not path.exists():
+        return None
+    with pa.memory_map(str(path)) as source:
+        rows = pl.DataFrame(pa.ipc.open_file(source).read_all())
+    path.unlink()
+    return fitted.over(pipeline.base.reference_).apply(rows)
 
 
 def _classify_partitions(pipeline: Pipeline, spill: Path, partitions: _Partitions, rejected: pl.Series, fitted: Reference,
                          result: Run, report: Progress, keep: bool = True) -> list[Path]:
     """Each partition's records, sorted by line, in a file of record batches (unless not `keep`): the merge holds
-    one batch of every partition at a time, so they share MERGE_BYTES among them."""
-    out, done = [], 0
-    for part in partitions.by_session.parts:
-        turns = partitions.turns(part, without=rejected)
-        batch = pipeline.run(turns.with_columns(raw=pl.lit(None, pl.String)), fitted=fitted)
-        records = batch.records.with_columns(_line=turns["line"])
-        if keep:
-            out.append(spill / f"records-{part}.arrow")
-            table = _arrow(records)
-            share = MERGE_BYTES * table.num_rows // max(1, table.nbytes * partitions.count)
-            _write_arrow(iter([table]), out[-1], max(MIN_MERGE_ROWS, share))
-        result.count(records)
-        done += turns.height
-        report("classifying", done, result.turns)
+    one batch of every partition at a time, so they share MERGE_BYTES among them. A partition's records are written
+    on a thread of their own while the next partition is classified."""
+    out, done, writing_now = [], 0, None
+    with ThreadPoolExecutor(1) as writer:
+        for part in partitions.by_session.parts:
+            turns = partitions.turns(part, without=rejected)
+            batch = pipeline.run(turns.with_columns(raw=pl.lit(None, pl.String)), fitted=fitted,
+                                 features=_kept_features(spill, part, pipeline, fitted))
+            records = batch.records.with_columns(_line=turns["line"])
+            if keep:
+                out.append(spill / f"records-{part}.arrow")
+                table = _arrow(records)
+                share = MERGE_BYTES * table.num_rows // max(1, table.nbytes * partitions.count)
+                if writing_now is not None:
+                    writing_now.result()  # one partition's records wait at most
+                writing_now = writer.submit(_write_arrow, iter([table]), out[-1], max(MIN_MERGE_ROWS, share))
+            result.count(records)
+            done += turns.height
+            report("classifying", done, result.turns)
+        if writing_now is not None:
+            writing_now.result()
     partitions.by_session.remove()
     return out
 

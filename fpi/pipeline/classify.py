@@ -27,7 +27,7 @@ from fpi.contract.errors import FpiWarning, ModelError
 from fpi.pipeline.model import FailurePointModel
 from fpi.pipeline.native_cache import UntrustedCache
 from fpi.pipeline.predictor import Predictor
-from fpi.pipeline.quantiles import SAMPLE_ORDER, Reference
+from fpi.pipeline.quantiles import Reference
 from fpi.contract.records import CONTEXT_COLUMNS, SHA_DIGITS, in_contract_order
 from fpi.pipeline.rules import RuleSet, decide, evaluation_frame, load_rules, rule_matches
 from fpi.contract.trace_format import LABELS, TURN_SCHEMA
@@ -100,11 +100,12 @@ class Pipeline:
                     raise
                 self.predictor = Predictor.lightgbm  # auto: LightGBM predicts the same records, only slower
 
-    def fit_logs(self, features: pl.DataFrame, sessions: pl.Series) -> LogProfile:
+    def fit_logs(self, features: pl.DataFrame, sessions: pl.Series, raw: np.ndarray | None = None) -> LogProfile:
         """Hear the whole input's features (or its sample's) and their sessions, once, before any batch: the
         logs' shift and prior against the model's training data, and on logs it is out of its depth on (with
-        `adapt="auto"`), the model taught by the logs' own confidences that classifies from then on."""
-        profile = LogProfile.fit(features, self.base.predict_proba(features), self.base.classes_,
+        `adapt="auto"`), the model taught by the logs' own confidences that classifies from then on. `raw`: the
+        base model's raw scores of these turns, when already computed."""
+        profile = LogProfile.fit(features, self.base.predict_proba(features, raw), self.base.classes_,
                                  self.base.trained_prior_ if self.adapt is not Adaptation.off else {}, self.base.distributions_)
         adapted = None
         if self.adapt is Adaptation.auto and profile.out_of_depth:
@@ -125,9 +126,27 @@ class Pipeline:
         self.model_sha = self.model.fingerprint()[:SHA_DIGITS]
         self._choose_predictor()
 
-    def verdicts(self, turns: pl.DataFrame, features: pl.DataFrame) -> pl.DataFrame:
-        """The model's verdict per turn, before rules: ids, `model_failure_point`, `confidence`, `probabilities`."""
-        probabilities = self.model.predict_proba(features)
+    def _hear_whole(self, features: pl.DataFrame, sessions: pl.Series) -> np.ndarray | None:
+        """A batch that is the whole input, heard as every engine hears its sample (`engines.whole_input.hear`);
+        when the model keeps classifying, its raw scores of every turn, the sample's predicted once."""
+        sample = Reference.sampled(features).to_numpy()
+        heard = features[sample]
+        known = self.base.raw_scores(self.base.matrix(heard))
+        self.fit_logs(heard, sessions.gather(sample), known)
+        if self.model is not self.base:
+            return None
+        raw = np.empty((features.height, known.shape[1]))
+        raw[sample] = known
+        rest = np.ones(features.height, dtype=bool)
+        rest[sample] = False
+        if rest.any():
+            raw[rest] = self.model.raw_scores(self.model.matrix(features), np.flatnonzero(rest))
+        return raw
+
+    def verdicts(self, turns: pl.DataFrame, features: pl.DataFrame, raw: np.ndarray | None = None) -> pl.DataFrame:
+        """The model's verdict per turn, before rules: ids, `model_failure_point`, `confidence`, `probabilities`.
+        `raw`: the model's raw scores of the turns, when already computed."""
+        probabilities = self.model.predict_proba(features, raw)
         if self.profile is not None and not self.profile.adapted:
             probabilities = self.profile.adjust(probabilities, self.model.classes_)
         probabilities = np.round(probabilities, PROBABILITY_DIGITS)
@@ -150,11 +169,9 @@ class Pipeline:
         neighbours = neighbour_rows(turns)
         features = features if features is not None else build_features(turns, neighbours, reference=self.base.reference_,
                                                                          fitted=fitted)
-        if fitted is None:  # the batch is the whole input: heard as every engine hears its sample (`engines.whole_input.hear`)
-            heard = Reference.sample(features.with_columns(turns["session_id"].alias("_session"))).sort(*SAMPLE_ORDER)
-            self.fit_logs(heard.drop("_session"), heard["_session"])
         step("predicting")
-        verdicts = self.verdicts(turns, features)
+        raw = self._hear_whole(features, turns["session_id"]) if fitted is None else None
+        verdicts = self.verdicts(turns, features, raw)
         step("rules")
         matches = rule_matches(evaluation_frame(turns, features, verdicts, neighbours), self.rules)
         decided = decide(matches, self.rules, verdicts["model_failure_point"])

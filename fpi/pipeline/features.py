@@ -108,6 +108,9 @@ PARSED_TIMESTAMP = _TIMESTAMP.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", time_zo
 """Trace timestamps as UTC datetimes (no offset means UTC)."""
 
 
+_INTENT = c("nlu").struct.field("intent")
+
+
 def _helpers(lf: pl.LazyFrame) -> pl.LazyFrame:
     """Columns several features share, computed once."""
     asr_text = c("asr").struct.field("text")
@@ -116,7 +119,7 @@ def _helpers(lf: pl.LazyFrame) -> pl.LazyFrame:
         _row=pl.int_range(pl.len(), dtype=pl.UInt32),
         _ts=PARSED_TIMESTAMP,
         _text=asr_text.str.to_lowercase().str.strip_chars(),
-        _intent=c("nlu").struct.field("intent"),
+        _intent=_INTENT,
         _status=c("result").struct.field("status"),
         _hypotheses=c("asr").struct.field("nbest").list.eval(pl.element().struct.field("text").str.to_lowercase()),
         _er_status=entities.list.eval(pl.element().struct.field("status")),
@@ -150,9 +153,10 @@ def _with_matches(lf: pl.LazyFrame) -> pl.LazyFrame:
                     er_resolved_in_asr_text=c("_text").str.contains(c("resolved"), literal=True).cast(pl.Float64).mean(),
                     asr_alt_matches_entity=(~c("_text").str.contains(c("resolved"), literal=True)
                                             & c("alternatives").str.contains(c("resolved"), literal=True)).any().cast(pl.Float64)))
-    return (lf.join(slots, on="_row", how="left", maintain_order="left")
-            .join(held, on="_row", how="left", maintain_order="left")
-            .join(entities, on="_row", how="left", maintain_order="left"))
+    found = (lf.select("_row").join(slots, on="_row", how="left", maintain_order="left")  # joined on the row alone:
+             .join(held, on="_row", how="left", maintain_order="left")  # a join of the whole frame gathers every column
+             .join(entities, on="_row", how="left", maintain_order="left").drop("_row"))
+    return pl.concat([lf, found], how="horizontal")
 
 
 def _feature_list() -> list[Feature]:
@@ -318,8 +322,12 @@ def build_features(turns: pl.DataFrame, neighbours: pl.DataFrame | None = None, 
 
 def reference_rows(turns: pl.DataFrame) -> pl.DataFrame:
     """What quantile tables are fitted on, per turn: its id, the sources and the intent (row-local,
-    so a streamed run collects them part by part, whole sessions or not)."""
-    return feature_plan(turns).select("turn_id", *quantiles.SOURCES, "nlu_intent").collect(engine=ENGINE)
+    so a streamed run collects them part by part, whole sessions or not), from the turn's own fields
+    alone: not the whole feature plan, whose matches and similarities they do not read."""
+    expressions = {f.name: f.expr for f in FEATURES}
+    return (with_every_member(turns).lazy().with_columns(_intent=_INTENT)
+            .select("turn_id", *[expressions[name].alias(name) for name in (*quantiles.SOURCES, "nlu_intent")])
+            .collect(engine=ENGINE))
 
 
 def sample_rows(turns: pl.DataFrame) -> pl.DataFrame:

@@ -141,12 +141,33 @@ class FailurePointModel:
         self.native_ = NativeTrees.compile(self._fitted(), self._trees(), cache=cache, threads=threads or self.num_threads)
         return self
 
-    def raw_scores(self, X: np.ndarray) -> np.ndarray:
-        """Each class's raw score (before softmax) for the rows of the model's input matrix."""
+    def raw_scores(self, X: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Each class's raw score (before softmax) for the rows of the model's input matrix (only `rows`, if given:
+        their scores in that order)."""
         if self.native_ is not None:
-            return self.native_.raw_scores(X)
+            order = self._alike_first(X)
+            if rows is None:
+                return self.native_.raw_scores(X, order)
+            wanted = np.zeros(len(X), dtype=bool)
+            wanted[rows] = True
+            return self.native_.raw_scores(X, order[wanted[order]])[rows]
+        X = X if rows is None else X[rows]
         raw = np.asarray(self.booster_.predict(X, num_iteration=self.best_iteration_, raw_score=True))
         return raw.reshape(len(X), self.booster_.num_model_per_iteration())  # LightGBM gives no rows as one flat array
+
+    def _alike_first(self, X: np.ndarray) -> np.ndarray:
+        """The rows of X ordered by the stages missing, then by each category (as many as one 64-bit key holds):
+        rows alike there mostly go the same way through the trees, so compiled trees predict them faster in
+        that order."""
+        key, span = np.zeros(len(X), dtype=np.uint64), 1
+        flags = [name for name in self.feature_names_ if name.endswith("_missing")]
+        for name in flags + [name for name in self.feature_names_ if name in self.vocabularies_]:
+            size = len(self.vocabularies_[name]) + 1 if name in self.vocabularies_ else 2  # + 1: not in the vocabulary
+            if span * size >= 1 << 63:
+                break
+            codes = np.nan_to_num(X[:, self.feature_names_.index(name)], nan=size - 1).clip(0, size - 1)
+            key, span = key * np.uint64(size) + codes.astype(np.uint64), span * size
+        return np.argsort(key, kind="stable")
 
     def _proba_matrix(self, X: np.ndarray) -> np.ndarray:
         return softmax(self.raw_scores(X))
@@ -162,12 +183,12 @@ class FailurePointModel:
         self._check_fitted()
         return self._matrix(_as_features(turns_or_features, self.reference_))
 
-    def predict_proba(self, turns_or_features: pl.DataFrame) -> np.ndarray:
+    def predict_proba(self, turns_or_features: pl.DataFrame, raw: np.ndarray | None = None) -> np.ndarray:
         """Probability of each label (columns in `classes_` order), one row per turn; a label whose
-        stage did not run on the turn gets 0."""
+        stage did not run on the turn gets 0. `raw`: the turns' raw scores, when already computed."""
         self._check_fitted()
         features = _as_features(turns_or_features, self.reference_)
-        return self._possible(self._proba_matrix(self._matrix(features)), features)
+        return self._possible(self._proba_matrix(self._matrix(features)) if raw is None else softmax(raw), features)
 
     def predict(self, turns_or_features: pl.DataFrame) -> list[str]:
         probabilities = self.predict_proba(turns_or_features)

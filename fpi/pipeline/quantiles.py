@@ -85,10 +85,12 @@ class Reference:
         """The turns the tables are fitted on: all of them, or the SAMPLE_TURNS with the smallest hash of
         their turn_id. The choice depends on the turns alone, not on their order or on how they are split
         into batches, so a streamed run fits the same tables as one in memory."""
-        if features.height <= SAMPLE_TURNS:
-            return features
-        chosen = features.select(pl.arg_sort_by(*SAMPLE_ORDER).head(SAMPLE_TURNS)).to_series()
-        return features[chosen]
+        return features if features.height <= SAMPLE_TURNS else features[Reference.sampled(features)]
+
+    @staticmethod
+    def sampled(features: pl.DataFrame) -> pl.Series:
+        """The rows of the turns `sample` takes, in SAMPLE_ORDER."""
+        return features.select(pl.arg_sort_by(*SAMPLE_ORDER).head(SAMPLE_TURNS)).to_series()
 
     def global_only(self) -> Reference:
         return Reference(self.tables, self.counts)

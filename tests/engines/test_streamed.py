@@ -55,6 +55,19 @@ def test_streamed_records_are_the_in_memory_records_byte_for_byte(interleaved, t
     assert streamed.read_bytes() == whole.read_bytes()
 
 
+def test_a_streamed_run_computes_each_turns_features_once(interleaved, tmp_path, monkeypatch):
+    """The partitions' features, computed when the run hears its sample, are kept for their classification."""
+    from fpi.pipeline import classify as pipeline_module, features
+
+    planned = []
+    plan = features.feature_plan
+    monkeypatch.setattr(features, "feature_plan", lambda turns, *rest: planned.append(turns.height) or plan(turns, *rest))
+    monkeypatch.setattr(pipeline_module, "build_features", lambda *_, **__: pytest.fail("features computed again"))
+    output = tmp_path / "streamed.jsonl"
+    result = classify_file(interleaved / "traces.jsonl", Pipeline(), output, batch_turns=2000)
+    assert result.classified == sum(planned) == 12_000 and len(planned) > 5
+
+
 @pytest.mark.slow
 def test_explanations_stream_alike(interleaved, tmp_path):
     pipeline = Pipeline(explain_top_k=2)

@@ -35,6 +35,21 @@ def test_batch_keeps_row_aligned_frames_of_every_step(fixture_traces):
         assert batch.matches.row(turns["turn_id"].to_list().index(record["turn_id"]), named=True)[record["rule"]]
 
 
+@pytest.mark.parametrize("sample_turns", [100_000, 120])  # the sample is every turn, or some of them
+def test_a_whole_input_is_predicted_once_its_sample_heard_on_the_same_scores(fixture_traces, monkeypatch, sample_turns):
+    from fpi.pipeline import quantiles
+    turns = load_traces(fixture_traces).head(300)
+    expected = Pipeline(FailurePointModel.load()).run(turns).records
+    monkeypatch.setattr(quantiles, "SAMPLE_TURNS", sample_turns)
+    model, predicted = FailurePointModel.load(), []
+    scores = model.raw_scores
+    monkeypatch.setattr(model, "raw_scores", lambda X, rows=None: predicted.append(len(X) if rows is None else len(rows)) or scores(X, rows))
+    records = Pipeline(model).run(turns).records
+    assert sum(predicted) == turns.height and len(predicted) == (1 if sample_turns >= turns.height else 2)
+    if sample_turns >= turns.height:
+        assert records.equals(expected)
+
+
 def test_sessions_classify_alike_alone_or_together(tmp_path):
     # a batch is whole sessions: splitting the input by session gives the same records
     rows = [turn(turn_id=f"a{i}", session_id="a", turn_index=i, asr={"text": "turn on the light", "confidence": 0.4 + i / 10})

@@ -9,6 +9,7 @@ import pytest
 
 from fpi import FailurePointModel, load_traces
 from fpi.contract.errors import ModelError
+from fpi.pipeline import compiled_trees
 from fpi.pipeline.compiled_trees import NativeTrees, softmax
 from fpi.pipeline.predictor import COMPILE_FROM
 from fpi.pipeline.classify import Pipeline
@@ -16,7 +17,8 @@ from hostile_trees import booster as _booster, hostile_rows as _hostile_rows, sp
 
 
 @pytest.mark.parametrize("missing", ["nan", pytest.param("zero", marks=pytest.mark.slow), pytest.param("none", marks=pytest.mark.slow)])
-def test_compiled_trees_give_lightgbm_raw_scores_bit_for_bit(missing, tmp_path):
+def test_compiled_trees_give_lightgbm_raw_scores_bit_for_bit(missing, tmp_path, monkeypatch):
+    monkeypatch.setattr(compiled_trees, "ROWS_PER_TASK", 300)  # rows taken in order come in many pieces
     booster = _booster(missing, seed=5)
     decisions = {node["missing_type"] for tree in booster.dump_model()["tree_info"] for node in _splits(tree["tree_structure"])}
     assert {"nan": "NaN", "zero": "Zero", "none": "None"}[missing] in decisions
@@ -27,6 +29,8 @@ def test_compiled_trees_give_lightgbm_raw_scores_bit_for_bit(missing, tmp_path):
         np.testing.assert_array_equal(native.raw_scores(X), expected)
         np.testing.assert_array_equal(native.raw_scores(np.asfortranarray(X)), expected)  # polars hands over columns
         np.testing.assert_array_equal(native.raw_scores(X[::3]), expected[::3])  # a view: rows apart
+        order = np.random.default_rng(3).permutation(len(X))  # rows taken in an order of their own
+        np.testing.assert_array_equal(native.raw_scores(X, order), expected)
     np.testing.assert_allclose(softmax(expected), booster.predict(X, num_iteration=5), rtol=0, atol=1e-12)
 
 

@@ -154,3 +154,12 @@ def test_agent_timing_signals_are_read_where_logged_and_null_where_not(tmp_path)
     simulated = simulate(30, seed=1)  # the simulator's stages lack these members
     assert "eou_probability" not in {f.name for f in simulated.schema["asr"].fields}
     assert build_features(simulated)["asr_eou_probability"].null_count() == 30
+
+
+def test_reference_rows_are_the_feature_plans_own_values(fixture_traces):
+    from fpi.pipeline import quantiles
+    from fpi.pipeline.features import feature_plan, reference_rows
+    turns = load_traces(fixture_traces)
+    expected = feature_plan(turns).select("turn_id", *quantiles.SOURCES, "nlu_intent").collect()
+    assert reference_rows(turns).equals(expected, null_equal=True)
+    assert reference_rows(turns.head(1)).equals(expected.head(1), null_equal=True)  # row-local: any part of the input
