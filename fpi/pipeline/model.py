@@ -4,8 +4,8 @@ saves and loads; a model folder is vetted in `model_folder` and fitted in `model
 
 Saved as LightGBM's own text model plus JSON metadata, so loading a model
 someone sent you runs no code from it. A loaded model keeps the text, which LightGBM parses only
-when something needs its booster (`model_folder.SavedBooster`): classifying with cached compiled
-trees never imports LightGBM."""
+when something needs its booster (`model_folder.SavedBooster`): classifying with compiled trees
+never imports LightGBM."""
 
 from __future__ import annotations
 

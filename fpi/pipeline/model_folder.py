@@ -10,7 +10,7 @@ import json
 import math
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fpi.contract.errors import ModelError
 from fpi.contract.small_files import TooLarge, read_small_file
@@ -43,9 +43,8 @@ class SavedBooster:
     """A model folder's checked booster text, answering for the LightGBM booster it holds what its header
     says (what naming the model and compiling its trees ask: `fpi.pipeline.compiled_trees.Trees`); LightGBM
     parses it only when something needs the booster itself (training on, predicting or explaining with
-    LightGBM, compiling trees not yet cached). fpi's TreeSHAP reads the text itself (`model_text`), so
-    classifying with cached compiled trees, explained or not, loads neither LightGBM nor what it imports
-    (scikit-learn, SciPy, pandas)."""
+    LightGBM). Compiled trees and fpi's TreeSHAP read the text itself (`model_text`), so classifying with
+    compiled trees, explained or not, loads neither LightGBM nor what it imports (scikit-learn, SciPy, pandas)."""
 
     def __init__(self, text: str, path: Path, per_iteration: int, trees: int, features: int):
         self.text, self.path = text, path
@@ -70,9 +69,6 @@ class SavedBooster:
         if num_iteration is None or num_iteration < 1 or num_iteration * self._per_iteration >= self._trees:
             return self.text
         return self.booster().model_to_string(num_iteration=num_iteration)
-
-    def dump_model(self, num_iteration: int | None = None) -> dict[str, Any]:
-        return self.booster().dump_model(num_iteration=num_iteration)
 
     def num_model_per_iteration(self) -> int:
         return self._per_iteration

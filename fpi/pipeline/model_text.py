@@ -38,6 +38,22 @@ class TextTree:
     cat_boundaries: list[int]
     cat_threshold: list[int]
 
+    @property
+    def root(self) -> int:
+        """Node 0, or leaf `~0` when the tree is a single leaf (LightGBM then predicts its value)."""
+        return 0 if self.num_leaves > 1 else ~0
+
+    def categorical(self, node: int) -> bool:
+        return bool(self.decision_type[node] & 1)
+
+    def default_left(self, node: int) -> bool:
+        """Where the missing value goes."""
+        return bool(self.decision_type[node] & 2)
+
+    def missing(self, node: int) -> int:
+        """What is missing at a numerical node: 0 nothing, 1 zero, 2 NaN."""
+        return self.decision_type[node] >> 2 & 3
+
     def rows(self, child: int) -> int:
         """The training rows that reached a node (child >= 0) or leaf `~child`."""
         return self.internal_count[child] if child >= 0 else self.leaf_count[~child]

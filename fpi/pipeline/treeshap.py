@@ -95,13 +95,13 @@ def _flatten(trees: list[TextTree]) -> ClassLeaves | None:
                 slot_steps.append(len(step_node))
             leaf_slots.append(len(slot_feature))
             return
-        index, feature, kind = len(node_feature), tree.split_feature[at], tree.decision_type[at]
+        index, feature, categorical = len(node_feature), tree.split_feature[at], tree.categorical(at)
         node_feature.append(feature)
-        node_kind.append(kind & 1)
-        node_missing.append(kind >> 2 & 3)
-        node_default_left.append(bool(kind & 2))
-        node_threshold.append(0.0 if kind & 1 else tree.threshold[at])
-        if kind & 1:
+        node_kind.append(int(categorical))
+        node_missing.append(tree.missing(at))
+        node_default_left.append(tree.default_left(at))
+        node_threshold.append(0.0 if categorical else tree.threshold[at])
+        if categorical:
             categories.extend(tree.categories(at))
         node_categories.append(len(categories))
         rows = float(tree.internal_count[at])
@@ -111,8 +111,7 @@ def _flatten(trees: list[TextTree]) -> ClassLeaves | None:
             walk(tree, child, {**slots, feature: ((*nodes, index), (*ways, left), zero * share)}, root_rows)
 
     for tree in trees:
-        root = 0 if tree.num_leaves > 1 else ~0
-        walk(tree, root, {}, float(tree.rows(root)))
+        walk(tree, tree.root, {}, float(tree.rows(tree.root)))
     return _class_leaves((node_feature, node_threshold, node_kind, node_missing, node_default_left, node_categories, categories),
                          (leaf_value, leaf_slots, slot_feature, slot_zero, slot_steps, step_node, step_left), expected)
 
