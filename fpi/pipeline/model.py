@@ -135,10 +135,13 @@ class FailurePointModel:
         per_round = trees.num_model_per_iteration()
         return min(trees.num_trees(), self.best_iteration_ * per_round) if self.best_iteration_ > 0 else trees.num_trees()
 
-    def compile(self, *, cache: Path | None = None, threads: int | None = None) -> FailurePointModel:
+    def compile(self, *, cache: Path | None = None, threads: int | None = None,
+                compile_if_missing: bool = True) -> FailurePointModel:
         """Predict with the trees compiled to native code from now on (`fpi.pipeline.compiled_trees`): compiled once per
-        model and machine, then read from the cache; the same raw scores as LightGBM, bit for bit."""
-        self.native_ = NativeTrees.compile(self._fitted(), self._trees(), cache=cache, threads=threads or self.num_threads)
+        model and machine, then read from the cache; the same raw scores as LightGBM, bit for bit. With
+        `compile_if_missing=False` only trees already in the cache are taken (else `native_` stays None)."""
+        self.native_ = NativeTrees.compile(self._fitted(), self._trees(), cache=cache, threads=threads or self.num_threads,
+                                           compile_if_missing=compile_if_missing)
         return self
 
     def raw_scores(self, X: np.ndarray) -> np.ndarray:

@@ -71,12 +71,13 @@ def test_the_command_lines_help_shows_each_group_and_loads_its_commands_only_whe
 
 
 def _modules_classifying_with_cached_compiled_trees(training_set, traces, folder, **options) -> set[str]:
-    """The modules a fresh process has loaded after a classify (with `options`) whose compiled trees come from the cache."""
+    """The modules a fresh process has loaded after a classify of 2,000 turns (with `options`) by the default predictor,
+    `auto`, which takes the compiled trees from the cache at any input size."""
     small = FailurePointModel(num_leaves=7, seed=3).fit(training_set, rounds=3)  # its trees compile in a moment
     saved = small.save(folder / "model")
     FailurePointModel.load(saved).compile()  # into the test run's cache, which the fresh process reads too
     return _modules_after(f"from fpi import FailurePointModel, Pipeline, load_traces; "
-                          f"pipeline = Pipeline(FailurePointModel.load({str(saved)!r}), predictor='native', **{options!r}); "
+                          f"pipeline = Pipeline(FailurePointModel.load({str(saved)!r}), predictor='auto', **{options!r}); "
                           f"batch = pipeline.run(load_traces({str(traces)!r})); "
                           "assert pipeline.model.native_ is not None and not pipeline.profile.adapted; "
                           "assert batch.records.height == 2000")

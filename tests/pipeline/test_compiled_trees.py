@@ -83,14 +83,24 @@ def test_pipeline_records_are_the_same_whichever_predicts(small_model, fixture_t
     assert native.verdicts.equals(plain.verdicts)
 
 
-@pytest.mark.slow
-def test_auto_compiles_for_large_runs_only(small_model, tmp_path):
-    model = _own(small_model, tmp_path)
-    pipeline = Pipeline(model, predictor="auto")
-    pipeline.expect(COMPILE_FROM - 1)
-    assert model.native_ is None
-    pipeline.expect(COMPILE_FROM)
-    assert model.native_ is not None
+def test_auto_compiles_for_large_runs_only_and_takes_cached_trees_for_any(small_training_set, fixture_traces, monkeypatch,
+                                                                         tmp_path):
+    """`auto` compiles from COMPILE_FROM turns; below, it predicts with the compiled trees when the cache (the test's
+    own) has them, else with LightGBM, and compiles nothing. The records are the same either way."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FPI_CACHE_DIR", str(cache))
+    saved = FailurePointModel(num_leaves=7, seed=3).fit(small_training_set, rounds=3).save(tmp_path / "model")
+    turns = load_traces(fixture_traces)
+    small = Pipeline(FailurePointModel.load(saved), predictor="auto")
+    plain = small.run(turns)
+    assert small.model.native_ is None and not list(cache.glob("*.o"))
+    large = Pipeline(FailurePointModel.load(saved), predictor="auto")
+    large.expect(COMPILE_FROM)
+    assert large.model.native_ is not None and len(list(cache.glob("*.o"))) == 1
+    cached = Pipeline(FailurePointModel.load(saved), predictor="auto")
+    native = cached.run(turns)
+    assert cached.model.native_ is not None and cached.predictor == "auto"
+    assert native.records.equals(plain.records)
 
 
 def test_without_llvmlite_auto_falls_back_and_native_says_why(small_model, monkeypatch, fixture_traces, tmp_path):
@@ -98,6 +108,7 @@ def test_without_llvmlite_auto_falls_back_and_native_says_why(small_model, monke
     model = _own(small_model, tmp_path)
     with pytest.raises(ModelError, match="llvmlite"):
         Pipeline(model, predictor="native").expect(10)
+    Pipeline(model, predictor="auto").expect(10)  # a small run looks in the cache: no llvmlite, no error
     auto = Pipeline(model, predictor="auto")
     auto.expect(COMPILE_FROM)
     assert auto.predictor == "lightgbm" and model.native_ is None
