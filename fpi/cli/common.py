@@ -72,7 +72,8 @@ RulesOpt = Annotated[list[Path] | None, typer.Option("--rules", help="Rule file 
 PredictorOpt = Annotated[Predictor, typer.Option("--predictor", help="What predicts: native compiles the model's trees "
                                                  "(about 4x faster; once per model and machine, kept in $FPI_CACHE_DIR or "
                                                  "~/.cache/fpi; needs llvmlite, which shap brings), lightgbm does not, auto "
-                                                 "compiles for 300,000 turns or more. The records are the same.")]
+                                                 "uses compiled trees already in the cache and compiles them for "
+                                                 "300,000 turns or more. The records are the same.")]
 NoRulesOpt = Annotated[bool, typer.Option("--no-rules", help="Run the model alone, without the rule layer.")]
 AdaptOpt = Annotated[Adaptation, typer.Option("--adapt", help="auto: move verdicts to the label mix these logs seem to "
                                               "have and, on logs unlike the model's training data (shift 0.25 or more), "

@@ -57,8 +57,8 @@ class Pipeline:
     `rules="default"` takes the shipped rules, `None` runs the model alone. `explain_top_k`
     adds each turn's top SHAP features (the turns not `correct`, or all with `explain_all`).
     `predictor="native"` predicts with the model's trees compiled (`fpi.pipeline.compiled_trees`: once per model
-    and machine), `"lightgbm"` with LightGBM, `"auto"` compiles for runs of `COMPILE_FROM` turns or more (`fpi.pipeline.predictor`);
-    the records are the same whichever predicts.
+    and machine), `"lightgbm"` with LightGBM, `"auto"` with compiled trees already in the cache, and compiles them for runs
+    of `COMPILE_FROM` turns or more (`fpi.pipeline.predictor`); the records are the same whichever predicts.
 
     Before the first batch the pipeline hears the whole input (or its sample, `fit_logs`): how far it
     sits from the model's training data and the label prior it seems to have (`fpi.pipeline.log_profile`).
@@ -81,6 +81,7 @@ class Pipeline:
         self.rules_sha = self.rules.identity()["fingerprint"][:SHA_DIGITS] if len(self.rules) else None
         self.predictor = Predictor(predictor)
         self._expected = 0
+        self._looked_up: FailurePointModel | None = None  # the model whose compiled trees the cache did not have
 
     def expect(self, turns: int) -> None:
         """Hear how many turns the whole run holds (an engine that hands over batches knows it first),
@@ -89,16 +90,22 @@ class Pipeline:
         self._choose_predictor()
 
     def _choose_predictor(self) -> None:
-        if self.predictor.compiles(self._expected) and self.model.native_ is None:
-            try:
-                self.model.compile()
-            except UntrustedCache as exc:  # never run code another user could have written
-                warnings.warn(f"{exc}; LightGBM predicts instead", FpiWarning, stacklevel=2)
-                self.predictor = Predictor.lightgbm
-            except ModelError:
-                if self.predictor is Predictor.native:
-                    raise
-                self.predictor = Predictor.lightgbm  # auto: LightGBM predicts the same records, only slower
+        """Compiled trees when the run compiles them (`native`, or `auto` from `COMPILE_FROM` turns) or, for `auto`,
+        when the cache has them (looked up once per model: every batch is heard); else LightGBM."""
+        compiles = self.predictor.compiles(self._expected)
+        if (self.predictor is Predictor.lightgbm or self.model.native_ is not None
+                or (not compiles and self._looked_up is self.model)):
+            return
+        try:
+            self.model.compile(compile_if_missing=compiles)
+        except UntrustedCache as exc:  # never run code another user could have written
+            warnings.warn(f"{exc}; LightGBM predicts instead", FpiWarning, stacklevel=2)
+            self.predictor = Predictor.lightgbm
+        except ModelError:
+            if self.predictor is Predictor.native:
+                raise
+            self.predictor = Predictor.lightgbm  # auto: LightGBM predicts the same records, only slower
+        self._looked_up = self.model
 
     def fit_logs(self, features: pl.DataFrame, sessions: pl.Series, raw: np.ndarray | None = None) -> LogProfile:
         """Hear the whole input's features (or its sample's) and their sessions, once, before any batch: the

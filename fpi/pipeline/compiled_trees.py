@@ -1,16 +1,17 @@
-"""A LightGBM model's trees compiled to native code, for inputs large enough to pay for it.
+"""A LightGBM model's trees compiled to native code: once per model and machine, then read from the cache.
 
 LightGBM walks its trees through one shared loop, so the processor cannot learn any branch;
 compiled, every split is its own branch and the trees predict about four times faster. The
-code is generated here from the booster's numbers only (split features, thresholds, category
-sets, leaf values: nothing of the data is code) as LLVM IR, compiled with llvmlite (which
-shap already brings, through numba), and cached by model, compiler and processor in a store
-only fpi writes (`native_cache`: the user's own folder, every entry checked against the digest
-recorded when it was written), so a model is compiled once per machine. Each split makes LightGBM's own decision (`Tree::NumericalDecision`,
-`CategoricalDecision`) and leaves are summed in LightGBM's order: raw scores are bit-identical,
-which tests hold it to. Without llvmlite, or when compiling fails, LightGBM predicts. The trees
-come as anything that answers as a LightGBM booster does (`Trees`): a loaded model's saved text
-needs LightGBM only to generate code, so trees read from the cache run without it."""
+code is generated here as LLVM IR from the numbers of the model's own text, the one LightGBM
+parses (`fpi.pipeline.model_text`: split features, thresholds, category sets, leaf values; its
+JSON dump would write a threshold of +inf as 1e300; nothing of the data is code), compiled with
+llvmlite (which shap already brings, through numba), and cached by model, compiler and processor
+in a store only fpi writes (`native_cache`: the user's own folder, every entry checked against the
+digest recorded when it was written). Each split makes LightGBM's own decision
+(`Tree::NumericalDecision`, `CategoricalDecision`) and leaves are summed in LightGBM's order: raw
+scores are bit-identical, which tests hold it to. Without llvmlite, or when compiling fails,
+LightGBM predicts. The trees come as anything that answers as a LightGBM booster does (`Trees`): a
+loaded model's saved text is compiled, or read from the cache, without LightGBM."""
 
 from __future__ import annotations
 
@@ -20,29 +21,27 @@ import struct
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from fpi.contract.distribution import version
 from fpi.contract.errors import ModelError
+from fpi.pipeline.model_text import TextTree, read_tree, tree_blocks
 from fpi.pipeline.native_cache import NativeCache
 
-CODE_VERSION = 2  # bump when the generated code changes, so cached objects are not reused
+CODE_VERSION = 3  # bump when the generated code changes, so cached objects are not reused
 ROWS_PER_BLOCK = 1024  # rows each tree runs over before the next: its code stays in the instruction cache
 ROWS_PER_TASK = 16_384  # rows a thread predicts at a time, when rows come in an order of their own
 ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold, a float
 INT_RANGE = (-2147483649.0, 2147483648.0)  # where a double converts to a C int (categories)
-MISSING_TYPES = {"None": 0, "Zero": 1, "NaN": 2}  # LightGBM's missing types, as its dump names them
 
 
 class Trees(Protocol):
     """What compiling asks of a model's trees: a LightGBM booster, or a loaded model's saved text
-    (`fpi.pipeline.model_folder.SavedBooster`), which needs LightGBM only to dump the trees for code."""
+    (`fpi.pipeline.model_folder.SavedBooster`), which gives its text without LightGBM."""
 
     def model_to_string(self, num_iteration: int | None = None) -> str: ...
-
-    def dump_model(self, num_iteration: int | None = None) -> dict[str, Any]: ...
 
     def num_model_per_iteration(self) -> int: ...
 
@@ -57,8 +56,8 @@ def _double(value: float) -> str:
 class _TreeWriter:
     """LLVM IR text of one tree: a function that adds the tree's leaf to each row's score of its class."""
 
-    def __init__(self, index: int, klass: int, classes: int, features: int, pointer: str):
-        self.index, self.klass, self.classes, self.features, self.pointer = index, klass, classes, features, pointer
+    def __init__(self, tree: TextTree, index: int, klass: int, classes: int, pointer: str):
+        self.tree, self.index, self.klass, self.classes, self.pointer = tree, index, klass, classes, pointer
         self.lines: list[str] = []
         self.blocks = 0
         self.values = 0
@@ -71,7 +70,7 @@ class _TreeWriter:
         self.values += 1
         return f"%v{self.values}"
 
-    def function(self, root: dict) -> str:
+    def function(self) -> str:
         p = self.pointer
         first = self._block()
         self.lines += [
@@ -84,44 +83,45 @@ class _TreeWriter:
             f"  %slot = mul i64 %i, {self.classes}", f"  %slot.k = add i64 %slot, {self.klass}",
             f"  %o = getelementptr double, {p} %out, i64 %slot.k", f"  br label %{first}",
         ]
-        self._node(root, first)
+        self._node(self.tree.root, first)
         self.lines += [
             "next:", "  %i.next = add i64 %i, 1", "  br label %loop",
             "done:", "  ret void", "}", "",
         ]
         return "\n".join(self.lines)
 
-    def _node(self, node: dict, label: str) -> None:
-        add = self.lines.append
+    def _node(self, node: int, label: str) -> None:
+        """Node `node` of the tree, or its leaf `~node` when negative, as the block `label`."""
+        add, tree = self.lines.append, self.tree
         add(f"{label}:")
-        if "split_index" not in node:
+        if node < 0:
             old, new = self._value(), self._value()
             add(f"  {old} = load double, {self.pointer} %o")
-            add(f"  {new} = fadd double {old}, {_double(node['leaf_value'])}")
+            add(f"  {new} = fadd double {old}, {_double(tree.leaf_value[~node])}")
             add(f"  store double {new}, {self.pointer} %o")
             add("  br label %next")
             return
         left, right = self._block(), self._block()
         offset, at, read, size, small, x = (self._value() for _ in range(6))
-        add(f"  {offset} = mul i64 %cs, {int(node['split_feature'])}")
+        add(f"  {offset} = mul i64 %cs, {tree.split_feature[node]}")
         add(f"  {at} = getelementptr double, {self.pointer} %x, i64 {offset}")
         add(f"  {read} = load double, {self.pointer} {at}")
         add(f"  {size} = call double @llvm.fabs.f64(double {read})")  # LightGBM reads a dense row as sparse:
         add(f"  {small} = fcmp ole double {size}, {_double(ZERO)}")  # values this small are absent, so 0
         add(f"  {x} = select i1 {small}, double 0.0, double {read}")
-        if node["decision_type"] == "==":
+        if tree.categorical(node):
             self._categorical(node, x, left, right)
         else:
             self._numerical(node, x, left, right)
-        self._node(node["left_child"], left)
-        self._node(node["right_child"], right)
+        self._node(tree.left_child[node], left)
+        self._node(tree.right_child[node], right)
 
-    def _numerical(self, node: dict, x: str, left: str, right: str) -> None:
+    def _numerical(self, node: int, x: str, left: str, right: str) -> None:
         """NaN is 0 unless NaN is the missing value; the missing value goes the default way; then `x <= threshold`."""
         add = self.lines.append
-        missing = MISSING_TYPES[node["missing_type"]]
-        default = left if node["default_left"] else right
-        threshold = _double(node["threshold"])
+        missing = self.tree.missing(node)
+        default = left if self.tree.default_left(node) else right
+        threshold = _double(self.tree.threshold[node])
         if missing == 2:
             nan, compare = self._value(), self._block()
             add(f"  {nan} = fcmp uno double {x}, {x}")
@@ -143,7 +143,7 @@ class _TreeWriter:
         add(f"  {goes_left} = fcmp ole double {value}, {threshold}")
         add(f"  br i1 {goes_left}, label %{left}, label %{right}")
 
-    def _categorical(self, node: dict, x: str, left: str, right: str) -> None:
+    def _categorical(self, node: int, x: str, left: str, right: str) -> None:
         """NaN, negative and unlisted categories go right; the listed ones left."""
         add = self.lines.append
         above, below, inside, convert, code = self._value(), self._value(), self._value(), self._block(), self._value()
@@ -153,22 +153,21 @@ class _TreeWriter:
         add(f"  br i1 {inside}, label %{convert}, label %{right}")
         add(f"{convert}:")
         add(f"  {code} = fptosi double {x} to i32")
-        cases = " ".join(f"i32 {int(c)}, label %{left}" for c in sorted({int(c) for c in str(node["threshold"]).split("||")}))
+        cases = " ".join(f"i32 {c}, label %{left}" for c in self.tree.categories(node))
         add(f"  switch i32 {code}, label %{right} [ {cases} ]")
 
 
-def module_text(dump: dict, trees: int) -> str:
-    """LLVM IR of a dumped booster's first `trees` trees and of `predict(X, lo, hi, out, rs, cs)`,
+def module_text(text: str, trees: int, classes: int) -> str:
+    """LLVM IR of a text model's first `trees` trees (`classes` a round) and of `predict(X, lo, hi, out, rs, cs)`,
     which adds every tree's leaf to rows lo..hi of `out` (rows × classes, row-major); feature f of
     row i is X[i * rs + f * cs], so rows and columns come in either order."""
     from llvmlite import ir
 
     pointer = str(ir.DoubleType().as_pointer())
-    classes, features = int(dump["num_class"]), int(dump["max_feature_idx"]) + 1
-    parts = [_TreeWriter(k, k % classes, classes, features, pointer).function(tree["tree_structure"])
-             for k, tree in enumerate(dump["tree_info"][:trees])]
+    parts = [_TreeWriter(read_tree(block), k, k % classes, classes, pointer).function()
+             for k, block in enumerate(tree_blocks(text)[:trees])]
     calls = "\n".join(f"  call void @tree{k}({pointer} %X, i64 %i, i64 %end, {pointer} %out, i64 %rs, i64 %cs)"
-                      for k in range(trees))
+                      for k in range(len(parts)))
     parts.append("\n".join([
         "declare double @llvm.fabs.f64(double)",
         f"define void @predict({pointer} noalias %X, i64 %lo, i64 %hi, {pointer} noalias %out, i64 %rs, i64 %cs) nounwind {{",
@@ -217,12 +216,13 @@ class NativeTrees:
         self.classes, self.features, self.threads = classes, features, threads
 
     @staticmethod
-    def key(booster: Trees, trees: int) -> str:
-        """What a compiled object depends on: the trees, the generated code, fpi, the compiler and the processor."""
+    def key(text: str, trees: int) -> str:
+        """What a compiled object depends on: the model's text, how many of its trees, the generated code, fpi,
+        the compiler and the processor."""
         from llvmlite import __version__ as llvmlite_version
         from llvmlite import binding as llvm
 
-        digest = hashlib.sha256(booster.model_to_string(num_iteration=-1).encode("utf-8"))
+        digest = hashlib.sha256(text.encode("utf-8"))
         for part in (str(trees), str(CODE_VERSION), version(), llvmlite_version, llvm.get_process_triple(), llvm.get_host_cpu_name(),
                      llvm.get_host_cpu_features().flatten()):
             digest.update(b"\0" + part.encode("utf-8"))
@@ -248,14 +248,14 @@ class NativeTrees:
             machine = llvm.Target.from_default_triple().create_target_machine(opt=1, reloc="pic", codemodel="jitdefault")
         except (RuntimeError, AttributeError) as exc:
             raise ModelError(f"this llvmlite cannot compile for this machine ({exc}); LightGBM predicts instead") from exc
-        store = NativeCache(cache)
-        key = cls.key(booster, trees)
+        store, text = NativeCache(cache), booster.model_to_string(num_iteration=-1)
+        key = cls.key(text, trees)
         obj = store.get(key)
         if obj is None:
             if not compile_if_missing:
                 return None
             try:
-                module = llvm.parse_assembly(module_text(booster.dump_model(num_iteration=-1), trees))
+                module = llvm.parse_assembly(module_text(text, trees, booster.num_model_per_iteration()))
                 module.verify()
                 obj = machine.emit_object(module)
             except RuntimeError as exc:

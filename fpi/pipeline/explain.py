@@ -10,7 +10,6 @@ still costs more than predicting, so only the turns asked for are explained, and
 from __future__ import annotations
 
 import json
-import re
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from fpi.contract.errors import UsageError
 from fpi.pipeline.features import CATEGORICAL, DESCRIPTIONS
 from fpi.pipeline.model import FailurePointModel
 from fpi.pipeline.compiled_trees import softmax
+from fpi.pipeline.model_text import tree_blocks
 from fpi.contract.atomic_files import atomic_write, atomic_write_bytes
 from fpi.contract.records import EXPLANATION_DTYPE
 
@@ -54,7 +54,7 @@ def tree_shap(model: FailurePointModel) -> TreeShap:
     from fpi.pipeline.treeshap import TreeShap
 
     if model not in _TREE_SHAP:
-        _TREE_SHAP[model] = TreeShap(model.booster_, model._trees(), threads=model.num_threads)
+        _TREE_SHAP[model] = TreeShap(model._fitted(), model._trees(), threads=model.num_threads)
     return _TREE_SHAP[model]
 
 
@@ -75,10 +75,20 @@ def shap_values(model: FailurePointModel, X: np.ndarray,
     return ShapValues(values, expected, list(model.feature_names_), list(model.classes_))
 
 
-def _display_values(features: pl.DataFrame) -> np.ndarray:
-    """Feature values as short strings for people: numbers to 4 decimals, categories as they are."""
-    columns = [pl.col(n) if n in CATEGORICAL else pl.col(n).round(4).cast(pl.String) for n in features.columns]
-    return features.select(columns).to_numpy()
+def _display_values(features: pl.DataFrame, feature_names: list[str], rows: np.ndarray, columns: np.ndarray) -> list[str | None]:
+    """The values at (rows[i], feature_names[columns[i]]) as short strings for people: numbers to 4 decimals,
+    categories as they are. Only these cells are formatted: the features of a kind end to end, one gather each."""
+    categorical = np.array([name in CATEGORICAL for name in feature_names])
+    among_kind = np.zeros(len(feature_names), dtype=np.int64)  # a feature's place among the features of its kind
+    shown = np.full(len(rows), None, dtype=object)
+    for kind in (False, True):
+        among_kind[categorical == kind] = np.arange(int((categorical == kind).sum()))
+        cells = categorical[columns] == kind
+        if cells.any():
+            values = pl.concat([features[name] for name, c in zip(feature_names, categorical, strict=True) if c == kind])
+            values = values.gather(among_kind[columns[cells]] * features.height + rows[cells])
+            shown[cells] = (values if kind else values.round(4).cast(pl.String)).to_numpy()
+    return shown.tolist()
 
 
 def class_boosters(model: FailurePointModel) -> list[lgb.Booster]:
@@ -91,9 +101,7 @@ def class_boosters(model: FailurePointModel) -> list[lgb.Booster]:
         return _CLASS_BOOSTERS[model]
     text = model.booster_.model_to_string(num_iteration=model.best_iteration_)
     n_classes = len(model.classes_)
-    head, _, body = text.partition("\nTree=0\n")
-    trees_text = "Tree=0\n" + body[:body.index("end of trees")]
-    blocks = re.split(r"^Tree=\d+\n", trees_text, flags=re.MULTILINE)[1:]
+    head, blocks = text.partition("\nTree=0\n")[0], tree_blocks(text)
     head = "\n".join(line for line in head.splitlines() if not line.startswith("tree_sizes="))
     head = (head.replace(f"num_class={n_classes}", "num_class=1")
             .replace(f"num_tree_per_iteration={n_classes}", "num_tree_per_iteration=1")
@@ -133,7 +141,8 @@ def top_features(contributions: np.ndarray, features: pl.DataFrame, feature_name
     names = pl.Series("feature", np.asarray(feature_names)[order].ravel(), dtype=pl.String)
     chosen = pl.DataFrame([
         names, names.replace_strict(DESCRIPTIONS, return_dtype=pl.String).alias("name"),
-        pl.Series("value", _display_values(features.select(feature_names))[rows, order].ravel().tolist(), dtype=pl.String),
+        pl.Series("value", _display_values(features, feature_names, np.repeat(rows.ravel(), order.shape[1]), order.ravel()),
+                  dtype=pl.String),
         pl.Series("contribution", [round(c, 6) for c in contributions[rows, order].ravel().tolist()], dtype=pl.Float64),
     ])  # Python's round, to the nearest 6-decimal number, as the records have always shown it
     per_row = chosen.select(pl.struct(pl.all())).to_series().reshape((len(order), order.shape[1]))
@@ -175,9 +184,11 @@ def explanations(records: pl.DataFrame, features: pl.DataFrame, model: FailurePo
             done += len(chunk)
             if on_progress is not None:
                 on_progress(done, total)
-    every = pl.DataFrame({"row": np.arange(records.height)}).join(pl.concat(explained), on="row", how="left", maintain_order="left")
-    return every.select(pl.when(pl.col("decided_by").is_not_null()).then(pl.struct("decided_by", "rule", "features"))
-                        .cast(EXPLANATION_DTYPE).alias("explanation")).to_series()
+    found = pl.concat(explained)
+    column = found.select(pl.struct("decided_by", "rule", "features").cast(EXPLANATION_DTYPE).alias("explanation")).to_series()
+    at = np.full(records.height, -1, dtype=np.int64)  # each record's explanation among those found; -1: none (null)
+    at[found["row"].to_numpy()] = np.arange(found.height)
+    return column.gather(pl.Series(at).set(pl.Series(at < 0), None))
 
 
 # ------------------------------------------------------------------ one turn
@@ -237,7 +248,7 @@ def explain_turn(turn_id: str, turns: pl.DataFrame, features: pl.DataFrame, mode
     values, expected = class_contributions(model, X, k)
     contributions = values[0]
     names = model.feature_names_
-    shown = _display_values(one.select(names))[0]
+    shown = _display_values(one, names, np.zeros(len(names), dtype=np.int64), np.arange(len(names)))
     logged = _logged(one, names)[0]
     order = np.argsort(-np.abs(contributions), kind="stable")
     bars = [(names[j], shown[j], float(contributions[j])) for j in order if logged[j]]

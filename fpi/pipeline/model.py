@@ -4,8 +4,8 @@ saves and loads; a model folder is vetted in `model_folder` and fitted in `model
 
 Saved as LightGBM's own text model plus JSON metadata, so loading a model
 someone sent you runs no code from it. A loaded model keeps the text, which LightGBM parses only
-when something needs its booster (`model_folder.SavedBooster`): classifying with cached compiled
-trees never imports LightGBM."""
+when something needs its booster (`model_folder.SavedBooster`): classifying with compiled trees
+never imports LightGBM."""
 
 from __future__ import annotations
 
@@ -135,10 +135,13 @@ class FailurePointModel:
         per_round = trees.num_model_per_iteration()
         return min(trees.num_trees(), self.best_iteration_ * per_round) if self.best_iteration_ > 0 else trees.num_trees()
 
-    def compile(self, *, cache: Path | None = None, threads: int | None = None) -> FailurePointModel:
+    def compile(self, *, cache: Path | None = None, threads: int | None = None,
+                compile_if_missing: bool = True) -> FailurePointModel:
         """Predict with the trees compiled to native code from now on (`fpi.pipeline.compiled_trees`): compiled once per
-        model and machine, then read from the cache; the same raw scores as LightGBM, bit for bit."""
-        self.native_ = NativeTrees.compile(self._fitted(), self._trees(), cache=cache, threads=threads or self.num_threads)
+        model and machine, then read from the cache; the same raw scores as LightGBM, bit for bit. With
+        `compile_if_missing=False` only trees already in the cache are taken (else `native_` stays None)."""
+        self.native_ = NativeTrees.compile(self._fitted(), self._trees(), cache=cache, threads=threads or self.num_threads,
+                                           compile_if_missing=compile_if_missing)
         return self
 
     def raw_scores(self, X: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:

@@ -10,13 +10,14 @@ import json
 import math
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fpi.contract.errors import ModelError
 from fpi.contract.small_files import TooLarge, read_small_file
 from fpi.contract.trace_format import LABELS
 from fpi.pipeline.features import CATEGORICAL, FEATURE_NAMES
 from fpi.pipeline.log_profile import LEVELS
+from fpi.pipeline.model_text import NODE_FIELDS, read_tree, tree_blocks
 
 if TYPE_CHECKING:
     import lightgbm as lgb
@@ -42,8 +43,8 @@ class SavedBooster:
     """A model folder's checked booster text, answering for the LightGBM booster it holds what its header
     says (what naming the model and compiling its trees ask: `fpi.pipeline.compiled_trees.Trees`); LightGBM
     parses it only when something needs the booster itself (training on, predicting or explaining with
-    LightGBM, compiling trees not yet cached). So classifying with cached compiled trees loads neither
-    LightGBM nor what it imports (scikit-learn, SciPy, pandas)."""
+    LightGBM). Compiled trees and fpi's TreeSHAP read the text itself (`model_text`), so classifying with
+    compiled trees, explained or not, loads neither LightGBM nor what it imports (scikit-learn, SciPy, pandas)."""
 
     def __init__(self, text: str, path: Path, per_iteration: int, trees: int, features: int):
         self.text, self.path = text, path
@@ -68,9 +69,6 @@ class SavedBooster:
         if num_iteration is None or num_iteration < 1 or num_iteration * self._per_iteration >= self._trees:
             return self.text
         return self.booster().model_to_string(num_iteration=num_iteration)
-
-    def dump_model(self, num_iteration: int | None = None) -> dict[str, Any]:
-        return self.booster().dump_model(num_iteration=num_iteration)
 
     def num_model_per_iteration(self) -> int:
         return self._per_iteration
@@ -240,46 +238,40 @@ def _check_booster(text: str, meta: dict, path: Path) -> SavedBooster:
                          "another order)")
     if len(sizes) < meta["best_iteration"] * classes:
         raise ModelError(f"{path}: {len(sizes)} trees, fewer than best_iteration {meta['best_iteration']} x {classes} classes")
-    for number, tree in enumerate(("Tree=0\n" + rest[:rest.index("end of trees")]).split("\nTree=")):
-        problem = _tree_problem(tree, len(features))
+    for number, block in enumerate(tree_blocks(text)):
+        problem = _tree_problem(block, len(features))
         if problem:
             raise ModelError(f"{path}: tree {number} is damaged ({problem}); write the model again with `fpi train`")
     return SavedBooster(text, path, per_iteration, len(sizes), len(features))
 
 
-def _tree_problem(tree: str, features: int) -> str | None:
+def _tree_problem(block: str, features: int) -> str | None:
     """What in one tree would send LightGBM out of bounds or round a cycle (it trusts the file): every
     child is a later node or an existing leaf, every split feature and category index is in range,
     every number parses. None when the tree is sound."""
-    fields = dict(line.split("=", 1) for line in tree.splitlines() if "=" in line)
     try:
-        leaves = int(fields["num_leaves"])
-        values = [float(v) for v in fields["leaf_value"].split()]
-        if leaves < 1 or len(values) != leaves or not all(math.isfinite(v) for v in values):
-            return "leaf values do not match num_leaves"
-        if leaves == 1:
-            return None
-        nodes = leaves - 1
-        columns = {name: [int(v) for v in fields[name].split()] for name in ("split_feature", "decision_type", "left_child", "right_child")}
-        thresholds = [float(v) for v in fields["threshold"].split()]
-        categories = int(fields.get("num_cat", "0"))
-        boundaries = [int(v) for v in fields.get("cat_boundaries", "0").split()] if categories else [0]
-        bitsets = len(fields.get("cat_threshold", "").split()) if categories else 0
-    except (KeyError, ValueError):
+        tree = read_tree(block)
+    except ValueError:
         return "a field is missing or not a number"
-    if any(len(column) != nodes for column in columns.values()) or len(thresholds) != nodes:
+    leaves, nodes = tree.num_leaves, tree.num_leaves - 1
+    if leaves < 1 or len(tree.leaf_value) != leaves or not all(math.isfinite(v) for v in tree.leaf_value):
+        return "leaf values do not match num_leaves"
+    if len(tree.leaf_count) != leaves or len(tree.internal_count) != nodes:
+        return "leaf or node counts do not match num_leaves"
+    if any(len(getattr(tree, name)) != nodes for name in NODE_FIELDS) or len(tree.threshold) != nodes:
         return "node lists do not match num_leaves"
-    if any(not 0 <= f < features for f in columns["split_feature"]):
+    if any(not 0 <= f < features for f in tree.split_feature):
         return "a split feature out of range"
-    for node, (left, right) in enumerate(zip(columns["left_child"], columns["right_child"], strict=True)):
+    for node, (left, right) in enumerate(zip(tree.left_child, tree.right_child, strict=True)):
         for child in (left, right):
             if (child >= 0 and not node < child < nodes) or (child < 0 and not 0 <= ~child < leaves):
                 return f"node {node} has child {child}, which is neither a later node nor a leaf"
-    if categories:
-        if len(boundaries) != categories + 1 or boundaries[0] != 0 or boundaries[-1] != bitsets or boundaries != sorted(boundaries):
+    if tree.num_cat:
+        boundaries = tree.cat_boundaries
+        if (len(boundaries) != tree.num_cat + 1 or boundaries[0] != 0 or boundaries[-1] != len(tree.cat_threshold)
+                or boundaries != sorted(boundaries)):
             return "categorical boundaries do not match their bitsets"
-        for kind, threshold in zip(columns["decision_type"], thresholds, strict=True):
-            if kind & 1 and not (threshold.is_integer() and 0 <= threshold < categories):
+        for kind, threshold in zip(tree.decision_type, tree.threshold, strict=True):
+            if kind & 1 and not (threshold.is_integer() and 0 <= threshold < tree.num_cat):
                 return "a categorical split points past its categories"
     return None
-

@@ -8,23 +8,20 @@ polynomial of degree |U|-1, so Gauss-Legendre with ⌈|U|/2⌉ points integrates
 each of its factors is one of two constants known from the model alone: a leaf costs about
 2·|U|·⌈|U|/2⌉ multiplications, without a branch or a division, and a block of rows goes through
 each leaf side by side, in vector registers. Values agree with LightGBM's to rounding (tests hold
-them to 1e-9 on hostile rows). Splits decide as LightGBM's `tree.h` does, as in `fpi.pipeline.compiled_trees`.
+them to 1e-9 on hostile rows). Splits decide as LightGBM's `tree.h` does, as in `fpi.pipeline.compiled_trees`,
+on the trees as the model's text gives them (`fpi.pipeline.model_text`: no LightGBM is loaded to explain).
 numba (which shap brings) compiles the kernel once and caches it; each row is computed on its
 own, so results do not depend on the number of threads."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
 
-from fpi.pipeline.compiled_trees import INT_RANGE, MISSING_TYPES, ZERO, in_row_ranges
-
-if TYPE_CHECKING:
-    import lightgbm as lgb
+from fpi.pipeline.compiled_trees import INT_RANGE, ZERO, Trees, in_row_ranges
+from fpi.pipeline.model_text import TextTree, read_tree, tree_blocks
 
 BLOCK = 64  # rows through each leaf side by side: long enough for vectors and to spread each leaf's bookkeeping
 MAX_SLOTS = 64  # distinct features on one path the kernel has room for; deeper models use LightGBM
@@ -62,9 +59,9 @@ class ClassLeaves:
     expected: float  # Σ leaf value × leaf rows / root rows: the class's base value
 
 
-def _flatten(trees: list[dict]) -> ClassLeaves | None:
-    """The dumped trees as kernel arrays; None when a path lets no training row through (counts
-    lost, as in a refitted model: the quadrature divides by z) or is too deep for the kernel."""
+def _flatten(trees: list[TextTree]) -> ClassLeaves | None:
+    """The trees as kernel arrays; None when a path lets no training row through (counts lost, as
+    in a refitted model: the quadrature divides by z) or is too deep for the kernel."""
     node_feature: list[int] = []
     node_threshold: list[float] = []
     node_kind: list[int] = []
@@ -80,43 +77,41 @@ def _flatten(trees: list[dict]) -> ClassLeaves | None:
     step_left: list[bool] = []
     expected = 0.0
 
-    def walk(node: dict, path: list[tuple[int, int, bool, float]], root_rows: float) -> None:
+    def walk(tree: TextTree, at: int, slots: dict[int, tuple[tuple[int, ...], tuple[bool, ...], float]], root_rows: float) -> None:
+        """`slots`: the path's distinct features in the order met, each with its splits (nodes, ways) and the
+        product of their shares."""
         nonlocal expected
-        if "split_index" not in node:
-            value = float(node["leaf_value"])
-            expected += value * (float(node.get("leaf_count", 0)) / root_rows if root_rows else 1.0)
-            on_feature: dict[int, list[tuple[int, bool, float]]] = {}
-            for feature, index, left, share in path:
-                on_feature.setdefault(feature, []).append((index, left, share))
-            if not on_feature:
+        if at < 0:
+            value = tree.leaf_value[~at]
+            expected += value * (tree.leaf_count[~at] / root_rows if root_rows else 1.0)
+            if not slots:
                 return  # a tree of one leaf adds to the base value only
             leaf_value.append(value)
-            for feature, splits in on_feature.items():
+            for feature, (nodes, ways, zero) in slots.items():
                 slot_feature.append(feature)
-                slot_zero.append(math.prod(share for _, _, share in splits))
-                step_node.extend(index for index, _, _ in splits)
-                step_left.extend(left for _, left, _ in splits)
+                slot_zero.append(zero)
+                step_node.extend(nodes)
+                step_left.extend(ways)
                 slot_steps.append(len(step_node))
             leaf_slots.append(len(slot_feature))
             return
-        index = len(node_feature)
-        node_feature.append(int(node["split_feature"]))
-        categorical = node["decision_type"] == "=="
+        index, feature, categorical = len(node_feature), tree.split_feature[at], tree.categorical(at)
+        node_feature.append(feature)
         node_kind.append(int(categorical))
-        node_missing.append(MISSING_TYPES[node["missing_type"]])
-        node_default_left.append(bool(node["default_left"]))
-        node_threshold.append(0.0 if categorical else float(node["threshold"]))
+        node_missing.append(tree.missing(at))
+        node_default_left.append(tree.default_left(at))
+        node_threshold.append(0.0 if categorical else tree.threshold[at])
         if categorical:
-            categories.extend(sorted({int(c) for c in str(node["threshold"]).split("||")}))
+            categories.extend(tree.categories(at))
         node_categories.append(len(categories))
-        rows = float(node["internal_count"])
-        for child, left in ((node["left_child"], True), (node["right_child"], False)):
-            share = float(child.get("internal_count", child.get("leaf_count", 0))) / rows if rows else 0.0
-            walk(child, [*path, (int(node["split_feature"]), index, left, share)], root_rows)
+        rows = float(tree.internal_count[at])
+        nodes, ways, zero = slots.get(feature, ((), (), 1.0))
+        for child, left in ((tree.left_child[at], True), (tree.right_child[at], False)):
+            share = tree.rows(child) / rows if rows else 0.0
+            walk(tree, child, {**slots, feature: ((*nodes, index), (*ways, left), zero * share)}, root_rows)
 
     for tree in trees:
-        root = tree["tree_structure"]
-        walk(root, [], float(root.get("internal_count", root.get("leaf_count", 0))))
+        walk(tree, tree.root, {}, float(tree.rows(tree.root)))
     return _class_leaves((node_feature, node_threshold, node_kind, node_missing, node_default_left, node_categories, categories),
                          (leaf_value, leaf_slots, slot_feature, slot_zero, slot_steps, step_node, step_left), expected)
 
@@ -181,16 +176,19 @@ def _kernel(X, lo, hi, out, node_feature, node_threshold, node_kind, node_missin
             slot_feature, slot_zero, slot_steps, slot_constants, cold, hot, cold_inverse, hot_inverse,
             step_node, step_left):
     """Adds rows lo..hi's contributions into `out`: each split's decision for a block of rows, then
-    leaf by leaf the path's passes, the integrand's product at each point, and each slot's share."""
-    nodes, leaves = node_feature.shape[0], leaf_value.shape[0]
+    leaf by leaf the path's passes, the integrand's product at each point, and each slot's share,
+    summed per feature in a block of its own (contiguous, so vectors) and added to `out` once."""
+    nodes, leaves, features = node_feature.shape[0], leaf_value.shape[0], out.shape[1]
     goes_left = np.zeros((nodes, BLOCK), dtype=np.bool_)  # rows past the last one stay defined
     passes = np.empty((MAX_SLOTS, BLOCK), dtype=np.bool_)
     product = np.empty(((MAX_SLOTS + 1) // 2, BLOCK), dtype=np.float64)
     total = np.empty(BLOCK, dtype=np.float64)
+    share = np.empty((features, BLOCK), dtype=np.float64)
     for start in range(lo, hi, BLOCK):
         rows = min(BLOCK, hi - start)
         _decide(X, start, rows, goes_left, node_feature, node_threshold, node_kind, node_missing, node_default_left,
                 node_categories, categories)
+        share[:, :] = 0.0
         for leaf in range(leaves):
             first, last = leaf_slots[leaf], leaf_slots[leaf + 1]
             points, w, value = leaf_points[leaf], leaf_weights[leaf], leaf_value[leaf]
@@ -218,17 +216,21 @@ def _kernel(X, lo, hi, out, node_feature, node_threshold, node_kind, node_missin
                     h, k = hot_inverse[c + q], cold_inverse[c + q]
                     for r in range(BLOCK):
                         total[r] += product[q, r] * (h if passes[j, r] else k)
-                for r in range(rows):
-                    out[start + r, feature] += total[r] * ((1.0 - zero) if passes[j, r] else -zero)
+                for r in range(BLOCK):
+                    share[feature, r] += total[r] * ((1.0 - zero) if passes[j, r] else -zero)
+        for r in range(rows):
+            for f in range(features):
+                out[start + r, f] += share[f, r]
 
 
 class TreeShap:
-    """TreeSHAP of a LightGBM booster's first `trees` trees, one class at a time (each class's
-    trees flattened on first use); `contributions(X, k)` is LightGBM's `pred_contrib` for class k."""
+    """TreeSHAP of a LightGBM model's first `trees` trees, one class at a time (each class's trees read from
+    the model's text and flattened on first use, so no LightGBM is needed); `contributions(X, k)` is
+    LightGBM's `pred_contrib` for class k."""
 
-    def __init__(self, booster: lgb.Booster, trees: int, *, threads: int = 2):
-        self._dump = booster.dump_model(num_iteration=-1)
-        self._trees, self.threads = trees, threads
+    def __init__(self, booster: Trees, trees: int, *, threads: int = 2):
+        self._blocks = tree_blocks(booster.model_to_string(num_iteration=-1))[:trees]
+        self.threads = threads
         self.classes, self.features = booster.num_model_per_iteration(), booster.num_feature()
         self._leaves: dict[int, ClassLeaves | None] = {}
 
@@ -236,8 +238,7 @@ class TreeShap:
         """Class `klass`'s trees for the kernel (LightGBM orders trees round by round, class by class);
         None when the kernel cannot take them (see `_flatten`)."""
         if klass not in self._leaves:
-            self._leaves[klass] = _flatten([tree for j, tree in enumerate(self._dump["tree_info"][:self._trees])
-                                            if j % self.classes == klass])
+            self._leaves[klass] = _flatten([read_tree(block) for block in self._blocks[klass::self.classes]])
         return self._leaves[klass]
 
     def expected(self, klass: int) -> float:

@@ -85,16 +85,31 @@ def test_the_command_lines_help_shows_each_group_and_loads_its_commands_only_whe
     assert all(f"  {command} " in run_cli("map", "--help").stdout for command in ("list", "show", "check", "infer"))
 
 
+def _modules_classifying_with_cached_compiled_trees(training_set, traces, folder, **options) -> set[str]:
+    """The modules a fresh process has loaded after a classify of 2,000 turns (with `options`) by the default predictor,
+    `auto`, which takes the compiled trees from the cache at any input size."""
+    small = FailurePointModel(num_leaves=7, seed=3).fit(training_set, rounds=3)  # its trees compile in a moment
+    saved = small.save(folder / "model")
+    FailurePointModel.load(saved).compile()  # into the test run's cache, which the fresh process reads too
+    return _modules_after(f"from fpi import FailurePointModel, Pipeline, load_traces; "
+                          f"pipeline = Pipeline(FailurePointModel.load({str(saved)!r}), predictor='auto', **{options!r}); "
+                          f"batch = pipeline.run(load_traces({str(traces)!r})); "
+                          "assert pipeline.model.native_ is not None and not pipeline.profile.adapted; "
+                          "assert batch.records.height == 2000")
+
+
 def test_classifying_with_cached_compiled_trees_loads_no_learning_library(small_training_set, fixture_traces, tmp_path):
     """Compiled trees read from the cache predict without LightGBM, so a classify in a fresh process loads neither
     it nor what it imports (scikit-learn, SciPy, pandas), nor what only explaining needs."""
-    small = FailurePointModel(num_leaves=7, seed=3).fit(small_training_set, rounds=3)  # its trees compile in a moment
-    saved = small.save(tmp_path / "model")
-    FailurePointModel.load(saved).compile()  # into the test run's cache, which the fresh process reads too
-    loaded = _modules_after(f"from fpi import FailurePointModel, Pipeline, load_traces; "
-                            f"pipeline = Pipeline(FailurePointModel.load({str(saved)!r}), predictor='native'); "
-                            f"batch = pipeline.run(load_traces({str(fixture_traces)!r})); "
-                            "assert pipeline.model.native_ is not None and not pipeline.profile.adapted; "
-                            "assert batch.records.height == 2000")
+    loaded = _modules_classifying_with_cached_compiled_trees(small_training_set, fixture_traces, tmp_path)
     assert "llvmlite" in loaded
     assert not {"lightgbm", "sklearn", "scipy", "pandas", "shap", "numba", "matplotlib"} & loaded
+
+
+def test_explaining_with_cached_compiled_trees_loads_no_lightgbm(small_training_set, fixture_traces, tmp_path):
+    """TreeSHAP reads the trees from the model's text: `--explain` adds numba (which loads SciPy's top package
+    itself), never LightGBM, scikit-learn or pandas."""
+    loaded = _modules_classifying_with_cached_compiled_trees(small_training_set, fixture_traces, tmp_path, explain_top_k=3,
+                                                              explain_all=True)  # the small model finds little to explain
+    assert {"llvmlite", "numba", "fpi.pipeline.treeshap"} <= loaded
+    assert not {"lightgbm", "sklearn", "pandas", "shap", "matplotlib"} & loaded

@@ -22,7 +22,7 @@ def booster():
 
 
 def _entry(folder, booster):
-    return folder / f"{NativeTrees.key(booster, booster.num_trees())}.o"
+    return folder / f"{NativeTrees.key(booster.model_to_string(), booster.num_trees())}.o"
 
 
 def _predicts_like_lightgbm(booster, cache):

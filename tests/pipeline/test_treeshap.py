@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from fpi.pipeline.explain import class_boosters, class_contributions, tree_shap
+from fpi import FailurePointModel
+from fpi.pipeline.model_text import TextTree, read_tree, tree_blocks
 from fpi.pipeline.treeshap import TreeShap, _flatten
 from hostile_trees import booster as small_booster, hostile_rows
 
@@ -43,14 +45,11 @@ def test_the_same_values_on_any_thread_count_and_memory_order():
 
 
 def test_a_path_no_training_row_took_is_left_to_lightgbm():
-    leaf = lambda value, count: {"leaf_value": value, "leaf_count": count}  # noqa: E731
-    tree = {"tree_structure": {"split_index": 0, "split_feature": 0, "threshold": 0.5, "decision_type": "<=",
-                               "default_left": True, "missing_type": "None", "internal_count": 10,
-                               "left_child": leaf(1.0, 10), "right_child": leaf(-1.0, 0)}}
-    assert _flatten([tree]) is None
-    tree["tree_structure"]["right_child"]["leaf_count"] = 4
-    tree["tree_structure"]["left_child"]["leaf_count"] = 6
-    leaves = _flatten([tree])
+    def stump(leaf_counts: str) -> TextTree:  # x0 <= 0.5 (missing: none, default left): leaf 1.0, else leaf -1.0
+        return read_tree("num_leaves=2\nsplit_feature=0\nthreshold=0.5\ndecision_type=2\nleft_child=-1\nright_child=-2\n"
+                         f"leaf_value=1 -1\nleaf_count={leaf_counts}\ninternal_count=10\n")
+    assert _flatten([stump("10 0")]) is None
+    leaves = _flatten([stump("6 4")])
     assert leaves is not None and leaves.expected == pytest.approx(0.6 * 1.0 + 0.4 * -1.0)
 
 
@@ -64,3 +63,17 @@ def test_explain_falls_back_to_lightgbm_for_trees_the_kernel_cannot_take(small_m
     np.testing.assert_array_equal(slow, theirs[:, :-1])
     np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-9)
     assert base == pytest.approx(slow_base, abs=1e-12)
+
+
+def test_a_split_at_infinity_decides_as_lightgbm_does():
+    """The model's text keeps a threshold of +inf (LightGBM's JSON dump writes 1e300): a row at +inf goes left."""
+    model = FailurePointModel.load()
+    trees = [read_tree(block) for block in tree_blocks(model.booster_.model_to_string())]
+    at_infinity = sorted({tree.split_feature[n] for tree in trees for n in range(tree.num_leaves - 1)
+                          if not tree.decision_type[n] & 1 and tree.threshold[n] == np.inf})
+    assert at_infinity  # the shipped model splits some count features there
+    X = np.zeros((2, len(model.feature_names_)))
+    X[1, at_infinity] = np.inf
+    for k in range(len(model.classes_)):
+        theirs = np.asarray(class_boosters(model)[k].predict(X, pred_contrib=True))
+        np.testing.assert_allclose(class_contributions(model, X, k)[0], theirs[:, :-1], rtol=0, atol=1e-9)
