@@ -479,7 +479,8 @@ class _SortedRecords:
 
     def __init__(self, path: Path):
         self.reader = pa.ipc.open_file(pa.memory_map(str(path)))  # opened once: its footer is read once
-        self.batches, self.held = self.reader.num_record_batches, self.reader.schema.empty_table()
+        self.batches = self.reader.num_record_batches
+        self.held = pa.Table.from_batches([], schema=self.reader.schema)  # (Arrow's empty_table() imports pandas)
         self.read = 0
 
     def first_line(self) -> int | None:
@@ -492,7 +493,7 @@ class _SortedRecords:
         """Its records on lines before `end`, taken out."""
         while (not self.held.num_rows or self.held["_line"][-1].as_py() < end) and self._more():
             pass
-        cut = int(np.searchsorted(self.held["_line"].to_numpy(), end))
+        cut = int(np.searchsorted(pl.from_arrow(self.held["_line"]).to_numpy(), end))  # (Arrow's to_numpy imports pandas)
         taken, self.held = self.held.slice(0, cut), self.held.slice(cut)
         return taken
 

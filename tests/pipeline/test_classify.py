@@ -113,3 +113,17 @@ def test_explaining_with_cached_compiled_trees_loads_no_lightgbm(small_training_
                                                               explain_all=True)  # the small model finds little to explain
     assert {"llvmlite", "numba", "fpi.pipeline.treeshap"} <= loaded
     assert not {"lightgbm", "sklearn", "pandas", "shap", "matplotlib"} & loaded
+
+
+def test_a_streamed_classify_with_cached_compiled_trees_loads_no_learning_library(small_training_set, fixture_traces, tmp_path):
+    """The streamed engine spills and merges Arrow record batches; Arrow's own conveniences (`empty_table`,
+    `to_numpy`) import pandas, 1.5 s a run, so it uses none."""
+    small = FailurePointModel(num_leaves=7, seed=3).fit(small_training_set, rounds=3)
+    saved = small.save(tmp_path / "model")
+    FailurePointModel.load(saved).compile()
+    out = tmp_path / "records.jsonl"
+    loaded = _modules_after(f"from fpi.cli import app; app(['classify', {str(fixture_traces)!r}, '-o', {str(out)!r}, "
+                            f"'--model', {str(saved)!r}, '--batch-turns', '1000'], standalone_mode=False)")
+    assert "fpi.engines.streamed" in loaded and "llvmlite" in loaded
+    assert not {"lightgbm", "sklearn", "scipy", "pandas"} & loaded
+    assert sum(1 for _ in out.open()) == 2000
