@@ -348,7 +348,7 @@ def test_spilled_turns_share_files_of_a_fixed_size_however_many_partitions(tmp_p
     shelf = _Shelf(tmp_path, "turns", budget=_arrow(turns).nbytes // 3)
     for start in range(0, 3000, 300):
         shelf.split(turns.slice(start, 300), SESSION_HASH, 40)
-    assert len(shelf.files) in (2, 3) and shelf.waiting
+    assert (len(shelf.files), bool(shelf.waiting)) in ((2, True), (3, True), (3, False))  # Arrow's sizes vary with chunking
     for part in shelf.parts:
         expected = turns.filter((SESSION_HASH % 40).cast(pl.UInt32) == part)
         assert shelf.read(part).equals(expected)
