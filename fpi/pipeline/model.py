@@ -195,7 +195,7 @@ class FailurePointModel:
 
     def save(self, directory: str | Path) -> Path:
         """Write booster.txt (LightGBM text) and model.json (metadata) into `directory`."""
-        booster = self.booster_.model_to_string(num_iteration=self.best_iteration_)
+        booster = self._fitted().model_to_string(num_iteration=self.best_iteration_)  # a loaded model: its text, no LightGBM
         meta = {**self.metadata(), "booster_sha256": hashlib.sha256(booster.encode("utf-8")).hexdigest()}
         out = Path(directory)
         atomic_write_dir(out, {BOOSTER_FILE: booster.encode("utf-8"),

@@ -33,19 +33,27 @@ def test_spark_gives_the_local_engines_records(spark, tmp_path):
     assert got["explanation"].null_count() == (local["failure_point"] == "correct").sum() > 0
 
 
-def test_lines_are_numbered_in_file_order_across_input_partitions(spark):
+def test_lines_are_numbered_in_file_order_across_input_partitions(spark, tmp_path):
+    """Spark numbers the lines as it reads them, in one pass: the records and a bad line carry their line in the
+    file however many splits it is read in."""
     from fpi.engines import spark as engine
 
     lines = (FIXTURES / "traces.jsonl").read_text().splitlines()
-    spark.conf.set("spark.sql.files.maxPartitionBytes", "100000")  # the fixture in some 20 splits
+    path = tmp_path / "split.jsonl"
+    path.write_text("\n".join([*lines[:1500], '{"turn_id": "broken",', *lines[1500:]]) + "\n")
+    rejected: list = []
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "100000")  # the file in some 20 splits
     try:
-        text = spark.read.text(str(FIXTURES / "traces.jsonl"))
+        text = spark.read.text(str(path))
         assert text.rdd.getNumPartitions() > 5
-        numbered = pl.DataFrame(engine.with_lines(text).toArrow()).sort(engine.LINE)
+        records = engine.classify(text, source=str(path), on_error="skip", on_rejected=rejected.extend)
+        got = pl.DataFrame(records.toArrow()).sort(engine.LINE)
     finally:
         spark.conf.unset("spark.sql.files.maxPartitionBytes")
-    assert numbered[engine.LINE].to_list() == list(range(1, len(lines) + 1))
-    assert numbered["value"].to_list() == lines
+    assert [(r.line, r.raw) for r in rejected] == [(1501, '{"turn_id": "broken",')]
+    assert got[engine.LINE].to_list() == [*range(1, 1501), *range(1502, len(lines) + 2)]
+    local = classify(FIXTURES / "traces.jsonl")
+    assert got.drop(engine.LINE).select(local.columns).equals(local)
 
 
 def test_spark_names_bad_records_by_their_input_line(spark, tmp_path):
