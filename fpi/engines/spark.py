@@ -62,6 +62,7 @@ _AT = "_at"  # where a line sits in the input (`_line_numbers`), read with the l
 _PART, _ROWS = "_part", "_rows"  # an input partition, and how many of its lines a task saw up to the last it holds
 _PER_PART = 1 << 33  # Spark's monotonically_increasing_id: the input partition times this, plus the row within it
 _PROBLEM, _CODE, _FIELD, _WHAT, _RAW = "_problem", "_code", "_field", "_what", "_raw"
+_FIRST = "_first"  # a duplicate's first use, where it sits in the input: its reason names it by line, the driver's to say
 _READ, _TURNS, _STAGELESS, _LABELED = "_read", "_turns", "_stageless", "_labeled"
 _FOUND = "_found"  # through a mapping: how many turns had each stage and field (`fpi.io.coverage.counts_found`), as JSON
 # What the inspection brings back per partition: the rows quantile tables are fitted on, bad records (a row per
@@ -72,7 +73,7 @@ _INSPECTED = pa.schema([*[(name, pa.string() if kind == pl.String else pa.float6
                         (_AT, pa.int64()), (_PROBLEM, pa.string()), (_CODE, pa.string()), (_FIELD, pa.string()),
                         (_WHAT, pa.string()), (_RAW, pa.string()), (_READ, pa.int64()), (_TURNS, pa.int64()),
                         (_STAGELESS, pa.int64()), (_LABELED, pa.int64()), (_FOUND, pa.string()), (_PART, pa.int64()),
-                        (_ROWS, pa.int64())])
+                        (_ROWS, pa.int64()), (_FIRST, pa.int64())])
 _EXTRA = (_PROBLEM, _CODE, _FIELD, _WHAT, _RAW)
 _COUNTS = (_READ, _TURNS, _STAGELESS, _LABELED)
 
@@ -173,7 +174,7 @@ class _Job:
         found = _collected(self.by_session.select("value", _AT).mapInArrow(_inspect(self.source, self._mapping_json()),
                                                                            _spark_schema(_INSPECTED)))
         self.starts = _starts(found)
-        found = found.with_columns(_line_numbers(found[_AT], self.starts))
+        found = _numbered(found, self.starts)
         counts = found.select(pl.col(_COUNTS).sum())
         read, turns, stageless, labeled = (int(counts[name].item() or 0) for name in _COUNTS)
         if not read and outcome is None:
@@ -359,17 +360,18 @@ def _inspect(label: str, mapping: str | None) -> Callable[[Iterator[pa.RecordBat
         if turns.height:
             yield _as_inspected(smallest(sample_rows(turns).with_columns(at.gather(turns["line"] - 1))).drop("_hash"))
         problems = [{_AT: at[r.line - 1], _PROBLEM: f"{field}: {what}" if field else what, _CODE: code, _FIELD: field,
-                     _WHAT: what, _RAW: r.raw if isinstance(r.raw, str) else r.raw.decode("utf-8", "replace")}
+                     _WHAT: what, _RAW: r.raw if isinstance(r.raw, str) else r.raw.decode("utf-8", "replace"),
+                     _FIRST: at[int(what.rsplit(" ", 1)[1]) - 1] if code == DUPLICATE else None}  # "first used on line N"
                     for r in result.rejected for field, code, what in r.problems]
         if problems:
-            yield _as_inspected(pl.DataFrame(problems, schema={name: pl.Int64 if name == _AT else pl.String
-                                                               for name in (_AT, *_EXTRA)}))
+            yield _as_inspected(pl.DataFrame(problems, schema={name: pl.Int64 if name in (_AT, _FIRST) else pl.String
+                                                               for name in (_AT, *_EXTRA, _FIRST)}))
     return run
 
 
 def _as_inspected(frame: pl.DataFrame) -> pa.RecordBatch:
     """Rows of one kind in the inspection's schema, the other columns null."""
-    numbers = (_AT, *_COUNTS, _PART, _ROWS)
+    numbers = (_AT, *_COUNTS, _PART, _ROWS, _FIRST)
     missing = [pl.lit(None, SAMPLE_COLUMNS.get(name, pl.Int64 if name in numbers else pl.String)).alias(name)
                for name in _INSPECTED.names if name not in frame.columns]
     return frame.with_columns(missing).select(_INSPECTED.names).to_arrow().cast(_INSPECTED).to_batches()[0]
@@ -381,6 +383,14 @@ def _starts(found: pl.DataFrame) -> list[int]:
     rows = found.filter(pl.col(_PART).is_not_null()).group_by(_PART).agg(pl.col(_ROWS).max())
     sizes = dict(rows.iter_rows())
     return list(accumulate((sizes.get(part, 0) for part in range(max(sizes, default=-1))), initial=0))
+
+
+def _numbered(found: pl.DataFrame, starts: list[int]) -> pl.DataFrame:
+    """What the tasks found, each row with its input line, and a duplicate's reason naming its first use by input line
+    (a task's reader names it by the partition's)."""
+    first = _line_numbers(found[_FIRST], starts)
+    return found.with_columns(_line_numbers(found[_AT], starts), pl.when(first.is_not_null())
+                              .then(pl.col(_WHAT).str.replace(r"\d+$", first.cast(pl.String))).otherwise(pl.col(_WHAT)))
 
 
 def _line_numbers(at: pl.Series, starts: list[int] | tuple[int, ...]) -> pl.Series:

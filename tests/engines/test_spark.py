@@ -57,13 +57,22 @@ def test_lines_are_numbered_in_file_order_across_input_partitions(spark, tmp_pat
 
 
 def test_spark_names_bad_records_by_their_input_line(spark, tmp_path):
+    """A bad line, and a turn used again in its own session (its turn_id; another's place): named by input line, the
+    line of the first use too, as locally (a task reads its partition's lines numbered in their own order)."""
+    import json
+
     from fpi.engines import spark as engine
+    from fpi.io.traces import read_traces
 
     lines = (FIXTURES / "traces.jsonl").read_text().splitlines()[:200]
+    same_place = json.dumps({**json.loads(lines[20]), "turn_id": "another"})
     path = tmp_path / "bad.jsonl"
-    path.write_text("\n".join([*lines[:120], '{"turn_id": "broken",', *lines[120:]]) + "\n")
-    with pytest.raises(TraceError, match=rf"{path}:121: malformed JSON"):
-        engine.classify(spark.read.text(str(path)), source=str(path))
+    path.write_text("\n".join([*lines[:120], '{"turn_id": "broken",', *lines[120:], lines[9], same_place]) + "\n")
+    with pytest.raises(TraceError) as refused:
+        engine.classify(spark.read.text(str(path)), partitions=3, source=str(path))
+    assert refused.value.problems == read_traces(path).problems()
+    assert [problem.split(": ")[0] for problem in refused.value.problems] == [f"{path}:{n}" for n in (121, 202, 203)]
+    assert "first used on line 10" in refused.value.problems[1] and "first used on line 21" in refused.value.problems[2]
 
 
 def test_a_turn_id_reused_in_another_session_is_named_as_locally(spark, tmp_path):
