@@ -237,10 +237,10 @@ class _Job:
         are shuffled, from the kept lines."""
         from pyspark.sql import functions as F
 
-        spread = (self.by_session.where("_turn is not null").groupBy("_turn")
-                  .agg(F.min("_session").alias("_first"), F.max("_session").alias("_last"), F.collect_list(_AT).alias(_AT))
-                  .where("_first != _last").select(F.col("_turn").alias("turn_id"), F.explode(_AT).alias(_AT)))
-        uses = _collected(spread)
+        ids = self.by_session.where("_turn is not null").select(F.col("_turn").alias("turn_id"), "_session", _AT)
+        spread = (ids.groupBy("turn_id").agg(F.min("_session").alias("_one"), F.max("_session").alias("_other"))
+                  .where("_one != _other").select("turn_id"))
+        uses = _collected(ids.join(F.broadcast(spread), "turn_id").select("turn_id", _AT))
         uses = uses.with_columns(_line_numbers(uses[_AT], self.starts))
         invalid = [r.line for r in rejected if any(code != DUPLICATE for _, code, _ in r.problems)]
         later = (uses.filter(~pl.col(LINE).is_in(invalid)).with_columns(first_turn=FIRST_TURN)
