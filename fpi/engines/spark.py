@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 LINE = "line"  # the 1-based line of each record in the input, carried through so output keeps input order
 _AT = "_at"  # where a line sits in the input (`_line_numbers`), read with the line: Spark numbers lines in one pass
 _PART, _ROWS = "_part", "_rows"  # an input partition, and how many of its lines a task saw up to the last it holds
+RECORD_BATCH = 10_000  # rows a task hands Spark at a time: the JVM holds a batch of each task, not a partition
 _PER_PART = 1 << 33  # Spark's monotonically_increasing_id: the input partition times this, plus the row within it
 _PROBLEM, _CODE, _FIELD, _WHAT, _RAW = "_problem", "_code", "_field", "_what", "_raw"
 _FIRST = "_first"  # a duplicate's first use, where it sits in the input: its reason names it by line, the driver's to say
@@ -145,7 +146,7 @@ def classify(lines: DataFrame, *, model: str | Path | None = None, rules: list[P
 
 @dataclass
 class _Job:
-    """One input on Spark: its lines keyed by session and shuffled once, kept (memory, then disk) while they are
+    """One input on Spark: its lines keyed by session and shuffled once, kept on disk while they are
     inspected (bad records, counts, the quantile sample) and classified with what the inspection fitted, then
     released; the records are kept in turn for what reads them next."""
 
@@ -163,6 +164,7 @@ class _Job:
     def inspect(self, lines: DataFrame, outcome: Run | None = None, partitions: int | None = None) -> Run:
         """Read every partition once: what was read and rejected (duplicate turn ids across sessions
         included), the whole-input stage check, and the quantile tables fitted on the driver."""
+        from pyspark import StorageLevel
         from pyspark.sql import functions as F
 
         session_key, turn_key = _keys(self.mapping)
@@ -170,9 +172,8 @@ class _Job:
         keyed = lines.select("value", at.alias(_AT), session_key.alias("_session"),
                              (turn_key if turn_key is not None else F.lit(None).cast("string")).alias("_turn"))
         spark = lines.sparkSession
-        self.by_session = keyed.repartition(partitions or spark.sparkContext.defaultParallelism, "_session").persist()
-        found = _collected(self.by_session.select("value", _AT).mapInArrow(_inspect(self.source, self._mapping_json()),
-                                                                           _spark_schema(_INSPECTED)))
+        self.by_session = keyed.repartition(partitions or spark.sparkContext.defaultParallelism, "_session").persist(StorageLevel.DISK_ONLY)
+        found = self._inspected(self.by_session.select("value", _AT))
         self.starts = _starts(found)
         found = _numbered(found, self.starts)
         counts = found.select(pl.col(_COUNTS).sum())
@@ -190,6 +191,15 @@ class _Job:
         self.pipeline.expect(self.expected)  # the sample is heard with the predictor the run's size chooses
         self.reference = json.dumps(self._fitted(found).to_json())
         return outcome
+
+    def _inspected(self, lines: DataFrame) -> pl.DataFrame:
+        """What the tasks found in `lines`, on the driver. It comes back through a shuffle Spark sizes (by
+        `spark.sql.adaptive.advisoryPartitionSizeInBytes`): a task's share of the sample runs to hundreds of MB, and
+        a result that large is lost between the block manager and the driver."""
+        from pyspark.sql import functions as F
+
+        inspected = lines.mapInArrow(_inspect(self.source, self._mapping_json()), _spark_schema(_INSPECTED))
+        return _collected(inspected.repartition(F.col(_AT)))
 
     def _mapping_json(self) -> str | None:
         return json.dumps(self.mapping.to_json()) if self.mapping is not None else None
@@ -221,10 +231,9 @@ class _Job:
         sample.add_rows(found.filter(pl.col("turn_id").is_not_null()).select(*SAMPLE_COLUMNS, LINE))
         chosen = sample.chosen(rejected)
         if chosen is None:
-            again = _collected(self._kept().mapInArrow(_inspect(self.source, self._mapping_json()), _spark_schema(_INSPECTED)))
+            again = _numbered(self._inspected(self._kept()), self.starts)
             sample = QuantileSample()
-            sample.add_rows(again.filter(pl.col("turn_id").is_not_null())
-                            .with_columns(_line_numbers(again[_AT], self.starts)).select(*SAMPLE_COLUMNS, LINE))
+            sample.add_rows(again.filter(pl.col("turn_id").is_not_null()).select(*SAMPLE_COLUMNS, LINE))
             chosen = sample.chosen(rejected)
         assert chosen is not None
         fitted = Reference.fit(chosen)
@@ -264,8 +273,9 @@ class _Job:
         return lines.where(~F.col(_AT).isin(self.reused[_AT].to_list())) if self.reused.height else lines
 
     def records(self) -> DataFrame:
-        """The records, partition by partition, with the driver's quantile tables: computed once and kept (memory,
-        then disk) for what reads them (a write in input order samples them first), the lines released."""
+        """The records, partition by partition, with the driver's quantile tables: computed once and kept on disk for
+        what reads them (a write in input order samples them first), the lines released. (Kept in memory, the lines
+        and records crowd out the tasks' results on their way to the driver.)"""
         from pyspark import StorageLevel
 
         pipeline = self.pipeline
@@ -276,7 +286,7 @@ class _Job:
                      pipeline.explain_all, self._mapping_json(), self.labeled, pipeline.predictor.value, self.expected,
                      json.dumps(pipeline.profile.to_json()) if pipeline.profile is not None else None, adapted,
                      tuple(self.starts))
-        self.classified = self._kept().mapInArrow(task, _spark_schema(schema)).persist(StorageLevel.MEMORY_AND_DISK)
+        self.classified = self._kept().mapInArrow(task, _spark_schema(schema)).persist(StorageLevel.DISK_ONLY)
         self.classified.count()
         self.by_session.unpersist()
         return self.classified
@@ -355,26 +365,26 @@ def _inspect(label: str, mapping: str | None) -> Callable[[Iterator[pa.RecordBat
         counted = json.dumps(counts_found(turns, Mapping.from_json(json.loads(mapping)))) if mapping else None
         yield pa.RecordBatch.from_pylist([{_READ: result.read, _TURNS: turns.height, _STAGELESS: stageless, _FOUND: counted,
                                            _LABELED: turns.height - turns["label"].null_count()}], schema=_INSPECTED)
-        yield _as_inspected(at.to_frame().group_by((pl.col(_AT) // _PER_PART).alias(_PART))
+        yield from _as_inspected(at.to_frame().group_by((pl.col(_AT) // _PER_PART).alias(_PART))
                             .agg(((pl.col(_AT) % _PER_PART).max() + 1).alias(_ROWS)))
         if turns.height:
-            yield _as_inspected(smallest(sample_rows(turns).with_columns(at.gather(turns["line"] - 1))).drop("_hash"))
+            yield from _as_inspected(smallest(sample_rows(turns).with_columns(at.gather(turns["line"] - 1))).drop("_hash"))
         problems = [{_AT: at[r.line - 1], _PROBLEM: f"{field}: {what}" if field else what, _CODE: code, _FIELD: field,
                      _WHAT: what, _RAW: r.raw if isinstance(r.raw, str) else r.raw.decode("utf-8", "replace"),
                      _FIRST: at[int(what.rsplit(" ", 1)[1]) - 1] if code == DUPLICATE else None}  # "first used on line N"
                     for r in result.rejected for field, code, what in r.problems]
         if problems:
-            yield _as_inspected(pl.DataFrame(problems, schema={name: pl.Int64 if name in (_AT, _FIRST) else pl.String
+            yield from _as_inspected(pl.DataFrame(problems, schema={name: pl.Int64 if name in (_AT, _FIRST) else pl.String
                                                                for name in (_AT, *_EXTRA, _FIRST)}))
     return run
 
 
-def _as_inspected(frame: pl.DataFrame) -> pa.RecordBatch:
-    """Rows of one kind in the inspection's schema, the other columns null."""
+def _as_inspected(frame: pl.DataFrame) -> list[pa.RecordBatch]:
+    """Rows of one kind in the inspection's schema, the other columns null, a batch at a time."""
     numbers = (_AT, *_COUNTS, _PART, _ROWS, _FIRST)
     missing = [pl.lit(None, SAMPLE_COLUMNS.get(name, pl.Int64 if name in numbers else pl.String)).alias(name)
                for name in _INSPECTED.names if name not in frame.columns]
-    return frame.with_columns(missing).select(_INSPECTED.names).to_arrow().cast(_INSPECTED).to_batches()[0]
+    return frame.with_columns(missing).select(_INSPECTED.names).to_arrow().cast(_INSPECTED).to_batches(max_chunksize=RECORD_BATCH)
 
 
 def _starts(found: pl.DataFrame) -> list[int]:
@@ -400,7 +410,6 @@ def _line_numbers(at: pl.Series, starts: list[int] | tuple[int, ...]) -> pl.Seri
 
 
 _PIPELINES: dict[tuple, object] = {}  # per Python worker: the pipeline built from what the driver sent
-RECORD_BATCH = 10_000  # records a task hands Spark at a time: the JVM holds one batch of each task, not a partition
 
 
 @dataclass(frozen=True)
@@ -585,7 +594,7 @@ def session(master: str = DEFAULT_MASTER, app: str = "fpi"):
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = (SparkSession.builder.master(master).appName(app).config("spark.ui.enabled", "false")
+    spark = (SparkSession.builder.master(master).appName(app).config("spark.ui.enabled", "false").config("spark.driver.memory", "2g")
              .config("spark.ui.showConsoleProgress", "false").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     return spark
