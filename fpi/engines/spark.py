@@ -121,7 +121,8 @@ def classify(lines: DataFrame, *, model: str | Path | None = None, rules: list[P
     a DataFrame with a `value` column of JSON lines, in input order (`spark.read.text(path)`), optionally with
     `line` numbers. `on_error="fail"` raises TraceError naming every bad record; `"skip"` leaves them out and
     hands them, with their reasons and text, to `on_rejected`. With a `mapping` (a shipped name or a file) the
-    lines are JSON records of another shape (docs/mapping.md), their session named by one field."""
+    lines are JSON records of another shape (docs/mapping.md), their session named by one field. The records come
+    back computed and kept on the executors' disks (the input is read once): `records.unpersist()` frees them."""
     from fpi.pipeline.classify import Pipeline
     from fpi.pipeline.model import FailurePointModel
     from fpi.pipeline.rules import rules_for
@@ -172,7 +173,8 @@ class _Job:
         keyed = lines.select("value", at.alias(_AT), session_key.alias("_session"),
                              (turn_key if turn_key is not None else F.lit(None).cast("string")).alias("_turn"))
         spark = lines.sparkSession
-        self.by_session = keyed.repartition(partitions or spark.sparkContext.defaultParallelism, "_session").persist(StorageLevel.DISK_ONLY)
+        shuffled = keyed.repartition(partitions or spark.sparkContext.defaultParallelism, "_session")
+        self.by_session = shuffled.persist(StorageLevel.DISK_ONLY)  # on local disk: the JVM's memory is for the tasks
         found = self._inspected(self.by_session.select("value", _AT))
         self.starts = _starts(found)
         found = _numbered(found, self.starts)
@@ -274,8 +276,7 @@ class _Job:
 
     def records(self) -> DataFrame:
         """The records, partition by partition, with the driver's quantile tables: computed once and kept on disk for
-        what reads them (a write in input order samples them first), the lines released. (Kept in memory, the lines
-        and records crowd out the tasks' results on their way to the driver.)"""
+        what reads them (a write in input order samples them first, then sorts them), the lines released."""
         from pyspark import StorageLevel
 
         pipeline = self.pipeline
@@ -366,7 +367,7 @@ def _inspect(label: str, mapping: str | None) -> Callable[[Iterator[pa.RecordBat
         yield pa.RecordBatch.from_pylist([{_READ: result.read, _TURNS: turns.height, _STAGELESS: stageless, _FOUND: counted,
                                            _LABELED: turns.height - turns["label"].null_count()}], schema=_INSPECTED)
         yield from _as_inspected(at.to_frame().group_by((pl.col(_AT) // _PER_PART).alias(_PART))
-                            .agg(((pl.col(_AT) % _PER_PART).max() + 1).alias(_ROWS)))
+                                 .agg(((pl.col(_AT) % _PER_PART).max() + 1).alias(_ROWS)))
         if turns.height:
             yield from _as_inspected(smallest(sample_rows(turns).with_columns(at.gather(turns["line"] - 1))).drop("_hash"))
         problems = [{_AT: at[r.line - 1], _PROBLEM: f"{field}: {what}" if field else what, _CODE: code, _FIELD: field,
@@ -375,7 +376,7 @@ def _inspect(label: str, mapping: str | None) -> Callable[[Iterator[pa.RecordBat
                     for r in result.rejected for field, code, what in r.problems]
         if problems:
             yield from _as_inspected(pl.DataFrame(problems, schema={name: pl.Int64 if name in (_AT, _FIRST) else pl.String
-                                                               for name in (_AT, *_EXTRA, _FIRST)}))
+                                                                    for name in (_AT, *_EXTRA, _FIRST)}))
     return run
 
 
@@ -400,7 +401,7 @@ def _numbered(found: pl.DataFrame, starts: list[int]) -> pl.DataFrame:
     (a task's reader names it by the partition's)."""
     first = _line_numbers(found[_FIRST], starts)
     return found.with_columns(_line_numbers(found[_AT], starts), pl.when(first.is_not_null())
-                              .then(pl.col(_WHAT).str.replace(r"\d+$", first.cast(pl.String))).otherwise(pl.col(_WHAT)))
+                              .then(pl.col(_WHAT).str.replace(r"\d+$", pl.lit(first.cast(pl.String)))).otherwise(pl.col(_WHAT)))
 
 
 def _line_numbers(at: pl.Series, starts: list[int] | tuple[int, ...]) -> pl.Series:
@@ -594,7 +595,8 @@ def session(master: str = DEFAULT_MASTER, app: str = "fpi"):
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = (SparkSession.builder.master(master).appName(app).config("spark.ui.enabled", "false").config("spark.driver.memory", "2g")
+    spark = (SparkSession.builder.master(master).appName(app).config("spark.ui.enabled", "false")
+             .config("spark.driver.memory", "2g")  # a local session's one JVM is its executors too
              .config("spark.ui.showConsoleProgress", "false").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     return spark
