@@ -217,7 +217,9 @@ def _run(phase: str, args: argparse.Namespace, workdir: Path) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     run = subprocess.run([sys.executable, __file__, "--turns", str(args.turns), "--workdir", str(workdir), "--phase", phase],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True)
+    if run.returncode:
+        raise SystemExit(f"phase {phase} failed (exit {run.returncode}):\n{run.stderr[-4000:]}")
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads(run.stdout.strip().splitlines()[-1])
