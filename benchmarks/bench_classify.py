@@ -17,7 +17,9 @@ traces, help: the wall time of `fpi --help` (median of 10 fresh processes).
 Prints, per phase: seconds, turns/s and the peak RSS of the phase's process or its largest child
 (Spark's JVM), including the ~0.2 GB of Python, polars and LightGBM themselves, and for a classify the
 learning libraries its process loaded (none, when compiled trees in the cache predict); the
-cores the whole process kept busy (CPU seconds over wall seconds); each classify runs `--pairs` times, each
+cores the whole process kept busy (CPU seconds over wall seconds; Spark's JVM and Python workers are waited
+for and counted), and for local streamed and Spark their turns per core-second, Spark's against local
+streamed's when both ran (alternate them: `--phases classify-streamed,spark,classify-streamed,spark`); each classify runs `--pairs` times, each
 right after the Arrow floor, and its ratio is the median of the pairs' ratios (the floor moves with the
 machine's state); `--markdown` prints the table, `--write` writes it into docs/scale.md and the README."""
 
@@ -143,10 +145,15 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
         timings["report streamed (html)"] = time.perf_counter() - started
     elif name == "spark":
         from fpi.engines import spark as engine
+        _adopt_orphans()
         session = engine.session("local[2]")
         engine.write_parquet(engine.classify(session.read.text(str(traces)), source=str(traces)),
                              out.with_name("records-spark.parquet"))
+        jvm = session.sparkContext._gateway.proc
         session.stop()
+        jvm.stdin.close()  # the JVM ends when its input does; waited for, its CPU time and its workers' count
+        jvm.wait()
+        _reap_orphans()
         timings["classify spark local[2]"] = time.perf_counter() - started
     elif name == "help":
         runs = []
@@ -179,6 +186,26 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
     return {"timings": timings, "peak_rss_gb": peak, "loaded": [name for name in LEARNING_LIBRARIES if name in sys.modules]}
 
 
+def _adopt_orphans() -> None:
+    """Become the parent of this process's orphaned descendants (Linux), so that Python workers Spark's JVM leaves
+    behind are waited for here and their CPU time is counted with this process's."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _reap_orphans(seconds: float = 30.0) -> None:
+    """Wait for every descendant still running or unwaited (at most `seconds`)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not pid:
+            time.sleep(0.05)
+
+
 PAIRED = ("classify", "classify-no-rules", "classify-parquet", "classify-streamed", "classify-explain", "spark")
 """Phases measured against the floor: each run right after a floor run, in the same machine state."""
 MARKERS = ("<!-- bench-classify:start -->", "<!-- bench-classify:end -->")
@@ -190,12 +217,14 @@ def _run(phase: str, args: argparse.Namespace, workdir: Path) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     run = subprocess.run([sys.executable, __file__, "--turns", str(args.turns), "--workdir", str(workdir), "--phase", phase],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True)
+    if run.returncode:
+        raise SystemExit(f"phase {phase} failed (exit {run.returncode}):\n{run.stderr[-4000:]}")
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads(run.stdout.strip().splitlines()[-1])
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return result | {"cores": cpu / wall if wall else 0.0}
+    return result | {"cores": cpu / wall if wall else 0.0, "cpu": cpu, "wall": wall}
 
 
 def _measure(phases: list[str], args: argparse.Namespace, workdir: Path) -> list[dict]:
@@ -215,6 +244,8 @@ def _measure(phases: list[str], args: argparse.Namespace, workdir: Path) -> list
             ratios = [(t[0] if isinstance(t, list) else t) / f for t, f in zip(timings, floors)]
             rows.append({"step": step, "seconds": seconds, "turns": turns, "peak": max(r["peak_rss_gb"] for r in results),
                          "cores": statistics.median(r["cores"] for r in results), "loaded": results[0]["loaded"],
+                         "process": statistics.median(r["wall"] for r in results),
+                         "per_core": statistics.median(turns / r["cpu"] if r["cpu"] else 0.0 for r in results),
                          "phase": phase, "floor": statistics.median(floors) if floors else None,
                          "ratio": statistics.median(ratios) if ratios else None, "rounds": rounds})
             _say(rows[-1])
@@ -227,6 +258,22 @@ def _say(row: dict) -> None:
     print(f"  {row['step']:<30} {row['seconds']:8.2f} s  {rate}   peak RSS {row['peak']:.2f} GB   {row['cores']:.2f} cores{ratio}")
     if row["phase"].startswith("classify") or row["phase"] == "spark":
         print(f"  {'learning libraries loaded':<30} {', '.join(row['loaded']) or 'none'}")
+    if row["phase"] in PER_CORE:
+        print(f"  {'per core busy':<30} {row['per_core']:8,.0f} turns/s   (the whole process: {row['process']:.1f} s)")
+
+
+PER_CORE = ("classify-streamed", "spark")  # the engines compared by their work per core: local streamed, and Spark
+
+
+def per_core(rows: list[dict]) -> str | None:
+    """Spark's turns per core-second against local streamed's, the medians of their runs, when both ran."""
+    rates = {phase: [row["per_core"] for row in rows if row["phase"] == phase and row["turns"]] for phase in PER_CORE}
+    if not all(rates.values()):
+        return None
+    local, spark = (statistics.median(rates[phase]) for phase in PER_CORE)
+    return (f"Spark local[2] {spark:,.0f} turns/s per core busy against local streamed {local:,.0f} (medians of "
+            f"{len(rates['spark'])} and {len(rates['classify-streamed'])} runs): local streamed does {local / spark:.2f}x "
+            "the work per core")
 
 
 def markdown(rows: list[dict], turns: int, size_gb: float) -> str:
@@ -240,7 +287,8 @@ def markdown(rows: list[dict], turns: int, size_gb: float) -> str:
         rate = f"{row['turns'] / row['seconds']:,.0f}" if row["turns"] else ""
         ratio = f"{row['ratio']:.2f} ({row['floor']:.1f} s)" if row["ratio"] else ""
         lines.append(f"| {row['step']} | {row['seconds']:.1f} | {rate} | {ratio} | {row['cores']:.2f} | {row['peak']:.2f} GB |")
-    return "\n".join(lines)
+    compared = per_core(rows)
+    return "\n".join([*lines, *(["", f"{compared}."] if compared else [])])
 
 
 def write_between_markers(path: Path, text: str) -> None:
@@ -278,6 +326,9 @@ def main() -> None:
     asked = args.phases.split(",")
     phases = (["simulate"] if not traces.exists() and set(asked) - WITHOUT_TRACES else []) + asked
     rows = _measure(phases, args, workdir)
+    compared = per_core(rows)
+    if compared:
+        print(f"  {compared}")
     size = traces.stat().st_size / 2**30 if traces.exists() else 0.0
     table = markdown([row for row in rows if row["phase"] != "simulate"], args.turns, size)
     if args.markdown:

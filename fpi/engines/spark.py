@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,16 +58,23 @@ if TYPE_CHECKING:
     from fpi.pipeline.model import FailurePointModel
 
 LINE = "line"  # the 1-based line of each record in the input, carried through so output keeps input order
+_AT = "_at"  # where a line sits in the input (`_line_numbers`), read with the line: Spark numbers lines in one pass
+_PART, _ROWS = "_part", "_rows"  # an input partition, and how many of its lines a task saw up to the last it holds
+RECORD_BATCH = 10_000  # rows a task hands Spark at a time: the JVM holds a batch of each task, not a partition
+_PER_PART = 1 << 33  # Spark's monotonically_increasing_id: the input partition times this, plus the row within it
 _PROBLEM, _CODE, _FIELD, _WHAT, _RAW = "_problem", "_code", "_field", "_what", "_raw"
+_FIRST = "_first"  # a duplicate's first use, where it sits in the input: its reason names it by line, the driver's to say
 _READ, _TURNS, _STAGELESS, _LABELED = "_read", "_turns", "_stageless", "_labeled"
 _FOUND = "_found"  # through a mapping: how many turns had each stage and field (`fpi.io.coverage.counts_found`), as JSON
-# What the first pass brings back per partition: the rows quantile tables are fitted on, bad records (a row per
-# problem: its message, and the field, code, reason and line text the quarantine keeps), and a row counting the
-# records read, the turns accepted, those with no stage and those with a gold label (and, through a mapping, _FOUND).
+# What the inspection brings back per partition: the rows quantile tables are fitted on, bad records (a row per
+# problem: its message, and the field, code, reason and line text the quarantine keeps), a row counting the
+# records read, the turns accepted, those with no stage and those with a gold label (and, through a mapping, _FOUND),
+# and a row per input partition whose lines it holds (_PART, _ROWS), by which the driver numbers every line.
 _INSPECTED = pa.schema([*[(name, pa.string() if kind == pl.String else pa.float64()) for name, kind in SAMPLE_COLUMNS.items()],
-                        (LINE, pa.int64()), (_PROBLEM, pa.string()), (_CODE, pa.string()), (_FIELD, pa.string()),
+                        (_AT, pa.int64()), (_PROBLEM, pa.string()), (_CODE, pa.string()), (_FIELD, pa.string()),
                         (_WHAT, pa.string()), (_RAW, pa.string()), (_READ, pa.int64()), (_TURNS, pa.int64()),
-                        (_STAGELESS, pa.int64()), (_LABELED, pa.int64()), (_FOUND, pa.string())])
+                        (_STAGELESS, pa.int64()), (_LABELED, pa.int64()), (_FOUND, pa.string()), (_PART, pa.int64()),
+                        (_ROWS, pa.int64()), (_FIRST, pa.int64())])
 _EXTRA = (_PROBLEM, _CODE, _FIELD, _WHAT, _RAW)
 _COUNTS = (_READ, _TURNS, _STAGELESS, _LABELED)
 
@@ -78,16 +86,19 @@ def run(plan: Plan, master: str = DEFAULT_MASTER) -> Run:
     with running(master) as spark:
         lines, read = _lines(spark, plan)
         job = _Job(plan.pipeline, plan.label, None if read is not None else as_mapping(plan.reading.mapping))
-        outcome = job.inspect(lines) if read is None else job.inspect(lines, Run.of_read(read, "spark"))
-        if read is None:
-            settle(outcome, plan.reading)
-            if outcome.coverage is not None:
-                outcome.coverage.check(outcome.source, plan.reading.strict)
-        write_parquet(job.records(), output)
-        written = spark.read.parquet(str(output))
-        counted = _collected(written.groupBy(*job.counted_by()).count())
-        outcome.count(counted, turns="count")
-        outcome.possible = _possible(written, counted)
+        try:
+            outcome = job.inspect(lines) if read is None else job.inspect(lines, Run.of_read(read, "spark"))
+            if read is None:
+                settle(outcome, plan.reading)
+                if outcome.coverage is not None:
+                    outcome.coverage.check(outcome.source, plan.reading.strict)
+            records = job.records()
+            write_parquet(records, output)
+            counted = _collected(records.groupBy(*job.counted_by()).count())
+            outcome.count(counted, turns="count")
+            outcome.possible = _possible(records, counted)
+        finally:
+            job.release()
     return outcome
 
 
@@ -110,7 +121,8 @@ def classify(lines: DataFrame, *, model: str | Path | None = None, rules: list[P
     a DataFrame with a `value` column of JSON lines, in input order (`spark.read.text(path)`), optionally with
     `line` numbers. `on_error="fail"` raises TraceError naming every bad record; `"skip"` leaves them out and
     hands them, with their reasons and text, to `on_rejected`. With a `mapping` (a shipped name or a file) the
-    lines are JSON records of another shape (docs/mapping.md), their session named by one field."""
+    lines are JSON records of another shape (docs/mapping.md), their session named by one field. The records come
+    back computed and kept on the executors' disks (the input is read once): `records.unpersist()` frees them."""
     from fpi.pipeline.classify import Pipeline
     from fpi.pipeline.model import FailurePointModel
     from fpi.pipeline.rules import rules_for
@@ -121,9 +133,13 @@ def classify(lines: DataFrame, *, model: str | Path | None = None, rules: list[P
     pipeline = Pipeline(FailurePointModel.load(model), rules_for(rules, no_rules),
                         explain_top_k=explain_top_k, explain_all=explain_all, predictor=predictor)
     job = _Job(pipeline, source, _line_mapping(mapping))
-    outcome = job.inspect(lines, partitions=partitions)
-    if outcome.rejected and on_error == "fail":
-        raise bad_records_error(source, outcome.rejected)
+    try:
+        outcome = job.inspect(lines, partitions=partitions)
+        if outcome.rejected and on_error == "fail":
+            raise bad_records_error(source, outcome.rejected)
+    except BaseException:
+        job.release()
+        raise
     if outcome.rejected and on_rejected is not None:
         on_rejected(outcome.rejected)
     return job.records()
@@ -131,46 +147,64 @@ def classify(lines: DataFrame, *, model: str | Path | None = None, rules: list[P
 
 @dataclass
 class _Job:
-    """One input on Spark: its lines keyed by session, inspected once (bad records, counts, the quantile
-    sample), then classified partition by partition with what the inspection fitted."""
+    """One input on Spark: its lines keyed by session and shuffled once, kept on disk while they are
+    inspected (bad records, counts, the quantile sample) and classified with what the inspection fitted, then
+    released; the records are kept in turn for what reads them next."""
 
     pipeline: Pipeline
     source: str
     mapping: Mapping | None
     by_session: Any = None
+    classified: Any = None
     reference: str = ""
     labeled: bool = False
     expected: int = 0
-    reused: list[int] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)  # the line before each input partition's first (`_line_numbers`)
+    reused: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema={_AT: pl.Int64, LINE: pl.Int64}))
 
     def inspect(self, lines: DataFrame, outcome: Run | None = None, partitions: int | None = None) -> Run:
         """Read every partition once: what was read and rejected (duplicate turn ids across sessions
         included), the whole-input stage check, and the quantile tables fitted on the driver."""
+        from pyspark import StorageLevel
         from pyspark.sql import functions as F
 
-        mapping_json = json.dumps(self.mapping.to_json()) if self.mapping is not None else None
         session_key, turn_key = _keys(self.mapping)
-        numbered = lines if LINE in lines.columns else with_lines(lines)
-        keyed = numbered.withColumn("_session", session_key)
+        at = F.col(LINE) - 1 if LINE in lines.columns else F.monotonically_increasing_id()
+        keyed = lines.select("value", at.alias(_AT), session_key.alias("_session"),
+                             (turn_key if turn_key is not None else F.lit(None).cast("string")).alias("_turn"))
         spark = lines.sparkSession
-        self.by_session = keyed.repartition(partitions or spark.sparkContext.defaultParallelism, "_session").select("value", LINE)
-        found = _collected(self.by_session.mapInArrow(_inspect(self.source, mapping_json), _spark_schema(_INSPECTED)))
+        shuffled = keyed.repartition(partitions or spark.sparkContext.defaultParallelism, "_session")
+        self.by_session = shuffled.persist(StorageLevel.DISK_ONLY)  # on local disk: the JVM's memory is for the tasks
+        found = self._inspected(self.by_session.select("value", _AT))
+        self.starts = _starts(found)
+        found = _numbered(found, self.starts)
         counts = found.select(pl.col(_COUNTS).sum())
         read, turns, stageless, labeled = (int(counts[name].item() or 0) for name in _COUNTS)
         if not read and outcome is None:
             raise TraceError([f"{self.source}: empty file: expected one JSON object per line (trace format v1)"])
-        self._check_stages(numbered, turns, stageless)
+        self._check_stages(lines, turns, stageless)
         rejected = _rejected(found.filter(pl.col(_PROBLEM).is_not_null()), self.source)
         if turn_key is not None:
-            rejected = self._reused_across_sessions(keyed, rejected, turn_key)
+            rejected = self._reused_across_sessions(rejected)
         if outcome is None:
-            outcome = Run(self.source, "spark", read=read, rejected=rejected, turns=turns - len(self.reused),
+            outcome = Run(self.source, "spark", read=read, rejected=rejected, turns=turns - self.reused.height,
                           unlabeled=turns - labeled, coverage=self._coverage(found, turns))
-        if self.reused:
-            self.by_session = self.by_session.where(~F.col(LINE).isin(self.reused))
         self.labeled, self.expected = labeled > 0, outcome.turns
+        self.pipeline.expect(self.expected)  # the sample is heard with the predictor the run's size chooses
         self.reference = json.dumps(self._fitted(found).to_json())
         return outcome
+
+    def _inspected(self, lines: DataFrame) -> pl.DataFrame:
+        """What the tasks found in `lines`, on the driver. It comes back through a shuffle Spark sizes (by
+        `spark.sql.adaptive.advisoryPartitionSizeInBytes`): a task's share of the sample runs to hundreds of MB, and
+        a result that large is lost between the block manager and the driver."""
+        from pyspark.sql import functions as F
+
+        inspected = lines.mapInArrow(_inspect(self.source, self._mapping_json()), _spark_schema(_INSPECTED))
+        return _collected(inspected.repartition(F.col(_AT)))
+
+    def _mapping_json(self) -> str | None:
+        return json.dumps(self.mapping.to_json()) if self.mapping is not None else None
 
     def _coverage(self, found: pl.DataFrame, turns: int) -> Coverage | None:
         """What the mapping found, from each partition's counts: as the readers measure it on the whole input."""
@@ -182,26 +216,24 @@ class _Job:
                 counts[name] = counts.get(name, 0) + count
         return of_counts(turns, counts, self.mapping)
 
-    def _check_stages(self, numbered: DataFrame, turns: int, stageless: int) -> None:
+    def _check_stages(self, lines: DataFrame, turns: int, stageless: int) -> None:
         """The stage check on the whole input's counts; the fields of its first lines name what was seen."""
         stages = StageCheck()
         stages.add_counts(turns, stageless)
         if stages.suspect:
-            first = numbered.where(f"{LINE} <= 200").orderBy(LINE).select("value").toArrow().column("value").to_pylist()
+            first = [row.value for row in lines.select("value").take(200)]
             stages.seen = fields_of_lines([line for line in first if line and line.strip()][:50])
         stages.check(self.source, self.mapping)
 
     def _fitted(self, found: pl.DataFrame) -> Reference:
         """The quantile tables on the sample every engine fits them on, gathered again without the duplicates
         when too many sampled turns were among them; the pipeline hears the sample."""
-        rejected = pl.Series(LINE, self.reused, dtype=pl.Int64)
+        rejected = self.reused[LINE]
         sample = QuantileSample()
         sample.add_rows(found.filter(pl.col("turn_id").is_not_null()).select(*SAMPLE_COLUMNS, LINE))
         chosen = sample.chosen(rejected)
         if chosen is None:
-            again = _collected(self.by_session.mapInArrow(_inspect(self.source, json.dumps(self.mapping.to_json())
-                                                                   if self.mapping is not None else None),
-                                                          _spark_schema(_INSPECTED)))
+            again = _numbered(self._inspected(self._kept()), self.starts)
             sample = QuantileSample()
             sample.add_rows(again.filter(pl.col("turn_id").is_not_null()).select(*SAMPLE_COLUMNS, LINE))
             chosen = sample.chosen(rejected)
@@ -210,38 +242,61 @@ class _Job:
         hear(self.pipeline, chosen, fitted)  # a task's partition holds whole sessions: its rows saw their neighbours
         return fitted
 
-    def _reused_across_sessions(self, keyed: DataFrame, rejected: list[RejectedRecord], turn_key: Column) -> list[RejectedRecord]:
+    def _reused_across_sessions(self, rejected: list[RejectedRecord]) -> list[RejectedRecord]:
         """A turn_id used in more than one session: each task sees one session's use only, so the driver names the
-        later uses as the readers do (first use: the earliest line that is otherwise a valid turn)."""
+        later uses as the readers do (first use: the earliest line that is otherwise a valid turn). Only the ids
+        are shuffled, from the kept lines."""
         from pyspark.sql import functions as F
 
-        ids = keyed.select(turn_key.alias("turn_id"), "_session", LINE).where("turn_id is not null")
-        spread = ids.groupBy("turn_id").agg(F.countDistinct("_session").alias("_sessions")).where("_sessions > 1")
-        uses = _collected(ids.join(spread, "turn_id").select("turn_id", LINE))
+        ids = self.by_session.where("_turn is not null").select(F.col("_turn").alias("turn_id"), "_session", _AT)
+        spread = (ids.groupBy("turn_id").agg(F.min("_session").alias("_one"), F.max("_session").alias("_other"))
+                  .where("_one != _other").select("turn_id"))
+        uses = _collected(ids.join(F.broadcast(spread), "turn_id").select("turn_id", _AT))
+        uses = uses.with_columns(_line_numbers(uses[_AT], self.starts))
         invalid = [r.line for r in rejected if any(code != DUPLICATE for _, code, _ in r.problems)]
         later = (uses.filter(~pl.col(LINE).is_in(invalid)).with_columns(first_turn=FIRST_TURN)
                  .filter(pl.col(LINE) != pl.col("first_turn")).sort(LINE))
         if not later.height:
             return rejected
-        self.reused = later[LINE].to_list()
-        text = _collected(keyed.where(F.col(LINE).isin(self.reused)).select(LINE, "value"))
-        named = duplicates_rejected(later.join(text, on=LINE, how="left").select(
+        self.reused = later.select(_AT, LINE)
+        text = _collected(self.by_session.where(F.col(_AT).isin(self.reused[_AT].to_list())).select(_AT, "value"))
+        named = duplicates_rejected(later.join(text, on=_AT, how="left").select(
             LINE, "turn_id", "first_turn", raw="value", session_id=pl.lit(""), turn_index=pl.lit(0), first_index=pl.lit(0)),
             self.source)
-        kept = [r for r in rejected if r.line not in set(self.reused) or any(code != DUPLICATE for _, code, _ in r.problems)]
+        reused = set(self.reused[LINE].to_list())
+        kept = [r for r in rejected if r.line not in reused or any(code != DUPLICATE for _, code, _ in r.problems)]
         return sorted(kept + named, key=lambda r: r.line)
 
+    def _kept(self) -> DataFrame:
+        """The kept lines to classify: every line but the later uses of a turn_id reused across sessions."""
+        from pyspark.sql import functions as F
+
+        lines = self.by_session.select("value", _AT)
+        return lines.where(~F.col(_AT).isin(self.reused[_AT].to_list())) if self.reused.height else lines
+
     def records(self) -> DataFrame:
-        """The records, partition by partition, with the driver's quantile tables."""
+        """The records, partition by partition, with the driver's quantile tables: computed once and kept on disk for
+        what reads them (a write in input order samples them first, then sorts them), the lines released."""
+        from pyspark import StorageLevel
+
         pipeline = self.pipeline
         model = _shipped_model(pipeline.base)
         adapted = _shipped_model(pipeline.model) if pipeline.model is not pipeline.base else None
         schema = records_arrow(pipeline.explain_top_k is not None, self.labeled)
         task = _Task(self.source, model, json.dumps(pipeline.rules.to_json()), self.reference, pipeline.explain_top_k,
-                     pipeline.explain_all, json.dumps(self.mapping.to_json()) if self.mapping is not None else None,
-                     self.labeled, pipeline.predictor.value, self.expected,
-                     json.dumps(pipeline.profile.to_json()) if pipeline.profile is not None else None, adapted)
-        return self.by_session.mapInArrow(task, _spark_schema(schema))
+                     pipeline.explain_all, self._mapping_json(), self.labeled, pipeline.predictor.value, self.expected,
+                     json.dumps(pipeline.profile.to_json()) if pipeline.profile is not None else None, adapted,
+                     tuple(self.starts))
+        self.classified = self._kept().mapInArrow(task, _spark_schema(schema)).persist(StorageLevel.DISK_ONLY)
+        self.classified.count()
+        self.by_session.unpersist()
+        return self.classified
+
+    def release(self) -> None:
+        """Free what the job kept: the lines, when the records were not made, and the records."""
+        for kept in (self.by_session, self.classified):
+            if kept is not None:
+                kept.unpersist()
 
     def counted_by(self) -> list[str]:
         """The columns the written records are counted by: the failure point, and the gold label when there is one."""
@@ -264,33 +319,46 @@ def records_arrow(explained: bool, labeled: bool) -> pa.Schema:
     return pa.schema([(name, _arrow_type(SCHEMA[name])) for name in names] + [(LINE, pa.int64())])
 
 
-def _partition_traces(batches: Iterator[pa.RecordBatch]) -> tuple[bytes, list[int]]:
-    """A partition's lines in input order, as the bytes of a JSON Lines file, and their input line numbers."""
-    table = pa.Table.from_batches(list(batches))
-    frame = pl.DataFrame(table).sort(LINE) if table.num_rows else pl.DataFrame({"value": [], LINE: []})
-    text = "\n".join(frame["value"].to_list()) + "\n"
-    return text.encode("utf-8"), frame[LINE].to_list()
+def _partition_traces(batches: Iterator[pa.RecordBatch]) -> tuple[bytes, pl.Series]:
+    """A partition's lines in input order, as the bytes of a JSON Lines file, and where each sits in the input."""
+    read = list(batches)
+    if not sum(batch.num_rows for batch in read):
+        return b"", pl.Series(_AT, [], pl.Int64)
+    table = pa.Table.from_batches(read).sort_by(_AT)
+    return _text(table.column("value")), pl.Series(_AT, table.column(_AT))
 
 
-def _read(batches: Iterator[pa.RecordBatch], label: str, mapping: str | None) -> tuple[LoadResult | None, list[int]]:
-    """A partition through fpi's reader, every check but those of the whole input (the driver's)."""
+def _text(lines: pa.ChunkedArray) -> bytes:
+    """Lines as the bytes of a file, each ended by a newline: joined in Arrow, never as Python strings."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    empty, newline = (pa.scalar(text, pa.large_string()) for text in ("", "\n"))  # offsets of 64 bits: a partition may pass 2 GB
+    ended = pc.binary_join_element_wise(lines.cast(pa.large_string()), empty, newline).combine_chunks()
+    offsets = np.frombuffer(ended.buffers()[1], dtype=np.int64)[ended.offset:ended.offset + len(ended) + 1]
+    return ended.buffers()[2][int(offsets[0]):int(offsets[-1])].to_pybytes()
+
+
+def _read(batches: Iterator[pa.RecordBatch], label: str, mapping: str | None) -> tuple[LoadResult | None, pl.Series]:
+    """A partition through fpi's reader, every check but those of the whole input (the driver's); where each
+    of its lines sits in the input."""
     from fpi.io.mapping import Mapping
     from fpi.io.traces import read_part
 
-    data, lines = _partition_traces(batches)
-    if not lines:
-        return None, lines
-    return read_part(data, label, Mapping.from_json(json.loads(mapping)) if mapping else None), lines
+    data, at = _partition_traces(batches)
+    if not at.len():
+        return None, at
+    return read_part(data, label, Mapping.from_json(json.loads(mapping)) if mapping else None), at
 
 
 def _inspect(label: str, mapping: str | None) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """Per partition: its counts, the sample rows for the quantile tables (the rows a sample can still need,
-    `smallest`), and a row per problem of a bad record."""
+    """Per partition: its counts, how many lines of each input partition it saw, the sample rows for the quantile
+    tables (the rows a sample can still need, `smallest`), and a row per problem of a bad record."""
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from fpi.io.mapping import Mapping
         from fpi.pipeline.features import sample_rows
 
-        result, lines = _read(batches, label, mapping)
+        result, at = _read(batches, label, mapping)
         if result is None:
             return
         turns = result.turns
@@ -298,23 +366,48 @@ def _inspect(label: str, mapping: str | None) -> Callable[[Iterator[pa.RecordBat
         counted = json.dumps(counts_found(turns, Mapping.from_json(json.loads(mapping)))) if mapping else None
         yield pa.RecordBatch.from_pylist([{_READ: result.read, _TURNS: turns.height, _STAGELESS: stageless, _FOUND: counted,
                                            _LABELED: turns.height - turns["label"].null_count()}], schema=_INSPECTED)
+        yield from _as_inspected(at.to_frame().group_by((pl.col(_AT) // _PER_PART).alias(_PART))
+                                 .agg(((pl.col(_AT) % _PER_PART).max() + 1).alias(_ROWS)))
         if turns.height:
-            rows = smallest(sample_rows(turns).with_columns(pl.Series(LINE, pl.Series(lines).gather(turns["line"] - 1))))
-            yield _as_inspected(rows.drop("_hash"))
-        problems = [{LINE: lines[r.line - 1], _PROBLEM: f"{field}: {what}" if field else what, _CODE: code, _FIELD: field,
-                     _WHAT: what, _RAW: r.raw if isinstance(r.raw, str) else r.raw.decode("utf-8", "replace")}
+            yield from _as_inspected(smallest(sample_rows(turns).with_columns(at.gather(turns["line"] - 1))).drop("_hash"))
+        problems = [{_AT: at[r.line - 1], _PROBLEM: f"{field}: {what}" if field else what, _CODE: code, _FIELD: field,
+                     _WHAT: what, _RAW: r.raw if isinstance(r.raw, str) else r.raw.decode("utf-8", "replace"),
+                     _FIRST: at[int(what.rsplit(" ", 1)[1]) - 1] if code == DUPLICATE else None}  # "first used on line N"
                     for r in result.rejected for field, code, what in r.problems]
         if problems:
-            yield _as_inspected(pl.DataFrame(problems, schema={name: pl.Int64 if name == LINE else pl.String
-                                                               for name in (LINE, *_EXTRA)}))
+            yield from _as_inspected(pl.DataFrame(problems, schema={name: pl.Int64 if name in (_AT, _FIRST) else pl.String
+                                                                    for name in (_AT, *_EXTRA, _FIRST)}))
     return run
 
 
-def _as_inspected(frame: pl.DataFrame) -> pa.RecordBatch:
-    """Rows of one kind in the inspection's schema, the other columns null."""
-    missing = [pl.lit(None, SAMPLE_COLUMNS.get(name, pl.Int64 if name in (LINE, *_COUNTS) else pl.String)).alias(name)
+def _as_inspected(frame: pl.DataFrame) -> list[pa.RecordBatch]:
+    """Rows of one kind in the inspection's schema, the other columns null, a batch at a time."""
+    numbers = (_AT, *_COUNTS, _PART, _ROWS, _FIRST)
+    missing = [pl.lit(None, SAMPLE_COLUMNS.get(name, pl.Int64 if name in numbers else pl.String)).alias(name)
                for name in _INSPECTED.names if name not in frame.columns]
-    return frame.with_columns(missing).select(_INSPECTED.names).to_arrow().cast(_INSPECTED).to_batches()[0]
+    return frame.with_columns(missing).select(_INSPECTED.names).to_arrow().cast(_INSPECTED).to_batches(max_chunksize=RECORD_BATCH)
+
+
+def _starts(found: pl.DataFrame) -> list[int]:
+    """The line before each input partition's first, from how many lines of it the tasks saw: every line goes
+    to one task, so the largest count is the partition's."""
+    rows = found.filter(pl.col(_PART).is_not_null()).group_by(_PART).agg(pl.col(_ROWS).max())
+    sizes = dict(rows.iter_rows())
+    return list(accumulate((sizes.get(part, 0) for part in range(max(sizes, default=-1))), initial=0))
+
+
+def _numbered(found: pl.DataFrame, starts: list[int]) -> pl.DataFrame:
+    """What the tasks found, each row with its input line, and a duplicate's reason naming its first use by input line
+    (a task's reader names it by the partition's)."""
+    first = _line_numbers(found[_FIRST], starts)
+    return found.with_columns(_line_numbers(found[_AT], starts), pl.when(first.is_not_null())
+                              .then(pl.col(_WHAT).str.replace(r"\d+$", pl.lit(first.cast(pl.String)))).otherwise(pl.col(_WHAT)))
+
+
+def _line_numbers(at: pl.Series, starts: list[int] | tuple[int, ...]) -> pl.Series:
+    """The input line of each position: Spark numbers rows within each input partition, the partitions in input order
+    (lines that came numbered sit in one partition, at their number less one)."""
+    return (pl.Series(starts, dtype=pl.Int64).gather(at // _PER_PART) + at % _PER_PART + 1).alias(LINE)
 
 
 _PIPELINES: dict[tuple, object] = {}  # per Python worker: the pipeline built from what the driver sent
@@ -336,19 +429,20 @@ class _Task:
     expected: int
     profile: str | None  # what the driver heard of the whole input (`Pipeline.fit_logs`)
     adapted: str | None  # the model taught by the logs, shipped like the model, when one classifies
+    starts: tuple[int, ...]  # the line before each input partition's first (`_line_numbers`)
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         pipeline = self._pipeline()
         schema = records_arrow(self.explain_top_k is not None, self.labeled)
-        result, lines = _read(batches, self.label, self.mapping)
+        result, at = _read(batches, self.label, self.mapping)
         if result is None or result.turns.height == 0:
             return
         records = pipeline.run(result.turns, fitted=Reference.from_json(json.loads(self.reference))).records
-        records = records.with_columns(pl.Series(LINE, pl.Series(lines).gather(result.turns["line"] - 1)))
+        records = records.with_columns(_line_numbers(at.gather(result.turns["line"] - 1), self.starts))
         for name in schema.names:
             if name not in records.columns:
                 records = records.with_columns(pl.lit(None, SCHEMA[name]).alias(name))
-        yield from records.select(schema.names).to_arrow().cast(schema).to_batches()
+        yield from records.select(schema.names).to_arrow().cast(schema).to_batches(max_chunksize=RECORD_BATCH)
 
     def _pipeline(self) -> Pipeline:
         from pyspark import SparkFiles
@@ -383,15 +477,6 @@ def _shipped_model(model: FailurePointModel) -> str:
     context = SparkContext.getOrCreate()
     context.addFile(str(folder), recursive=True)
     return folder.name
-
-
-def with_lines(lines: DataFrame) -> DataFrame:
-    """A DataFrame of text lines (`value`, as `spark.read.text` gives) with each line's 1-based number."""
-    from pyspark.sql.types import LongType, StringType, StructField, StructType
-
-    numbered = lines.select("value").rdd.zipWithIndex().map(lambda pair: (pair[0][0], pair[1] + 1))
-    return lines.sparkSession.createDataFrame(numbered, StructType([StructField("value", StringType()),
-                                                                    StructField(LINE, LongType())]))
 
 
 def _lines(spark: SparkSession, plan: Plan) -> tuple[DataFrame, LoadResult | None]:
@@ -511,6 +596,7 @@ def session(master: str = DEFAULT_MASTER, app: str = "fpi"):
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = (SparkSession.builder.master(master).appName(app).config("spark.ui.enabled", "false")
+             .config("spark.driver.memory", "2g")  # a local session's one JVM is its executors too
              .config("spark.ui.showConsoleProgress", "false").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     return spark

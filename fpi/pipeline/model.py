@@ -201,12 +201,13 @@ class FailurePointModel:
 
     def metadata(self) -> dict:
         self._check_fitted()
-        import lightgbm as lgb
+        from importlib.metadata import version as installed  # not importing LightGBM: a Spark driver saves a loaded
+        # model for its executors, and compiled trees predict
 
         params = {k: v for k, v in vars(self).items() if not k.endswith("_")}
         return {
             "format": "fpi-model", "format_version": MODEL_FORMAT,
-            "fpi_version": version(), "lightgbm_version": lgb.__version__,
+            "fpi_version": version(), "lightgbm_version": installed("lightgbm"),
             "classes": self.classes_, "features": self.feature_names_, "categorical": [n for n in CATEGORICAL if n in self.feature_names_],
             "vocabularies": self.vocabularies_, "params": params, "best_iteration": self.best_iteration_,
             "training_rows": self.training_rows_, "data_fingerprint": self.data_fingerprint_,
@@ -219,7 +220,7 @@ class FailurePointModel:
 
     def save(self, directory: str | Path) -> Path:
         """Write booster.txt (LightGBM text) and model.json (metadata) into `directory`."""
-        booster = self.booster_.model_to_string(num_iteration=self.best_iteration_)
+        booster = self._fitted().model_to_string(num_iteration=self.best_iteration_)  # a loaded model's own text: LightGBM need not parse it
         meta = {**self.metadata(), "booster_sha256": hashlib.sha256(booster.encode("utf-8")).hexdigest()}
         out = Path(directory)
         atomic_write_dir(out, {BOOSTER_FILE: booster.encode("utf-8"),

@@ -33,29 +33,46 @@ def test_spark_gives_the_local_engines_records(spark, tmp_path):
     assert got["explanation"].null_count() == (local["failure_point"] == "correct").sum() > 0
 
 
-def test_lines_are_numbered_in_file_order_across_input_partitions(spark):
+def test_lines_are_numbered_in_file_order_across_input_partitions(spark, tmp_path):
+    """Spark numbers the lines as it reads them, in one pass: the records and a bad line carry their line in the
+    file however many splits it is read in."""
     from fpi.engines import spark as engine
 
     lines = (FIXTURES / "traces.jsonl").read_text().splitlines()
-    spark.conf.set("spark.sql.files.maxPartitionBytes", "100000")  # the fixture in some 20 splits
+    path = tmp_path / "split.jsonl"
+    path.write_text("\n".join([*lines[:1500], '{"turn_id": "broken",', *lines[1500:]]) + "\n")
+    rejected: list = []
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "100000")  # the file in some 20 splits
     try:
-        text = spark.read.text(str(FIXTURES / "traces.jsonl"))
+        text = spark.read.text(str(path))
         assert text.rdd.getNumPartitions() > 5
-        numbered = pl.DataFrame(engine.with_lines(text).toArrow()).sort(engine.LINE)
+        records = engine.classify(text, source=str(path), on_error="skip", on_rejected=rejected.extend)
+        got = pl.DataFrame(records.toArrow()).sort(engine.LINE)
     finally:
         spark.conf.unset("spark.sql.files.maxPartitionBytes")
-    assert numbered[engine.LINE].to_list() == list(range(1, len(lines) + 1))
-    assert numbered["value"].to_list() == lines
+    assert [(r.line, r.raw) for r in rejected] == [(1501, '{"turn_id": "broken",')]
+    assert got[engine.LINE].to_list() == [*range(1, 1501), *range(1502, len(lines) + 2)]
+    local = classify(FIXTURES / "traces.jsonl")
+    assert got.drop(engine.LINE).select(local.columns).equals(local)
 
 
 def test_spark_names_bad_records_by_their_input_line(spark, tmp_path):
+    """A bad line, and a turn used again in its own session (its turn_id; another's place): named by input line, the
+    line of the first use too, as locally (a task reads its partition's lines numbered in their own order)."""
+    import json
+
     from fpi.engines import spark as engine
+    from fpi.io.traces import read_traces
 
     lines = (FIXTURES / "traces.jsonl").read_text().splitlines()[:200]
+    same_place = json.dumps({**json.loads(lines[20]), "turn_id": "another"})
     path = tmp_path / "bad.jsonl"
-    path.write_text("\n".join([*lines[:120], '{"turn_id": "broken",', *lines[120:]]) + "\n")
-    with pytest.raises(TraceError, match=rf"{path}:121: malformed JSON"):
-        engine.classify(spark.read.text(str(path)), source=str(path))
+    path.write_text("\n".join([*lines[:120], '{"turn_id": "broken",', *lines[120:], lines[9], same_place]) + "\n")
+    with pytest.raises(TraceError) as refused:
+        engine.classify(spark.read.text(str(path)), partitions=3, source=str(path))
+    assert refused.value.problems == read_traces(path).problems()
+    assert [problem.split(": ")[0] for problem in refused.value.problems] == [f"{path}:{n}" for n in (121, 202, 203)]
+    assert "first used on line 10" in refused.value.problems[1] and "first used on line 21" in refused.value.problems[2]
 
 
 def test_a_turn_id_reused_in_another_session_is_named_as_locally(spark, tmp_path):
