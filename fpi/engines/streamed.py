@@ -439,7 +439,7 @@ def _kept_features(spill: Path, part: int, pipeline: Pipeline, fitted: Reference
     path = _features_file(spill, part)
     if not path.exists():
         return None
-    with pa.memory_map(str(path)) as source:
+    with pa.OSFile(str(path)) as source:  # read, not mapped (see `_SortedRecords`)
         rows = pl.DataFrame(pa.ipc.open_file(source).read_all())
     path.unlink()
     return fitted.over(pipeline.base.reference_).apply(rows)
@@ -478,7 +478,9 @@ class _SortedRecords:
     Arrow, whose slices hold what they show, till a window of every partition's records becomes one frame)."""
 
     def __init__(self, path: Path):
-        self.reader = pa.ipc.open_file(pa.memory_map(str(path)))  # opened once: its footer is read once
+        # opened once (its footer read once) and read, not mapped: pages of a mapped file stay resident as
+        # the merge passes them, so the process would grow with the records (a GB at 10M turns)
+        self.reader = pa.ipc.open_file(pa.OSFile(str(path)))
         self.batches = self.reader.num_record_batches
         self.held = pa.Table.from_batches([], schema=self.reader.schema)  # (Arrow's empty_table() imports pandas)
         self.read = 0
