@@ -27,6 +27,7 @@ import math
 import tempfile
 import zlib
 from collections.abc import Iterator
+from contextlib import closing
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from fpi.contract.errors import TraceError
 from fpi.contract.environment_faults import writing
 from fpi.contract.interrupts import handling_interrupts
 from fpi.engines.plan import Plan, Progress, Run, Sinks
+from fpi.engines.read_ahead import read_ahead
 from fpi.engines.whole_input import QuantileSample, hear, own_text, read_whole, settle
 from fpi.io.checks import FIRST_INDEX, FIRST_TURN, StageCheck, duplicates_rejected, row_json
 from fpi.io.line_blocks import BLOCK_BYTES, line_blocks
@@ -298,22 +300,23 @@ def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Progre
     digest = hashlib.sha256()
     partitions = _Partitions.under(spill, max(1, math.ceil(1.5 * estimated_turns(path) / batch_turns)), "chunks")
     order = _SessionOrder()
-    for number, chunk in enumerate(_chunks(path, label, batch_turns)):
-        partitions.stages.add(chunk.turns)
-        turns = chunk.turns.drop("raw")
-        result.read += chunk.read
-        result.rejected += chunk.rejected
-        result.unlabeled += turns["label"].null_count()
-        partitions.sample.add(turns)
-        if fingerprint:
-            digest.update(canonical_turns(turns))
-        partitions.by_turn_id.split(turns.select("turn_id", "line"), pl.col("turn_id").hash(seed=2), partitions.id_count)
-        if order.contiguous:
-            order.spill(turns, number, partitions)
-        else:
-            partitions.by_session.split(turns, SESSION_HASH, partitions.count)
-        del chunk, turns
-        report("reading", result.read, None)
+    with closing(read_ahead(_chunks(path, label, batch_turns))) as chunks:  # the next parsed while this one spills
+        for number, chunk in enumerate(chunks):
+            partitions.stages.add(chunk.turns)
+            turns = chunk.turns.drop("raw")
+            result.read += chunk.read
+            result.rejected += chunk.rejected
+            result.unlabeled += turns["label"].null_count()
+            partitions.sample.add(turns)
+            if fingerprint:
+                digest.update(canonical_turns(turns))
+            partitions.by_turn_id.split(turns.select("turn_id", "line"), pl.col("turn_id").hash(seed=2), partitions.id_count)
+            if order.contiguous:
+                order.spill(turns, number, partitions)
+            else:
+                partitions.by_session.split(turns, SESSION_HASH, partitions.count)
+            del chunk, turns
+            report("reading", result.read, None)
     order.finish(partitions)
     partitions.flush()
     result.contiguous = order.contiguous
@@ -509,16 +512,22 @@ class _SortedRecords:
 
 
 def _merge(parts: list[Path], sinks: Sinks, result: Run, report: Progress) -> None:
-    """The records in input order, a window of lines at a time, into the sinks: every record read once."""
+    """The records in input order, a window of lines at a time, into the sinks: every record read once, each
+    window written on a thread while the next is read."""
     streams = [_SortedRecords(path) for path in parts]
     empty = pl.DataFrame(streams[0].held).drop("_line") if streams else None
-    written = 0
-    while lines := [line for stream in streams if (line := stream.first_line()) is not None]:
-        end = min(lines) + MERGE_WINDOW
-        records = pl.DataFrame(pa.concat_tables([stream.before(end) for stream in streams])).sort("_line").drop("_line")
-        sinks.write(records)
-        written += records.height
-        report("writing", written, result.turns)
+    written, writing_now = 0, None
+    with ThreadPoolExecutor(1, thread_name_prefix="fpi-merge") as writer:
+        while lines := [line for stream in streams if (line := stream.first_line()) is not None]:
+            end = min(lines) + MERGE_WINDOW
+            records = pl.DataFrame(pa.concat_tables([stream.before(end) for stream in streams])).sort("_line").drop("_line")
+            if writing_now is not None:
+                writing_now.result()  # in order, one window waiting at most
+            writing_now = writer.submit(sinks.write, records)
+            written += records.height
+            report("writing", written, result.turns)
+        if writing_now is not None:
+            writing_now.result()
     sinks.finish(empty)
 
 
