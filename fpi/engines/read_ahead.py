@@ -4,7 +4,7 @@ engine parses its next chunk of the input while it spills the last, so reading a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -12,7 +12,7 @@ T = TypeVar("T")
 _END = object()
 
 
-def read_ahead(items: Iterator[T]) -> Iterator[T]:
+def read_ahead(items: Iterator[T]) -> Generator[T, None, None]:
     """`items`, one item made ahead: the same items in the same order, the same exceptions where they came. A
     caller that stops early waits for the item being made, then `items` is closed."""
     with ThreadPoolExecutor(1, thread_name_prefix="fpi-read-ahead") as maker:

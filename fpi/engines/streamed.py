@@ -52,6 +52,7 @@ from fpi.io.trace_tables import read_table, table_rows
 from fpi.io.traces import canonical_turns, turns_fingerprint
 from fpi.pipeline.classify import Pipeline
 from fpi.pipeline.features import sample_rows
+from fpi.pipeline.log_profile import HeardScores
 from fpi.pipeline.quantiles import Reference
 
 CHUNK_BYTES = BLOCK_BYTES
@@ -142,10 +143,10 @@ def run(plan: Plan) -> Run:
             chosen = _sample_again(partitions, rejected_lines).chosen(rejected_lines)
             assert chosen is not None
         fitted = Reference.fit(chosen)
-        hear(plan.pipeline, _sampled_sessions(partitions, rejected_lines, chosen["turn_id"], spill), fitted)
+        heard = hear(plan.pipeline, _sampled_sessions(partitions, rejected_lines, chosen["turn_id"], spill), fitted)
         with Sinks(plan.sinks, read) as sinks:
-            records = _classify_partitions(plan.pipeline, spill, partitions, rejected_lines, fitted, outcome, plan.progress,
-                                           keep=bool(sinks))
+            records = _classify_partitions(plan.pipeline, spill, partitions, rejected_lines, fitted, heard, outcome,
+                                           plan.progress, keep=bool(sinks))
             if sinks:
                 _merge(records, sinks, outcome, plan.progress)
         return outcome
@@ -449,15 +450,16 @@ def _kept_features(spill: Path, part: int, pipeline: Pipeline, fitted: Reference
 
 
 def _classify_partitions(pipeline: Pipeline, spill: Path, partitions: _Partitions, rejected: pl.Series, fitted: Reference,
-                         result: Run, report: Progress, keep: bool = True) -> list[Path]:
+                         heard: HeardScores | None, result: Run, report: Progress, keep: bool = True) -> list[Path]:
     """Each partition's records, sorted by line, in a file of record batches (unless not `keep`): the merge holds
     one batch of every partition at a time, so they share MERGE_BYTES among them. A partition's records are written
-    on a thread of their own while the next partition is classified."""
+    on a thread of their own while the next partition is classified; the sample's scores, predicted when the run
+    heard it, are not predicted again."""
     out, done, writing_now = [], 0, None
     with ThreadPoolExecutor(1) as writer:
         for part in partitions.by_session.parts:
             turns = partitions.turns(part, without=rejected)
-            batch = pipeline.run(turns.with_columns(raw=pl.lit(None, pl.String)), fitted=fitted,
+            batch = pipeline.run(turns.with_columns(raw=pl.lit(None, pl.String)), fitted=fitted, heard=heard,
                                  features=_kept_features(spill, part, pipeline, fitted))
             records = batch.records.with_columns(_line=turns["line"])
             if keep:

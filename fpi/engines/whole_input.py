@@ -18,6 +18,7 @@ from fpi.io.quarantine import apply_on_error
 from fpi.io.read_result import LoadResult
 from fpi.io.traces import read_accepting
 from fpi.pipeline.features import reference_rows
+from fpi.pipeline.log_profile import HeardScores
 
 if TYPE_CHECKING:
     from fpi.pipeline.classify import Pipeline
@@ -85,13 +86,17 @@ class QuantileSample:
         return None if chosen is None else Reference.fit(chosen)
 
 
-def hear(pipeline: Pipeline, rows: pl.DataFrame, tables: Reference) -> None:
+def hear(pipeline: Pipeline, rows: pl.DataFrame, tables: Reference) -> HeardScores | None:
     """The pipeline hears the sampled turns (`sample_rows` of whole sessions), in the order every engine hears
-    them, on the run's quantile tables: the logs' shift and prior, and a model they teach (`Pipeline.fit_logs`)."""
-    if rows.height:
-        heard = rows.sort(*SAMPLE_ORDER)
-        features = tables.over(pipeline.base.reference_).apply(heard.drop("session_id", "line", "_hash", strict=False))
-        pipeline.fit_logs(features, heard["session_id"])
+    them, on the run's quantile tables: the logs' shift and prior, and a model they teach (`Pipeline.fit_logs`).
+    Returns the sampled turns' raw scores when the model that heard them classifies, for the batches to reuse."""
+    if not rows.height:
+        return None
+    heard = rows.sort(*SAMPLE_ORDER)
+    features = tables.over(pipeline.base.reference_).apply(heard.drop("session_id", "line", "_hash", strict=False))
+    known = pipeline.base.raw_scores(pipeline.base.matrix(features))
+    pipeline.fit_logs(features, heard["session_id"], known)
+    return HeardScores(heard["turn_id"], known) if pipeline.model is pipeline.base else None
 
 
 def smallest(rows: pl.DataFrame) -> pl.DataFrame:

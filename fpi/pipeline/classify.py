@@ -20,7 +20,7 @@ from fpi.pipeline.adaptation import Adaptation
 from fpi.pipeline.explain import explanations
 from fpi.pipeline.features import build_features, neighbour_rows
 from fpi.pipeline.log_adaptation import adapted_model
-from fpi.pipeline.log_profile import LogProfile
+from fpi.pipeline.log_profile import HeardScores, LogProfile
 from fpi.io.traces import Source, load_traces
 from fpi.io.mapping import Mapping
 from fpi.contract.errors import FpiWarning, ModelError
@@ -140,15 +140,28 @@ class Pipeline:
         heard = features[sample]
         known = self.base.raw_scores(self.base.matrix(heard))
         self.fit_logs(heard, sessions.gather(sample), known)
-        if self.model is not self.base:
-            return None
+        return self._completed(features, sample, known) if self.model is self.base else None
+
+    def _completed(self, features: pl.DataFrame, rows: np.ndarray, known: np.ndarray) -> np.ndarray:
+        """The raw scores of every turn of `features`, where those of `rows` are `known`: only the rest predicted."""
         raw = np.empty((features.height, known.shape[1]))
-        raw[sample] = known
+        raw[rows] = known
         rest = np.ones(features.height, dtype=bool)
-        rest[sample] = False
+        rest[rows] = False
         if rest.any():
             raw[rest] = self.model.raw_scores(self.model.matrix(features), np.flatnonzero(rest))
         return raw
+
+    def _reused(self, turns: pl.DataFrame, features: pl.DataFrame, heard: HeardScores | None) -> np.ndarray | None:
+        """A batch's raw scores with those of its turns the run heard reused, when the model that heard them
+        classifies; None: every turn is predicted."""
+        if heard is None or self.model is not self.base:
+            return None
+        found = (turns.select("turn_id").with_row_index("_row")
+                 .join(heard.turn_ids.to_frame("turn_id").with_row_index("_heard"), on="turn_id", how="inner"))
+        if not found.height:
+            return None
+        return self._completed(features, found["_row"].to_numpy(), heard.raw[found["_heard"].to_numpy()])
 
     def verdicts(self, turns: pl.DataFrame, features: pl.DataFrame, raw: np.ndarray | None = None) -> pl.DataFrame:
         """The model's verdict per turn, before rules: ids, `model_failure_point`, `confidence`, `probabilities`.
@@ -165,9 +178,11 @@ class Pipeline:
             probabilities=by_label.to_struct())
 
     def run(self, turns: pl.DataFrame, *, features: pl.DataFrame | None = None, fitted: Reference | None = None,
-            on_step: Callable[[str], None] | None = None, on_explained: Progress | None = None) -> Batch:
+            heard: HeardScores | None = None, on_step: Callable[[str], None] | None = None,
+            on_explained: Progress | None = None) -> Batch:
         """Classify one batch of whole sessions. `fitted`: quantile tables fitted on the whole input when
-        this batch is one of several (else fitted on the batch). `on_step` hears each step's name as it
+        this batch is one of several (else fitted on the batch); `heard`: the raw scores of the turns the run
+        heard (`fpi.engines.whole_input.hear`), not predicted again. `on_step` hears each step's name as it
         starts; `on_explained` (turns explained so far, turns to explain), chunk by chunk."""
         step = on_step or (lambda name: None)
         step("preparing")  # compiling the model's trees for a large run takes seconds: say so
@@ -177,7 +192,7 @@ class Pipeline:
         features = features if features is not None else build_features(turns, neighbours, reference=self.base.reference_,
                                                                          fitted=fitted)
         step("predicting")
-        raw = self._hear_whole(features, turns["session_id"]) if fitted is None else None
+        raw = self._hear_whole(features, turns["session_id"]) if fitted is None else self._reused(turns, features, heard)
         verdicts = self.verdicts(turns, features, raw)
         step("rules")
         matches = rule_matches(evaluation_frame(turns, features, verdicts, neighbours), self.rules)

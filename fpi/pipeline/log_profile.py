@@ -138,3 +138,12 @@ class LogProfile:
     @classmethod
     def from_json(cls, data: dict) -> LogProfile:
         return cls(data["shift"], data["distances"], data["prior"], data["trained_prior"], data["adapted"])
+
+
+@dataclass(frozen=True)
+class HeardScores:
+    """The base model's raw scores of the turns a run heard (its sample), by turn_id: a batch holding them
+    need not predict them again."""
+
+    turn_ids: pl.Series
+    raw: np.ndarray

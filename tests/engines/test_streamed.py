@@ -68,6 +68,28 @@ def test_a_streamed_run_computes_each_turns_features_once(interleaved, tmp_path,
     assert result.classified == sum(planned) == 12_000 and len(planned) > 5
 
 
+@pytest.mark.parametrize("sample", [SAMPLE_TURNS, 5000])
+def test_a_streamed_run_predicts_each_turn_once(interleaved, tmp_path, monkeypatch, sample):
+    """The sampled turns' scores, predicted when the run hears them, are reused by their partitions, whether
+    the sample is the whole input or a part of it; the records stay the in-memory run's."""
+    from fpi.engines import whole_input
+    from fpi.pipeline import quantiles
+    from fpi.pipeline.model import FailurePointModel
+
+    monkeypatch.setattr(quantiles, "SAMPLE_TURNS", sample)
+    monkeypatch.setattr(whole_input, "SAMPLE_TURNS", sample)
+    predicted = []
+    raw_scores = FailurePointModel.raw_scores
+    monkeypatch.setattr(FailurePointModel, "raw_scores",
+                        lambda self, X, rows=None: predicted.append(len(X) if rows is None else len(rows)) or raw_scores(self, X, rows))
+    result = classify_file(interleaved / "traces.jsonl", Pipeline(), tmp_path / "streamed.jsonl", batch_turns=2000)
+    assert result.classified == sum(predicted) == 12_000
+    assert predicted[0] == min(sample, 12_000)  # the sample, heard; then each partition's turns not in it
+    assert len(predicted) == 1 if sample >= 12_000 else len(predicted) > 2
+    in_memory = Pipeline().run(read_traces(interleaved / "traces.jsonl").turns).records
+    assert (tmp_path / "streamed.jsonl").read_text() == in_memory.write_ndjson()
+
+
 @pytest.mark.slow
 def test_explanations_stream_alike(interleaved, tmp_path):
     pipeline = Pipeline(explain_top_k=2)
