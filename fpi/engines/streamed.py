@@ -424,13 +424,18 @@ def _sampled_sessions(partitions: _Partitions, rejected: pl.Series, sampled: pl.
     """The sampled turns' `sample_rows`, each computed among the whole partition of sessions it sits in (their text
     copied out, or every partition's text would stay alive till the last). Every partition's rows are kept in
     `spill` as they are, so its classification reads its features before the quantiles, not computes them again."""
-    found = []
-    for part in partitions.by_session.parts:
-        turns = partitions.turns(part, without=rejected)
-        if turns.height:
-            rows = sample_rows(turns)
-            _write_arrow(iter([_arrow(rows.drop("session_id"))]), _features_file(spill, part))
-            found.append(own_text(rows.filter(pl.col("turn_id").is_in(sampled.implode()))))
+    found, writing_now = [], None
+    with ThreadPoolExecutor(1, thread_name_prefix="fpi-features") as writer:  # written while the next is computed
+        for part in partitions.by_session.parts:
+            turns = partitions.turns(part, without=rejected)
+            if turns.height:
+                rows = sample_rows(turns)
+                if writing_now is not None:
+                    writing_now.result()
+                writing_now = writer.submit(_write_arrow, iter([_arrow(rows.drop("session_id"))]), _features_file(spill, part))
+                found.append(own_text(rows.filter(pl.col("turn_id").is_in(sampled.implode()))))
+        if writing_now is not None:
+            writing_now.result()
     return pl.concat(found) if found else pl.DataFrame()
 
 
