@@ -421,18 +421,20 @@ def _sample_again(partitions: _Partitions, rejected: pl.Series) -> QuantileSampl
 
 
 def _sampled_sessions(partitions: _Partitions, rejected: pl.Series, sampled: pl.Series, spill: Path) -> pl.DataFrame:
-    """The sampled turns' `sample_rows`, each computed among the whole partition of sessions it sits in (their text
-    copied out, or every partition's text would stay alive till the last). Every partition's rows are kept in
-    `spill` as they are, so its classification reads its features before the quantiles, not computes them again."""
+    """The sampled turns' `sample_rows` with their `line`, each computed among the whole partition of sessions it
+    sits in (their text copied out, or every partition's text would stay alive till the last). Every partition's
+    rows are kept in `spill` as they are, so its classification reads its features before the quantiles, not
+    computes them again."""
     found, writing_now = [], None
     with ThreadPoolExecutor(1, thread_name_prefix="fpi-features") as writer:  # written while the next is computed
         for part in partitions.by_session.parts:
             turns = partitions.turns(part, without=rejected)
             if turns.height:
-                rows = sample_rows(turns)
+                rows = sample_rows(turns).with_columns(turns["line"])
                 if writing_now is not None:
                     writing_now.result()
-                writing_now = writer.submit(_write_arrow, iter([_arrow(rows.drop("session_id"))]), _features_file(spill, part))
+                writing_now = writer.submit(_write_arrow, iter([_arrow(rows.drop("session_id", "line"))]),
+                                            _features_file(spill, part))
                 found.append(own_text(rows.filter(pl.col("turn_id").is_in(sampled.implode()))))
         if writing_now is not None:
             writing_now.result()

@@ -89,14 +89,16 @@ class QuantileSample:
 def hear(pipeline: Pipeline, rows: pl.DataFrame, tables: Reference) -> HeardScores | None:
     """The pipeline hears the sampled turns (`sample_rows` of whole sessions), in the order every engine hears
     them, on the run's quantile tables: the logs' shift and prior, and a model they teach (`Pipeline.fit_logs`).
-    Returns the sampled turns' raw scores when the model that heard them classifies, for the batches to reuse."""
+    Returns the sampled turns' raw scores by `line` when the model that heard them classifies, for the batches to reuse."""
     if not rows.height:
         return None
     heard = rows.sort(*SAMPLE_ORDER)
     features = tables.over(pipeline.base.reference_).apply(heard.drop("session_id", "line", "_hash", strict=False))
     known = pipeline.base.raw_scores(pipeline.base.matrix(features))
     pipeline.fit_logs(features, heard["session_id"], known)
-    return HeardScores(heard["turn_id"], known) if pipeline.model is pipeline.base else None
+    if pipeline.model is not pipeline.base or "line" not in heard.columns:
+        return None
+    return HeardScores.of(heard["line"].to_numpy(), known)
 
 
 def smallest(rows: pl.DataFrame) -> pl.DataFrame:

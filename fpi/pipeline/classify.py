@@ -153,15 +153,12 @@ class Pipeline:
         return raw
 
     def _reused(self, turns: pl.DataFrame, features: pl.DataFrame, heard: HeardScores | None) -> np.ndarray | None:
-        """A batch's raw scores with those of its turns the run heard reused, when the model that heard them
-        classifies; None: every turn is predicted."""
-        if heard is None or self.model is not self.base:
+        """A batch's raw scores with those of its turns the run heard reused (by `line`), when the model that
+        heard them classifies; None: every turn is predicted."""
+        if heard is None or self.model is not self.base or "line" not in turns.columns:
             return None
-        found = (turns.select("turn_id").with_row_index("_row")
-                 .join(heard.turn_ids.to_frame("turn_id").with_row_index("_heard"), on="turn_id", how="inner"))
-        if not found.height:
-            return None
-        return self._completed(features, found["_row"].to_numpy(), heard.raw[found["_heard"].to_numpy()])
+        rows, known = heard.among(turns["line"].to_numpy())
+        return self._completed(features, rows, known) if len(rows) else None
 
     def verdicts(self, turns: pl.DataFrame, features: pl.DataFrame, raw: np.ndarray | None = None) -> pl.DataFrame:
         """The model's verdict per turn, before rules: ids, `model_failure_point`, `confidence`, `probabilities`.
@@ -182,7 +179,7 @@ class Pipeline:
             on_explained: Progress | None = None) -> Batch:
         """Classify one batch of whole sessions. `fitted`: quantile tables fitted on the whole input when
         this batch is one of several (else fitted on the batch); `heard`: the raw scores of the turns the run
-        heard (`fpi.engines.whole_input.hear`), not predicted again. `on_step` hears each step's name as it
+        heard (`fpi.engines.whole_input.hear`), by `line`, not predicted again. `on_step` hears each step's name as it
         starts; `on_explained` (turns explained so far, turns to explain), chunk by chunk."""
         step = on_step or (lambda name: None)
         step("preparing")  # compiling the model's trees for a large run takes seconds: say so

@@ -142,8 +142,19 @@ class LogProfile:
 
 @dataclass(frozen=True)
 class HeardScores:
-    """The base model's raw scores of the turns a run heard (its sample), by turn_id: a batch holding them
-    need not predict them again."""
+    """The base model's raw scores of the turns a run heard (its sample), by input line (sorted): a batch
+    holding them need not predict them again."""
 
-    turn_ids: pl.Series
+    lines: np.ndarray
     raw: np.ndarray
+
+    @classmethod
+    def of(cls, lines: np.ndarray, raw: np.ndarray) -> HeardScores:
+        order = np.argsort(lines, kind="stable")
+        return cls(lines[order], raw[order])
+
+    def among(self, lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in `lines` of the heard turns, their raw scores)."""
+        at = np.searchsorted(self.lines, lines).clip(max=max(len(self.lines) - 1, 0))
+        found = np.flatnonzero(self.lines[at] == lines) if len(self.lines) else np.empty(0, dtype=np.intp)
+        return found, self.raw[at[found]]
