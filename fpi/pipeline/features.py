@@ -7,6 +7,7 @@ not run gives nulls, never zeros, so the model can tell "absent" from "low"."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -54,22 +55,26 @@ def _nbest_entropy(nbest: pl.Expr) -> pl.Expr:
 
 
 def _similarity(pair: pl.Series) -> pl.Series:
-    """Normalised Levenshtein similarity (0..1) of two string fields; null where either is null."""
+    """Normalised Levenshtein similarity (0..1) of two string fields; null where either is null. Only the pairs
+    with both are handed to rapidfuzz: the strings' conversion to Python costs as much as the scoring."""
     a, b = pair.struct.field("a"), pair.struct.field("b")
-    missing = (a.is_null() | b.is_null()).to_numpy()
-    scores = process.cpdist(a.fill_null("").to_list(), b.fill_null("").to_list(), scorer=fuzz.ratio,
-                            dtype=np.float32, workers=-1) / 100.0  # pair by pair: the same scores on any number of cores
-    return pl.Series(np.where(missing, np.nan, scores)).fill_nan(None).cast(pl.Float64)
+    both = a.is_not_null() & b.is_not_null()
+    scores = np.full(len(pair), np.nan, dtype=np.float32)
+    scores[both.to_numpy()] = process.cpdist(a.filter(both).to_list(), b.filter(both).to_list(), scorer=fuzz.ratio, dtype=np.float32,
+                                             workers=-1) / 100.0  # pair by pair: the same scores on any number of cores
+    return pl.Series(scores).fill_nan(None).cast(pl.Float64)
 
 
 def _reprompt_similarity(replies: pl.Series) -> pl.Series:
     """Highest similarity (0..1) of each reply to a reprompt (the best-matching stretch of the longer text);
-    null for no reply or one under four characters. Each distinct reply is scored once: most are templates."""
-    text = replies.str.to_lowercase().str.strip_chars(" .!")
-    distinct = text.filter(text.str.len_chars() >= 4).unique().sort()
-    scores = process.cdist(distinct.to_list(), list(REPROMPTS), scorer=fuzz.partial_ratio, dtype=np.float32,
-                           workers=1).max(axis=1, initial=0.0) / 100.0 if len(distinct) else np.zeros(0)
-    return text.replace_strict(distinct, pl.Series(scores, dtype=pl.Float64), default=None, return_dtype=pl.Float64)
+    null for no reply or one under four characters. Each distinct reply is read and scored once: most are templates."""
+    distinct = replies.drop_nulls().unique()
+    text = distinct.str.to_lowercase().str.strip_chars(" .!")
+    scored = text.str.len_chars() >= 4
+    scores = process.cdist(text.filter(scored).to_list(), list(REPROMPTS), scorer=fuzz.partial_ratio, dtype=np.float32,
+                           workers=1).max(axis=1, initial=0.0) / 100.0 if scored.any() else np.zeros(0)
+    return replies.replace_strict(distinct.filter(scored), pl.Series(scores, dtype=pl.Float64), default=None,
+                                  return_dtype=pl.Float64)
 
 
 def similarity(a: pl.Expr, b: pl.Expr) -> pl.Expr:
@@ -89,7 +94,16 @@ def neighbour_rows(turns: pl.DataFrame) -> pl.DataFrame:
         _next_row=pl.when(c("session").shift(-1) == c("session")).then(c("order").shift(-1)),
         _prev_row=pl.when(same_as_previous).then(c("order").shift(1)),
         _position=row - pl.when(same_as_previous.fill_null(False)).then(None).otherwise(row).forward_fill())
-    return neighbours.select(pl.all().gather(order.arg_sort()))
+    input_order = np.empty(turns.height, dtype=np.uint32)
+    input_order[order.to_numpy()] = np.arange(turns.height, dtype=np.uint32)  # the inverse permutation, without a sort
+    return neighbours.select(pl.all().gather(input_order))
+
+
+def _once_per_distinct(values: pl.Expr, of: Callable[[pl.Expr], pl.Expr]) -> pl.Expr:
+    """`of(values)`, computed once per distinct value and spread to the rows holding it: ASR texts repeat
+    (commands, templates), and a regex over every row cost twice the look-up."""
+    distinct = values.unique(maintain_order=True)  # the same order both times it is read
+    return values.replace_strict(distinct, of(distinct), default=None)
 
 
 def next_of(expr: pl.Expr) -> pl.Expr:
@@ -128,34 +142,44 @@ def _helpers(lf: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def _row_sorted(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """`lf` flagged as sorted by `_row`, which it is: the input's row numbers in order, or grouped from an explode of
+    them with the groups' order kept. Joins on a sorted key merge instead of hashing."""
+    return lf.with_columns(c("_row").set_sorted())
+
+
 def _with_matches(lf: pl.LazyFrame) -> pl.LazyFrame:
-    """Slot values and resolved entities looked up in the ASR text and n-best; one explode per list."""
-    slots = (lf.select("_row", "_text", value=c("nlu").struct.field("slots"))
+    """Slot values and resolved entities looked up in the ASR text and n-best; one explode per list, of the turns
+    whose list has members (filtered before: the others' text is not copied for a row that is dropped)."""
+    slots = (lf.select("_row", "_text", value=c("nlu").struct.field("slots")).filter(c("value").list.len() > 0)
              .explode("value").select("_row", "_text", value=c("value").struct.field("value").str.to_lowercase())
              .drop_nulls("value")
-             .group_by("_row").agg(slots_in_asr_text=c("_text").str.contains(c("value"), literal=True).cast(pl.Float64).mean()))
+             .group_by("_row", maintain_order=True)
+             .agg(slots_in_asr_text=c("_text").str.contains(c("value"), literal=True).cast(pl.Float64).mean()))
     weights = c("asr").struct.field("nbest").list.eval(pl.element().struct.field("confidence"))
-    held = (lf.select("_row", value=c("_slot_values"), text=c("_hypotheses"), weight=weights)
+    held = (lf.filter((c("_slot_values").list.len() > 0) & (c("_hypotheses").list.len() > 0))
+            .select("_row", value=c("_slot_values"), text=c("_hypotheses"), weight=weights)
             .explode("value").drop_nulls("value").explode("text", "weight").drop_nulls("weight")
-            .group_by("_row", "value").agg(share=(c("text").str.contains(c("value"), literal=True).cast(pl.Float64) * c("weight")).sum()
-                                                 / c("weight").sum())
-            .group_by("_row").agg(slots_in_asr_nbest=c("share").min()))
+            .group_by("_row", "value", maintain_order=True)
+            .agg(share=(c("text").str.contains(c("value"), literal=True).cast(pl.Float64) * c("weight")).sum() / c("weight").sum())
+            .group_by("_row", maintain_order=True).agg(slots_in_asr_nbest=c("share").min()))
     alternatives = c("_hypotheses").list.slice(1).list.join(" | ")
     entity = c("entity")
-    entities = (lf.select("_row", "_text", alternatives=alternatives, entity=c("er").struct.field("entities"))
-                .explode("entity")
+    entities = (lf.select("_row", "_text", "_hypotheses", entity=c("er").struct.field("entities"))
+                .filter(entity.list.len() > 0).select("_row", "_text", "entity", alternatives=alternatives).explode("entity")
                 .select("_row", "_text", "alternatives", value=entity.struct.field("value").str.to_lowercase(),
                         resolved=entity.struct.field("resolved_value").str.to_lowercase())
                 .drop_nulls("resolved")
                 .with_columns(similarity=similarity(c("value"), c("resolved")))
-                .group_by("_row").agg(
+                .group_by("_row", maintain_order=True).agg(
                     er_value_similarity_min=c("similarity").min(),
                     er_resolved_in_asr_text=c("_text").str.contains(c("resolved"), literal=True).cast(pl.Float64).mean(),
                     asr_alt_matches_entity=(~c("_text").str.contains(c("resolved"), literal=True)
                                             & c("alternatives").str.contains(c("resolved"), literal=True)).any().cast(pl.Float64)))
-    found = (lf.select("_row").join(slots, on="_row", how="left", maintain_order="left")  # joined on the row alone:
-             .join(held, on="_row", how="left", maintain_order="left")  # a join of the whole frame gathers every column
-             .join(entities, on="_row", how="left", maintain_order="left").drop("_row"))
+    found = (_row_sorted(lf.select("_row"))  # joined on the row alone: a join of the whole frame gathers every column
+             .join(_row_sorted(slots), on="_row", how="left", maintain_order="left")
+             .join(_row_sorted(held), on="_row", how="left", maintain_order="left")
+             .join(_row_sorted(entities), on="_row", how="left", maintain_order="left").drop("_row"))
     return pl.concat([lf, found], how="horizontal")
 
 
@@ -304,7 +328,7 @@ def feature_plan(turns: pl.DataFrame, neighbours: pl.DataFrame | None = None) ->
     lf = _with_matches(_helpers(pl.concat([turns, index], how="horizontal").lazy()))
     shared = lf.with_columns(  # in input order, which the neighbours' row numbers point into
         _next_similarity=similarity(c("_text"), next_of(c("_text"))),  # a ratio is symmetric: also the previous turn's
-        _words=c("_text").str.count_matches(r"\S+"),
+        _words=_once_per_distinct(c("_text"), lambda text: text.str.count_matches(r"\S+")),
         _correction=c("_text").str.contains(CORRECTION))
     return shared.select("turn_id", *[f.expr.alias(f.name) for f in FEATURES])
 
@@ -316,8 +340,9 @@ def build_features(turns: pl.DataFrame, neighbours: pl.DataFrame | None = None, 
     for a source with too few values here. `fitted`: tables already fitted on the whole input, of
     which these turns are one batch."""
     base = feature_plan(turns, neighbours).collect(engine=ENGINE)
-    tables = fitted if fitted is not None else quantiles.Reference.fit(quantiles.Reference.sample(base))
-    return tables.over(reference).apply(base)
+    if fitted is None:  # the sample gathers only what the tables are fitted on
+        fitted = quantiles.Reference.fit(quantiles.Reference.sample(base.select(quantiles.FIT_COLUMNS)))
+    return fitted.over(reference).apply(base)
 
 
 def reference_rows(turns: pl.DataFrame) -> pl.DataFrame:

@@ -18,6 +18,7 @@ import polars as pl
 SOURCES = ("wake_score", "asr_confidence", "asr_nbest_margin", "nlu_confidence", "nlu_nbest_margin",
            "nlu_slot_min_confidence", "er_min_score")
 BY_INTENT = "nlu_confidence"  # also normalised within each intent with enough turns
+FIT_COLUMNS = ("turn_id", *SOURCES, "nlu_intent")  # what `Reference.fit` reads of its sample, and the sample's choice
 LEVELS = 101
 MIN_VALUES = 200  # fewer values of a source: use the fallback's table
 MIN_INTENT_VALUES = 50
@@ -114,7 +115,7 @@ class Reference:
         if self.by_intent and "nlu_intent" in features.columns:
             intent = features["nlu_intent"].fill_null("")
             names = intent.unique().sort().to_list()
-            codes = intent.rank("dense").cast(pl.Int64).to_numpy() - 1  # each row's index in `names`
+            codes = intent.replace_strict(names, range(len(names)), return_dtype=pl.Int64).to_numpy()  # each row's index in `names`
             order = np.argsort(codes, kind="stable")  # the rows of each intent, found once
             bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
             values = features[BY_INTENT].cast(pl.Float64).fill_null(np.nan).to_numpy()
