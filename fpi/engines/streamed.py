@@ -27,8 +27,8 @@ import math
 import tempfile
 import zlib
 from collections.abc import Iterator
-from contextlib import closing
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,8 +178,21 @@ class _Partitions:
 
     def flush(self) -> None:
         """Every spilled turn on disk, before the partitions are read one by one."""
-        self.by_session.flush()
-        self.by_turn_id.flush()
+        for shelf in (self.by_session, self.by_turn_id):
+            shelf.flush()
+            shelf.settle()
+
+    @contextmanager
+    def written_behind(self) -> Iterator[None]:
+        """In this block, each spill file is written on a thread while the next rows are read; a write that
+        failed is raised by the next flush, or at the end."""
+        with ThreadPoolExecutor(1, thread_name_prefix="fpi-spill") as writer:
+            self.by_session.writer = self.by_turn_id.writer = writer
+            try:
+                yield
+                self.flush()
+            finally:
+                self.by_session.writer = self.by_turn_id.writer = None
 
 
 class _Shelf:
@@ -195,6 +208,8 @@ class _Shelf:
         self.pieces: dict[int, list[tuple[Path, int, int]]] = {}  # partition: (file, its first record batch, the batch after)
         self.files: list[Path] = []
         self.columns: list[str] = []  # the rows' columns, as the files hold them
+        self.writer: ThreadPoolExecutor | None = None  # when set, files are written on it (`_Partitions.written_behind`)
+        self._writing: Future[list[int]] | None = None  # the file being written there
 
     @property
     def parts(self) -> list[int]:
@@ -221,16 +236,29 @@ class _Shelf:
             return
         target = self.folder / f"{self.name}-{len(self.files)}.arrow"
         parts = sorted(self.waiting)
-        taken = _write_arrow((pa.concat_tables(self.waiting.pop(part)) for part in parts), target)
+        tables = [pa.concat_tables(self.waiting.pop(part)) for part in parts]
         first = 0
-        for part, batches in zip(parts, taken, strict=True):
+        for part, table in zip(parts, tables, strict=True):
+            batches = len(table.to_batches())  # as `_write_arrow` cuts it
             self.pieces.setdefault(part, []).append((target, first, first + batches))
             first += batches
         self.files.append(target)
         self.held = 0
+        self.settle()  # one file written at a time
+        if self.writer is None:
+            _write_arrow(iter(tables), target)
+        else:
+            self._writing = self.writer.submit(_write_arrow, iter(tables), target)
+
+    def settle(self) -> None:
+        """The file being written on the writer thread, finished (its error raised here)."""
+        if self._writing is not None:
+            writing_now, self._writing = self._writing, None
+            writing_now.result()
 
     def read(self, part: int, columns: list[str] | None = None) -> pl.DataFrame:
         """One partition's rows in the order they came (only `columns`, if given)."""
+        self.settle()
         wanted = [name for name in self.columns if columns is None or name in columns]
         options = pa.ipc.IpcReadOptions(included_fields=[self.columns.index(name) for name in wanted])
         tables = []
@@ -243,6 +271,7 @@ class _Shelf:
 
     def remove(self) -> None:
         """The files deleted once read for the last time, freeing the disk for what comes next."""
+        self.settle()
         for path in self.files:
             path.unlink()
 
@@ -301,7 +330,8 @@ def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Progre
     digest = hashlib.sha256()
     partitions = _Partitions.under(spill, max(1, math.ceil(1.5 * estimated_turns(path) / batch_turns)), "chunks")
     order = _SessionOrder()
-    with closing(read_ahead(_chunks(path, label, batch_turns))) as chunks:  # the next parsed while this one spills
+    # the next chunk parsed, and the last spill file written, while this chunk spills
+    with partitions.written_behind(), closing(read_ahead(_chunks(path, label, batch_turns))) as chunks:
         for number, chunk in enumerate(chunks):
             partitions.stages.add(chunk.turns)
             turns = chunk.turns.drop("raw")
@@ -318,8 +348,7 @@ def _spill(path: Path, label: str, spill: Path, batch_turns: int, report: Progre
                 partitions.by_session.split(turns, SESSION_HASH, partitions.count)
             del chunk, turns
             report("reading", result.read, None)
-    order.finish(partitions)
-    partitions.flush()
+        order.finish(partitions)
     result.contiguous = order.contiguous
     if result.read == 0:
         raise TraceError([f"{label}: empty file: expected one JSON object per line (trace format v1)"])
@@ -381,6 +410,7 @@ class _SessionOrder:
         self.contiguous, self.held, self.ended = False, None, np.empty(0, dtype=np.uint64)
         chunks = partitions.by_session
         partitions.by_session = _Shelf(chunks.folder, "turns", chunks.budget)
+        partitions.by_session.writer = chunks.writer
         for part in chunks.parts:
             partitions.by_session.split(chunks.read(part), SESSION_HASH, partitions.count)
         chunks.remove()
