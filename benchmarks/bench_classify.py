@@ -219,7 +219,11 @@ def _run(phase: str, args: argparse.Namespace, workdir: Path) -> dict:
     run = subprocess.run([sys.executable, __file__, "--turns", str(args.turns), "--workdir", str(workdir), "--phase", phase],
                          capture_output=True, text=True)
     if run.returncode:
-        raise SystemExit(f"phase {phase} failed (exit {run.returncode}):\n{run.stderr[-4000:]}")
+        kept = workdir / f"phase-{phase}.stderr"  # a JVM's stack trace buries the cause: keep it whole
+        kept.write_text(run.stderr, encoding="utf-8")
+        causes = [line for line in run.stderr.splitlines() if "Error" in line or "Caused by" in line][:12]
+        raise SystemExit(f"phase {phase} failed (exit {run.returncode}); its whole error output in {kept}:\n"
+                         + "\n".join(causes) + f"\n...\n{run.stderr[-2000:]}")
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads(run.stdout.strip().splitlines()[-1])
