@@ -28,7 +28,6 @@ import tempfile
 import zlib
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from fpi.contract.errors import TraceError
 from fpi.contract.environment_faults import writing
 from fpi.contract.interrupts import handling_interrupts
 from fpi.engines.plan import Plan, Progress, Run, Sinks
-from fpi.engines.read_ahead import read_ahead
+from fpi.engines.overlap import OneBehind, one_behind, read_ahead
 from fpi.engines.whole_input import QuantileSample, hear, own_text, read_whole, settle
 from fpi.io.checks import FIRST_INDEX, FIRST_TURN, StageCheck, duplicates_rejected, row_json
 from fpi.io.line_blocks import BLOCK_BYTES, line_blocks
@@ -178,15 +177,14 @@ class _Partitions:
 
     def flush(self) -> None:
         """Every spilled turn on disk, before the partitions are read one by one."""
-        for shelf in (self.by_session, self.by_turn_id):
-            shelf.flush()
-            shelf.settle()
+        self.by_session.flush()
+        self.by_turn_id.flush()
 
     @contextmanager
     def written_behind(self) -> Iterator[None]:
         """In this block, each spill file is written on a thread while the next rows are read; a write that
         failed is raised by the next flush, or at the end."""
-        with ThreadPoolExecutor(1, thread_name_prefix="fpi-spill") as writer:
+        with one_behind("fpi-spill") as writer:
             self.by_session.writer = self.by_turn_id.writer = writer
             try:
                 yield
@@ -208,8 +206,7 @@ class _Shelf:
         self.pieces: dict[int, list[tuple[Path, int, int]]] = {}  # partition: (file, its first record batch, the batch after)
         self.files: list[Path] = []
         self.columns: list[str] = []  # the rows' columns, as the files hold them
-        self.writer: ThreadPoolExecutor | None = None  # when set, files are written on it (`_Partitions.written_behind`)
-        self._writing: Future[list[int]] | None = None  # the file being written there
+        self.writer: OneBehind | None = None  # when set, files are written on its thread (`_Partitions.written_behind`)
 
     @property
     def parts(self) -> list[int]:
@@ -244,21 +241,19 @@ class _Shelf:
             first += batches
         self.files.append(target)
         self.held = 0
-        self.settle()  # one file written at a time
         if self.writer is None:
             _write_arrow(iter(tables), target)
         else:
-            self._writing = self.writer.submit(_write_arrow, iter(tables), target)
+            self.writer.submit(_write_arrow, iter(tables), target)
 
-    def settle(self) -> None:
-        """The file being written on the writer thread, finished (its error raised here)."""
-        if self._writing is not None:
-            writing_now, self._writing = self._writing, None
-            writing_now.result()
+    def _written(self) -> None:
+        """Every file written (a write on the writer thread finished, its error raised here)."""
+        if self.writer is not None:
+            self.writer.wait()
 
     def read(self, part: int, columns: list[str] | None = None) -> pl.DataFrame:
         """One partition's rows in the order they came (only `columns`, if given)."""
-        self.settle()
+        self._written()
         wanted = [name for name in self.columns if columns is None or name in columns]
         options = pa.ipc.IpcReadOptions(included_fields=[self.columns.index(name) for name in wanted])
         tables = []
@@ -271,7 +266,7 @@ class _Shelf:
 
     def remove(self) -> None:
         """The files deleted once read for the last time, freeing the disk for what comes next."""
-        self.settle()
+        self._written()
         for path in self.files:
             path.unlink()
 
@@ -455,19 +450,14 @@ def _sampled_sessions(partitions: _Partitions, rejected: pl.Series, sampled: pl.
     sits in (their text copied out, or every partition's text would stay alive till the last). Every partition's
     rows are kept in `spill` as they are, so its classification reads its features before the quantiles, not
     computes them again."""
-    found, writing_now = [], None
-    with ThreadPoolExecutor(1, thread_name_prefix="fpi-features") as writer:  # written while the next is computed
+    found = []
+    with one_behind("fpi-features") as writer:  # written while the next partition's are computed
         for part in partitions.by_session.parts:
             turns = partitions.turns(part, without=rejected)
             if turns.height:
                 rows = sample_rows(turns).with_columns(turns["line"])
-                if writing_now is not None:
-                    writing_now.result()
-                writing_now = writer.submit(_write_arrow, iter([_arrow(rows.drop("session_id", "line"))]),
-                                            _features_file(spill, part))
+                writer.submit(_write_arrow, iter([_arrow(rows.drop("session_id", "line"))]), _features_file(spill, part))
                 found.append(own_text(rows.filter(pl.col("turn_id").is_in(sampled.implode()))))
-        if writing_now is not None:
-            writing_now.result()
     return pl.concat(found) if found else pl.DataFrame()
 
 
@@ -492,8 +482,8 @@ def _classify_partitions(pipeline: Pipeline, spill: Path, partitions: _Partition
     one batch of every partition at a time, so they share MERGE_BYTES among them. A partition's records are written
     on a thread of their own while the next partition is classified; the sample's scores, predicted when the run
     heard it, are not predicted again."""
-    out, done, writing_now = [], 0, None
-    with ThreadPoolExecutor(1) as writer:
+    out, done = [], 0
+    with one_behind("fpi-records") as writer:
         for part in partitions.by_session.parts:
             turns = partitions.turns(part, without=rejected)
             batch = pipeline.run(turns.with_columns(raw=pl.lit(None, pl.String)), fitted=fitted, heard=heard,
@@ -503,14 +493,10 @@ def _classify_partitions(pipeline: Pipeline, spill: Path, partitions: _Partition
                 out.append(spill / f"records-{part}.arrow")
                 table = _arrow(records)
                 share = MERGE_BYTES * table.num_rows // max(1, table.nbytes * partitions.count)
-                if writing_now is not None:
-                    writing_now.result()  # one partition's records wait at most
-                writing_now = writer.submit(_write_arrow, iter([table]), out[-1], max(MIN_MERGE_ROWS, share))
+                writer.submit(_write_arrow, iter([table]), out[-1], max(MIN_MERGE_ROWS, share))
             result.count(records)
             done += turns.height
             report("classifying", done, result.turns)
-        if writing_now is not None:
-            writing_now.result()
     partitions.by_session.remove()
     return out
 
@@ -555,18 +541,14 @@ def _merge(parts: list[Path], sinks: Sinks, result: Run, report: Progress) -> No
     window written on a thread while the next is read."""
     streams = [_SortedRecords(path) for path in parts]
     empty = pl.DataFrame(streams[0].held).drop("_line") if streams else None
-    written, writing_now = 0, None
-    with ThreadPoolExecutor(1, thread_name_prefix="fpi-merge") as writer:
+    written = 0
+    with one_behind("fpi-merge") as writer:
         while lines := [line for stream in streams if (line := stream.first_line()) is not None]:
             end = min(lines) + MERGE_WINDOW
             records = pl.DataFrame(pa.concat_tables([stream.before(end) for stream in streams])).sort("_line").drop("_line")
-            if writing_now is not None:
-                writing_now.result()  # in order, one window waiting at most
-            writing_now = writer.submit(sinks.write, records)
+            writer.submit(sinks.write, records)
             written += records.height
             report("writing", written, result.turns)
-        if writing_now is not None:
-            writing_now.result()
     sinks.finish(empty)
 
 

@@ -1,4 +1,5 @@
-"""Reading ahead on a thread hands over the same items, errors and endings as the iterator itself."""
+"""Work on a thread beside the caller's: reading ahead hands over the same items, errors and endings as the
+iterator itself; writing one behind runs the calls in order and raises their errors."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from contextlib import closing
 
 import pytest
 
-from fpi.engines.read_ahead import read_ahead
+from fpi.engines.overlap import one_behind, read_ahead
 
 
 def test_same_items_in_the_same_order_made_off_the_callers_thread():
@@ -56,3 +57,28 @@ def test_a_caller_that_stops_early_closes_the_source_with_at_most_one_item_made_
 
 def test_an_empty_source_gives_nothing():
     assert list(read_ahead(iter([]))) == []
+
+
+def test_one_behind_runs_calls_in_order_off_the_callers_thread_and_waits_at_the_end():
+    done, threads = [], set()
+
+    def note(n):
+        threads.add(threading.current_thread())
+        done.append(n)
+
+    with one_behind("test") as behind:
+        for n in range(5):
+            behind.submit(note, n)
+    assert done == [0, 1, 2, 3, 4]
+    assert threading.current_thread() not in threads
+
+
+def test_one_behind_raises_a_failed_call_at_the_next_one():
+    def fail():
+        raise OSError("disk full")
+
+    ran = []
+    with pytest.raises(OSError, match="disk full"), one_behind("test") as behind:
+        behind.submit(fail)
+        behind.submit(ran.append, "after")
+    assert ran == []
