@@ -39,7 +39,8 @@ from fpi.contract.records import SCHEMA, possible_of
 from fpi.contract.trace_format import DUPLICATE, LABELS
 from fpi.engines.choice import DEFAULT_MASTER
 from fpi.engines.plan import Plan, Run
-from fpi.engines.whole_input import QuantileSample, hear, read_whole, settle, smallest
+from fpi.engines.whole_input import SAMPLE_SLACK, QuantileSample, hear, read_whole, settle, smallest
+from fpi.pipeline.quantiles import SAMPLE_TURNS
 from fpi.io.checks import FIRST_TURN, NO_STAGE, StageCheck, duplicates_rejected, fields_of_lines
 from fpi.io.coverage import Coverage, counts_found, of_counts
 from fpi.io.quarantine import bad_records_error
@@ -65,6 +66,8 @@ _PER_PART = 1 << 33  # Spark's monotonically_increasing_id: the input partition 
 _PROBLEM, _CODE, _FIELD, _WHAT, _RAW = "_problem", "_code", "_field", "_what", "_raw"
 _FIRST = "_first"  # a duplicate's first use, where it sits in the input: its reason names it by line, the driver's to say
 _READ, _TURNS, _STAGELESS, _LABELED = "_read", "_turns", "_stageless", "_labeled"
+_ORDER = "_order"  # a sampled row's turn_id hash as a signed number that sorts the same: Spark has no unsigned one
+SAMPLE_PIECE = 10_000  # sampled rows brought to the driver per task: a task's result the block manager holds is small
 _FOUND = "_found"  # through a mapping: how many turns had each stage and field (`fpi.io.coverage.counts_found`), as JSON
 # What the inspection brings back per partition: the rows quantile tables are fitted on, bad records (a row per
 # problem: its message, and the field, code, reason and line text the quarantine keeps), a row counting the
@@ -74,7 +77,7 @@ _INSPECTED = pa.schema([*[(name, pa.string() if kind == pl.String else pa.float6
                         (_AT, pa.int64()), (_PROBLEM, pa.string()), (_CODE, pa.string()), (_FIELD, pa.string()),
                         (_WHAT, pa.string()), (_RAW, pa.string()), (_READ, pa.int64()), (_TURNS, pa.int64()),
                         (_STAGELESS, pa.int64()), (_LABELED, pa.int64()), (_FOUND, pa.string()), (_PART, pa.int64()),
-                        (_ROWS, pa.int64()), (_FIRST, pa.int64())])
+                        (_ROWS, pa.int64()), (_FIRST, pa.int64()), (_ORDER, pa.int64())])
 _EXTRA = (_PROBLEM, _CODE, _FIELD, _WHAT, _RAW)
 _COUNTS = (_READ, _TURNS, _STAGELESS, _LABELED)
 
@@ -195,13 +198,26 @@ class _Job:
         return outcome
 
     def _inspected(self, lines: DataFrame) -> pl.DataFrame:
-        """What the tasks found in `lines`, on the driver. It comes back through a shuffle Spark sizes (by
-        `spark.sql.adaptive.advisoryPartitionSizeInBytes`): a task's share of the sample runs to hundreds of MB, and
-        a result that large is lost between the block manager and the driver."""
+        """What the tasks found in `lines`, on the driver: their counts and problems, and of their sample rows
+        only the smallest hashes of the whole input (one more than a sample keeps, so the driver sees it was cut),
+        chosen by Spark. Each task offers up to a whole sample; brought to the driver, a thousand partitions
+        would bring a thousand samples. Both come back in small pieces: a task's result of hundreds of MB can
+        be lost between the block manager and the driver."""
+        from pyspark import StorageLevel
         from pyspark.sql import functions as F
 
         inspected = lines.mapInArrow(_inspect(self.source, self._mapping_json()), _spark_schema(_INSPECTED))
-        return _collected(inspected.repartition(F.col(_AT)))
+        inspected = inspected.persist(StorageLevel.DISK_ONLY)  # read twice, parsed once
+        try:
+            found = _collected(inspected.where(F.col("turn_id").isNull()).repartition(F.col(_AT)))
+            offered = int(found[_TURNS].sum() or 0)
+            wanted = min(offered, SAMPLE_TURNS + SAMPLE_SLACK + 1)
+            sampled = (inspected.where(F.col("turn_id").isNotNull()).orderBy(_ORDER, "turn_id", _AT).limit(wanted)
+                       .repartition(max(1, -(-wanted // SAMPLE_PIECE))))
+            sample = _collected(sampled).sort(_AT) if wanted else found.clear()
+        finally:
+            inspected.unpersist()
+        return pl.concat([found, sample]).drop(_ORDER)
 
     def _mapping_json(self) -> str | None:
         return json.dumps(self.mapping.to_json()) if self.mapping is not None else None
@@ -369,7 +385,9 @@ def _inspect(label: str, mapping: str | None) -> Callable[[Iterator[pa.RecordBat
         yield from _as_inspected(at.to_frame().group_by((pl.col(_AT) // _PER_PART).alias(_PART))
                                  .agg(((pl.col(_AT) % _PER_PART).max() + 1).alias(_ROWS)))
         if turns.height:
-            yield from _as_inspected(smallest(sample_rows(turns).with_columns(at.gather(turns["line"] - 1))).drop("_hash"))
+            offered = smallest(sample_rows(turns).with_columns(at.gather(turns["line"] - 1)))
+            yield from _as_inspected(offered.with_columns((pl.col("_hash") ^ pl.lit(1 << 63, pl.UInt64)).reinterpret(signed=True)
+                                                          .alias(_ORDER)).drop("_hash"))
         problems = [{_AT: at[r.line - 1], _PROBLEM: f"{field}: {what}" if field else what, _CODE: code, _FIELD: field,
                      _WHAT: what, _RAW: r.raw if isinstance(r.raw, str) else r.raw.decode("utf-8", "replace"),
                      _FIRST: at[int(what.rsplit(" ", 1)[1]) - 1] if code == DUPLICATE else None}  # "first used on line N"
@@ -382,7 +400,7 @@ def _inspect(label: str, mapping: str | None) -> Callable[[Iterator[pa.RecordBat
 
 def _as_inspected(frame: pl.DataFrame) -> list[pa.RecordBatch]:
     """Rows of one kind in the inspection's schema, the other columns null, a batch at a time."""
-    numbers = (_AT, *_COUNTS, _PART, _ROWS, _FIRST)
+    numbers = (_AT, *_COUNTS, _PART, _ROWS, _FIRST, _ORDER)
     missing = [pl.lit(None, SAMPLE_COLUMNS.get(name, pl.Int64 if name in numbers else pl.String)).alias(name)
                for name in _INSPECTED.names if name not in frame.columns]
     return frame.with_columns(missing).select(_INSPECTED.names).to_arrow().cast(_INSPECTED).to_batches(max_chunksize=RECORD_BATCH)
@@ -587,15 +605,27 @@ def _spark_schema(schema: pa.Schema):
     return from_arrow_schema(schema)
 
 
+_LOCAL_MASTER = re.compile(r"local(?:\[(\d+|\*)\])?")  # a local master that names no number of task failures
+TASK_TRIES = 4  # how often a task may fail before its job does: Spark's default on a cluster (spark.task.maxFailures)
+
+
+def tried_again(master: str) -> str:
+    """`master`, a local one with TASK_TRIES tries a task (`local[2]` → `local[2,4]`): Spark tries a local task once,
+    so one result lost between the block manager and the driver would end a run a cluster finishes."""
+    local = _LOCAL_MASTER.fullmatch(master)
+    return f"local[{local.group(1) or 1},{TASK_TRIES}]" if local else master
+
+
 def session(master: str = DEFAULT_MASTER, app: str = "fpi"):
-    """A Spark session whose Python workers run this interpreter (so they have fpi and its packages)."""
+    """A Spark session whose Python workers run this interpreter (so they have fpi and its packages); a local one
+    tries a failed task again, as a cluster does (`tried_again`)."""
     import os
     import sys
 
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = (SparkSession.builder.master(master).appName(app).config("spark.ui.enabled", "false")
+    spark = (SparkSession.builder.master(tried_again(master)).appName(app).config("spark.ui.enabled", "false")
              .config("spark.driver.memory", "2g")  # a local session's one JVM is its executors too
              .config("spark.ui.showConsoleProgress", "false").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")

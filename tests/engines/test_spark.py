@@ -189,3 +189,35 @@ def test_spark_replaces_an_earlier_output_file_or_folder_and_nothing_else(spark,
     result = run_cli("classify", source, "--engine", "spark", "-o", out)
     assert result.exit_code == 2 and "holds files Spark did not write (notes.txt)" in result.stderr
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_the_driver_gets_the_smallest_hashes_of_the_whole_input_not_a_sample_per_partition(spark, monkeypatch):
+    from pyspark.sql import functions as F
+
+    from fpi import Pipeline, load_traces
+    from fpi.engines import spark as engine
+    from fpi.pipeline.quantiles import TURN_HASH
+
+    monkeypatch.setattr(engine, "SAMPLE_TURNS", 100)  # the driver's cut; each task still offers up to a whole sample
+    monkeypatch.setattr(engine, "SAMPLE_SLACK", 10)
+    lines = spark.read.text(str(FIXTURES / "traces.jsonl")).coalesce(1)
+    numbered = lines.select("value", F.monotonically_increasing_id().alias(engine._AT)).repartition(8)
+    found = engine._Job(Pipeline(), "traces.jsonl", None)._inspected(numbered)
+    sample = found.filter(pl.col("turn_id").is_not_null())
+    turns = load_traces(FIXTURES / "traces.jsonl")
+    smallest = turns.with_columns(_hash=TURN_HASH).sort("_hash", "turn_id", "line").head(111)
+    assert sample.height == 111 < turns.height  # one more than the sample keeps: the driver sees it was cut
+    assert sample["turn_id"].to_list() == smallest.sort("line")["turn_id"].to_list()  # in input order
+    assert (sample[engine._AT] + 1).to_list() == smallest.sort("line")["line"].cast(pl.Int64).to_list()
+    assert engine._ORDER not in found.columns
+    assert int(found[engine._TURNS].sum()) == turns.height
+
+
+def test_a_local_master_tries_a_failed_task_again_as_a_cluster_does():
+    from fpi.engines.spark import TASK_TRIES, tried_again
+
+    assert tried_again("local[2]") == f"local[2,{TASK_TRIES}]"
+    assert tried_again("local[*]") == f"local[*,{TASK_TRIES}]"
+    assert tried_again("local") == f"local[1,{TASK_TRIES}]"
+    assert tried_again("local[2,8]") == "local[2,8]"  # the user's own count stands
+    assert tried_again("spark://host:7077") == "spark://host:7077"
