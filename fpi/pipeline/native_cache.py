@@ -13,12 +13,14 @@ import os
 import secrets
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 from fpi.contract.errors import ModelError
 
 MAX_ENTRY_BYTES = 256 * 1024 * 1024  # far above any model's object; a bound on what a read may take
 SECRET_FILE = "secret"
+UNUSED_DAYS = 30  # an entry no run has loaded for this long (an older fpi's, an older model's) goes when another is written
 
 
 class UntrustedCache(ModelError):
@@ -119,7 +121,13 @@ class NativeCache:
         recorded = _read_regular(self.folder / f"{key}.digest", 128)
         if secret is None or data is None or recorded is None:
             return None
-        return data if hmac.compare_digest(recorded.strip(), self._digest(secret, key, data).encode("ascii")) else None
+        if not hmac.compare_digest(recorded.strip(), self._digest(secret, key, data).encode("ascii")):
+            return None
+        try:
+            os.utime(self.folder / f"{key}.o")  # its last use: what `put` keeps
+        except OSError:
+            pass
+        return data
 
     def put(self, key: str, data: bytes) -> None:
         """Keep `data` under `key` with its digest; a folder that cannot be written keeps nothing (the trees
@@ -130,3 +138,15 @@ class NativeCache:
         if secret is not None:
             _write_private(self.folder / f"{key}.o", data)
             _write_private(self.folder / f"{key}.digest", self._digest(secret, key, data).encode("ascii"))
+            self._forget_unused()
+
+    def _forget_unused(self) -> None:
+        """Remove the entries no run has loaded for UNUSED_DAYS: each fpi version and model has its own, ~10 MB."""
+        oldest = time.time() - UNUSED_DAYS * 86400
+        for entry in self.folder.glob("*.o"):
+            try:
+                if entry.lstat().st_mtime < oldest:
+                    entry.unlink()
+                    entry.with_suffix(".digest").unlink(missing_ok=True)
+            except OSError:
+                pass  # another run's, or gone already: the next write tries again

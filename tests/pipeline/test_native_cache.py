@@ -147,3 +147,19 @@ def test_a_digest_file_of_any_bytes_is_a_mismatch_not_a_crash(booster, tmp_path)
     _predicts_like_lightgbm(booster, tmp_path)
     _entry(tmp_path, booster).with_suffix(".digest").write_bytes("é\xff".encode() + os.urandom(40))
     assert NativeTrees.compile(booster, booster.num_trees(), cache=tmp_path, compile_if_missing=False) is None
+
+
+def test_entries_no_run_loaded_for_a_month_go_when_another_is_written(tmp_path):
+    from fpi.pipeline.native_cache import UNUSED_DAYS
+
+    cache = NativeCache(tmp_path)
+    for key in ("old", "used", "recent"):
+        cache.put(key, key.encode())
+    month_ago = os.stat(tmp_path / "old.o").st_mtime - (UNUSED_DAYS + 1) * 86400
+    for key in ("old", "used"):
+        os.utime(tmp_path / f"{key}.o", (month_ago, month_ago))
+    assert cache.get("used") == b"used"  # loaded today: kept
+    cache.put("new", b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.digest", "new.o", "recent.digest", "recent.o", "secret",
+                                                          "used.digest", "used.o"]
+    assert cache.get("old") is None and cache.get("used") == b"used"
