@@ -21,7 +21,8 @@ cores the whole process kept busy (CPU seconds over wall seconds; Spark's JVM an
 for and counted), and for local streamed and Spark their turns per core-second, Spark's against local
 streamed's when both ran (alternate them: `--phases classify-streamed,spark,classify-streamed,spark`); each classify runs `--pairs` times, each
 right after the Arrow floor, and its ratio is the median of the pairs' ratios (the floor moves with the
-machine's state); `--markdown` prints the table, `--write` writes it into docs/scale.md and the README."""
+machine's state); when two or more engines classified (in memory, streamed, Parquet in and out, Spark), whether
+their records are byte for byte the same; `--markdown` prints the table, `--write` writes it into docs/scale.md and the README."""
 
 from __future__ import annotations
 
@@ -163,7 +164,7 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
             runs.append(time.perf_counter() - t)
         timings[f"fpi --help (median of {HELP_RUNS})"] = (statistics.median(runs), 0)
     elif name == "classify-no-rules":
-        write_records(classify(load_traces(traces), FailurePointModel.load(), None), out)
+        write_records(classify(load_traces(traces), FailurePointModel.load(), None), out.with_name("records-no-rules.jsonl"))
         timings["classify, no rules"] = time.perf_counter() - started
     elif name == "report":  # on the records the classify phase wrote
         from fpi.io.records_files import read_records
@@ -204,6 +205,37 @@ def _reap_orphans(seconds: float = 30.0) -> None:
             return
         if not pid:
             time.sleep(0.05)
+
+
+ENGINE_RECORDS = {"classify": ("in memory", "records.jsonl"), "classify-streamed": ("streamed", "records-streamed.jsonl"),
+                  "classify-parquet": ("Parquet in and out", "records-from-parquet.parquet"),
+                  "spark": ("Spark", "records-spark.parquet")}
+"""Each engine's classify phase, what it is called and the records it writes (compared by `same_records`)."""
+
+
+def same_records(workdir: Path, phases: list[str]) -> str | None:
+    """Whether the engines these phases ran wrote the same records byte for byte, as fpi writes JSON Lines (Parquet
+    files and Spark's folder of part files read back first); None when fewer than two ran."""
+    import filecmp
+
+    import polars as pl
+
+    from fpi import write_records
+
+    ran = [ENGINE_RECORDS[phase] for phase in dict.fromkeys(phases) if phase in ENGINE_RECORDS]
+    if len(ran) < 2:
+        return None
+    lines = []
+    for _, name in ran:
+        path = workdir / name
+        if path.suffix == ".parquet":
+            path = workdir / f"{path.stem}.as.jsonl"
+            write_records(pl.read_parquet(workdir / name / "*.parquet" if (workdir / name).is_dir() else workdir / name), path)
+        lines.append(path)
+    differ = [engine for (engine, _), path in zip(ran[1:], lines[1:]) if not filecmp.cmp(lines[0], path, shallow=False)]
+    engines = ", ".join(engine for engine, _ in ran)
+    return (f"records byte for byte the same across {engines}" if not differ
+            else f"records DIFFER from {ran[0][0]}'s: {', '.join(differ)}")
 
 
 PAIRED = ("classify", "classify-no-rules", "classify-parquet", "classify-streamed", "classify-explain", "spark")
@@ -280,7 +312,7 @@ def per_core(rows: list[dict]) -> str | None:
             "the work per core")
 
 
-def markdown(rows: list[dict], turns: int, size_gb: float) -> str:
+def markdown(rows: list[dict], turns: int, size_gb: float, same: str | None = None) -> str:
     """The figures as the Markdown table docs/scale.md and the README show."""
     machine = f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
     lines = [f"{turns:,} simulated turns ({size_gb:.2f} GB of JSON Lines), {machine}; each phase in a fresh process; "
@@ -292,7 +324,7 @@ def markdown(rows: list[dict], turns: int, size_gb: float) -> str:
         ratio = f"{row['ratio']:.2f} ({row['floor']:.1f} s)" if row["ratio"] else ""
         lines.append(f"| {row['step']} | {row['seconds']:.1f} | {rate} | {ratio} | {row['cores']:.2f} | {row['peak']:.2f} GB |")
     compared = per_core(rows)
-    return "\n".join([*lines, *(["", f"{compared}."] if compared else [])])
+    return "\n".join([*lines, *(["", f"{compared}."] if compared else []), *(["", f"{same[0].upper()}{same[1:]}."] if same else [])])
 
 
 def write_between_markers(path: Path, text: str) -> None:
@@ -333,8 +365,11 @@ def main() -> None:
     compared = per_core(rows)
     if compared:
         print(f"  {compared}")
+    same = same_records(workdir, asked)
+    if same:
+        print(f"  {same}")
     size = traces.stat().st_size / 2**30 if traces.exists() else 0.0
-    table = markdown([row for row in rows if row["phase"] != "simulate"], args.turns, size)
+    table = markdown([row for row in rows if row["phase"] != "simulate"], args.turns, size, same)
     if args.markdown:
         print("\n" + table)
     if args.write:
