@@ -67,7 +67,7 @@ _PROBLEM, _CODE, _FIELD, _WHAT, _RAW = "_problem", "_code", "_field", "_what", "
 _FIRST = "_first"  # a duplicate's first use, where it sits in the input: its reason names it by line, the driver's to say
 _READ, _TURNS, _STAGELESS, _LABELED = "_read", "_turns", "_stageless", "_labeled"
 _ORDER = "_order"  # a sampled row's turn_id hash as a signed number that sorts the same: Spark has no unsigned one
-SAMPLE_PIECE = 10_000  # sampled rows brought to the driver per task: a task's result the block manager holds is small
+_CUT = "_cut"  # on a task's counts row, when it offered fewer sample rows than it had: the last one's _ORDER
 _FOUND = "_found"  # through a mapping: how many turns had each stage and field (`fpi.io.coverage.counts_found`), as JSON
 # What the inspection brings back per partition: the rows quantile tables are fitted on, bad records (a row per
 # problem: its message, and the field, code, reason and line text the quarantine keeps), a row counting the
@@ -77,7 +77,7 @@ _INSPECTED = pa.schema([*[(name, pa.string() if kind == pl.String else pa.float6
                         (_AT, pa.int64()), (_PROBLEM, pa.string()), (_CODE, pa.string()), (_FIELD, pa.string()),
                         (_WHAT, pa.string()), (_RAW, pa.string()), (_READ, pa.int64()), (_TURNS, pa.int64()),
                         (_STAGELESS, pa.int64()), (_LABELED, pa.int64()), (_FOUND, pa.string()), (_PART, pa.int64()),
-                        (_ROWS, pa.int64()), (_FIRST, pa.int64()), (_ORDER, pa.int64())])
+                        (_ROWS, pa.int64()), (_FIRST, pa.int64()), (_ORDER, pa.int64()), (_CUT, pa.int64())])
 _EXTRA = (_PROBLEM, _CODE, _FIELD, _WHAT, _RAW)
 _COUNTS = (_READ, _TURNS, _STAGELESS, _LABELED)
 
@@ -198,26 +198,19 @@ class _Job:
         return outcome
 
     def _inspected(self, lines: DataFrame) -> pl.DataFrame:
-        """What the tasks found in `lines`, on the driver: their counts and problems, and of their sample rows
-        only the smallest hashes of the whole input (one more than a sample keeps, so the driver sees it was cut),
-        chosen by Spark. Each task offers up to a whole sample; brought to the driver, a thousand partitions
-        would bring a thousand samples. Both come back in small pieces: a task's result of hundreds of MB can
-        be lost between the block manager and the driver."""
-        from pyspark import StorageLevel
+        """What the tasks found in `lines`, on the driver, through a shuffle Spark sizes. Of their sample rows each task
+        offers its share of the whole input's sample and some to spare (`_offer`), not a whole sample: a thousand
+        partitions would bring a thousand samples. When a task cut its offer below what the sample may need, the
+        tasks are asked again for whole samples."""
         from pyspark.sql import functions as F
 
-        inspected = lines.mapInArrow(_inspect(self.source, self._mapping_json()), _spark_schema(_INSPECTED))
-        inspected = inspected.persist(StorageLevel.DISK_ONLY)  # read twice, parsed once
-        try:
-            found = _collected(inspected.where(F.col("turn_id").isNull()).repartition(F.col(_AT)))
-            offered = int(found[_TURNS].sum() or 0)
-            wanted = min(offered, SAMPLE_TURNS + SAMPLE_SLACK + 1)
-            sampled = (inspected.where(F.col("turn_id").isNotNull()).orderBy(_ORDER, "turn_id", _AT).limit(wanted)
-                       .repartition(max(1, -(-wanted // SAMPLE_PIECE))))
-            sample = _collected(sampled).sort(_AT) if wanted else found.clear()
-        finally:
-            inspected.unpersist()
-        return pl.concat([found, sample]).drop(_ORDER)
+        def found(offer: int) -> pl.DataFrame:
+            inspected = lines.mapInArrow(_inspect(self.source, self._mapping_json(), offer), _spark_schema(_INSPECTED))
+            return _collected(inspected.repartition(F.col(_AT)))
+
+        offer = _offer(lines.rdd.getNumPartitions())
+        shares = found(offer)
+        return (shares if _whole_sample(shares, offer) else found(_offer(1))).drop(_ORDER, _CUT)
 
     def _mapping_json(self) -> str | None:
         return json.dumps(self.mapping.to_json()) if self.mapping is not None else None
@@ -367,9 +360,9 @@ def _read(batches: Iterator[pa.RecordBatch], label: str, mapping: str | None) ->
     return read_part(data, label, Mapping.from_json(json.loads(mapping)) if mapping else None), at
 
 
-def _inspect(label: str, mapping: str | None) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """Per partition: its counts, how many lines of each input partition it saw, the sample rows for the quantile
-    tables (the rows a sample can still need, `smallest`), and a row per problem of a bad record."""
+def _inspect(label: str, mapping: str | None, offer: int) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """Per partition: its counts, how many lines of each input partition it saw, its `offer` sample rows for the
+    quantile tables with the smallest hashes (`_offered`), and a row per problem of a bad record."""
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from fpi.io.mapping import Mapping
         from fpi.pipeline.features import sample_rows
@@ -378,16 +371,15 @@ def _inspect(label: str, mapping: str | None) -> Callable[[Iterator[pa.RecordBat
         if result is None:
             return
         turns = result.turns
+        offered, cut = _offered(sample_rows(turns).with_columns(at.gather(turns["line"] - 1)), offer) if turns.height else (None, None)
         stageless = int(turns.select(NO_STAGE.sum()).item()) if turns.height else 0
         counted = json.dumps(counts_found(turns, Mapping.from_json(json.loads(mapping)))) if mapping else None
         yield pa.RecordBatch.from_pylist([{_READ: result.read, _TURNS: turns.height, _STAGELESS: stageless, _FOUND: counted,
-                                           _LABELED: turns.height - turns["label"].null_count()}], schema=_INSPECTED)
+                                           _LABELED: turns.height - turns["label"].null_count(), _CUT: cut}], schema=_INSPECTED)
         yield from _as_inspected(at.to_frame().group_by((pl.col(_AT) // _PER_PART).alias(_PART))
                                  .agg(((pl.col(_AT) % _PER_PART).max() + 1).alias(_ROWS)))
-        if turns.height:
-            offered = smallest(sample_rows(turns).with_columns(at.gather(turns["line"] - 1)))
-            yield from _as_inspected(offered.with_columns((pl.col("_hash") ^ pl.lit(1 << 63, pl.UInt64)).reinterpret(signed=True)
-                                                          .alias(_ORDER)).drop("_hash"))
+        if offered is not None:
+            yield from _as_inspected(offered)
         problems = [{_AT: at[r.line - 1], _PROBLEM: f"{field}: {what}" if field else what, _CODE: code, _FIELD: field,
                      _WHAT: what, _RAW: r.raw if isinstance(r.raw, str) else r.raw.decode("utf-8", "replace"),
                      _FIRST: at[int(what.rsplit(" ", 1)[1]) - 1] if code == DUPLICATE else None}  # "first used on line N"
@@ -398,9 +390,35 @@ def _inspect(label: str, mapping: str | None) -> Callable[[Iterator[pa.RecordBat
     return run
 
 
+def _offer(parts: int) -> int:
+    """Sample rows each task offers when the input is in `parts` partitions: its share of one more than a sample keeps
+    (so the driver sees the sample was cut), half again and a hundred to spare; one task offers that many."""
+    wanted = SAMPLE_TURNS + SAMPLE_SLACK + 1
+    return min(wanted, -(-wanted * 3 // (2 * parts)) + 100)
+
+
+def _offered(rows: pl.DataFrame, offer: int) -> tuple[pl.DataFrame, int | None]:
+    """A task's `offer` sample rows with the smallest hashes, each with its _ORDER, and the last one's _ORDER when
+    it left some out."""
+    kept = smallest(rows, offer)
+    kept = kept.with_columns((pl.col("_hash") ^ pl.lit(1 << 63, pl.UInt64)).reinterpret(signed=True).alias(_ORDER)).drop("_hash")
+    return kept, kept[_ORDER][-1] if rows.height > offer else None
+
+
+def _whole_sample(found: pl.DataFrame, offer: int) -> bool:
+    """Whether the tasks offered the whole input's sample and the row after it: each offered that many, or each that
+    cut its offer cut it past the hash of the offered row after the sample (so it left out nothing the sample needs)."""
+    cuts = found[_CUT].drop_nulls()
+    after = SAMPLE_TURNS + SAMPLE_SLACK
+    if not cuts.len() or offer > after:
+        return True
+    orders = found[_ORDER].drop_nulls().sort()
+    return orders.len() > after and cuts.min() > orders[after]
+
+
 def _as_inspected(frame: pl.DataFrame) -> list[pa.RecordBatch]:
     """Rows of one kind in the inspection's schema, the other columns null, a batch at a time."""
-    numbers = (_AT, *_COUNTS, _PART, _ROWS, _FIRST, _ORDER)
+    numbers = (_AT, *_COUNTS, _PART, _ROWS, _FIRST, _ORDER, _CUT)
     missing = [pl.lit(None, SAMPLE_COLUMNS.get(name, pl.Int64 if name in numbers else pl.String)).alias(name)
                for name in _INSPECTED.names if name not in frame.columns]
     return frame.with_columns(missing).select(_INSPECTED.names).to_arrow().cast(_INSPECTED).to_batches(max_chunksize=RECORD_BATCH)

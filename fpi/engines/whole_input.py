@@ -101,10 +101,10 @@ def hear(pipeline: Pipeline, rows: pl.DataFrame, tables: Reference) -> HeardScor
     return HeardScores.of(heard["line"].to_numpy(), known)
 
 
-def smallest(rows: pl.DataFrame) -> pl.DataFrame:
-    """The reference rows a sample can still need: the SAMPLE_TURNS + SAMPLE_SLACK smallest turn_id hashes."""
+def smallest(rows: pl.DataFrame, keep: int | None = None) -> pl.DataFrame:
+    """The reference rows a sample can still need: the `keep` smallest turn_id hashes (SAMPLE_TURNS + SAMPLE_SLACK)."""
     ordered = rows if "_hash" in rows.columns else rows.with_columns(_hash=TURN_HASH)
-    return ordered.sort("_hash", "turn_id").head(SAMPLE_TURNS + SAMPLE_SLACK)
+    return ordered.sort("_hash", "turn_id").head(SAMPLE_TURNS + SAMPLE_SLACK if keep is None else keep)
 
 
 def own_text(frame: pl.DataFrame) -> pl.DataFrame:

@@ -191,26 +191,34 @@ def test_spark_replaces_an_earlier_output_file_or_folder_and_nothing_else(spark,
     assert (out / "notes.txt").read_text() == "mine"
 
 
-def test_the_driver_gets_the_smallest_hashes_of_the_whole_input_not_a_sample_per_partition(spark, monkeypatch):
+@pytest.mark.parametrize("offer", ["its share", "too few"])
+def test_each_task_offers_its_share_of_the_sample_and_the_driver_gets_the_whole_inputs(spark, monkeypatch, offer):
     from pyspark.sql import functions as F
 
     from fpi import Pipeline, load_traces
     from fpi.engines import spark as engine
     from fpi.pipeline.quantiles import TURN_HASH
 
-    monkeypatch.setattr(engine, "SAMPLE_TURNS", 100)  # the driver's cut; each task still offers up to a whole sample
-    monkeypatch.setattr(engine, "SAMPLE_SLACK", 10)
+    monkeypatch.setattr(engine, "SAMPLE_TURNS", 500)  # a sample of 500 (and 50 to spare) among 2,000 turns
+    monkeypatch.setattr(engine, "SAMPLE_SLACK", 50)
+    offers = []
+    share = engine._offer
+    monkeypatch.setattr(engine, "_offer", lambda parts: offers.append(parts) or (share(parts) if offer == "its share" or parts == 1 else 5))
     lines = spark.read.text(str(FIXTURES / "traces.jsonl")).coalesce(1)
-    numbered = lines.select("value", F.monotonically_increasing_id().alias(engine._AT)).repartition(8)
+    numbered = lines.select("value", F.monotonically_increasing_id().alias(engine._AT)).repartition(8)  # 250 lines each
     found = engine._Job(Pipeline(), "traces.jsonl", None)._inspected(numbered)
     sample = found.filter(pl.col("turn_id").is_not_null())
     turns = load_traces(FIXTURES / "traces.jsonl")
-    smallest = turns.with_columns(_hash=TURN_HASH).sort("_hash", "turn_id", "line").head(111)
-    assert sample.height == 111 < turns.height  # one more than the sample keeps: the driver sees it was cut
-    assert sample["turn_id"].to_list() == smallest.sort("line")["turn_id"].to_list()  # in input order
-    assert (sample[engine._AT] + 1).to_list() == smallest.sort("line")["line"].cast(pl.Int64).to_list()
-    assert engine._ORDER not in found.columns
-    assert int(found[engine._TURNS].sum()) == turns.height
+    assert int(found[engine._TURNS].sum()) == turns.height == 2000
+    if offer == "its share":  # 551 * 1.5 / 8 + 100 = 204 of each task's 250, not the 2,000: asked once
+        assert offers == [8] and sample.height == 8 * share(8) == 8 * 204
+    else:  # 5 of each cannot hold the 551 smallest: the tasks are asked again, for 551 each (all of their 250)
+        assert offers == [8, 1] and sample.height == turns.height
+    expected = turns.with_columns(_hash=TURN_HASH).sort("_hash", "turn_id", "line").head(551)
+    got = sample.with_columns(_hash=TURN_HASH).sort("_hash", "turn_id", engine._AT).head(551)
+    assert got["turn_id"].to_list() == expected["turn_id"].to_list()
+    assert (got[engine._AT] + 1).to_list() == expected["line"].cast(pl.Int64).to_list()
+    assert engine._ORDER not in found.columns and engine._CUT not in found.columns
 
 
 def test_a_local_master_tries_a_failed_task_again_as_a_cluster_does():
