@@ -44,6 +44,12 @@ WITHOUT_TRACES = {"help"}  # phases that read no traces (nothing is simulated fo
 LEARNING_LIBRARIES = ("lightgbm", "sklearn", "scipy", "pandas", "shap", "numba")  # what a classify may do without
 
 
+ENGINE_RECORDS = {"classify": ("in memory", "records.jsonl"), "classify-streamed": ("streamed", "records-streamed.jsonl"),
+                  "classify-parquet": ("Parquet in and out", "records-from-parquet.parquet"),
+                  "spark": ("Spark", "records-spark.parquet")}
+"""Each engine's classify phase, what it is called and the records it writes (compared by `same_records`)."""
+
+
 def _phase(name: str, traces: Path, out: Path) -> dict:
     import polars as pl
 
@@ -118,19 +124,19 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
     elif name == "classify":
         model = FailurePointModel.load()
         turns = load_traces(traces)
-        write_records(classify(turns, model), out)
+        write_records(classify(turns, model), out.with_name(ENGINE_RECORDS[name][1]))
         timings["classify end-to-end"] = time.perf_counter() - started
     elif name == "traces-to-parquet":  # setup for classify-parquet, timed apart
         load_traces(traces).drop("line", "raw").write_parquet(traces.with_suffix(".parquet"))
         timings["traces to Parquet (setup)"] = time.perf_counter() - started
     elif name == "classify-parquet":  # Parquet in and out, in memory (after traces-to-parquet)
         write_records(classify(load_traces(traces.with_suffix(".parquet")), FailurePointModel.load()),
-                      out.with_name("records-from-parquet.parquet"))
+                      out.with_name(ENGINE_RECORDS[name][1]))
         timings["classify in memory, Parquet in and out"] = time.perf_counter() - started
     elif name == "classify-streamed":
         from fpi.engines import streamed
         from fpi.engines.plan import Plan, sink_for
-        streamed.run(Plan(traces, Pipeline(), sinks=[sink_for(out.with_name("records-streamed.jsonl"))]))
+        streamed.run(Plan(traces, Pipeline(), sinks=[sink_for(out.with_name(ENGINE_RECORDS[name][1]))]))
         timings["classify streamed"] = time.perf_counter() - started
     elif name == "classify-explain":  # `fpi classify --explain`: each turn not correct explained by its top 3 features
         from fpi.engines import streamed
@@ -142,14 +148,14 @@ def _phase(name: str, traces: Path, out: Path) -> dict:
         from fpi.reports.failure_report import build_report
         from fpi.reports.counts import Tally
         by = ["nlu.domain", "nlu.intent", "device.type", "locale"]
-        html_page(build_report(Tally.of_file(out.with_name("records-streamed.jsonl"), by), by=by))
+        html_page(build_report(Tally.of_file(out.with_name(ENGINE_RECORDS["classify-streamed"][1]), by), by=by))
         timings["report streamed (html)"] = time.perf_counter() - started
     elif name == "spark":
         from fpi.engines import spark as engine
         _adopt_orphans()
         session = engine.session("local[2]")
         engine.write_parquet(engine.classify(session.read.text(str(traces)), source=str(traces)),
-                             out.with_name("records-spark.parquet"))
+                             out.with_name(ENGINE_RECORDS[name][1]))
         jvm = session.sparkContext._gateway.proc
         session.stop()
         jvm.stdin.close()  # the JVM ends when its input does; waited for, its CPU time and its workers' count
@@ -205,12 +211,6 @@ def _reap_orphans(seconds: float = 30.0) -> None:
             return
         if not pid:
             time.sleep(0.05)
-
-
-ENGINE_RECORDS = {"classify": ("in memory", "records.jsonl"), "classify-streamed": ("streamed", "records-streamed.jsonl"),
-                  "classify-parquet": ("Parquet in and out", "records-from-parquet.parquet"),
-                  "spark": ("Spark", "records-spark.parquet")}
-"""Each engine's classify phase, what it is called and the records it writes (compared by `same_records`)."""
 
 
 def same_records(workdir: Path, phases: list[str]) -> str | None:
